@@ -1,0 +1,30 @@
+//! # allsource-domain
+//!
+//! The heart of AllSource: what an event is, the rules its fields obey, how expectations on a
+//! stream's version are checked, how a batch of proposed events is planned against the stored
+//! streams, and how an entity's state is folded from its events.
+//!
+//! This crate is pure: no async runtime, no I/O. Every rule here is unit-tested in the file that
+//! holds it, so adapters and use cases can rely on it instead of re-implementing it.
+//!
+//! # Layout
+//! - [`values`]: value objects (`TenantId`, `EntityId`, `EventType`, `EventId`, `Version`,
+//!   `Position`) with `parse` constructors that enforce the API's validation rules.
+//! - [`event`]: the stored [`Event`](event::Event) and the [`ProposedEvent`](event::ProposedEvent)
+//!   a client asks to append.
+//! - [`expected_version`]: optimistic-concurrency expectations.
+//! - [`append`]: the pure append planner (expectations in order, idempotency by event id).
+//! - [`state`]: the entity-state fold (top-level merge).
+#![forbid(unsafe_code)]
+
+pub mod append;
+pub mod event;
+pub mod expected_version;
+pub mod state;
+pub mod values;
+
+pub use append::{AppendContext, AppendRejection, PlannedEvent, plan_append};
+pub use event::{Event, JsonPayload, ProposedEvent, same_content};
+pub use expected_version::ExpectedVersion;
+pub use state::{EntityState, apply_payload};
+pub use values::{EntityId, EventId, EventType, InvalidValue, Position, TenantId, Version};
