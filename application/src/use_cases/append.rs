@@ -1,0 +1,619 @@
+//! Appending events: validation, size limits, id assignment, duplicate ids within a batch, and
+//! the mapping of the store's verdict to errors the API reports.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use allsource_domain::{
+    AppendRejection, EntityId, EventId, EventType, ExpectedVersion, JsonPayload, ProposedEvent,
+};
+
+use super::params::{Errors, FieldError};
+use crate::Caller;
+use crate::ports::{AppendReceipt, EventStore, StoreAppendError};
+
+/// Size limits of appends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendLimits {
+    /// Payload plus metadata, serialized, per event.
+    pub max_event_bytes: usize,
+    /// Events per batch.
+    pub max_batch_events: usize,
+}
+
+impl Default for AppendLimits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_batch_events: 10_000,
+        }
+    }
+}
+
+/// One event as the client sent it. Required fields are optional here so that their absence is
+/// reported as a field error rather than a parse failure.
+#[derive(Debug, Default)]
+pub struct AppendEventInput {
+    pub id: Option<String>,
+    pub entity_id: Option<String>,
+    pub event_type: Option<String>,
+    pub payload: Option<JsonPayload>,
+    pub metadata: Option<JsonPayload>,
+    /// `"any"`, `"no_stream"`, `"stream_exists"`, a non-negative integer, or absent/null.
+    pub expected_version: Option<serde_json::Value>,
+}
+
+/// The outcome of an append: one receipt per event, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendReply {
+    pub receipts: Vec<AppendReceipt>,
+}
+
+impl AppendReply {
+    /// Events actually appended (not duplicates).
+    pub fn ingested(&self) -> usize {
+        self.receipts.iter().filter(|r| !r.duplicate).count()
+    }
+}
+
+/// Why an append was refused. `index` is the offending event's place in a batch (`None` for
+/// the single-event route).
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// 400: invalid input; nothing appended.
+    #[error("invalid events")]
+    Invalid(Vec<FieldError>),
+    /// 413: one event's payload plus metadata exceeds the limit.
+    #[error("event is {bytes} bytes, over the limit of {limit}")]
+    EventTooLarge {
+        index: Option<usize>,
+        bytes: usize,
+        limit: usize,
+    },
+    /// 413: too many events in one batch.
+    #[error("batch has {count} events, over the limit of {limit}")]
+    BatchTooLarge { count: usize, limit: usize },
+    /// 409: an expectation failed; nothing appended.
+    #[error("version conflict on '{entity_id}': expected {expected}, current {current}")]
+    VersionConflict {
+        index: Option<usize>,
+        entity_id: EntityId,
+        expected: ExpectedVersion,
+        current: u64,
+    },
+    /// 409: the id is stored with different content; nothing appended.
+    #[error("event id {event_id} already exists with different content")]
+    DuplicateEventId {
+        index: Option<usize>,
+        event_id: EventId,
+    },
+    /// 503: storage cannot take writes; nothing acknowledged, safe to retry.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// 500.
+    #[error(transparent)]
+    Internal(anyhow::Error),
+}
+
+/// The append use case.
+#[derive(Clone)]
+pub struct AppendEvents {
+    store: Arc<dyn EventStore>,
+    limits: AppendLimits,
+}
+
+impl AppendEvents {
+    pub fn new(store: Arc<dyn EventStore>, limits: AppendLimits) -> Self {
+        Self { store, limits }
+    }
+
+    pub fn limits(&self) -> AppendLimits {
+        self.limits
+    }
+
+    /// Appends one event (`POST /api/v1/events`). Field errors name fields without a prefix.
+    ///
+    /// # Errors
+    /// See [`AppendError`].
+    pub async fn one(
+        &self,
+        caller: &Caller,
+        input: AppendEventInput,
+    ) -> Result<AppendReceipt, AppendError> {
+        let mut reply = self.append(caller, vec![input], false).await?;
+        reply
+            .receipts
+            .pop()
+            .ok_or_else(|| AppendError::Internal(anyhow::anyhow!("store answered no receipt")))
+    }
+
+    /// Appends a batch atomically (`POST /api/v1/events/batch`). Field errors are named
+    /// `events[i].field`.
+    ///
+    /// # Errors
+    /// See [`AppendError`].
+    pub async fn batch(
+        &self,
+        caller: &Caller,
+        inputs: Vec<AppendEventInput>,
+    ) -> Result<AppendReply, AppendError> {
+        self.append(caller, inputs, true).await
+    }
+
+    async fn append(
+        &self,
+        caller: &Caller,
+        inputs: Vec<AppendEventInput>,
+        batch: bool,
+    ) -> Result<AppendReply, AppendError> {
+        if inputs.is_empty() {
+            return Err(AppendError::Invalid(vec![FieldError::new(
+                "events",
+                "must contain at least one event",
+            )]));
+        }
+        if inputs.len() > self.limits.max_batch_events {
+            return Err(AppendError::BatchTooLarge {
+                count: inputs.len(),
+                limit: self.limits.max_batch_events,
+            });
+        }
+        let at = |index: usize| batch.then_some(index);
+        let events = self.validate(inputs, batch)?;
+        let expected_count = events.len();
+        let receipts = self
+            .store
+            .append(caller.tenant(), events)
+            .await
+            .map_err(|e| match e {
+                StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                    index,
+                    entity_id,
+                    expected,
+                    current,
+                }) => AppendError::VersionConflict {
+                    index: at(index),
+                    entity_id,
+                    expected,
+                    current,
+                },
+                StoreAppendError::Rejected(AppendRejection::DuplicateEventId {
+                    index,
+                    event_id,
+                }) => AppendError::DuplicateEventId {
+                    index: at(index),
+                    event_id,
+                },
+                StoreAppendError::Unavailable(why) => AppendError::Unavailable(why),
+                StoreAppendError::Internal(e) => AppendError::Internal(e),
+            })?;
+        if receipts.len() != expected_count {
+            return Err(AppendError::Internal(anyhow::anyhow!(
+                "store answered {} receipts for {} events",
+                receipts.len(),
+                expected_count
+            )));
+        }
+        Ok(AppendReply { receipts })
+    }
+
+    /// Validates every event, reporting all field errors at once; size is checked per event and
+    /// reported as 413 (after field errors, which are the client's first problem).
+    fn validate(
+        &self,
+        inputs: Vec<AppendEventInput>,
+        batch: bool,
+    ) -> Result<Vec<ProposedEvent>, AppendError> {
+        let mut errors = Errors::default();
+        let mut too_large = None;
+        let mut seen_ids = HashSet::with_capacity(inputs.len());
+        let mut events = Vec::with_capacity(inputs.len());
+        for (index, input) in inputs.into_iter().enumerate() {
+            let name = |field: &str| {
+                if batch {
+                    format!("events[{index}].{field}")
+                } else {
+                    field.to_owned()
+                }
+            };
+            let id = match input.id.as_deref() {
+                None => Some(EventId::generate()),
+                Some(raw) => errors.check(&name("id"), EventId::parse(raw)),
+            };
+            if let Some(id) = id
+                && !seen_ids.insert(id)
+            {
+                errors.push(name("id"), "appears twice in the batch");
+            }
+            let entity_id = match input.entity_id.as_deref() {
+                None => {
+                    errors.push(name("entity_id"), "is required");
+                    None
+                }
+                Some(raw) => errors.check(&name("entity_id"), EntityId::parse(raw)),
+            };
+            let event_type = match input.event_type.as_deref() {
+                None => {
+                    errors.push(name("event_type"), "is required");
+                    None
+                }
+                Some(raw) => errors.check(&name("event_type"), EventType::parse(raw)),
+            };
+            let payload = input.payload;
+            if payload.is_none() {
+                errors.push(name("payload"), "is required");
+            }
+            let metadata = match input.metadata {
+                Some(m) if m.get() == "null" => None,
+                Some(m) if !m.get().trim_start().starts_with('{') => {
+                    errors.push(name("metadata"), "must be a JSON object");
+                    None
+                }
+                other => other,
+            };
+            let expected_version = match parse_expected(input.expected_version.as_ref()) {
+                Ok(v) => Some(v),
+                Err(message) => {
+                    errors.push(name("expected_version"), message);
+                    None
+                }
+            };
+            let (Some(id), Some(entity_id), Some(event_type), Some(payload), Some(expected)) =
+                (id, entity_id, event_type, payload, expected_version)
+            else {
+                continue;
+            };
+            let event = ProposedEvent {
+                id,
+                entity_id,
+                event_type,
+                payload,
+                metadata,
+                expected_version: expected,
+            };
+            let bytes = event.body_bytes();
+            if bytes > self.limits.max_event_bytes && too_large.is_none() {
+                too_large = Some(AppendError::EventTooLarge {
+                    index: batch.then_some(index),
+                    bytes,
+                    limit: self.limits.max_event_bytes,
+                });
+            }
+            events.push(event);
+        }
+        if !errors.is_empty() {
+            return Err(AppendError::Invalid(errors.0));
+        }
+        if let Some(e) = too_large {
+            return Err(e);
+        }
+        Ok(events)
+    }
+}
+
+fn parse_expected(raw: Option<&serde_json::Value>) -> Result<ExpectedVersion, &'static str> {
+    const MESSAGE: &str =
+        "must be \"any\", \"no_stream\", \"stream_exists\" or a non-negative integer";
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(ExpectedVersion::Any),
+        Some(serde_json::Value::String(word)) => ExpectedVersion::from_word(word).ok_or(MESSAGE),
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(ExpectedVersion::Exact).ok_or(MESSAGE),
+        Some(_) => Err(MESSAGE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::MockEventStore;
+    use allsource_domain::{Position, Version};
+    use chrono::Utc;
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    fn raw(json: &str) -> JsonPayload {
+        RawValue::from_string(json.to_owned()).unwrap()
+    }
+
+    fn input(entity: &str, event_type: &str) -> AppendEventInput {
+        AppendEventInput {
+            entity_id: Some(entity.into()),
+            event_type: Some(event_type.into()),
+            payload: Some(raw(r#"{"a":1}"#)),
+            ..Default::default()
+        }
+    }
+
+    /// A store that accepts everything and numbers events from 1.
+    fn accepting_store() -> MockEventStore {
+        let mut store = MockEventStore::new();
+        store.expect_append().returning(|_, events| {
+            Ok(events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| AppendReceipt {
+                    event_id: e.id,
+                    entity_id: e.entity_id.clone(),
+                    version: Version::new(i as u64 + 1),
+                    position: Position::new(i as u64 + 1),
+                    timestamp: Utc::now(),
+                    duplicate: false,
+                })
+                .collect())
+        });
+        store
+    }
+
+    fn use_case(store: MockEventStore) -> AppendEvents {
+        AppendEvents::new(Arc::new(store), AppendLimits::default())
+    }
+
+    fn never_called() -> MockEventStore {
+        let mut store = MockEventStore::new();
+        store.expect_append().never();
+        store
+    }
+
+    #[tokio::test]
+    async fn assigns_v7_ids_and_passes_events_in_order() {
+        let mut store = MockEventStore::new();
+        store
+            .expect_append()
+            .withf(|tenant, events| {
+                tenant.as_str() == "default"
+                    && events.len() == 2
+                    && events[0].entity_id.as_str() == "a"
+                    && events[1].entity_id.as_str() == "b"
+                    && events[0].id.as_uuid().get_version_num() == 7
+                    && events[1].expected_version == ExpectedVersion::Exact(0)
+            })
+            .returning(|_, events| {
+                Ok(events
+                    .iter()
+                    .map(|e| AppendReceipt {
+                        event_id: e.id,
+                        entity_id: e.entity_id.clone(),
+                        version: Version::new(1),
+                        position: Position::new(1),
+                        timestamp: Utc::now(),
+                        duplicate: false,
+                    })
+                    .collect())
+            });
+        let mut second = input("b", "t");
+        second.expected_version = Some(json!(0));
+        let reply = use_case(store)
+            .batch(&Caller::default_tenant(), vec![input("a", "t"), second])
+            .await
+            .unwrap();
+        assert_eq!(reply.receipts.len(), 2);
+        assert_eq!(reply.ingested(), 2);
+    }
+
+    #[tokio::test]
+    async fn keeps_client_ids() {
+        let id = uuid::Uuid::new_v4();
+        let mut store = MockEventStore::new();
+        store
+            .expect_append()
+            .withf(move |_, events| events[0].id.as_uuid() == id)
+            .returning(|_, events| {
+                Ok(vec![AppendReceipt {
+                    event_id: events[0].id,
+                    entity_id: events[0].entity_id.clone(),
+                    version: Version::new(1),
+                    position: Position::new(1),
+                    timestamp: Utc::now(),
+                    duplicate: true,
+                }])
+            });
+        let mut one = input("a", "t");
+        one.id = Some(id.to_string());
+        let receipt = use_case(store)
+            .one(&Caller::default_tenant(), one)
+            .await
+            .unwrap();
+        assert!(receipt.duplicate);
+    }
+
+    #[tokio::test]
+    async fn reports_every_field_error_with_batch_paths_and_appends_nothing() {
+        let bad = AppendEventInput {
+            id: Some("nope".into()),
+            entity_id: Some(" padded".into()),
+            event_type: Some("a..b".into()),
+            payload: None,
+            metadata: Some(raw("[1]")),
+            expected_version: Some(json!("sometimes")),
+        };
+        let err = use_case(never_called())
+            .batch(&Caller::default_tenant(), vec![input("ok", "t"), bad])
+            .await
+            .unwrap_err();
+        let AppendError::Invalid(errors) = err else {
+            panic!("expected invalid, got {err:?}")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "events[1].id",
+                "events[1].entity_id",
+                "events[1].event_type",
+                "events[1].payload",
+                "events[1].metadata",
+                "events[1].expected_version"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn single_event_errors_have_plain_field_names() {
+        let err = use_case(never_called())
+            .one(&Caller::default_tenant(), AppendEventInput::default())
+            .await
+            .unwrap_err();
+        let AppendError::Invalid(errors) = err else {
+            panic!()
+        };
+        assert_eq!(errors[0].field, "entity_id");
+        assert_eq!(errors[0].message, "is required");
+    }
+
+    #[tokio::test]
+    async fn expected_version_forms() {
+        for (raw, expected) in [
+            (None, Ok(ExpectedVersion::Any)),
+            (Some(json!(null)), Ok(ExpectedVersion::Any)),
+            (Some(json!("no_stream")), Ok(ExpectedVersion::NoStream)),
+            (Some(json!("stream_exists")), Ok(ExpectedVersion::StreamExists)),
+            (Some(json!(7)), Ok(ExpectedVersion::Exact(7))),
+        ] {
+            assert_eq!(parse_expected(raw.as_ref()), expected);
+        }
+        for bad in [json!(-1), json!(1.5), json!("ANY"), json!([1]), json!(true)] {
+            assert!(parse_expected(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn null_metadata_is_absent_and_object_metadata_is_kept() {
+        let mut store = MockEventStore::new();
+        store
+            .expect_append()
+            .withf(|_, events| {
+                events[0].metadata.is_none()
+                    && events[1].metadata.as_ref().map(|m| m.get()) == Some(r#"{"c":1}"#)
+            })
+            .returning(|_, events| {
+                Ok(events
+                    .iter()
+                    .map(|e| AppendReceipt {
+                        event_id: e.id,
+                        entity_id: e.entity_id.clone(),
+                        version: Version::new(1),
+                        position: Position::new(1),
+                        timestamp: Utc::now(),
+                        duplicate: false,
+                    })
+                    .collect())
+            });
+        let mut a = input("a", "t");
+        a.metadata = Some(raw("null"));
+        let mut b = input("b", "t");
+        b.metadata = Some(raw(r#"{"c":1}"#));
+        use_case(store)
+            .batch(&Caller::default_tenant(), vec![a, b])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_within_a_batch_are_invalid() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut a = input("a", "t");
+        a.id = Some(id.clone());
+        let mut b = input("b", "t");
+        b.id = Some(id);
+        let err = use_case(never_called())
+            .batch(&Caller::default_tenant(), vec![a, b])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AppendError::Invalid(e) if e[0].field == "events[1].id"),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_and_oversized_batches_are_refused() {
+        let uc = AppendEvents::new(
+            Arc::new(never_called()),
+            AppendLimits {
+                max_event_bytes: 16,
+                max_batch_events: 2,
+            },
+        );
+        let caller = Caller::default_tenant();
+        assert!(matches!(
+            uc.batch(&caller, vec![]).await,
+            Err(AppendError::Invalid(_))
+        ));
+        assert!(matches!(
+            uc.batch(&caller, (0..3).map(|_| input("a", "t")).collect())
+                .await,
+            Err(AppendError::BatchTooLarge { count: 3, limit: 2 })
+        ));
+        let mut big = input("a", "t");
+        big.payload = Some(raw(r#"{"data":"0123456789"}"#));
+        assert!(matches!(
+            uc.batch(&caller, vec![input("a", "t"), big]).await,
+            Err(AppendError::EventTooLarge { index: Some(1), bytes: 21, limit: 16 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn store_rejections_map_to_use_case_errors_with_batch_index() {
+        let entity = EntityId::parse("a").unwrap();
+        let mut store = MockEventStore::new();
+        let e = entity.clone();
+        store.expect_append().returning(move |_, _| {
+            Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                index: 1,
+                entity_id: e.clone(),
+                expected: ExpectedVersion::NoStream,
+                current: 3,
+            }))
+        });
+        let err = use_case(store)
+            .batch(&Caller::default_tenant(), vec![input("b", "t"), input("a", "t")])
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            AppendError::VersionConflict { index: Some(1), current: 3, expected: ExpectedVersion::NoStream, .. }
+        ));
+
+        let mut store = MockEventStore::new();
+        let id = EventId::generate();
+        store.expect_append().returning(move |_, _| {
+            Err(StoreAppendError::Rejected(AppendRejection::DuplicateEventId {
+                index: 0,
+                event_id: id,
+            }))
+        });
+        let err = use_case(store)
+            .one(&Caller::default_tenant(), input("a", "t"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::DuplicateEventId { index: None, .. }));
+
+        let mut store = MockEventStore::new();
+        store
+            .expect_append()
+            .returning(|_, _| Err(StoreAppendError::Unavailable("shutting down".into())));
+        assert!(matches!(
+            use_case(store)
+                .one(&Caller::default_tenant(), input("a", "t"))
+                .await,
+            Err(AppendError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_loses_receipts_is_an_internal_error() {
+        let mut store = MockEventStore::new();
+        store.expect_append().returning(|_, _| Ok(vec![]));
+        assert!(matches!(
+            use_case(store)
+                .one(&Caller::default_tenant(), input("a", "t"))
+                .await,
+            Err(AppendError::Internal(_))
+        ));
+        // and the accepting store is fine
+        assert!(use_case(accepting_store())
+            .one(&Caller::default_tenant(), input("a", "t"))
+            .await
+            .is_ok());
+    }
+}
