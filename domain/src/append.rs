@@ -169,14 +169,27 @@ mod tests {
         let given = Given::default()
             .stored(stored(proposed("a", "t", "1"), 1, 1))
             .stored(stored(proposed("a", "t", "2"), 2, 2));
-        let ok = [expecting(proposed("a", "t", "3"), ExpectedVersion::Exact(2))];
+        let ok = [expecting(
+            proposed("a", "t", "3"),
+            ExpectedVersion::Exact(2),
+        )];
         assert_eq!(versions(&plan_append(&given, &ok).unwrap()), [3]);
-        let stale = [expecting(proposed("a", "t", "3"), ExpectedVersion::Exact(1))];
+        let stale = [expecting(
+            proposed("a", "t", "3"),
+            ExpectedVersion::Exact(1),
+        )];
         assert!(matches!(
             plan_append(&given, &stale),
-            Err(AppendRejection::VersionConflict { current: 2, index: 0, .. })
+            Err(AppendRejection::VersionConflict {
+                current: 2,
+                index: 0,
+                ..
+            })
         ));
-        let missing = [expecting(proposed("z", "t", "3"), ExpectedVersion::StreamExists)];
+        let missing = [expecting(
+            proposed("z", "t", "3"),
+            ExpectedVersion::StreamExists,
+        )];
         assert!(matches!(
             plan_append(&given, &missing),
             Err(AppendRejection::VersionConflict { current: 0, .. })
@@ -193,7 +206,12 @@ mod tests {
             PlannedEvent::Duplicate(e) => assert_eq!(e.position.get(), 7),
             other => panic!("expected duplicate, got {other:?}"),
         }
-        assert_eq!(plan[1], PlannedEvent::New { version: Version::new(2) });
+        assert_eq!(
+            plan[1],
+            PlannedEvent::New {
+                version: Version::new(2)
+            }
+        );
     }
 
     #[test]
@@ -205,7 +223,10 @@ mod tests {
         let id = changed.id;
         assert_eq!(
             plan_append(&given, &[proposed("b", "t", "1"), changed]).unwrap_err(),
-            AppendRejection::DuplicateEventId { index: 1, event_id: id }
+            AppendRejection::DuplicateEventId {
+                index: 1,
+                event_id: id
+            }
         );
     }
 }

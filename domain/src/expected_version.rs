@@ -70,7 +70,11 @@ mod tests {
             (Exact(3), 4, false),
         ];
         for (expected, current, ok) in cases {
-            assert_eq!(expected.is_satisfied_by(current), ok, "{expected} vs {current}");
+            assert_eq!(
+                expected.is_satisfied_by(current),
+                ok,
+                "{expected} vs {current}"
+            );
         }
     }
 
@@ -78,7 +82,10 @@ mod tests {
     fn words() {
         assert_eq!(ExpectedVersion::from_word("any"), Some(Any));
         assert_eq!(ExpectedVersion::from_word("no_stream"), Some(NoStream));
-        assert_eq!(ExpectedVersion::from_word("stream_exists"), Some(StreamExists));
+        assert_eq!(
+            ExpectedVersion::from_word("stream_exists"),
+            Some(StreamExists)
+        );
         assert_eq!(ExpectedVersion::from_word("Any"), None);
         assert_eq!(Exact(4).to_string(), "4");
         assert_eq!(NoStream.to_string(), "no_stream");

@@ -95,7 +95,10 @@ mod tests {
             json!({"status": "paid", "items": [1, 2]}),
             json!({"amount": null, "note": {"a": 1}}),
         ]);
-        assert_eq!(state, json!({"status": "paid", "items": [1, 2], "note": {"a": 1}}));
+        assert_eq!(
+            state,
+            json!({"status": "paid", "items": [1, 2], "note": {"a": 1}})
+        );
     }
 
     #[test]
@@ -107,8 +110,14 @@ mod tests {
     #[test]
     fn non_object_payload_replaces_the_state() {
         assert_eq!(fold_values(&[json!({"a": 1}), json!(42)]), json!(42));
-        assert_eq!(fold_values(&[json!({"a": 1}), json!([1, 2])]), json!([1, 2]));
-        assert_eq!(fold_values(&[json!("s"), json!({"b": 2, "c": null})]), json!({"b": 2}));
+        assert_eq!(
+            fold_values(&[json!({"a": 1}), json!([1, 2])]),
+            json!([1, 2])
+        );
+        assert_eq!(
+            fold_values(&[json!("s"), json!({"b": 2, "c": null})]),
+            json!({"b": 2})
+        );
         assert_eq!(fold_values(&[json!(null)]), json!(null));
     }
 

@@ -94,9 +94,7 @@ impl EntityId {
             return Err(InvalidValue::new("must not contain control characters"));
         }
         if raw.starts_with(char::is_whitespace) || raw.ends_with(char::is_whitespace) {
-            return Err(InvalidValue::new(
-                "must not start or end with whitespace",
-            ));
+            return Err(InvalidValue::new("must not start or end with whitespace"));
         }
         Ok(())
     }

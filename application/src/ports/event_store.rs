@@ -126,8 +126,13 @@ pub struct EventQuery {
 impl EventQuery {
     /// Whether an event passes every filter except paging (cursor, offset, limit).
     pub fn matches(&self, event: &Event) -> bool {
-        self.entity_id.as_ref().is_none_or(|e| *e == event.entity_id)
-            && self.event_type.as_ref().is_none_or(|t| *t == event.event_type)
+        self.entity_id
+            .as_ref()
+            .is_none_or(|e| *e == event.entity_id)
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| *t == event.event_type)
             && self.since.is_none_or(|s| event.timestamp >= s)
             && self.until.is_none_or(|u| event.timestamp < u)
             && self.as_of.is_none_or(|a| event.timestamp <= a)

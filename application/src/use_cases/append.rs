@@ -466,7 +466,10 @@ mod tests {
             (None, Ok(ExpectedVersion::Any)),
             (Some(json!(null)), Ok(ExpectedVersion::Any)),
             (Some(json!("no_stream")), Ok(ExpectedVersion::NoStream)),
-            (Some(json!("stream_exists")), Ok(ExpectedVersion::StreamExists)),
+            (
+                Some(json!("stream_exists")),
+                Ok(ExpectedVersion::StreamExists),
+            ),
             (Some(json!(7)), Ok(ExpectedVersion::Exact(7))),
         ] {
             assert_eq!(parse_expected(raw.as_ref()), expected);
@@ -548,7 +551,11 @@ mod tests {
         big.payload = Some(raw(r#"{"data":"0123456789"}"#));
         assert!(matches!(
             uc.batch(&caller, vec![input("a", "t"), big]).await,
-            Err(AppendError::EventTooLarge { index: Some(1), bytes: 21, limit: 16 })
+            Err(AppendError::EventTooLarge {
+                index: Some(1),
+                bytes: 21,
+                limit: 16
+            })
         ));
     }
 
@@ -558,35 +565,50 @@ mod tests {
         let mut store = MockEventStore::new();
         let e = entity.clone();
         store.expect_append().returning(move |_, _| {
-            Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
-                index: 1,
-                entity_id: e.clone(),
-                expected: ExpectedVersion::NoStream,
-                current: 3,
-            }))
+            Err(StoreAppendError::Rejected(
+                AppendRejection::VersionConflict {
+                    index: 1,
+                    entity_id: e.clone(),
+                    expected: ExpectedVersion::NoStream,
+                    current: 3,
+                },
+            ))
         });
         let err = use_case(store)
-            .batch(&Caller::default_tenant(), vec![input("b", "t"), input("a", "t")])
+            .batch(
+                &Caller::default_tenant(),
+                vec![input("b", "t"), input("a", "t")],
+            )
             .await
             .unwrap_err();
         assert!(matches!(
             err,
-            AppendError::VersionConflict { index: Some(1), current: 3, expected: ExpectedVersion::NoStream, .. }
+            AppendError::VersionConflict {
+                index: Some(1),
+                current: 3,
+                expected: ExpectedVersion::NoStream,
+                ..
+            }
         ));
 
         let mut store = MockEventStore::new();
         let id = EventId::generate();
         store.expect_append().returning(move |_, _| {
-            Err(StoreAppendError::Rejected(AppendRejection::DuplicateEventId {
-                index: 0,
-                event_id: id,
-            }))
+            Err(StoreAppendError::Rejected(
+                AppendRejection::DuplicateEventId {
+                    index: 0,
+                    event_id: id,
+                },
+            ))
         });
         let err = use_case(store)
             .one(&Caller::default_tenant(), input("a", "t"))
             .await
             .unwrap_err();
-        assert!(matches!(err, AppendError::DuplicateEventId { index: None, .. }));
+        assert!(matches!(
+            err,
+            AppendError::DuplicateEventId { index: None, .. }
+        ));
 
         let mut store = MockEventStore::new();
         store
@@ -611,9 +633,11 @@ mod tests {
             Err(AppendError::Internal(_))
         ));
         // and the accepting store is fine
-        assert!(use_case(accepting_store())
-            .one(&Caller::default_tenant(), input("a", "t"))
-            .await
-            .is_ok());
+        assert!(
+            use_case(accepting_store())
+                .one(&Caller::default_tenant(), input("a", "t"))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -9,6 +9,6 @@ mod read;
 pub use append::{AppendError, AppendEventInput, AppendEvents, AppendLimits, AppendReply};
 pub use params::FieldError;
 pub use read::{
-    EntityListInput, EntityStateInput, EntityStateView, QueryInput, ReadError, ReadEvents,
-    StreamInput, DEFAULT_QUERY_LIMIT, MAX_PAGE_LIMIT,
+    DEFAULT_QUERY_LIMIT, EntityListInput, EntityStateInput, EntityStateView, MAX_PAGE_LIMIT,
+    QueryInput, ReadError, ReadEvents, StreamInput,
 };

@@ -191,7 +191,11 @@ impl ReadEvents {
         let mut errors = Errors::default();
         let entity_id = errors.check("entity_id", EntityId::parse(raw_entity));
         let from_version = errors
-            .optional("from_version", input.from_version.as_deref(), params::unsigned)
+            .optional(
+                "from_version",
+                input.from_version.as_deref(),
+                params::unsigned,
+            )
             .unwrap_or(1)
             .max(1);
         let to_version =
@@ -376,7 +380,10 @@ mod tests {
                     && q.entity_id.is_none()
             })
             .returning(|_, _| Ok(QueryPage::default()));
-        reads(store).query(&caller(), QueryInput::default()).await.unwrap();
+        reads(store)
+            .query(&caller(), QueryInput::default())
+            .await
+            .unwrap();
 
         let mut store = MockEventStore::new();
         store
@@ -422,7 +429,14 @@ mod tests {
         };
         assert_eq!(
             fields(reads(store).query(&caller(), input).await.unwrap_err()),
-            ["entity_id", "event_type", "since", "from_position", "limit", "order"]
+            [
+                "entity_id",
+                "event_type",
+                "since",
+                "from_position",
+                "limit",
+                "order"
+            ]
         );
     }
 
@@ -432,8 +446,14 @@ mod tests {
         store.expect_get_event().returning(|_, _| Ok(None));
         let uc = reads(store);
         let id = EventId::generate().to_string();
-        assert!(matches!(uc.event(&caller(), &id).await, Err(ReadError::NotFound(_))));
-        assert_eq!(fields(uc.event(&caller(), "x").await.unwrap_err()), ["event_id"]);
+        assert!(matches!(
+            uc.event(&caller(), &id).await,
+            Err(ReadError::NotFound(_))
+        ));
+        assert_eq!(
+            fields(uc.event(&caller(), "x").await.unwrap_err()),
+            ["event_id"]
+        );
     }
 
     #[tokio::test]
@@ -442,9 +462,18 @@ mod tests {
         store
             .expect_read_stream()
             .withf(|_, e, r| {
-                e.as_str() == "a" && r.from_version == 2 && r.to_version == Some(9) && r.limit == Some(3)
+                e.as_str() == "a"
+                    && r.from_version == 2
+                    && r.to_version == Some(9)
+                    && r.limit == Some(3)
             })
-            .returning(|_, _, _| Ok(vec![event("a", 2, 0, "1"), event("a", 3, 0, "1"), event("a", 4, 0, "1")]));
+            .returning(|_, _, _| {
+                Ok(vec![
+                    event("a", 2, 0, "1"),
+                    event("a", 3, 0, "1"),
+                    event("a", 4, 0, "1"),
+                ])
+            });
         let page = reads(store)
             .stream(
                 &caller(),
@@ -471,7 +500,12 @@ mod tests {
             limit: None,
         };
         assert_eq!(
-            fields(reads(store).stream(&caller(), "a", input).await.unwrap_err()),
+            fields(
+                reads(store)
+                    .stream(&caller(), "a", input)
+                    .await
+                    .unwrap_err()
+            ),
             ["to_version"]
         );
     }
@@ -522,13 +556,17 @@ mod tests {
             include_history: None,
         };
         assert!(matches!(
-            reads(three_events_store()).entity_state(&caller(), "a", input).await,
+            reads(three_events_store())
+                .entity_state(&caller(), "a", input)
+                .await,
             Err(ReadError::NotFound(_))
         ));
         let mut store = MockEventStore::new();
         store.expect_read_stream().returning(|_, _, _| Ok(vec![]));
         assert!(matches!(
-            reads(store).entity_state(&caller(), "nobody", EntityStateInput::default()).await,
+            reads(store)
+                .entity_state(&caller(), "nobody", EntityStateInput::default())
+                .await,
             Err(ReadError::NotFound(_))
         ));
     }
@@ -542,7 +580,12 @@ mod tests {
             include_history: Some("maybe".into()),
         };
         assert_eq!(
-            fields(reads(store).entity_state(&caller(), "a", input).await.unwrap_err()),
+            fields(
+                reads(store)
+                    .entity_state(&caller(), "a", input)
+                    .await
+                    .unwrap_err()
+            ),
             ["as_of", "include_history"]
         );
     }
@@ -564,7 +607,9 @@ mod tests {
         let mut store = MockEventStore::new();
         store
             .expect_list_entities()
-            .withf(|_, q| q.limit == 100 && q.offset == 0 && q.event_type_prefix.as_deref() == Some("order."))
+            .withf(|_, q| {
+                q.limit == 100 && q.offset == 0 && q.event_type_prefix.as_deref() == Some("order.")
+            })
             .returning(|_, _| Ok(EntityPage::default()));
         let uc = reads(store);
         uc.entities(
@@ -581,7 +626,10 @@ mod tests {
             offset: Some("x".into()),
             event_type_prefix: None,
         };
-        assert_eq!(fields(uc.entities(&caller(), bad).await.unwrap_err()), ["limit", "offset"]);
+        assert_eq!(
+            fields(uc.entities(&caller(), bad).await.unwrap_err()),
+            ["limit", "offset"]
+        );
         let _ = json!(null);
     }
 }

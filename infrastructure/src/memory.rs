@@ -1,0 +1,114 @@
+//! `MemoryStore`: an [`EventStore`] that keeps everything in memory and forgets it at exit.
+//! For tests and `--dev` experiments. Appends are serialized by one mutex (the "single
+//! writer"), planned with the shared [`GroupPlanner`](crate::index::GroupPlanner) and published
+//! at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use allsource_application::ports::{
+    AppendReceipt, Clock, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount,
+    QueryPage, StoreAppendError, StoreError, StoreStats, StreamRange,
+};
+use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::index::EventIndex;
+
+/// The in-memory event store.
+pub struct MemoryStore {
+    index: EventIndex,
+    writer: Mutex<()>,
+    clock: Arc<dyn Clock>,
+    closed: AtomicBool,
+}
+
+impl MemoryStore {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            index: EventIndex::new(),
+            writer: Mutex::new(()),
+            clock,
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ProposedEvent>,
+    ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreAppendError::Unavailable(
+                "the store is shutting down".into(),
+            ));
+        }
+        let _writer = self.writer.lock();
+        let staged = self
+            .index
+            .planner()
+            .stage(tenant, events, self.clock.now())?;
+        self.index
+            .publish(staged.new_events)
+            .map_err(|e| StoreAppendError::Internal(anyhow::anyhow!(e)))?;
+        Ok(staged.receipts)
+    }
+
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        range: StreamRange,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        Ok(self.index.read_stream(tenant, entity_id, range))
+    }
+
+    async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
+        Ok(self.index.query(tenant, &query))
+    }
+
+    async fn get_event(
+        &self,
+        tenant: &TenantId,
+        id: EventId,
+    ) -> Result<Option<Arc<Event>>, StoreError> {
+        Ok(self.index.get_event(tenant, id))
+    }
+
+    async fn list_entities(
+        &self,
+        tenant: &TenantId,
+        query: EntityListQuery,
+    ) -> Result<EntityPage, StoreError> {
+        Ok(self.index.list_entities(tenant, &query))
+    }
+
+    async fn event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeCount>, StoreError> {
+        Ok(self.index.event_types(tenant))
+    }
+
+    async fn stats(&self, tenant: &TenantId) -> Result<StoreStats, StoreError> {
+        let mut stats = self.index.stats(tenant);
+        stats.storage.insert("backend".into(), "memory".into());
+        Ok(stats)
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Release);
+        // Wait for an append in progress to finish.
+        drop(self.writer.lock());
+        Ok(())
+    }
+}
