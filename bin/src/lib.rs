@@ -1,1 +1,20 @@
-//! stub
+//! # allsource (the composition root)
+//!
+//! Reads the settings, picks the adapters, wires the use cases into the HTTP router and serves.
+//! `main` is thin: the same [`Application::build`] is what the black-box tests start on port 0
+//! with a temporary data dir.
+//!
+//! # Layout
+//! - [`settings`]: the `Settings` struct, loaded from defaults, file, environment and flags.
+//! - [`app`]: `Application`: build (bind, start recovery), run until stopped, graceful shutdown.
+//! - [`telemetry`]: logging/tracing set-up.
+//! - [`bench`]: the HTTP load generator behind `allsource bench`.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod bench;
+pub mod settings;
+pub mod telemetry;
+
+pub use app::Application;
+pub use settings::{Overrides, Settings};

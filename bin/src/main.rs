@@ -1,1 +1,97 @@
-fn main() {}
+//! The `allsource` binary: `serve` runs the server, `repair` fixes a corrupt WAL, `bench` runs
+//! the HTTP load generator. All logic lives in the `allsource` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use allsource::settings::{Overrides, Settings};
+use allsource::{Application, bench, telemetry};
+use clap::{Parser, Subcommand};
+
+/// AllSource: an event store for event-sourced systems.
+#[derive(Parser)]
+#[command(name = "allsource", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded durable store under ./data by default).
+    ///
+    /// Settings come from built-in defaults, then the config file, then environment variables
+    /// ALLSOURCE__SECTION__KEY (e.g. ALLSOURCE__SERVER__PORT=4000,
+    /// ALLSOURCE__STORAGE__BACKEND=memory), then these flags.
+    Serve {
+        /// Config file (TOML). Default: ./allsource.toml if it exists.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Development mode: authentication off, loud warning. Never in production.
+        #[arg(long)]
+        dev: bool,
+        /// Port to listen on (server.port; 0 = any free port).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Address to listen on (server.host).
+        #[arg(long)]
+        host: Option<String>,
+        /// Data directory of the embedded store (storage.data_dir), created if missing.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Repair a data dir whose WAL the server refused as corrupt: cuts the WAL at the first bad
+    /// record and moves the cut bytes aside (nothing is deleted). Run with the server stopped.
+    Repair {
+        /// Data directory of the embedded store.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// HTTP load generator and peer baselines (see docs/BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve {
+            config,
+            dev,
+            port,
+            host,
+            data_dir,
+        } => serve(config, Overrides {
+            port,
+            host,
+            data_dir,
+            dev,
+        }),
+        Command::Repair { data_dir } => repair(data_dir),
+        Command::Bench(args) => bench::run(args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
+    let settings = Settings::load(config.as_deref(), overrides)?;
+    telemetry::init(&settings.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await
+    })
+}
+
+fn repair(data_dir: PathBuf) -> anyhow::Result<()> {
+    let report = allsource_infrastructure::embedded::repair(&data_dir)?;
+    println!("{report}");
+    Ok(())
+}
