@@ -14,6 +14,8 @@ use std::time::Instant;
 use allsource_application::ports::{Clock, EventStore};
 use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
 use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+use allsource_infrastructure::cache::{CacheConfig, CachedStore};
+use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::{MemoryStore, StartingStore, SystemClock};
 use allsource_presentation::{AppState, HealthInfo, HttpLimits};
 use anyhow::Context;
@@ -48,6 +50,7 @@ impl Application {
         let store = Arc::new(StartingStore::new(match backend {
             Backend::Embedded => "embedded",
             Backend::Memory => "memory",
+            Backend::Postgres => "postgres",
         }));
         let as_port: Arc<dyn EventStore> = store.clone();
         let state = AppState {
@@ -179,6 +182,28 @@ async fn recover(
                 .await
                 .context("recovery panicked")?;
             Arc::new(opened?)
+        }
+        Backend::Postgres => {
+            let config = PostgresConfig {
+                url: settings.storage.postgres.url.clone(),
+                max_connections: settings.storage.postgres.max_connections,
+                acquire_timeout: std::time::Duration::from_millis(
+                    settings.storage.postgres.acquire_timeout_ms,
+                ),
+            };
+            let store: Arc<dyn EventStore> =
+                Arc::new(PostgresStore::connect(&config, clock).await?);
+            if settings.cache.enabled {
+                Arc::new(CachedStore::new(
+                    store,
+                    CacheConfig {
+                        max_capacity: settings.cache.max_capacity,
+                        ttl: std::time::Duration::from_secs(settings.cache.ttl_seconds),
+                    },
+                ))
+            } else {
+                store
+            }
         }
     };
     tracing::info!(

@@ -15,6 +15,7 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub limits: LimitSettings,
     pub log: LogSettings,
+    pub cache: CacheSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -34,7 +35,7 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
-    /// `storage.backend`: `embedded` (default) or `memory`.
+    /// `storage.backend`: `embedded` (default), `memory` or `postgres`.
     pub backend: String,
     /// `storage.data_dir`: where the embedded store keeps its files (created if missing).
     pub data_dir: PathBuf,
@@ -44,6 +45,20 @@ pub struct StorageSettings {
     pub fsync_interval_ms: u64,
     /// `storage.segment_bytes`: WAL segment size before it is sealed into Parquet.
     pub segment_bytes: u64,
+    /// `storage.postgres.*`: the postgres backend's connection.
+    pub postgres: PostgresSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `storage.postgres.url`: connection URL of the database holding the events.
+    pub url: String,
+    /// `storage.postgres.max_connections`: size of the connection pool.
+    pub max_connections: u32,
+    /// `storage.postgres.acquire_timeout_ms`: how long a request waits for a connection
+    /// before answering 503.
+    pub acquire_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -53,6 +68,19 @@ pub struct LimitSettings {
     pub max_event_bytes: usize,
     /// `limits.max_batch_events`: events in one batch.
     pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// `cache.enabled`: cache events by id and stream prefixes in front of the postgres
+    /// backend (the embedded and memory backends read from memory already).
+    pub enabled: bool,
+    /// `cache.max_capacity`: events held in the cache.
+    pub max_capacity: u64,
+    /// `cache.ttl_seconds`: how long an entry lives (bounds memory, not staleness: cached
+    /// entries are immutable facts and never stale).
+    pub ttl_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -70,6 +98,7 @@ pub struct LogSettings {
 pub enum Backend {
     Embedded,
     Memory,
+    Postgres,
 }
 
 /// The durability mode, validated.
@@ -121,9 +150,19 @@ durability = "fsync"
 fsync_interval_ms = 10
 segment_bytes = 67108864
 
+[storage.postgres]
+url = "postgres://postgres@127.0.0.1:5432/allsource"
+max_connections = 16
+acquire_timeout_ms = 5000
+
 [limits]
 max_event_bytes = 1048576
 max_batch_events = 10000
+
+[cache]
+enabled = true
+max_capacity = 100000
+ttl_seconds = 300
 
 [log]
 level = "info"
@@ -229,6 +268,18 @@ impl Settings {
                 "must be at least 4096",
             ));
         }
+        if self.cache.enabled && (self.cache.max_capacity == 0 || self.cache.ttl_seconds == 0) {
+            return Err(SettingsError::new(
+                "cache.max_capacity",
+                "cache.max_capacity and cache.ttl_seconds must be at least 1 when cache.enabled",
+            ));
+        }
+        if self.storage.postgres.max_connections == 0 {
+            return Err(SettingsError::new(
+                "storage.postgres.max_connections",
+                "must be at least 1",
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(SettingsError::new(
                 "log.format",
@@ -246,9 +297,10 @@ impl Settings {
         match self.storage.backend.as_str() {
             "embedded" => Ok(Backend::Embedded),
             "memory" => Ok(Backend::Memory),
+            "postgres" => Ok(Backend::Postgres),
             other => Err(SettingsError::new(
                 "storage.backend",
-                format!("\"{other}\" is not one of: embedded, memory"),
+                format!("\"{other}\" is not one of: embedded, memory, postgres"),
             )),
         }
     }
@@ -315,6 +367,8 @@ mod tests {
             ("ALLSOURCE__STORAGE__DURABILITY", "interval"),
             ("ALLSOURCE__STORAGE__FSYNC_INTERVAL_MS", "25"),
             ("ALLSOURCE__LIMITS__MAX_EVENT_BYTES", "2048"),
+            ("ALLSOURCE__STORAGE__POSTGRES__URL", "postgres://u@db:5432/events"),
+            ("ALLSOURCE__STORAGE__POSTGRES__MAX_CONNECTIONS", "32"),
         ])
         .unwrap();
         assert_eq!(s.server.port, 4000);
@@ -323,6 +377,8 @@ mod tests {
         assert_eq!(s.storage.data_dir, PathBuf::from("/var/lib/allsource"));
         assert_eq!(s.durability().unwrap(), DurabilityMode::Interval(25));
         assert_eq!(s.limits.max_event_bytes, 2048);
+        assert_eq!(s.storage.postgres.url, "postgres://u@db:5432/events");
+        assert_eq!(s.storage.postgres.max_connections, 32);
     }
 
     #[test]
@@ -358,7 +414,10 @@ mod tests {
     #[test]
     fn invalid_values_name_the_key_and_the_allowed_values() {
         let err = load(&[("ALLSOURCE__STORAGE__BACKEND", "mongo")]).unwrap_err().to_string();
-        assert!(err.contains("storage.backend") && err.contains("embedded, memory"), "{err}");
+        assert!(
+            err.contains("storage.backend") && err.contains("embedded, memory, postgres"),
+            "{err}"
+        );
         let err = load(&[("ALLSOURCE__STORAGE__DURABILITY", "sometimes")]).unwrap_err().to_string();
         assert!(err.contains("storage.durability") && err.contains("fsync, interval, none"), "{err}");
         let err = load(&[("ALLSOURCE__SERVER__PORT", "seventy")]).unwrap_err().to_string();

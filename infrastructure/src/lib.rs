@@ -8,13 +8,19 @@
 //! - [`memory`]: `MemoryStore`, an `EventStore` that keeps everything in memory (tests, `--dev`).
 //! - [`embedded`]: `EmbeddedStore`, the default durable engine: single-writer group-commit WAL,
 //!   Parquet files for sealed segments, a manifest, and recovery.
+//! - [`postgres`]: `PostgresStore`, the `EventStore` on PostgreSQL (sqlx), for several
+//!   stateless nodes on one database.
+//! - [`cache`]: `CachedStore`, a moka cache of immutable facts (events by id, stream prefixes)
+//!   in front of any store; never stale, even across nodes.
 //! - [`clock`]: `SystemClock`.
 //! - [`startup`]: `StartingStore`, which answers `Unavailable` until recovery has finished.
 
+pub mod cache;
 pub mod clock;
 pub mod embedded;
 pub mod index;
 pub mod memory;
+pub mod postgres;
 pub mod startup;
 
 pub use clock::SystemClock;

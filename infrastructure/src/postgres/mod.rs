@@ -1,0 +1,572 @@
+//! `PostgresStore`: the `EventStore` on PostgreSQL, for users who run PostgreSQL already and for
+//! running several stateless AllSource nodes on one database.
+//!
+//! # Positions without gaps visible to readers
+//! Every append transaction first locks the single row of `allsource_log_head`, plans the batch
+//! (with the same [`plan_append`](allsource_domain::plan_append) as every adapter), inserts its
+//! events at the positions after the head, moves the head and commits. The lock is released only
+//! once the commit is visible, so appends commit in position order and any snapshot a reader
+//! takes holds a gapless prefix of positions: paging by `from_position` can never skip an event
+//! that commits later with a smaller position. The price is that appends are serialized (one
+//! commit at a time, across all nodes); batches amortize it. `docs/ARCHITECTURE.md` discusses
+//! the alternative (a high-water mark over transaction ids) should this become the bottleneck.
+//!
+//! # Errors
+//! Driver errors never cross the port: lost connections, pool timeouts and a database that is
+//! shutting down become `Unavailable` (HTTP 503); anything else is `Internal` (HTTP 500) with the
+//! driver's message logged, never sent.
+//!
+//! # Layout
+//! - `mod.rs`: the adapter, connection and migrations.
+//! - `rows.rs`: decoding rows into events.
+
+mod rows;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use allsource_application::ports::{
+    AppendReceipt, Clock, EntityListQuery, EntityPage, EntitySummary, EventQuery, EventStore,
+    EventTypeCount, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats, StreamRange,
+};
+use allsource_domain::{
+    AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, ProposedEvent, TenantId,
+    Version, plan_append,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use uuid::Uuid;
+
+use crate::index::truncate_to_micros;
+use rows::{EVENT_COLUMNS, event_from_row};
+
+/// Connection settings of the postgres backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `storage.postgres.url`, e.g. `postgres://postgres@127.0.0.1:5432/allsource`.
+    pub url: String,
+    /// `storage.postgres.max_connections`.
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/allsource".into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the postgres store could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresOpenError {
+    #[error("invalid setting storage.postgres.url: {0}")]
+    InvalidUrl(String),
+    #[error("cannot reach PostgreSQL at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("applying the database migrations failed: {0}")]
+    Migration(String),
+}
+
+/// The event store on PostgreSQL.
+pub struct PostgresStore {
+    pool: PgPool,
+    clock: Arc<dyn Clock>,
+    closed: AtomicBool,
+}
+
+impl PostgresStore {
+    /// Connects, applies the embedded migrations (under PostgreSQL's advisory lock, so several
+    /// nodes may start at once) and returns the store.
+    ///
+    /// # Errors
+    /// An invalid URL, an unreachable server, or a failed migration.
+    pub async fn connect(
+        config: &PostgresConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PostgresOpenError> {
+        let options: PgConnectOptions = config
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| PostgresOpenError::InvalidUrl(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| PostgresOpenError::Unreachable {
+                url: redact(&config.url),
+                detail: e.to_string(),
+            })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| PostgresOpenError::Migration(e.to_string()))?;
+        Ok(Self {
+            pool,
+            clock,
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// The connection pool (for tests and diagnostics).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn append_once(
+        &self,
+        tenant: &TenantId,
+        events: &[ProposedEvent],
+    ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
+        let mut tx = self.pool.begin().await.map_err(append_error)?;
+        // The head lock serializes appends: see the module docs.
+        let head = sqlx::query(
+            "SELECT last_position, last_timestamp FROM allsource_log_head WHERE singleton FOR UPDATE",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(append_error)?;
+        let last_position: i64 = head.try_get(0).map_err(append_error)?;
+        let last_timestamp: Option<DateTime<Utc>> = head.try_get(1).map_err(append_error)?;
+
+        let context = self.load_context(&mut tx, tenant, events).await?;
+        let plan = plan_append(&context, events)?;
+
+        let timestamp = truncate_to_micros(self.clock.now());
+        let timestamp = last_timestamp.map_or(timestamp, |t| t.max(timestamp));
+        let mut next_position = last_position;
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut rows = NewRows::default();
+        for (event, planned) in events.iter().zip(plan) {
+            match planned {
+                PlannedEvent::Duplicate(stored) => {
+                    receipts.push(AppendReceipt::for_event(&stored, true));
+                }
+                PlannedEvent::New { version } => {
+                    next_position += 1;
+                    rows.push(event, version, next_position);
+                    receipts.push(AppendReceipt {
+                        event_id: event.id,
+                        entity_id: event.entity_id.clone(),
+                        version,
+                        position: allsource_domain::Position::new(next_position as u64),
+                        timestamp,
+                        duplicate: false,
+                    });
+                }
+            }
+        }
+        if rows.positions.is_empty() {
+            // Only retries: nothing to write.
+            tx.rollback().await.map_err(append_error)?;
+            return Ok(receipts);
+        }
+        sqlx::query(
+            "INSERT INTO allsource_events \
+               (position, tenant_id, entity_id, event_type, version, id, recorded_at, payload, metadata) \
+             SELECT p, $2, e, t, v, i, $3, pl::json, m::json \
+             FROM UNNEST($1::bigint[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::text[]) \
+               AS r(p, e, t, v, i, pl, m)",
+        )
+        .bind(&rows.positions)
+        .bind(tenant.as_str())
+        .bind(timestamp)
+        .bind(&rows.entity_ids)
+        .bind(&rows.event_types)
+        .bind(&rows.versions)
+        .bind(&rows.ids)
+        .bind(&rows.payloads)
+        .bind(&rows.metadata)
+        .execute(&mut *tx)
+        .await
+        .map_err(append_error)?;
+        sqlx::query(
+            "UPDATE allsource_log_head SET last_position = $1, last_timestamp = $2 WHERE singleton",
+        )
+        .bind(next_position)
+        .bind(timestamp)
+        .execute(&mut *tx)
+        .await
+        .map_err(append_error)?;
+        tx.commit().await.map_err(append_error)?;
+        Ok(receipts)
+    }
+
+    /// Reads what the planner needs: current versions of the batch's entities and stored events
+    /// with the batch's ids.
+    async fn load_context(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        tenant: &TenantId,
+        events: &[ProposedEvent],
+    ) -> Result<StoredContext, StoreAppendError> {
+        let entity_ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
+        let versions = sqlx::query(
+            "SELECT entity_id, MAX(version) FROM allsource_events \
+             WHERE tenant_id = $1 AND entity_id = ANY($2) GROUP BY entity_id",
+        )
+        .bind(tenant.as_str())
+        .bind(&entity_ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(append_error)?;
+        let mut context = StoredContext::default();
+        for row in versions {
+            let entity: String = row.try_get(0).map_err(append_error)?;
+            let version: i64 = row.try_get(1).map_err(append_error)?;
+            context.versions.insert(entity, version as u64);
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+        let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = $1 AND id = ANY($2)"
+        )))
+        .bind(tenant.as_str())
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(append_error)?;
+        for row in stored {
+            let event = event_from_row(&row).map_err(StoreAppendError::Internal)?;
+            context.events.insert(event.id, Arc::new(event));
+        }
+        Ok(context)
+    }
+
+    async fn fetch_events(
+        &self,
+        mut query: QueryBuilder<Postgres>,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        let rows = query
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(read_error)?;
+        rows.iter()
+            .map(|row| event_from_row(row).map(Arc::new).map_err(StoreError::Internal))
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct StoredContext {
+    versions: HashMap<String, u64>,
+    events: HashMap<EventId, Arc<Event>>,
+}
+
+impl AppendContext for StoredContext {
+    fn stream_version(&self, entity_id: &EntityId) -> u64 {
+        self.versions.get(entity_id.as_str()).copied().unwrap_or(0)
+    }
+
+    fn stored_event(&self, id: &EventId) -> Option<Arc<Event>> {
+        self.events.get(id).cloned()
+    }
+}
+
+/// Columns of the new rows, for one `INSERT ... SELECT FROM UNNEST` (one round trip per batch).
+#[derive(Default)]
+struct NewRows {
+    positions: Vec<i64>,
+    entity_ids: Vec<String>,
+    event_types: Vec<String>,
+    versions: Vec<i64>,
+    ids: Vec<Uuid>,
+    payloads: Vec<String>,
+    metadata: Vec<Option<String>>,
+}
+
+impl NewRows {
+    fn push(&mut self, event: &ProposedEvent, version: Version, position: i64) {
+        self.positions.push(position);
+        self.entity_ids.push(event.entity_id.as_str().to_owned());
+        self.event_types.push(event.event_type.as_str().to_owned());
+        self.versions.push(version.get() as i64);
+        self.ids.push(event.id.as_uuid());
+        self.payloads.push(event.payload.get().to_owned());
+        self.metadata
+            .push(event.metadata.as_ref().map(|m| m.get().to_owned()));
+    }
+}
+
+/// Hides the password of a connection URL in messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Whether a driver error means the database cannot be reached or is going away (→ 503).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+            // 08xxx connection exceptions, 53300 too_many_connections.
+            code.starts_with("57P") || code.starts_with("08") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+fn append_error(e: sqlx::Error) -> StoreAppendError {
+    if is_unavailable(&e) {
+        StoreAppendError::Unavailable(format!("PostgreSQL is unavailable: {e}"))
+    } else {
+        StoreAppendError::Internal(anyhow::Error::new(e).context("postgres append"))
+    }
+}
+
+fn read_error(e: sqlx::Error) -> StoreError {
+    if is_unavailable(&e) {
+        StoreError::Unavailable(format!("PostgreSQL is unavailable: {e}"))
+    } else {
+        StoreError::Internal(anyhow::Error::new(e).context("postgres read"))
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ProposedEvent>,
+    ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreAppendError::Unavailable(
+                "the store is shutting down".into(),
+            ));
+        }
+        self.append_once(tenant, &events).await
+    }
+
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        range: StreamRange,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        q.push_bind(tenant.as_str().to_owned())
+            .push(" AND entity_id = ")
+            .push_bind(entity_id.as_str().to_owned())
+            .push(" AND version >= ")
+            .push_bind(to_i64(range.from_version));
+        if let Some(to) = range.to_version {
+            q.push(" AND version <= ").push_bind(to_i64(to));
+        }
+        q.push(" ORDER BY version");
+        if let Some(limit) = range.limit {
+            q.push(" LIMIT ").push_bind(to_i64(limit as u64));
+        }
+        self.fetch_events(q).await
+    }
+
+    async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        q.push_bind(tenant.as_str().to_owned());
+        if let Some(entity_id) = &query.entity_id {
+            q.push(" AND entity_id = ").push_bind(entity_id.as_str().to_owned());
+        }
+        if let Some(event_type) = &query.event_type {
+            q.push(" AND event_type = ").push_bind(event_type.as_str().to_owned());
+        }
+        if let Some(since) = query.since {
+            q.push(" AND recorded_at >= ").push_bind(since);
+        }
+        if let Some(until) = query.until {
+            q.push(" AND recorded_at < ").push_bind(until);
+        }
+        if let Some(as_of) = query.as_of {
+            q.push(" AND recorded_at <= ").push_bind(as_of);
+        }
+        if let Some(cursor) = query.from_position {
+            let op = match query.order {
+                SortOrder::Asc => " AND position > ",
+                SortOrder::Desc => " AND position < ",
+            };
+            q.push(op).push_bind(to_i64(cursor.get()));
+        }
+        q.push(match query.order {
+            SortOrder::Asc => " ORDER BY position ASC",
+            SortOrder::Desc => " ORDER BY position DESC",
+        });
+        // One more than asked tells whether more follow.
+        q.push(" LIMIT ")
+            .push_bind(to_i64(query.limit as u64 + 1))
+            .push(" OFFSET ")
+            .push_bind(to_i64(query.offset as u64));
+        let mut events = self.fetch_events(q).await?;
+        let has_more = events.len() > query.limit;
+        events.truncate(query.limit);
+        Ok(QueryPage { events, has_more })
+    }
+
+    async fn get_event(
+        &self,
+        tenant: &TenantId,
+        id: EventId,
+    ) -> Result<Option<Arc<Event>>, StoreError> {
+        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        q.push_bind(tenant.as_str().to_owned())
+            .push(" AND id = ")
+            .push_bind(id.as_uuid());
+        Ok(self.fetch_events(q).await?.pop())
+    }
+
+    async fn list_entities(
+        &self,
+        tenant: &TenantId,
+        query: EntityListQuery,
+    ) -> Result<EntityPage, StoreError> {
+        let mut q = QueryBuilder::new(
+            "WITH heads AS (SELECT DISTINCT ON (entity_id) entity_id, version, event_type, recorded_at \
+             FROM allsource_events WHERE tenant_id = ",
+        );
+        q.push_bind(tenant.as_str().to_owned());
+        if let Some(prefix) = &query.event_type_prefix {
+            q.push(
+                " AND entity_id IN (SELECT entity_id FROM allsource_events WHERE tenant_id = ",
+            )
+            .push_bind(tenant.as_str().to_owned())
+            .push(" AND starts_with(event_type, ")
+            .push_bind(prefix.clone())
+            .push("))");
+        }
+        q.push(
+            " ORDER BY entity_id, version DESC) \
+             SELECT entity_id, version, event_type, recorded_at, COUNT(*) OVER () AS total \
+             FROM heads ORDER BY entity_id LIMIT ",
+        )
+        .push_bind(to_i64(query.limit as u64))
+        .push(" OFFSET ")
+        .push_bind(to_i64(query.offset as u64));
+        let rows = q.build().fetch_all(&self.pool).await.map_err(read_error)?;
+        let mut page = EntityPage::default();
+        for row in rows {
+            let decode = || -> anyhow::Result<(EntitySummary, i64)> {
+                let version: i64 = row.try_get(1)?;
+                Ok((
+                    EntitySummary {
+                        entity_id: EntityId::parse(row.try_get::<&str, _>(0)?)?,
+                        event_count: version as u64,
+                        version: Version::new(version as u64),
+                        last_event_type: EventType::parse(row.try_get::<&str, _>(2)?)?,
+                        last_event_at: row.try_get(3)?,
+                    },
+                    row.try_get(4)?,
+                ))
+            };
+            let (summary, total) = decode().map_err(StoreError::Internal)?;
+            page.total = total as u64;
+            page.entities.push(summary);
+        }
+        if page.entities.is_empty() && query.offset > 0 {
+            // Past the end: the window function saw no rows, count separately.
+            let total: i64 = sqlx::query_scalar(
+                "SELECT COUNT(DISTINCT entity_id) FROM allsource_events WHERE tenant_id = $1",
+            )
+            .bind(tenant.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(read_error)?;
+            if query.event_type_prefix.is_none() {
+                page.total = total as u64;
+            }
+        }
+        Ok(page)
+    }
+
+    async fn event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeCount>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_type, COUNT(*) FROM allsource_events WHERE tenant_id = $1 \
+             GROUP BY event_type ORDER BY event_type",
+        )
+        .bind(tenant.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(read_error)?;
+        rows.iter()
+            .map(|row| {
+                let decode = || -> anyhow::Result<EventTypeCount> {
+                    Ok(EventTypeCount {
+                        event_type: EventType::parse(row.try_get::<&str, _>(0)?)?,
+                        count: row.try_get::<i64, _>(1)? as u64,
+                    })
+                };
+                decode().map_err(StoreError::Internal)
+            })
+            .collect()
+    }
+
+    async fn stats(&self, tenant: &TenantId) -> Result<StoreStats, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), COUNT(DISTINCT entity_id), COUNT(DISTINCT event_type), \
+                    COALESCE(MAX(position), 0), \
+                    (SELECT last_position FROM allsource_log_head WHERE singleton) \
+             FROM allsource_events WHERE tenant_id = $1",
+        )
+        .bind(tenant.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(read_error)?;
+        let get = |i: usize| -> Result<u64, StoreError> {
+            row.try_get::<i64, _>(i)
+                .map(|v| v as u64)
+                .map_err(|e| StoreError::Internal(e.into()))
+        };
+        let mut stats = StoreStats {
+            total_events: get(0)?,
+            total_entities: get(1)?,
+            total_event_types: get(2)?,
+            last_position: get(3)?,
+            storage: serde_json::Map::new(),
+        };
+        stats.storage.insert("backend".into(), "postgres".into());
+        stats
+            .storage
+            .insert("store_last_position".into(), get(4)?.into());
+        stats
+            .storage
+            .insert("pool_size".into(), self.pool.size().into());
+        stats
+            .storage
+            .insert("pool_idle".into(), (self.pool.num_idle() as u64).into());
+        Ok(stats)
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.pool.is_closed()
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        self.closed.store(true, Ordering::Release);
+        // Waits for checked-out connections (appends in flight) to come back, then closes.
+        self.pool.close().await;
+        Ok(())
+    }
+}
