@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use allsource_application::ports::{Clock, EventStore};
 use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
-use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use allsource_infrastructure::cache::{CacheConfig, CachedStore};
+use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::{MemoryStore, StartingStore, SystemClock};
 use allsource_presentation::{AppState, HealthInfo, HttpLimits};
@@ -142,7 +142,10 @@ impl Application {
 
 async fn finish(store: &StartingStore) -> anyhow::Result<()> {
     tracing::info!("stopped accepting requests; flushing the store");
-    store.shutdown().await.context("final flush of the store failed")?;
+    store
+        .shutdown()
+        .await
+        .context("final flush of the store failed")?;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -60,12 +60,15 @@ fn main() -> ExitCode {
             port,
             host,
             data_dir,
-        } => serve(config, Overrides {
-            port,
-            host,
-            data_dir,
-            dev,
-        }),
+        } => serve(
+            config,
+            Overrides {
+                port,
+                host,
+                data_dir,
+                dev,
+            },
+        ),
         Command::Repair { data_dir } => repair(data_dir),
         Command::Bench(args) => bench::run(args),
     };

@@ -177,7 +177,11 @@ impl Settings {
     /// A file that cannot be read or parsed, an unknown key, a value of the wrong type, or a
     /// value outside its allowed set.
     pub fn load(config_file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
-        Self::load_from(config_file, overrides, Environment::with_prefix("ALLSOURCE"))
+        Self::load_from(
+            config_file,
+            overrides,
+            Environment::with_prefix("ALLSOURCE"),
+        )
     }
 
     fn load_from(
@@ -185,8 +189,7 @@ impl Settings {
         overrides: Overrides,
         env: Environment,
     ) -> anyhow::Result<Self> {
-        let mut builder =
-            Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
         builder = match config_file {
             Some(path) => {
                 if !path.exists() {
@@ -194,13 +197,11 @@ impl Settings {
                 }
                 builder.add_source(File::from(path).format(FileFormat::Toml))
             }
-            None => builder.add_source(File::new("allsource.toml", FileFormat::Toml).required(false)),
+            None => {
+                builder.add_source(File::new("allsource.toml", FileFormat::Toml).required(false))
+            }
         };
-        builder = builder.add_source(
-            env.prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        );
+        builder = builder.add_source(env.prefix_separator("__").separator("__").try_parsing(true));
         if let Some(port) = overrides.port {
             builder = builder.set_override("server.port", port)?;
         }
@@ -249,7 +250,8 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
-        if self.limits.max_event_bytes == 0 || self.limits.max_event_bytes > self.server.max_body_bytes
+        if self.limits.max_event_bytes == 0
+            || self.limits.max_event_bytes > self.server.max_body_bytes
         {
             return Err(SettingsError::new(
                 "limits.max_event_bytes",
@@ -367,7 +369,10 @@ mod tests {
             ("ALLSOURCE__STORAGE__DURABILITY", "interval"),
             ("ALLSOURCE__STORAGE__FSYNC_INTERVAL_MS", "25"),
             ("ALLSOURCE__LIMITS__MAX_EVENT_BYTES", "2048"),
-            ("ALLSOURCE__STORAGE__POSTGRES__URL", "postgres://u@db:5432/events"),
+            (
+                "ALLSOURCE__STORAGE__POSTGRES__URL",
+                "postgres://u@db:5432/events",
+            ),
             ("ALLSOURCE__STORAGE__POSTGRES__MAX_CONNECTIONS", "32"),
         ])
         .unwrap();
@@ -413,18 +418,31 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_key_and_the_allowed_values() {
-        let err = load(&[("ALLSOURCE__STORAGE__BACKEND", "mongo")]).unwrap_err().to_string();
+        let err = load(&[("ALLSOURCE__STORAGE__BACKEND", "mongo")])
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("storage.backend") && err.contains("embedded, memory, postgres"),
             "{err}"
         );
-        let err = load(&[("ALLSOURCE__STORAGE__DURABILITY", "sometimes")]).unwrap_err().to_string();
-        assert!(err.contains("storage.durability") && err.contains("fsync, interval, none"), "{err}");
-        let err = load(&[("ALLSOURCE__SERVER__PORT", "seventy")]).unwrap_err().to_string();
+        let err = load(&[("ALLSOURCE__STORAGE__DURABILITY", "sometimes")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage.durability") && err.contains("fsync, interval, none"),
+            "{err}"
+        );
+        let err = load(&[("ALLSOURCE__SERVER__PORT", "seventy")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port"), "{err}");
-        let err = load(&[("ALLSOURCE__SERVER__PORT", "70000")]).unwrap_err().to_string();
+        let err = load(&[("ALLSOURCE__SERVER__PORT", "70000")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("port"), "{err}");
-        let err = load(&[("ALLSOURCE__LOG__FORMAT", "xml")]).unwrap_err().to_string();
+        let err = load(&[("ALLSOURCE__LOG__FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("log.format"), "{err}");
         let err = load(&[
             ("ALLSOURCE__STORAGE__DURABILITY", "interval"),

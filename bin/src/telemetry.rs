@@ -15,7 +15,9 @@ pub fn init(settings: &LogSettings) -> anyhow::Result<()> {
         _ => EnvFilter::try_new(&settings.level)
             .map_err(|e| anyhow::anyhow!("invalid setting log.level: {e}"))?,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
     let installed = if settings.format == "json" {
         builder.json().try_init()
     } else {

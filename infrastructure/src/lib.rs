@@ -13,6 +13,7 @@
 //! - [`cache`]: `CachedStore`, a moka cache of immutable facts (events by id, stream prefixes)
 //!   in front of any store; never stale, even across nodes.
 //! - [`clock`]: `SystemClock`.
+//! - [`state`]: adapters of the `StateStore` port (memory, file log, postgres).
 //! - [`startup`]: `StartingStore`, which answers `Unavailable` until recovery has finished.
 
 pub mod cache;
@@ -22,6 +23,7 @@ pub mod index;
 pub mod memory;
 pub mod postgres;
 pub mod startup;
+pub mod state;
 
 pub use clock::SystemClock;
 pub use memory::MemoryStore;

@@ -251,7 +251,11 @@ impl PostgresStore {
             .await
             .map_err(read_error)?;
         rows.iter()
-            .map(|row| event_from_row(row).map(Arc::new).map_err(StoreError::Internal))
+            .map(|row| {
+                event_from_row(row)
+                    .map(Arc::new)
+                    .map_err(StoreError::Internal)
+            })
             .collect()
     }
 }
@@ -309,7 +313,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Whether a driver error means the database cannot be reached or is going away (→ 503).
-fn is_unavailable(e: &sqlx::Error) -> bool {
+pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -366,7 +370,9 @@ impl EventStore for PostgresStore {
         entity_id: &EntityId,
         range: StreamRange,
     ) -> Result<Vec<Arc<Event>>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "
+        ));
         q.push_bind(tenant.as_str().to_owned())
             .push(" AND entity_id = ")
             .push_bind(entity_id.as_str().to_owned())
@@ -383,13 +389,17 @@ impl EventStore for PostgresStore {
     }
 
     async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "
+        ));
         q.push_bind(tenant.as_str().to_owned());
         if let Some(entity_id) = &query.entity_id {
-            q.push(" AND entity_id = ").push_bind(entity_id.as_str().to_owned());
+            q.push(" AND entity_id = ")
+                .push_bind(entity_id.as_str().to_owned());
         }
         if let Some(event_type) = &query.event_type {
-            q.push(" AND event_type = ").push_bind(event_type.as_str().to_owned());
+            q.push(" AND event_type = ")
+                .push_bind(event_type.as_str().to_owned());
         }
         if let Some(since) = query.since {
             q.push(" AND recorded_at >= ").push_bind(since);
@@ -427,7 +437,9 @@ impl EventStore for PostgresStore {
         tenant: &TenantId,
         id: EventId,
     ) -> Result<Option<Arc<Event>>, StoreError> {
-        let mut q = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "));
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "
+        ));
         q.push_bind(tenant.as_str().to_owned())
             .push(" AND id = ")
             .push_bind(id.as_uuid());
@@ -445,13 +457,11 @@ impl EventStore for PostgresStore {
         );
         q.push_bind(tenant.as_str().to_owned());
         if let Some(prefix) = &query.event_type_prefix {
-            q.push(
-                " AND entity_id IN (SELECT entity_id FROM allsource_events WHERE tenant_id = ",
-            )
-            .push_bind(tenant.as_str().to_owned())
-            .push(" AND starts_with(event_type, ")
-            .push_bind(prefix.clone())
-            .push("))");
+            q.push(" AND entity_id IN (SELECT entity_id FROM allsource_events WHERE tenant_id = ")
+                .push_bind(tenant.as_str().to_owned())
+                .push(" AND starts_with(event_type, ")
+                .push_bind(prefix.clone())
+                .push("))");
         }
         q.push(
             " ORDER BY entity_id, version DESC) \

@@ -1,0 +1,430 @@
+//! `FileStateStore`: the embedded backend's state store.
+//!
+//! All entries live in memory ([`StateMap`]); every write is appended to `state.log` as one
+//! checksummed record and synced before it is acknowledged. At start the log is replayed; a torn
+//! last record (a crash mid-write) is cut off, a bad record followed by good ones is refused as
+//! corruption. When most records are dead (overwritten or deleted) the log is rewritten with
+//! only the live entries: temp file, sync, rename, sync the directory.
+//!
+//! Record: `u32 body length | u32 CRC32C(body) | body`, body = `op u8` (1 put, 2 delete),
+//! tenant, namespace, key (each `u32` length + UTF-8), `u64` version, value (`u32` length +
+//! JSON; empty for deletes). Little-endian.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use allsource_application::ports::{StateEntry, StateError, StateStore};
+use allsource_domain::TenantId;
+use anyhow::{Context, anyhow, bail};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use super::memory::{StateKey, StateMap};
+
+const LOG_NAME: &str = "state.log";
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+/// Rewrite the log when it holds this many records and at least 3× the live entries.
+const COMPACT_MIN_RECORDS: usize = 1024;
+
+/// Durable state in a single log file under `dir`.
+pub struct FileStateStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    file: File,
+    map: StateMap,
+    records: usize,
+}
+
+impl FileStateStore {
+    /// Opens (creating if needed) the state log in `dir` and replays it.
+    ///
+    /// # Errors
+    /// I/O failures, or a corrupt log (a bad record followed by valid ones).
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(LOG_NAME);
+        let mut bytes = Vec::new();
+        if path.exists() {
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        let (map, records, valid_len) = replay(&bytes).with_context(|| {
+            format!(
+                "the state log {} is corrupt: move it aside to start without derived state \
+                 (projections and snapshots rebuild from events)",
+                path.display()
+            )
+        })?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if valid_len < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                cut_bytes = bytes.len() - valid_len,
+                "cutting a torn record off the end of the state log"
+            );
+            file.set_len(valid_len as u64)?;
+            file.sync_all()?;
+        }
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                dir: dir.to_path_buf(),
+                file,
+                map,
+                records,
+            })),
+        })
+    }
+
+    /// Runs a write on a blocking thread: it syncs the file.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Inner) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&mut inner.lock()))
+            .await
+            .map_err(|e| StateError::Internal(anyhow!("state write task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn append(&mut self, record: &[u8]) -> Result<(), StateError> {
+        self.file
+            .write_all(record)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| StateError::Unavailable(format!("cannot write the state log: {e}")))?;
+        self.records += 1;
+        if self.records >= COMPACT_MIN_RECORDS && self.records >= 3 * self.map.len() {
+            if let Err(e) = self.compact() {
+                // The old log is intact; compaction is retried on a later write.
+                tracing::warn!(error = %e, "state log compaction failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self) -> anyhow::Result<()> {
+        let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
+        let mut out = Vec::new();
+        for ((tenant, namespace, key), entry) in self.map.iter() {
+            out.extend(encode(
+                OP_PUT,
+                tenant,
+                namespace,
+                key,
+                entry.version,
+                Some(&entry.value),
+            )?);
+        }
+        let mut file = File::create(&tmp)?;
+        file.write_all(&out)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.dir.join(LOG_NAME))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(LOG_NAME))?;
+        self.records = self.map.len();
+        Ok(())
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> anyhow::Result<()> {
+    let len = u32::try_from(s.len()).context("string too long for the state log")?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn encode(
+    op: u8,
+    tenant: &str,
+    namespace: &str,
+    key: &str,
+    version: u64,
+    value: Option<&Value>,
+) -> anyhow::Result<Vec<u8>> {
+    let mut body = vec![op];
+    put_str(&mut body, tenant)?;
+    put_str(&mut body, namespace)?;
+    put_str(&mut body, key)?;
+    body.extend_from_slice(&version.to_le_bytes());
+    let value = value
+        .map(serde_json::to_string)
+        .transpose()?
+        .unwrap_or_default();
+    put_str(&mut body, &value)?;
+    let len = u32::try_from(body.len()).context("state record too large")?;
+    let mut record = Vec::with_capacity(body.len() + 8);
+    record.extend_from_slice(&len.to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    record.extend_from_slice(&body);
+    Ok(record)
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let slice = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(slice)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let len = self.u32()? as usize;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+}
+
+enum Op {
+    Put(StateKey, StateEntry),
+    Delete(StateKey),
+}
+
+/// Parses the record at `at`: `Some((op, next offset))` if it is whole and its checksum holds.
+fn record_at(bytes: &[u8], at: usize) -> Option<(Op, usize)> {
+    let mut cursor = Cursor { bytes, at };
+    let len = cursor.u32()? as usize;
+    let crc = cursor.u32()?;
+    let body = cursor.take(len)?;
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let next = cursor.at;
+    let mut b = Cursor { bytes: body, at: 0 };
+    let op = *b.take(1)?.first()?;
+    let key = (
+        b.str()?.to_owned(),
+        b.str()?.to_owned(),
+        b.str()?.to_owned(),
+    );
+    let version = b.u64()?;
+    let value = b.str()?;
+    match op {
+        OP_PUT => {
+            let value = serde_json::from_str(value).ok()?;
+            Some((Op::Put(key, StateEntry { value, version }), next))
+        }
+        OP_DELETE => Some((Op::Delete(key), next)),
+        _ => None,
+    }
+}
+
+/// Replays a log: the map, the number of records, and the length of the valid prefix.
+fn replay(bytes: &[u8]) -> anyhow::Result<(StateMap, usize, usize)> {
+    let mut map = StateMap::default();
+    let mut at = 0;
+    let mut records = 0;
+    while at < bytes.len() {
+        match record_at(bytes, at) {
+            Some((op, next)) => {
+                match op {
+                    Op::Put(key, entry) => map.set(key, entry),
+                    Op::Delete(key) => {
+                        map.remove(&key);
+                    }
+                }
+                records += 1;
+                at = next;
+            }
+            None => {
+                // A torn tail has nothing valid after it; anything valid after is corruption.
+                if (at + 1..bytes.len()).any(|later| record_at(bytes, later).is_some()) {
+                    bail!("bad record at byte {at} followed by valid records");
+                }
+                return Ok((map, records, at));
+            }
+        }
+    }
+    Ok((map, records, at))
+}
+
+fn internal(e: anyhow::Error) -> StateError {
+    StateError::Internal(e)
+}
+
+#[async_trait]
+impl StateStore for FileStateStore {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<StateEntry>, StateError> {
+        Ok(self
+            .inner
+            .lock()
+            .map
+            .get(&StateMap::key(tenant, namespace, key))
+            .cloned())
+    }
+
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+        value: Value,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        let key = StateMap::key(tenant, namespace, key);
+        self.write(move |inner| {
+            let version = inner.map.next_version(&key, expected)?;
+            let record =
+                encode(OP_PUT, &key.0, &key.1, &key.2, version, Some(&value)).map_err(internal)?;
+            inner.append(&record)?;
+            inner.map.set(key, StateEntry { value, version });
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+    ) -> Result<bool, StateError> {
+        let key = StateMap::key(tenant, namespace, key);
+        self.write(move |inner| {
+            if inner.map.get(&key).is_none() {
+                return Ok(false);
+            }
+            let record = encode(OP_DELETE, &key.0, &key.1, &key.2, 0, None).map_err(internal)?;
+            inner.append(&record)?;
+            Ok(inner.map.remove(&key))
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, StateEntry)>, StateError> {
+        Ok(self.inner.lock().map.list(
+            tenant,
+            namespace,
+            prefix.as_deref(),
+            after.as_deref(),
+            limit,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tenant() -> TenantId {
+        TenantId::default_tenant()
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FileStateStore::open(dir.path()).unwrap();
+            store
+                .put(&tenant(), "p", "a", json!({"n": 1}), None)
+                .await
+                .unwrap();
+            store
+                .put(&tenant(), "p", "a", json!({"n": 2}), Some(1))
+                .await
+                .unwrap();
+            store
+                .put(&tenant(), "p", "b", json!(7), None)
+                .await
+                .unwrap();
+            assert!(store.delete(&tenant(), "p", "b").await.unwrap());
+        }
+        let path = dir.path().join(LOG_NAME);
+        let whole = fs::read(&path).unwrap();
+        // A crash in the middle of a further write.
+        let mut torn = whole.clone();
+        torn.extend_from_slice(
+            &encode(OP_PUT, "default", "p", "c", 1, Some(&json!(1))).unwrap()[..9],
+        );
+        fs::write(&path, &torn).unwrap();
+        let store = FileStateStore::open(dir.path()).unwrap();
+        let a = store.get(&tenant(), "p", "a").await.unwrap().unwrap();
+        assert_eq!((a.value, a.version), (json!({"n": 2}), 2));
+        assert!(store.get(&tenant(), "p", "b").await.unwrap().is_none());
+        assert!(store.get(&tenant(), "p", "c").await.unwrap().is_none());
+        assert_eq!(fs::read(&path).unwrap(), whole, "torn bytes cut off");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_corrupt_record_followed_by_valid_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FileStateStore::open(dir.path()).unwrap();
+            for key in ["a", "b", "c"] {
+                store
+                    .put(&tenant(), "p", key, json!(key), None)
+                    .await
+                    .unwrap();
+            }
+        }
+        let path = dir.path().join(LOG_NAME);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[12] ^= 0xff; // inside the first record's body
+        fs::write(&path, &bytes).unwrap();
+        let err = FileStateStore::open(dir.path()).err().unwrap();
+        assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_only_live_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStateStore::open(dir.path()).unwrap();
+        for i in 0..(COMPACT_MIN_RECORDS as u64 + 10) {
+            store
+                .put(&tenant(), "p", "hot", json!(i), None)
+                .await
+                .unwrap();
+        }
+        store
+            .put(&tenant(), "p", "cold", json!("x"), None)
+            .await
+            .unwrap();
+        let size = fs::metadata(dir.path().join(LOG_NAME)).unwrap().len();
+        assert!(size < 4096, "log was compacted, {size} bytes");
+        drop(store);
+        let store = FileStateStore::open(dir.path()).unwrap();
+        let hot = store.get(&tenant(), "p", "hot").await.unwrap().unwrap();
+        assert_eq!(hot.version, COMPACT_MIN_RECORDS as u64 + 10);
+        assert_eq!(hot.value, json!(COMPACT_MIN_RECORDS as u64 + 9));
+        assert!(store.get(&tenant(), "p", "cold").await.unwrap().is_some());
+    }
+}
