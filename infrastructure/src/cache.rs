@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allsource_application::ports::{
-    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount,
-    QueryPage, StoreAppendError, StoreError, StoreStats, StreamRange,
+    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage,
+    StoreAppendError, StoreError, StoreStats, StreamRange,
 };
 use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
 use async_trait::async_trait;
@@ -259,13 +259,31 @@ mod tests {
         let cached = CachedStore::new(Arc::new(inner), config());
         let t = TenantId::default_tenant();
         let e = EntityId::parse("e").unwrap();
-        assert_eq!(cached.read_stream(&t, &e, StreamRange::ALL).await.unwrap().len(), 2);
+        assert_eq!(
+            cached
+                .read_stream(&t, &e, StreamRange::ALL)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
         let all = cached.read_stream(&t, &e, StreamRange::ALL).await.unwrap();
-        assert_eq!(all.iter().map(|e| e.version.get()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            all.iter().map(|e| e.version.get()).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         // Covered by the prefix: no store call at all (the mock would panic on a third call).
-        let bounded = StreamRange { from_version: 2, to_version: Some(3), limit: None };
+        let bounded = StreamRange {
+            from_version: 2,
+            to_version: Some(3),
+            limit: None,
+        };
         assert_eq!(cached.read_stream(&t, &e, bounded).await.unwrap().len(), 2);
-        let limited = StreamRange { from_version: 1, to_version: None, limit: Some(2) };
+        let limited = StreamRange {
+            from_version: 1,
+            to_version: None,
+            limit: Some(2),
+        };
         assert_eq!(cached.read_stream(&t, &e, limited).await.unwrap().len(), 2);
     }
 
@@ -317,7 +335,13 @@ mod tests {
             1
         );
         let other = TenantId::parse("other").unwrap();
-        assert!(cached.read_stream(&other, &e, StreamRange::ALL).await.unwrap().is_empty());
+        assert!(
+            cached
+                .read_stream(&other, &e, StreamRange::ALL)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let _ = ExpectedVersion::Any;
     }
 }
