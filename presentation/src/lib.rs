@@ -7,7 +7,7 @@
 //! The crate depends on `application` (use cases, ports) and `domain`, never on
 //! `infrastructure`: the composition root hands it use-case handles.
 //!
-//! ```ignore
+//! ```text
 //! let router = allsource_presentation::router(AppState { append, reads, health }, HttpLimits { max_body_bytes });
 //! axum::serve(listener, router).await?;
 //! ```
@@ -98,3 +98,6 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
+
+#[cfg(test)]
+mod tests;
