@@ -580,3 +580,58 @@ impl EventStore for PostgresStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod smoke {
+    use super::*;
+    use crate::SystemClock;
+    use allsource_domain::ExpectedVersion;
+    use serde_json::value::RawValue;
+
+    fn proposed(entity: &str, expected: ExpectedVersion) -> ProposedEvent {
+        ProposedEvent {
+            id: EventId::generate(),
+            entity_id: EntityId::parse(entity).unwrap(),
+            event_type: EventType::parse("t.x").unwrap(),
+            payload: RawValue::from_string(r#"{"a": 1}"#.into()).unwrap(),
+            metadata: None,
+            expected_version: expected,
+        }
+    }
+
+    #[tokio::test]
+    async fn smoke() {
+        let admin = PgPool::connect("postgres://postgres@127.0.0.1:5432/test").await.unwrap();
+        let db = format!("allsource_smoke_{}", Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&admin).await.unwrap();
+        let config = PostgresConfig {
+            url: format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            ..Default::default()
+        };
+        let store = PostgresStore::connect(&config, Arc::new(SystemClock)).await.unwrap();
+        let t = TenantId::default_tenant();
+        let r = store
+            .append(&t, vec![proposed("a", ExpectedVersion::NoStream), proposed("a", ExpectedVersion::Exact(1)), proposed("b", ExpectedVersion::Any)])
+            .await
+            .unwrap();
+        assert_eq!(r.iter().map(|r| (r.version.get(), r.position.get())).collect::<Vec<_>>(), [(1, 1), (2, 2), (1, 3)]);
+        let err = store.append(&t, vec![proposed("a", ExpectedVersion::NoStream)]).await.unwrap_err();
+        assert!(matches!(err, StoreAppendError::Rejected(_)), "{err:?}");
+        let stream = store.read_stream(&t, &EntityId::parse("a").unwrap(), StreamRange::ALL).await.unwrap();
+        assert_eq!(stream.len(), 2);
+        assert_eq!(stream[0].payload.get(), r#"{"a": 1}"#);
+        let page = store.query(&t, EventQuery { limit: 2, ..Default::default() }).await.unwrap();
+        assert!(page.has_more);
+        let ents = store.list_entities(&t, EntityListQuery { limit: 10, offset: 0, event_type_prefix: Some("t.".into()) }).await.unwrap();
+        assert_eq!(ents.total, 2);
+        let stats = store.stats(&t).await.unwrap();
+        assert_eq!(stats.total_events, 3);
+        assert_eq!(store.event_types(&t).await.unwrap()[0].count, 3);
+        let dup = proposed("c", ExpectedVersion::Any);
+        let first = store.append(&t, vec![dup.clone()]).await.unwrap();
+        let again = store.append(&t, vec![dup]).await.unwrap();
+        assert!(again[0].duplicate && again[0].position == first[0].position);
+        store.shutdown().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE {db} WITH (FORCE)"))).execute(&admin).await.unwrap();
+    }
+}

@@ -1,0 +1,165 @@
+//! Parquet files of sealed segments: every column of an event, tenant included, with the
+//! payload and metadata as the client's JSON text. Files are written atomically: temp file,
+//! sync, rename, sync the directory.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::sync::Arc;
+
+use allsource_domain::{Event, EventId, Position, Version};
+use anyhow::{Context, anyhow, bail};
+use arrow::array::{
+    Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use chrono::DateTime;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::intern::Interner;
+use super::sync_dir;
+
+/// Events per row group (and per read batch).
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::FixedSizeBinary(16), false),
+        Field::new("tenant_id", DataType::Utf8, false),
+        Field::new("entity_id", DataType::Utf8, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        Field::new("position", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("payload", DataType::Utf8, false),
+        Field::new("metadata", DataType::Utf8, true),
+    ]))
+}
+
+fn batch_of(events: &[Arc<Event>]) -> anyhow::Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(FixedSizeBinaryArray::try_from_iter(
+            events.iter().map(|e| *e.id.as_uuid().as_bytes()),
+        )?),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.tenant_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.entity_id.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.event_type.as_str()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|e| e.version.get()),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            events.iter().map(|e| e.position.get()),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                events.iter().map(|e| e.timestamp.timestamp_micros()),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            events.iter().map(|e| e.payload.get()),
+        )),
+        Arc::new(StringArray::from_iter(
+            events.iter().map(|e| e.metadata.as_ref().map(|m| m.get())),
+        )),
+    ];
+    Ok(RecordBatch::try_new(schema(), columns)?)
+}
+
+/// Writes `events` to `path` atomically (through `path.tmp`), synced, directory synced.
+pub fn write(path: &Path, events: &[Arc<Event>]) -> anyhow::Result<u64> {
+    let tmp = path.with_extension("parquet.tmp");
+    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema(), Some(props))?;
+    for chunk in events.chunks(ROW_GROUP_ROWS) {
+        writer.write(&batch_of(chunk)?)?;
+    }
+    let file = writer.into_inner()?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    drop(file);
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(bytes)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| anyhow!("column {name} is missing or has the wrong type"))
+}
+
+/// Reads every event of a Parquet file written by [`write`], in file order.
+pub fn read(
+    path: &Path,
+    interner: &mut Interner,
+    mut each: impl FnMut(Vec<Arc<Event>>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()?;
+    let mut count = 0u64;
+    for batch in reader {
+        let batch = batch?;
+        let ids = column::<FixedSizeBinaryArray>(&batch, "id")?;
+        let tenants = column::<StringArray>(&batch, "tenant_id")?;
+        let entities = column::<StringArray>(&batch, "entity_id")?;
+        let types = column::<StringArray>(&batch, "event_type")?;
+        let versions = column::<UInt64Array>(&batch, "version")?;
+        let positions = column::<UInt64Array>(&batch, "position")?;
+        let timestamps = column::<TimestampMicrosecondArray>(&batch, "timestamp")?;
+        let payloads = column::<StringArray>(&batch, "payload")?;
+        let metadata = column::<StringArray>(&batch, "metadata")?;
+        let mut events = Vec::with_capacity(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let id: [u8; 16] = ids.value(row).try_into()?;
+            let micros = timestamps.value(row);
+            let event = Event {
+                id: EventId::new(Uuid::from_bytes(id)),
+                tenant_id: interner.tenant(tenants.value(row)).map_err(|e| anyhow!(e))?,
+                entity_id: interner.entity(entities.value(row)).map_err(|e| anyhow!(e))?,
+                event_type: interner.event_type(types.value(row)).map_err(|e| anyhow!(e))?,
+                version: Version::new(versions.value(row)),
+                position: Position::new(positions.value(row)),
+                timestamp: DateTime::from_timestamp_micros(micros)
+                    .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
+                payload: RawValue::from_string(payloads.value(row).to_owned())?,
+                metadata: if metadata.is_null(row) {
+                    None
+                } else {
+                    Some(RawValue::from_string(metadata.value(row).to_owned())?)
+                },
+            };
+            if event.version.get() == 0 || event.position.get() == 0 {
+                bail!("row {row}: version and position start at 1");
+            }
+            events.push(Arc::new(event));
+        }
+        count += events.len() as u64;
+        each(events)?;
+    }
+    Ok(count)
+}
