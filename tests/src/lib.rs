@@ -1,1 +1,18 @@
-//! stub
+//! # allsource-tests
+//!
+//! Helpers for the black-box test suite in `tests/suite` (one integration-test binary):
+//!
+//! # Layout
+//! - [`server`]: `TestServer`, the real `Application` started in-process on port 0 with a
+//!   temporary data dir, and an HTTP client for it.
+//! - [`process`]: `ServerProcess`, the real `allsource` binary as a child process (for crash
+//!   tests that SIGKILL it and CLI tests).
+//! - [`pg`]: fresh PostgreSQL databases per test; loud skip or failure without PostgreSQL.
+//! - [`proxy`]: a TCP proxy a test can cut, to take PostgreSQL away from a running node.
+//! - [`harness`]: the storage backends the contract suite runs against.
+
+pub mod harness;
+pub mod pg;
+pub mod process;
+pub mod proxy;
+pub mod server;

@@ -315,8 +315,11 @@ fn redact(url: &str) -> String {
 /// Whether a driver error means the database cannot be reached or is going away (→ 503).
 pub(crate) fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
+        // A connection that dies mid-message surfaces as a protocol error.
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::BeginFailed
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,

@@ -1,0 +1,73 @@
+//! The storage backends the `EventStore` contract suite runs against. Each test gets a fresh
+//! store; durable backends can be closed and reopened on the same data.
+
+use std::sync::Arc;
+
+use allsource_application::ports::EventStore;
+use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
+use allsource_infrastructure::{MemoryStore, SystemClock};
+
+use crate::pg::TestDatabase;
+
+/// Where a contract test's store lives.
+pub enum Harness {
+    Memory,
+    Embedded(tempfile::TempDir),
+    Postgres(TestDatabase),
+}
+
+impl Harness {
+    pub async fn memory() -> Option<Self> {
+        Some(Self::Memory)
+    }
+
+    pub async fn embedded() -> Option<Self> {
+        Some(Self::Embedded(tempfile::tempdir().expect("tempdir")))
+    }
+
+    /// `None` (after a loud message) when PostgreSQL is unreachable and not required.
+    pub async fn postgres() -> Option<Self> {
+        TestDatabase::create().await.map(Self::Postgres)
+    }
+
+    /// Whether [`open`](Self::open) after a shutdown sees the same data.
+    pub fn durable(&self) -> bool {
+        !matches!(self, Self::Memory)
+    }
+
+    /// Opens a store on this harness's data. Small WAL segments make the embedded store seal
+    /// Parquet files during the tests.
+    pub async fn open(&self) -> Arc<dyn EventStore> {
+        match self {
+            Self::Memory => Arc::new(MemoryStore::new(Arc::new(SystemClock))),
+            Self::Embedded(dir) => {
+                let config = EmbeddedConfig {
+                    data_dir: dir.path().to_path_buf(),
+                    durability: Durability::None,
+                    segment_bytes: 16 * 1024,
+                    ..EmbeddedConfig::default()
+                };
+                let store = tokio::task::spawn_blocking(move || {
+                    EmbeddedStore::open(config, Arc::new(SystemClock))
+                })
+                .await
+                .expect("open task")
+                .expect("open embedded store");
+                Arc::new(store)
+            }
+            Self::Postgres(db) => {
+                let config = PostgresConfig {
+                    url: db.url().to_owned(),
+                    max_connections: 8,
+                    ..PostgresConfig::default()
+                };
+                Arc::new(
+                    PostgresStore::connect(&config, Arc::new(SystemClock))
+                        .await
+                        .expect("connect to the test database"),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! `ServerProcess`: the real `allsource` binary as a child process, for tests that kill it for
+//! real (SIGKILL), stop it with SIGTERM, or check its command line.
+//!
+//! The binary is built once per test run with the same cargo and profile as the tests (cargo
+//! sets `CARGO` for the tests it runs); `ALLSOURCE_BIN` overrides the path.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `allsource` binary, building it first if needed.
+pub fn binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("ALLSOURCE_BIN") {
+                return PathBuf::from(path);
+            }
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/suite-xxxx → target/<profile>
+            let profile_dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test executable lives in target/<profile>/deps")
+                .to_path_buf();
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "allsource", "--bin", "allsource"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build for the allsource binary");
+            assert!(status.success(), "building the allsource binary failed");
+            let binary = profile_dir.join(format!("allsource{}", std::env::consts::EXE_SUFFIX));
+            assert!(binary.exists(), "{} was not built", binary.display());
+            binary
+        })
+        .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `allsource serve` child process.
+pub struct ServerProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub base: String,
+    /// The server's stdout and stderr (deleted with this value).
+    log: tempfile::NamedTempFile,
+}
+
+impl ServerProcess {
+    /// Starts `allsource serve` on `data_dir` with extra environment variables, and waits until
+    /// it is ready.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let mut last_error = String::new();
+        for attempt in 0..3 {
+            let port = free_port();
+            let log = tempfile::Builder::new()
+                .prefix(&format!("allsource-{port}-{attempt}-"))
+                .suffix(".log")
+                .tempfile()
+                .expect("log file");
+            let log_file = log.reopen().expect("log file");
+            let mut command = Command::new(binary());
+            command
+                .args(["serve", "--port", &port.to_string(), "--data-dir"])
+                .arg(data_dir)
+                .env("ALLSOURCE__LOG__LEVEL", "info")
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("log file"))
+                .stderr(log_file);
+            for (k, v) in env {
+                command.env(k, v);
+            }
+            let child = command.spawn().expect("spawn allsource");
+            let mut server = Self {
+                child: Some(child),
+                port,
+                base: format!("http://127.0.0.1:{port}"),
+                log,
+            };
+            match server.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_error = format!("{e}\n--- server log ---\n{}", server.log_text());
+                    server.kill9();
+                }
+            }
+        }
+        panic!("allsource did not start: {last_error}");
+    }
+
+    async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("exited early with {status}"));
+            }
+            if let Ok(r) = client.get(format!("{}/health/ready", self.base)).send().await
+                && r.status() == 200
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err("not ready in time".into())
+    }
+
+    /// The server's output so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: `kill` only sends a signal to our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("allsource did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
