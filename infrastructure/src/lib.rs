@@ -12,7 +12,7 @@
 //!   stateless nodes on one database.
 //! - [`cache`]: `CachedStore`, a moka cache of immutable facts (events by id, stream prefixes)
 //!   in front of any store; never stale, even across nodes.
-//! - [`clock`]: `SystemClock`.
+//! - [`clock`]: the system clock, `SystemClock`.
 //! - [`state`]: adapters of the `StateStore` port (memory, file log, postgres).
 //! - [`startup`]: `StartingStore`, which answers `Unavailable` until recovery has finished.
 

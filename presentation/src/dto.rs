@@ -124,7 +124,9 @@ impl<'a> From<&'a Event> for EventResponse<'a> {
 }
 
 pub fn events(list: &[Arc<Event>]) -> Vec<EventResponse<'_>> {
-    list.iter().map(|e| EventResponse::from(e.as_ref())).collect()
+    list.iter()
+        .map(|e| EventResponse::from(e.as_ref()))
+        .collect()
 }
 
 /// `GET /api/v1/events/query` answer.

@@ -189,9 +189,8 @@ impl From<AppendError> for ApiError {
                     "an event with id {event_id} already exists with a different entity, type \
                      or payload"
                 );
-                let mut e =
-                    Self::new(StatusCode::CONFLICT, "duplicate_event_id", message.clone())
-                        .member("event_id", event_id.to_string());
+                let mut e = Self::new(StatusCode::CONFLICT, "duplicate_event_id", message.clone())
+                    .member("event_id", event_id.to_string());
                 if index.is_some() {
                     e = e.at(field_name(index, "id"), message);
                 }

@@ -9,10 +9,10 @@ use serde_json::json;
 use crate::AppState;
 use crate::auth::CurrentCaller;
 use crate::dto::{
-    self, AppendBatchRequest, AppendEventRequest, BatchResponse, EntitiesParams,
-    EntitiesResponse, EntitySummaryResponse, EventResponse, EventTypeResponse,
-    EventTypesResponse, NoParams, QueryParams, QueryResponse, ReceiptResponse, StateParams,
-    StateResponse, StatsResponse, StreamParams, StreamResponse,
+    self, AppendBatchRequest, AppendEventRequest, BatchResponse, EntitiesParams, EntitiesResponse,
+    EntitySummaryResponse, EventResponse, EventTypeResponse, EventTypesResponse, NoParams,
+    QueryParams, QueryResponse, ReceiptResponse, StateParams, StateResponse, StatsResponse,
+    StreamParams, StreamResponse,
 };
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params};

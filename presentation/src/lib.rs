@@ -71,7 +71,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/events/{event_id}", get(handlers::event))
         .route("/api/v1/entities", get(handlers::entities))
         .route("/api/v1/entities/{entity_id}/events", get(handlers::stream))
-        .route("/api/v1/entities/{entity_id}/state", get(handlers::entity_state))
+        .route(
+            "/api/v1/entities/{entity_id}/state",
+            get(handlers::entity_state),
+        )
         .route("/api/v1/event-types", get(handlers::event_types))
         .route("/api/v1/stats", get(handlers::stats))
         .route("/health", get(handlers::health))
@@ -83,19 +86,21 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         // Layers run outside-in from the last added: the id is set first, the span sees it,
         // and the response gets it back.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                request_id = %request_id,
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 

@@ -14,8 +14,8 @@ use allsource_domain::{
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
-use serde_json::{Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::{AppState, HealthInfo, HttpLimits, router};
@@ -200,7 +200,12 @@ async fn unknown_fields_and_wrong_types_are_refused_with_their_path() {
     )
     .await;
     assert_problem(&reply, 400, "validation_failed");
-    assert!(reply.body["errors"][0]["message"].as_str().unwrap().contains("entity"));
+    assert!(
+        reply.body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("entity")
+    );
     let reply = send(
         app.clone(),
         post(
@@ -221,9 +226,15 @@ async fn wrong_content_type_is_415() {
     store.expect_append().never();
     let request = Request::post("/api/v1/events")
         .header("content-type", "text/plain")
-        .body(Body::from(r#"{"entity_id":"a","event_type":"t","payload":1}"#))
+        .body(Body::from(
+            r#"{"entity_id":"a","event_type":"t","payload":1}"#,
+        ))
         .unwrap();
-    assert_problem(&send(app(store), request).await, 415, "unsupported_media_type");
+    assert_problem(
+        &send(app(store), request).await,
+        415,
+        "unsupported_media_type",
+    );
 }
 
 #[tokio::test]
@@ -259,12 +270,14 @@ async fn oversized_bodies_and_events_are_413() {
 async fn version_conflicts_carry_their_members() {
     let mut store = MockEventStore::new();
     store.expect_append().returning(|_, _| {
-        Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
-            index: 1,
-            entity_id: EntityId::parse("a").unwrap(),
-            expected: ExpectedVersion::NoStream,
-            current: 3,
-        }))
+        Err(StoreAppendError::Rejected(
+            AppendRejection::VersionConflict {
+                index: 1,
+                entity_id: EntityId::parse("a").unwrap(),
+                expected: ExpectedVersion::NoStream,
+                current: 3,
+            },
+        ))
     });
     let reply = send(
         app(store),
@@ -278,19 +291,24 @@ async fn version_conflicts_carry_their_members() {
     assert_eq!(reply.body["entity_id"], "a");
     assert_eq!(reply.body["expected_version"], "no_stream");
     assert_eq!(reply.body["current_version"], 3);
-    assert_eq!(reply.body["errors"][0]["field"], "events[1].expected_version");
+    assert_eq!(
+        reply.body["errors"][0]["field"],
+        "events[1].expected_version"
+    );
 }
 
 #[tokio::test]
 async fn exact_expected_version_is_an_integer_in_the_conflict() {
     let mut store = MockEventStore::new();
     store.expect_append().returning(|_, _| {
-        Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
-            index: 0,
-            entity_id: EntityId::parse("a").unwrap(),
-            expected: ExpectedVersion::Exact(1),
-            current: 2,
-        }))
+        Err(StoreAppendError::Rejected(
+            AppendRejection::VersionConflict {
+                index: 0,
+                entity_id: EntityId::parse("a").unwrap(),
+                expected: ExpectedVersion::Exact(1),
+                current: 2,
+            },
+        ))
     });
     let reply = send(
         app(store),
@@ -310,10 +328,12 @@ async fn duplicate_ids_with_other_content_are_409() {
     let mut store = MockEventStore::new();
     let id = EventId::generate();
     store.expect_append().returning(move |_, _| {
-        Err(StoreAppendError::Rejected(AppendRejection::DuplicateEventId {
-            index: 0,
-            event_id: id,
-        }))
+        Err(StoreAppendError::Rejected(
+            AppendRejection::DuplicateEventId {
+                index: 0,
+                event_id: id,
+            },
+        ))
     });
     let reply = send(
         app(store),
@@ -341,9 +361,11 @@ async fn unavailable_store_is_503_with_retry_after() {
 #[tokio::test]
 async fn internal_errors_do_not_leak() {
     let mut store = MockEventStore::new();
-    store
-        .expect_stats()
-        .returning(|_| Err(StoreError::Internal(anyhow::anyhow!("secret disk path /x/y"))));
+    store.expect_stats().returning(|_| {
+        Err(StoreError::Internal(anyhow::anyhow!(
+            "secret disk path /x/y"
+        )))
+    });
     let reply = send(app(store), get("/api/v1/stats")).await;
     assert_problem(&reply, 500, "internal");
     assert!(!reply.body.to_string().contains("secret"));
@@ -386,8 +408,14 @@ async fn unknown_event_and_route_are_404_and_wrong_method_405() {
     let app = app(store);
     let path = format!("/api/v1/events/{}", EventId::generate());
     assert_problem(&send(app.clone(), get(&path)).await, 404, "not_found");
-    assert_problem(&send(app.clone(), get("/api/v1/nothing")).await, 404, "not_found");
-    let delete = Request::delete("/api/v1/events/query").body(Body::empty()).unwrap();
+    assert_problem(
+        &send(app.clone(), get("/api/v1/nothing")).await,
+        404,
+        "not_found",
+    );
+    let delete = Request::delete("/api/v1/events/query")
+        .body(Body::empty())
+        .unwrap();
     assert_problem(&send(app, delete).await, 405, "method_not_allowed");
 }
 
@@ -400,7 +428,10 @@ async fn request_ids_are_echoed_or_generated() {
         .header("x-request-id", "client-chosen-1")
         .body(Body::empty())
         .unwrap();
-    assert_eq!(send(app.clone(), request).await.request_id, "client-chosen-1");
+    assert_eq!(
+        send(app.clone(), request).await.request_id,
+        "client-chosen-1"
+    );
     let generated = send(app, get("/health")).await.request_id;
     assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
 }
@@ -418,7 +449,11 @@ async fn health_and_readiness() {
         health.body,
         json!({"status": "healthy", "version": "9.9.9", "storage": {"backend": "embedded"}})
     );
-    assert_problem(&send(app.clone(), get("/health/ready")).await, 503, "unavailable");
+    assert_problem(
+        &send(app.clone(), get("/health/ready")).await,
+        503,
+        "unavailable",
+    );
     assert_eq!(send(app, get("/health/ready")).await.status, StatusCode::OK);
 }
 

@@ -32,7 +32,9 @@ pub fn binary() -> PathBuf {
             if release {
                 build.arg("--release");
             }
-            let status = build.status().expect("run cargo build for the allsource binary");
+            let status = build
+                .status()
+                .expect("run cargo build for the allsource binary");
             assert!(status.success(), "building the allsource binary failed");
             let binary = profile_dir.join(format!("allsource{}", std::env::consts::EXE_SUFFIX));
             assert!(binary.exists(), "{} was not built", binary.display());
@@ -110,7 +112,10 @@ impl ServerProcess {
             {
                 return Err(format!("exited early with {status}"));
             }
-            if let Ok(r) = client.get(format!("{}/health/ready", self.base)).send().await
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
                 && r.status() == 200
             {
                 return Ok(());

@@ -48,7 +48,9 @@ impl TestServer {
         let mut settings = Settings::for_tests(dir.path());
         settings.storage.durability = "none".into();
         adjust(&mut settings);
-        let app = Application::build(settings).await.expect("build the application");
+        let app = Application::build(settings)
+            .await
+            .expect("build the application");
         let base = format!("http://{}", app.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until(async move {

@@ -10,8 +10,8 @@ use allsource_application::ports::{
     EntityListQuery, EventQuery, EventStore, SortOrder, StoreAppendError, StreamRange,
 };
 use allsource_domain::{
-    AppendRejection, EntityId, Event, EventId, EventType, ExpectedVersion, Position,
-    ProposedEvent, TenantId,
+    AppendRejection, EntityId, Event, EventId, EventType, ExpectedVersion, Position, ProposedEvent,
+    TenantId,
 };
 use allsource_tests::harness::Harness;
 use serde_json::value::RawValue;
@@ -42,7 +42,13 @@ fn expecting(mut e: ProposedEvent, expected: ExpectedVersion) -> ProposedEvent {
 
 async fn all_events(store: &dyn EventStore, t: &TenantId) -> Vec<Arc<Event>> {
     store
-        .query(t, EventQuery { limit: 100_000, ..Default::default() })
+        .query(
+            t,
+            EventQuery {
+                limit: 100_000,
+                ..Default::default()
+            },
+        )
         .await
         .expect("query")
         .events
@@ -67,17 +73,38 @@ pub mod cases {
         ];
         let err = store.append(&t, batch).await.unwrap_err();
         assert!(
-            matches!(err, StoreAppendError::Rejected(AppendRejection::VersionConflict { index: 2, current: 1, .. })),
+            matches!(
+                err,
+                StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                    index: 2,
+                    current: 1,
+                    ..
+                })
+            ),
             "{err:?}"
         );
-        assert_eq!(all_events(store.as_ref(), &t).await.len(), 1, "nothing of the batch");
+        assert_eq!(
+            all_events(store.as_ref(), &t).await.len(),
+            1,
+            "nothing of the batch"
+        );
         let stats = store.stats(&t).await.unwrap();
         assert_eq!((stats.total_events, stats.total_entities), (1, 1));
         let ok = store
-            .append(&t, vec![event("b", "t", "1"), event("a", "t", "2"), event("b", "u", "2")])
+            .append(
+                &t,
+                vec![
+                    event("b", "t", "1"),
+                    event("a", "t", "2"),
+                    event("b", "u", "2"),
+                ],
+            )
             .await
             .unwrap();
-        let got: Vec<(String, u64)> = ok.iter().map(|r| (r.entity_id.as_str().to_owned(), r.version.get())).collect();
+        let got: Vec<(String, u64)> = ok
+            .iter()
+            .map(|r| (r.entity_id.as_str().to_owned(), r.version.get()))
+            .collect();
         assert_eq!(got, [("b".into(), 1), ("a".into(), 2), ("b".into(), 2)]);
         store.shutdown().await.unwrap();
     }
@@ -86,18 +113,89 @@ pub mod cases {
         let store = h.open().await;
         let t = tenant("default");
         let conflict = |r: Result<_, StoreAppendError>, current: u64| match r {
-            Err(StoreAppendError::Rejected(AppendRejection::VersionConflict { current: c, .. })) => assert_eq!(c, current),
+            Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                current: c,
+                ..
+            })) => assert_eq!(c, current),
             other => panic!("expected a conflict, got {other:?}"),
         };
-        conflict(store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::StreamExists)]).await, 0);
-        conflict(store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(1))]).await, 0);
-        store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(0))]).await.unwrap();
-        conflict(store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::NoStream)]).await, 1);
-        store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::StreamExists)]).await.unwrap();
-        store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(2))]).await.unwrap();
-        conflict(store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(2))]).await, 3);
-        store.append(&t, vec![expecting(event("a", "t", "1"), ExpectedVersion::Any)]).await.unwrap();
-        store.append(&t, vec![expecting(event("new", "t", "1"), ExpectedVersion::NoStream)]).await.unwrap();
+        conflict(
+            store
+                .append(
+                    &t,
+                    vec![expecting(
+                        event("a", "t", "1"),
+                        ExpectedVersion::StreamExists,
+                    )],
+                )
+                .await,
+            0,
+        );
+        conflict(
+            store
+                .append(
+                    &t,
+                    vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(1))],
+                )
+                .await,
+            0,
+        );
+        store
+            .append(
+                &t,
+                vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(0))],
+            )
+            .await
+            .unwrap();
+        conflict(
+            store
+                .append(
+                    &t,
+                    vec![expecting(event("a", "t", "1"), ExpectedVersion::NoStream)],
+                )
+                .await,
+            1,
+        );
+        store
+            .append(
+                &t,
+                vec![expecting(
+                    event("a", "t", "1"),
+                    ExpectedVersion::StreamExists,
+                )],
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                &t,
+                vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(2))],
+            )
+            .await
+            .unwrap();
+        conflict(
+            store
+                .append(
+                    &t,
+                    vec![expecting(event("a", "t", "1"), ExpectedVersion::Exact(2))],
+                )
+                .await,
+            3,
+        );
+        store
+            .append(
+                &t,
+                vec![expecting(event("a", "t", "1"), ExpectedVersion::Any)],
+            )
+            .await
+            .unwrap();
+        store
+            .append(
+                &t,
+                vec![expecting(event("new", "t", "1"), ExpectedVersion::NoStream)],
+            )
+            .await
+            .unwrap();
         store.shutdown().await.unwrap();
     }
 
@@ -115,13 +213,38 @@ pub mod cases {
             )
             .await
             .unwrap();
-        assert_eq!(ok.iter().map(|r| r.version.get()).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(
+            ok.iter().map(|r| r.version.get()).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
         let err = store
-            .append(&t, vec![event("b", "t", "1"), expecting(event("b", "t", "2"), ExpectedVersion::NoStream)])
+            .append(
+                &t,
+                vec![
+                    event("b", "t", "1"),
+                    expecting(event("b", "t", "2"), ExpectedVersion::NoStream),
+                ],
+            )
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreAppendError::Rejected(AppendRejection::VersionConflict { index: 1, current: 1, .. })), "{err:?}");
-        assert!(store.read_stream(&t, &entity("b"), StreamRange::ALL).await.unwrap().is_empty());
+        assert!(
+            matches!(
+                err,
+                StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                    index: 1,
+                    current: 1,
+                    ..
+                })
+            ),
+            "{err:?}"
+        );
+        assert!(
+            store
+                .read_stream(&t, &entity("b"), StreamRange::ALL)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.shutdown().await.unwrap();
     }
 
@@ -133,7 +256,10 @@ pub mod cases {
         tokio::time::sleep(Duration::from_millis(2)).await;
         let mut retry = expecting(original.clone(), ExpectedVersion::NoStream);
         retry.payload = RawValue::from_string(r#"{ "x": 1 }"#.into()).unwrap();
-        let again = store.append(&t, vec![retry, event("a", "t", "2")]).await.unwrap();
+        let again = store
+            .append(&t, vec![retry, event("a", "t", "2")])
+            .await
+            .unwrap();
         assert!(again[0].duplicate);
         assert_eq!(
             (again[0].version, again[0].position, again[0].timestamp),
@@ -141,16 +267,26 @@ pub mod cases {
         );
         assert!(!again[1].duplicate);
         assert_eq!(again[1].version.get(), 2);
-        assert_eq!(all_events(store.as_ref(), &t).await.len(), 2, "the retry appended nothing");
+        assert_eq!(
+            all_events(store.as_ref(), &t).await.len(),
+            2,
+            "the retry appended nothing"
+        );
 
         let mut changed = original.clone();
         changed.payload = RawValue::from_string(r#"{"x":2}"#.into()).unwrap();
-        let err = store.append(&t, vec![event("z", "t", "1"), changed]).await.unwrap_err();
+        let err = store
+            .append(&t, vec![event("z", "t", "1"), changed])
+            .await
+            .unwrap_err();
         assert!(
             matches!(err, StoreAppendError::Rejected(AppendRejection::DuplicateEventId { index: 1, event_id }) if event_id == original.id),
             "{err:?}"
         );
-        let elsewhere = store.append(&tenant("other"), vec![original.clone()]).await.unwrap();
+        let elsewhere = store
+            .append(&tenant("other"), vec![original.clone()])
+            .await
+            .unwrap();
         assert!(!elsewhere[0].duplicate, "ids are unique per tenant");
         store.shutdown().await.unwrap();
     }
@@ -159,17 +295,36 @@ pub mod cases {
         let store = h.open().await;
         let t = tenant("default");
         for i in 0..30 {
-            let batch = (0..(1 + i % 4)).map(|j| event(&format!("e{}", (i + j) % 3), "t", "{}")).collect();
+            let batch = (0..(1 + i % 4))
+                .map(|j| event(&format!("e{}", (i + j) % 3), "t", "{}"))
+                .collect();
             store.append(&t, batch).await.unwrap();
         }
         let all = all_events(store.as_ref(), &t).await;
         assert_eq!(all.len(), (0..30).map(|i| 1 + i % 4).sum::<usize>());
-        assert!(all.windows(2).all(|w| w[0].position < w[1].position), "positions increase");
-        assert!(all.windows(2).all(|w| w[0].timestamp <= w[1].timestamp), "timestamps never decrease");
-        assert!(all.iter().all(|e| e.timestamp.timestamp_subsec_nanos() % 1000 == 0), "microseconds");
+        assert!(
+            all.windows(2).all(|w| w[0].position < w[1].position),
+            "positions increase"
+        );
+        assert!(
+            all.windows(2).all(|w| w[0].timestamp <= w[1].timestamp),
+            "timestamps never decrease"
+        );
+        assert!(
+            all.iter()
+                .all(|e| e.timestamp.timestamp_subsec_nanos() % 1000 == 0),
+            "microseconds"
+        );
         for e in ["e0", "e1", "e2"] {
-            let stream = store.read_stream(&t, &entity(e), StreamRange::ALL).await.unwrap();
-            assert_eq!(versions(&stream), (1..=stream.len() as u64).collect::<Vec<_>>(), "{e} gapless");
+            let stream = store
+                .read_stream(&t, &entity(e), StreamRange::ALL)
+                .await
+                .unwrap();
+            assert_eq!(
+                versions(&stream),
+                (1..=stream.len() as u64).collect::<Vec<_>>(),
+                "{e} gapless"
+            );
         }
         store.shutdown().await.unwrap();
     }
@@ -177,15 +332,35 @@ pub mod cases {
     pub async fn stream_ranges(h: &Harness) {
         let store = h.open().await;
         let t = tenant("default");
-        store.append(&t, (0..10).map(|i| event("s", "t", &i.to_string())).collect()).await.unwrap();
-        let range = |from, to, limit| StreamRange { from_version: from, to_version: to, limit };
-        let read = |r| { let store = store.clone(); let t = t.clone(); async move { versions(&store.read_stream(&t, &entity("s"), r).await.unwrap()) } };
+        store
+            .append(
+                &t,
+                (0..10).map(|i| event("s", "t", &i.to_string())).collect(),
+            )
+            .await
+            .unwrap();
+        let range = |from, to, limit| StreamRange {
+            from_version: from,
+            to_version: to,
+            limit,
+        };
+        let read = |r| {
+            let store = store.clone();
+            let t = t.clone();
+            async move { versions(&store.read_stream(&t, &entity("s"), r).await.unwrap()) }
+        };
         assert_eq!(read(StreamRange::ALL).await, (1..=10).collect::<Vec<_>>());
         assert_eq!(read(range(3, Some(5), None)).await, [3, 4, 5]);
         assert_eq!(read(range(8, None, Some(5))).await, [8, 9, 10]);
         assert_eq!(read(range(2, None, Some(2))).await, [2, 3]);
         assert!(read(range(11, None, None)).await.is_empty());
-        assert!(store.read_stream(&t, &entity("nobody"), StreamRange::ALL).await.unwrap().is_empty());
+        assert!(
+            store
+                .read_stream(&t, &entity("nobody"), StreamRange::ALL)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.shutdown().await.unwrap();
     }
 
@@ -195,41 +370,121 @@ pub mod cases {
         let mut positions = Vec::new();
         for i in 0..20 {
             let ty = if i % 2 == 0 { "even" } else { "odd" };
-            let r = store.append(&t, vec![event(&format!("q{}", i % 3), ty, &i.to_string())]).await.unwrap();
+            let r = store
+                .append(&t, vec![event(&format!("q{}", i % 3), ty, &i.to_string())])
+                .await
+                .unwrap();
             positions.push(r[0].position.get());
             if i == 9 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let pos = |events: &[Arc<Event>]| events.iter().map(|e| e.position.get()).collect::<Vec<_>>();
-        let q = |query: EventQuery| { let store = store.clone(); let t = t.clone(); async move { store.query(&t, query).await.unwrap() } };
-        let page = q(EventQuery { limit: 5, ..Default::default() }).await;
+        let pos =
+            |events: &[Arc<Event>]| events.iter().map(|e| e.position.get()).collect::<Vec<_>>();
+        let q = |query: EventQuery| {
+            let store = store.clone();
+            let t = t.clone();
+            async move { store.query(&t, query).await.unwrap() }
+        };
+        let page = q(EventQuery {
+            limit: 5,
+            ..Default::default()
+        })
+        .await;
         assert_eq!(pos(&page.events), positions[..5]);
         assert!(page.has_more);
-        let page = q(EventQuery { limit: 5, from_position: Some(Position::new(positions[16])), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 5,
+            from_position: Some(Position::new(positions[16])),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(pos(&page.events), positions[17..]);
         assert!(!page.has_more);
-        let page = q(EventQuery { limit: 3, order: SortOrder::Desc, ..Default::default() }).await;
-        assert_eq!(pos(&page.events), [positions[19], positions[18], positions[17]]);
-        let page = q(EventQuery { limit: 3, order: SortOrder::Desc, from_position: Some(Position::new(positions[2])), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 3,
+            order: SortOrder::Desc,
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            pos(&page.events),
+            [positions[19], positions[18], positions[17]]
+        );
+        let page = q(EventQuery {
+            limit: 3,
+            order: SortOrder::Desc,
+            from_position: Some(Position::new(positions[2])),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(pos(&page.events), [positions[1], positions[0]]);
-        let page = q(EventQuery { limit: 2, offset: 3, event_type: Some(EventType::parse("odd").unwrap()), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 2,
+            offset: 3,
+            event_type: Some(EventType::parse("odd").unwrap()),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(pos(&page.events), [positions[7], positions[9]]);
-        let page = q(EventQuery { limit: 100, entity_id: Some(entity("q1")), ..Default::default() }).await;
-        assert_eq!(pos(&page.events), positions.iter().enumerate().filter(|(i, _)| i % 3 == 1).map(|(_, p)| *p).collect::<Vec<_>>());
-        let page = q(EventQuery { limit: 100, entity_id: Some(entity("q1")), event_type: Some(EventType::parse("even").unwrap()), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 100,
+            entity_id: Some(entity("q1")),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            pos(&page.events),
+            positions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 3 == 1)
+                .map(|(_, p)| *p)
+                .collect::<Vec<_>>()
+        );
+        let page = q(EventQuery {
+            limit: 100,
+            entity_id: Some(entity("q1")),
+            event_type: Some(EventType::parse("even").unwrap()),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(page.events.len(), 3);
         // Time filters: the 10th event and later were appended after a pause.
         let all = all_events(store.as_ref(), &t).await;
         let cut = all[10].timestamp;
         assert!(all[9].timestamp < cut);
-        let page = q(EventQuery { limit: 100, since: Some(cut), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 100,
+            since: Some(cut),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(page.events.len(), 10);
-        let page = q(EventQuery { limit: 100, until: Some(cut), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 100,
+            until: Some(cut),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(page.events.len(), 10);
-        let page = q(EventQuery { limit: 100, as_of: Some(all[9].timestamp), ..Default::default() }).await;
+        let page = q(EventQuery {
+            limit: 100,
+            as_of: Some(all[9].timestamp),
+            ..Default::default()
+        })
+        .await;
         assert_eq!(page.events.len(), 10);
-        assert!(q(EventQuery { limit: 10, entity_id: Some(entity("none")), ..Default::default() }).await.events.is_empty());
+        assert!(
+            q(EventQuery {
+                limit: 10,
+                entity_id: Some(entity("none")),
+                ..Default::default()
+            })
+            .await
+            .events
+            .is_empty()
+        );
         store.shutdown().await.unwrap();
     }
 
@@ -242,7 +497,9 @@ pub mod cases {
                 let t = t.clone();
                 tokio::spawn(async move {
                     for i in 0..25 {
-                        let batch = (0..(1 + i % 3)).map(|_| event(&format!("w{w}"), "t", "{}")).collect();
+                        let batch = (0..(1 + i % 3))
+                            .map(|_| event(&format!("w{w}"), "t", "{}"))
+                            .collect();
                         store.append(&t, batch).await.unwrap();
                     }
                 })
@@ -256,7 +513,17 @@ pub mod cases {
                 let mut cursor = None;
                 let mut idle = 0;
                 while idle < 30 {
-                    let page = store.query(&t, EventQuery { from_position: cursor, limit: 5, ..Default::default() }).await.unwrap();
+                    let page = store
+                        .query(
+                            &t,
+                            EventQuery {
+                                from_position: cursor,
+                                limit: 5,
+                                ..Default::default()
+                            },
+                        )
+                        .await
+                        .unwrap();
                     if page.events.is_empty() {
                         idle += 1;
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -273,7 +540,11 @@ pub mod cases {
             w.await.unwrap();
         }
         let seen = pager.await.unwrap();
-        let all: Vec<u64> = all_events(store.as_ref(), &t).await.iter().map(|e| e.position.get()).collect();
+        let all: Vec<u64> = all_events(store.as_ref(), &t)
+            .await
+            .iter()
+            .map(|e| e.position.get())
+            .collect();
         // Per writer: 9 batches of 1, 8 of 2, 8 of 3 events.
         assert_eq!(all.len(), 4 * 49);
         assert_eq!(seen, all, "every event seen once, in order");
@@ -283,21 +554,69 @@ pub mod cases {
     pub async fn tenants_are_isolated_everywhere(h: &Harness) {
         let store = h.open().await;
         let (a, b) = (tenant("alpha"), tenant("beta"));
-        let ra = store.append(&a, vec![event("shared", "a.type", "1")]).await.unwrap();
-        store.append(&b, vec![event("shared", "b.type", "2"), event("only-b", "b.type", "3")]).await.unwrap();
+        let ra = store
+            .append(&a, vec![event("shared", "a.type", "1")])
+            .await
+            .unwrap();
+        store
+            .append(
+                &b,
+                vec![
+                    event("shared", "b.type", "2"),
+                    event("only-b", "b.type", "3"),
+                ],
+            )
+            .await
+            .unwrap();
         assert!(store.get_event(&b, ra[0].event_id).await.unwrap().is_none());
         assert!(store.get_event(&a, ra[0].event_id).await.unwrap().is_some());
-        assert_eq!(store.read_stream(&a, &entity("shared"), StreamRange::ALL).await.unwrap().len(), 1);
-        assert_eq!(store.read_stream(&b, &entity("shared"), StreamRange::ALL).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .read_stream(&a, &entity("shared"), StreamRange::ALL)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .read_stream(&b, &entity("shared"), StreamRange::ALL)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(all_events(store.as_ref(), &a).await.len(), 1);
-        assert!(all_events(store.as_ref(), &a).await.iter().all(|e| e.tenant_id == a));
-        let list = store.list_entities(&a, EntityListQuery { limit: 10, offset: 0, event_type_prefix: None }).await.unwrap();
+        assert!(
+            all_events(store.as_ref(), &a)
+                .await
+                .iter()
+                .all(|e| e.tenant_id == a)
+        );
+        let list = store
+            .list_entities(
+                &a,
+                EntityListQuery {
+                    limit: 10,
+                    offset: 0,
+                    event_type_prefix: None,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(list.total, 1);
         let types = store.event_types(&a).await.unwrap();
         assert_eq!(types.len(), 1);
         assert_eq!(types[0].event_type.as_str(), "a.type");
         let stats = store.stats(&b).await.unwrap();
-        assert_eq!((stats.total_events, stats.total_entities, stats.total_event_types), (2, 2, 1));
+        assert_eq!(
+            (
+                stats.total_events,
+                stats.total_entities,
+                stats.total_event_types
+            ),
+            (2, 2, 1)
+        );
         let none = tenant("nobody");
         assert_eq!(store.stats(&none).await.unwrap().total_events, 0);
         store.shutdown().await.unwrap();
@@ -306,9 +625,32 @@ pub mod cases {
     pub async fn catalog_views(h: &Harness) {
         let store = h.open().await;
         let t = tenant("default");
-        store.append(&t, vec![event("b", "order.placed", "1"), event("a", "user.created", "1"), event("c", "order.paid", "1")]).await.unwrap();
-        let last = store.append(&t, vec![event("a", "order.placed", "2")]).await.unwrap();
-        let page = store.list_entities(&t, EntityListQuery { limit: 2, offset: 0, event_type_prefix: None }).await.unwrap();
+        store
+            .append(
+                &t,
+                vec![
+                    event("b", "order.placed", "1"),
+                    event("a", "user.created", "1"),
+                    event("c", "order.paid", "1"),
+                ],
+            )
+            .await
+            .unwrap();
+        let last = store
+            .append(&t, vec![event("a", "order.placed", "2")])
+            .await
+            .unwrap();
+        let page = store
+            .list_entities(
+                &t,
+                EntityListQuery {
+                    limit: 2,
+                    offset: 0,
+                    event_type_prefix: None,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(page.total, 3);
         let ids: Vec<&str> = page.entities.iter().map(|e| e.entity_id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
@@ -316,14 +658,54 @@ pub mod cases {
         assert_eq!(page.entities[0].version.get(), 2);
         assert_eq!(page.entities[0].last_event_type.as_str(), "order.placed");
         assert_eq!(page.entities[0].last_event_at, last[0].timestamp);
-        let users = store.list_entities(&t, EntityListQuery { limit: 10, offset: 0, event_type_prefix: Some("user.".into()) }).await.unwrap();
+        let users = store
+            .list_entities(
+                &t,
+                EntityListQuery {
+                    limit: 10,
+                    offset: 0,
+                    event_type_prefix: Some("user.".into()),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!((users.total, users.entities.len()), (1, 1));
-        let orders = store.list_entities(&t, EntityListQuery { limit: 10, offset: 1, event_type_prefix: Some("order.".into()) }).await.unwrap();
+        let orders = store
+            .list_entities(
+                &t,
+                EntityListQuery {
+                    limit: 10,
+                    offset: 1,
+                    event_type_prefix: Some("order.".into()),
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!((orders.total, orders.entities.len()), (3, 2));
-        let types: Vec<(String, u64)> = store.event_types(&t).await.unwrap().iter().map(|c| (c.event_type.as_str().to_owned(), c.count)).collect();
-        assert_eq!(types, [("order.paid".into(), 1), ("order.placed".into(), 2), ("user.created".into(), 1)]);
+        let types: Vec<(String, u64)> = store
+            .event_types(&t)
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| (c.event_type.as_str().to_owned(), c.count))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                ("order.paid".into(), 1),
+                ("order.placed".into(), 2),
+                ("user.created".into(), 1)
+            ]
+        );
         let stats = store.stats(&t).await.unwrap();
-        assert_eq!((stats.total_events, stats.total_entities, stats.total_event_types), (4, 3, 3));
+        assert_eq!(
+            (
+                stats.total_events,
+                stats.total_entities,
+                stats.total_event_types
+            ),
+            (4, 3, 3)
+        );
         assert_eq!(stats.last_position, last[0].position.get());
         assert!(stats.storage.contains_key("backend"));
         store.shutdown().await.unwrap();
@@ -337,7 +719,15 @@ pub mod cases {
                 let store = store.clone();
                 let t = t.clone();
                 tokio::spawn(async move {
-                    store.append(&t, vec![expecting(event("race", "t", "1"), ExpectedVersion::NoStream)]).await
+                    store
+                        .append(
+                            &t,
+                            vec![expecting(
+                                event("race", "t", "1"),
+                                ExpectedVersion::NoStream,
+                            )],
+                        )
+                        .await
                 })
             })
             .collect();
@@ -345,12 +735,22 @@ pub mod cases {
         for r in racers {
             match r.await.unwrap() {
                 Ok(_) => wins += 1,
-                Err(StoreAppendError::Rejected(AppendRejection::VersionConflict { current: 1, .. })) => {}
+                Err(StoreAppendError::Rejected(AppendRejection::VersionConflict {
+                    current: 1,
+                    ..
+                })) => {}
                 Err(other) => panic!("{other:?}"),
             }
         }
         assert_eq!(wins, 1);
-        assert_eq!(store.read_stream(&t, &entity("race"), StreamRange::ALL).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .read_stream(&t, &entity("race"), StreamRange::ALL)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         store.shutdown().await.unwrap();
     }
 
@@ -359,7 +759,10 @@ pub mod cases {
         let t = tenant("default");
         store.append(&t, vec![event("a", "t", "1")]).await.unwrap();
         store.shutdown().await.unwrap();
-        assert!(matches!(store.append(&t, vec![event("a", "t", "1")]).await, Err(StoreAppendError::Unavailable(_))));
+        assert!(matches!(
+            store.append(&t, vec![event("a", "t", "1")]).await,
+            Err(StoreAppendError::Unavailable(_))
+        ));
     }
 
     pub async fn reopening_keeps_everything(h: &Harness) {
@@ -370,7 +773,11 @@ pub mod cases {
         let (a, b) = (tenant("default"), tenant("other"));
         for i in 0..120 {
             let t = if i % 5 == 0 { &b } else { &a };
-            let mut e = event(&format!("r{}", i % 7), "t", &format!(r#"{{"i":{i},"text":"{}"}}"#, "z".repeat(64)));
+            let mut e = event(
+                &format!("r{}", i % 7),
+                "t",
+                &format!(r#"{{"i":{i},"text":"{}"}}"#, "z".repeat(64)),
+            );
             if i % 2 == 0 {
                 e.metadata = Some(RawValue::from_string(format!(r#"{{"n":{i}}}"#)).unwrap());
             }
@@ -378,16 +785,32 @@ pub mod cases {
         }
         let mut snapshot: HashMap<TenantId, Vec<Event>> = HashMap::new();
         for t in [&a, &b] {
-            snapshot.insert(t.clone(), all_events(store.as_ref(), t).await.iter().map(|e| (**e).clone()).collect());
+            snapshot.insert(
+                t.clone(),
+                all_events(store.as_ref(), t)
+                    .await
+                    .iter()
+                    .map(|e| (**e).clone())
+                    .collect(),
+            );
         }
         store.shutdown().await.unwrap();
         drop(store);
         let store = h.open().await;
         for t in [&a, &b] {
-            let after: Vec<Event> = all_events(store.as_ref(), t).await.iter().map(|e| (**e).clone()).collect();
+            let after: Vec<Event> = all_events(store.as_ref(), t)
+                .await
+                .iter()
+                .map(|e| (**e).clone())
+                .collect();
             assert_eq!(&after, &snapshot[t], "tenant {t}");
         }
-        let last = snapshot.values().flatten().map(|e| e.position.get()).max().unwrap();
+        let last = snapshot
+            .values()
+            .flatten()
+            .map(|e| e.position.get())
+            .max()
+            .unwrap();
         let next = store.append(&a, vec![event("r0", "t", "1")]).await.unwrap();
         assert_eq!(next[0].position.get(), last + 1);
         let ids: HashSet<EventId> = snapshot.values().flatten().map(|e| e.id).collect();

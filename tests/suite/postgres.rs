@@ -17,15 +17,19 @@ use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_tests::pg::TestDatabase;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
-use serde_json::{Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 async fn store(db: &TestDatabase) -> Arc<PostgresStore> {
     let config = PostgresConfig {
         url: db.url().to_owned(),
         ..PostgresConfig::default()
     };
-    Arc::new(PostgresStore::connect(&config, Arc::new(SystemClock)).await.expect("connect"))
+    Arc::new(
+        PostgresStore::connect(&config, Arc::new(SystemClock))
+            .await
+            .expect("connect"),
+    )
 }
 
 fn event(entity: &str) -> ProposedEvent {
@@ -54,7 +58,9 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
             let tenant = tenant.clone();
             tokio::spawn(async move {
                 for i in 0..40 {
-                    let batch = (0..(1 + i % 3)).map(|_| event(&format!("w{w}-{}", i % 4))).collect();
+                    let batch = (0..(1 + i % 3))
+                        .map(|_| event(&format!("w{w}-{}", i % 4)))
+                        .collect();
                     store.append(&tenant, batch).await.expect("append");
                 }
             })
@@ -100,7 +106,13 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
     }
     let seen = pager.await.expect("pager");
     let all = store
-        .query(&tenant, EventQuery { limit: 10_000, ..Default::default() })
+        .query(
+            &tenant,
+            EventQuery {
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
         .await
         .expect("query all");
     let expected: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
@@ -109,7 +121,10 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
     assert_eq!(seen, expected, "the pager saw every event once, in order");
 }
 
-async fn start_node(url: &str, data_dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>) {
+async fn start_node(
+    url: &str,
+    data_dir: &std::path::Path,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut settings = Settings::for_tests(data_dir);
     settings.storage.backend = "postgres".into();
     settings.storage.postgres.url = url.to_owned();
@@ -152,7 +167,9 @@ async fn a_node_that_loses_postgres_answers_503_and_recovers() {
     };
     let target = url_addr(db.url());
     let proxy = CuttableProxy::start(target).await.expect("proxy");
-    let via_proxy = db.url().replacen(&target.to_string(), &proxy.addr().to_string(), 1);
+    let via_proxy = db
+        .url()
+        .replacen(&target.to_string(), &proxy.addr().to_string(), 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let (base, _stop) = start_node(&via_proxy, dir.path()).await;
     let client = reqwest::Client::new();
@@ -193,14 +210,20 @@ async fn a_node_that_loses_postgres_answers_503_and_recovers() {
         .iter()
         .filter_map(|e| e["version"].as_u64())
         .collect();
-    assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "gapless");
+    assert_eq!(
+        versions,
+        (1..=versions.len() as u64).collect::<Vec<_>>(),
+        "gapless"
+    );
 }
 
 fn url_addr(url: &str) -> std::net::SocketAddr {
     let parsed = url::Url::parse(url).expect("url");
     let host = parsed.host_str().expect("host");
     let port = parsed.port().unwrap_or(5432);
-    format!("{host}:{port}").parse().expect("PostgreSQL address must be an IP:port")
+    format!("{host}:{port}")
+        .parse()
+        .expect("PostgreSQL address must be an IP:port")
 }
 
 /// Two real server processes on one database, writers on both: versions stay gapless per
@@ -212,7 +235,10 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
         return;
     };
     let dir = tempfile::tempdir().expect("dir");
-    let env = [("ALLSOURCE__STORAGE__BACKEND", "postgres"), ("ALLSOURCE__STORAGE__POSTGRES__URL", db.url())];
+    let env = [
+        ("ALLSOURCE__STORAGE__BACKEND", "postgres"),
+        ("ALLSOURCE__STORAGE__POSTGRES__URL", db.url()),
+    ];
     let process_a = ServerProcess::start(&dir.path().join("a"), &env).await;
     let process_b = ServerProcess::start(&dir.path().join("b"), &env).await;
     let (node_a, node_b) = (process_a.base.clone(), process_b.base.clone());
@@ -269,7 +295,14 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
             if let Some(c) = cursor {
                 url.push_str(&format!("&from_position={c}"));
             }
-            let page: Value = client.get(url).send().await.expect("query").json().await.expect("json");
+            let page: Value = client
+                .get(url)
+                .send()
+                .await
+                .expect("query")
+                .json()
+                .await
+                .expect("json");
             let events = page["events"].as_array().expect("events").clone();
             if events.is_empty() {
                 break;
@@ -279,7 +312,10 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
         }
         assert_eq!(all.len(), 8 * 25 + 1);
         let positions: Vec<u64> = all.iter().filter_map(|e| e["position"].as_u64()).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase");
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "positions increase"
+        );
         let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for e in &all {
             versions
@@ -288,11 +324,20 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
                 .push(e["version"].as_u64().expect("version"));
         }
         for (entity, v) in &versions {
-            assert_eq!(v, &(1..=v.len() as u64).collect::<Vec<_>>(), "{entity} gapless");
+            assert_eq!(
+                v,
+                &(1..=v.len() as u64).collect::<Vec<_>>(),
+                "{entity} gapless"
+            );
         }
         let by_id: HashMap<&str, (u64, u64)> = all
             .iter()
-            .filter_map(|e| Some((e["id"].as_str()?, (e["version"].as_u64()?, e["position"].as_u64()?))))
+            .filter_map(|e| {
+                Some((
+                    e["id"].as_str()?,
+                    (e["version"].as_u64()?, e["position"].as_u64()?),
+                ))
+            })
             .collect();
         let unique: HashSet<&str> = by_id.keys().copied().collect();
         assert_eq!(unique.len(), all.len(), "ids unique");
@@ -300,7 +345,10 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
             let id = ack["event_id"].as_str().expect("event_id");
             assert_eq!(
                 by_id.get(id),
-                Some(&(ack["version"].as_u64().expect("v"), ack["position"].as_u64().expect("p"))),
+                Some(&(
+                    ack["version"].as_u64().expect("v"),
+                    ack["position"].as_u64().expect("p")
+                )),
                 "acknowledged event {id} present with its version and position on {base}"
             );
         }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 /// What a receipt said: entity, version, position.
 type Ack = (String, u64, u64);
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Ledger {
     /// Every acknowledged event by id.
     acked: HashMap<String, Ack>,
@@ -30,27 +30,40 @@ fn pseudo_random(bound: u64) -> u64 {
 }
 
 /// Appends from `clients` concurrent clients until `stop`, recording every acknowledgement.
-fn start_clients(base: &str, clients: usize, ledger: &Arc<Mutex<Ledger>>, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_clients(
+    base: &str,
+    clients: usize,
+    ledger: &Arc<Mutex<Ledger>>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     (0..clients)
         .map(|c| {
             let base = base.to_owned();
             let ledger = Arc::clone(ledger);
             let stop = Arc::clone(stop);
             tokio::spawn(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     n += 1;
-                    let size = if n % 3 == 0 { 3 } else { 1 };
+                    let size = if n.is_multiple_of(3) { 3 } else { 1 };
                     let events: Vec<Value> = (0..size)
-                        .map(|i| json!({
-                            "id": uuid::Uuid::new_v4().to_string(),
-                            "entity_id": format!("entity-{}", (c as u64 + n + i) % 6),
-                            "event_type": "crash.test",
-                            "payload": {"client": c, "n": n, "pad": "p".repeat(200)},
-                        }))
+                        .map(|i| {
+                            json!({
+                                "id": uuid::Uuid::new_v4().to_string(),
+                                "entity_id": format!("entity-{}", (c as u64 + n + i) % 6),
+                                "event_type": "crash.test",
+                                "payload": {"client": c, "n": n, "pad": "p".repeat(200)},
+                            })
+                        })
                         .collect();
-                    let ids: Vec<String> = events.iter().map(|e| e["id"].as_str().unwrap_or_default().to_owned()).collect();
+                    let ids: Vec<String> = events
+                        .iter()
+                        .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+                        .collect();
                     ledger.lock().attempted.push(ids);
                     let sent = client
                         .post(format!("{base}/api/v1/events/batch"))
@@ -61,7 +74,9 @@ fn start_clients(base: &str, clients: usize, ledger: &Arc<Mutex<Ledger>>, stop: 
                     if response.status() != 200 {
                         break;
                     }
-                    let Ok(body) = response.json::<Value>().await else { break };
+                    let Ok(body) = response.json::<Value>().await else {
+                        break;
+                    };
                     let mut ledger = ledger.lock();
                     for r in body["events"].as_array().into_iter().flatten() {
                         let ack = (
@@ -69,7 +84,9 @@ fn start_clients(base: &str, clients: usize, ledger: &Arc<Mutex<Ledger>>, stop: 
                             r["version"].as_u64().unwrap_or(0),
                             r["position"].as_u64().unwrap_or(0),
                         );
-                        ledger.acked.insert(r["event_id"].as_str().unwrap_or_default().to_owned(), ack);
+                        ledger
+                            .acked
+                            .insert(r["event_id"].as_str().unwrap_or_default().to_owned(), ack);
                     }
                 }
             })
@@ -87,7 +104,14 @@ async fn read_all(base: &str) -> Vec<Value> {
         if let Some(c) = cursor {
             url.push_str(&format!("&from_position={c}"));
         }
-        let page: Value = client.get(url).send().await.expect("query").json().await.expect("json");
+        let page: Value = client
+            .get(url)
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
         let events = page["events"].as_array().cloned().unwrap_or_default();
         if events.is_empty() {
             return all;
@@ -104,24 +128,48 @@ async fn verify(base: &str, ledger: &Ledger) -> u64 {
     let mut by_id: HashMap<String, Ack> = HashMap::new();
     for e in &all {
         let id = e["id"].as_str().expect("id").to_owned();
-        let ack = (e["entity_id"].as_str().expect("entity").to_owned(), e["version"].as_u64().expect("version"), e["position"].as_u64().expect("position"));
-        assert!(by_id.insert(id.clone(), ack).is_none(), "event {id} appears twice");
+        let ack = (
+            e["entity_id"].as_str().expect("entity").to_owned(),
+            e["version"].as_u64().expect("version"),
+            e["position"].as_u64().expect("position"),
+        );
+        assert!(
+            by_id.insert(id.clone(), ack).is_none(),
+            "event {id} appears twice"
+        );
     }
     let positions: Vec<u64> = all.iter().filter_map(|e| e["position"].as_u64()).collect();
-    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions strictly increase");
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions strictly increase"
+    );
     let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for e in &all {
-        versions.entry(e["entity_id"].as_str().unwrap_or_default().to_owned()).or_default().push(e["version"].as_u64().unwrap_or(0));
+        versions
+            .entry(e["entity_id"].as_str().unwrap_or_default().to_owned())
+            .or_default()
+            .push(e["version"].as_u64().unwrap_or(0));
     }
     for (entity, v) in &versions {
-        assert_eq!(v, &(1..=v.len() as u64).collect::<Vec<_>>(), "{entity}: versions gapless");
+        assert_eq!(
+            v,
+            &(1..=v.len() as u64).collect::<Vec<_>>(),
+            "{entity}: versions gapless"
+        );
     }
     for (id, ack) in &ledger.acked {
-        assert_eq!(by_id.get(id), Some(ack), "acknowledged event {id} is there with the acknowledged version and position");
+        assert_eq!(
+            by_id.get(id),
+            Some(ack),
+            "acknowledged event {id} is there with the acknowledged version and position"
+        );
     }
     for batch in &ledger.attempted {
         let present = batch.iter().filter(|id| by_id.contains_key(*id)).count();
-        assert!(present == 0 || present == batch.len(), "batch {batch:?} is partly present ({present})");
+        assert!(
+            present == 0 || present == batch.len(),
+            "batch {batch:?} is partly present ({present})"
+        );
     }
     positions.last().copied().unwrap_or(0)
 }
@@ -136,7 +184,7 @@ async fn crash_cycles(extra_env: &[(&str, &str)], expect_parquet: bool) {
     for cycle in 0..4 {
         let mut server = ServerProcess::start(&data, &env).await;
         {
-            let ledger = ledger.lock();
+            let ledger = ledger.lock().clone();
             let now = verify(&server.base, &ledger).await;
             assert!(now >= last_position, "cycle {cycle}: positions went back");
             last_position = now;
@@ -149,10 +197,13 @@ async fn crash_cycles(extra_env: &[(&str, &str)], expect_parquet: bool) {
         for c in clients {
             let _ = c.await;
         }
-        assert!(!ledger.lock().acked.is_empty(), "cycle {cycle}: clients got acknowledgements");
+        assert!(
+            !ledger.lock().acked.is_empty(),
+            "cycle {cycle}: clients got acknowledgements"
+        );
     }
     let server = ServerProcess::start(&data, &env).await;
-    let ledger = ledger.lock();
+    let ledger = ledger.lock().clone();
     verify(&server.base, &ledger).await;
     let fresh: Value = reqwest::Client::new()
         .post(format!("{}/api/v1/events", server.base))
@@ -164,7 +215,10 @@ async fn crash_cycles(extra_env: &[(&str, &str)], expect_parquet: bool) {
         .await
         .expect("json");
     let max_acked = ledger.acked.values().map(|a| a.2).max().unwrap_or(0);
-    assert!(fresh["position"].as_u64().unwrap_or(0) > max_acked, "positions continue after restarts");
+    assert!(
+        fresh["position"].as_u64().unwrap_or(0) > max_acked,
+        "positions continue after restarts"
+    );
     if expect_parquet {
         let stats: Value = reqwest::get(format!("{}/api/v1/stats", server.base))
             .await
@@ -205,14 +259,19 @@ async fn sigterm_finishes_in_flight_appends_and_exits_zero() {
     })
     .await
     .expect("terminate");
-    assert!(status.0.success(), "exit status {:?}\n{}", status.0, status.1.log_text());
+    assert!(
+        status.0.success(),
+        "exit status {:?}\n{}",
+        status.0,
+        status.1.log_text()
+    );
     assert!(status.1.log_text().contains("shut down cleanly"));
     stop.store(true, Ordering::Release);
     for c in clients {
         let _ = c.await;
     }
     let server = ServerProcess::start(&data, &env).await;
-    let ledger = ledger.lock();
+    let ledger = ledger.lock().clone();
     assert!(!ledger.acked.is_empty());
     verify(&server.base, &ledger).await;
 }
@@ -225,7 +284,10 @@ fn help_explains_the_commands_and_flags() {
     for word in ["serve", "repair", "bench"] {
         assert!(text.contains(word), "{word} in\n{text}");
     }
-    let serve = Command::new(binary()).args(["serve", "--help"]).output().expect("run");
+    let serve = Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
     assert!(serve.status.success());
     let text = String::from_utf8_lossy(&serve.stdout);
     for flag in ["--config", "--dev", "--port", "--data-dir", "ALLSOURCE__"] {
@@ -244,7 +306,10 @@ fn invalid_settings_stop_the_start_naming_the_key() {
         .expect("run");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("storage.backend") && stderr.contains("embedded, memory, postgres"), "{stderr}");
+    assert!(
+        stderr.contains("storage.backend") && stderr.contains("embedded, memory, postgres"),
+        "{stderr}"
+    );
     let output = Command::new(binary())
         .args(["serve", "--config", "/nonexistent/allsource.toml"])
         .output()
@@ -259,6 +324,11 @@ async fn the_data_dir_is_created_if_missing() {
     let data = dir.path().join("nested/deeper/data");
     let server = ServerProcess::start(&data, &[]).await;
     assert!(data.join("wal").is_dir());
-    let health: Value = reqwest::get(format!("{}/health", server.base)).await.expect("get").json().await.expect("json");
+    let health: Value = reqwest::get(format!("{}/health", server.base))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["storage"]["backend"], "embedded");
 }

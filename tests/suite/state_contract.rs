@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use allsource_application::ports::{StateError, StateStore};
 use allsource_domain::TenantId;
+use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::state::{FileStateStore, MemoryStateStore, PostgresStateStore};
-use allsource_infrastructure::SystemClock;
 use allsource_tests::pg::TestDatabase;
 use serde_json::json;
 
@@ -33,10 +33,18 @@ impl StateHarness {
     pub async fn open(&self) -> Arc<dyn StateStore> {
         match self {
             Self::Memory => Arc::new(MemoryStateStore::new()),
-            Self::File(dir) => Arc::new(FileStateStore::open(&dir.path().join("state")).expect("open")),
+            Self::File(dir) => {
+                Arc::new(FileStateStore::open(&dir.path().join("state")).expect("open"))
+            }
             Self::Postgres(db) => {
-                let config = PostgresConfig { url: db.url().to_owned(), max_connections: 4, ..Default::default() };
-                let events = PostgresStore::connect(&config, Arc::new(SystemClock)).await.expect("connect");
+                let config = PostgresConfig {
+                    url: db.url().to_owned(),
+                    max_connections: 4,
+                    ..Default::default()
+                };
+                let events = PostgresStore::connect(&config, Arc::new(SystemClock))
+                    .await
+                    .expect("connect");
                 Arc::new(PostgresStateStore::new(events.pool().clone()))
             }
         }
@@ -54,15 +62,27 @@ pub mod cases {
         let s = h.open().await;
         let t = tenant("default");
         assert!(s.get(&t, "p", "k").await.unwrap().is_none());
-        assert_eq!(s.put(&t, "p", "k", json!({"a": 1}), Some(0)).await.unwrap(), 1);
+        assert_eq!(
+            s.put(&t, "p", "k", json!({"a": 1}), Some(0)).await.unwrap(),
+            1
+        );
         assert!(matches!(
             s.put(&t, "p", "k", json!(2), Some(0)).await,
-            Err(StateError::VersionConflict { expected: 0, current: 1 })
+            Err(StateError::VersionConflict {
+                expected: 0,
+                current: 1
+            })
         ));
-        assert_eq!(s.put(&t, "p", "k", json!({"a": 2}), Some(1)).await.unwrap(), 2);
+        assert_eq!(
+            s.put(&t, "p", "k", json!({"a": 2}), Some(1)).await.unwrap(),
+            2
+        );
         assert!(matches!(
             s.put(&t, "p", "k", json!(3), Some(1)).await,
-            Err(StateError::VersionConflict { expected: 1, current: 2 })
+            Err(StateError::VersionConflict {
+                expected: 1,
+                current: 2
+            })
         ));
         assert_eq!(s.put(&t, "p", "k", json!([3]), None).await.unwrap(), 3);
         let e = s.get(&t, "p", "k").await.unwrap().unwrap();
@@ -70,7 +90,11 @@ pub mod cases {
         assert!(s.delete(&t, "p", "k").await.unwrap());
         assert!(!s.delete(&t, "p", "k").await.unwrap());
         assert!(s.get(&t, "p", "k").await.unwrap().is_none());
-        assert_eq!(s.put(&t, "p", "k", json!(null), Some(0)).await.unwrap(), 1, "a delete resets the key");
+        assert_eq!(
+            s.put(&t, "p", "k", json!(null), Some(0)).await.unwrap(),
+            1,
+            "a delete resets the key"
+        );
     }
 
     pub async fn listing_is_ordered_paged_and_scoped(h: &StateHarness) {
@@ -81,13 +105,36 @@ pub mod cases {
         }
         s.put(&a, "other-ns", "a", json!(0), None).await.unwrap();
         s.put(&b, "ns", "a", json!(0), None).await.unwrap();
-        let keys = |list: Vec<(String, allsource_application::ports::StateEntry)>| list.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-        assert_eq!(keys(s.list(&a, "ns", None, None, 100).await.unwrap()), ["Z", "a", "b", "c/1", "c/2", "d"]);
-        assert_eq!(keys(s.list(&a, "ns", None, Some("a".into()), 2).await.unwrap()), ["b", "c/1"]);
-        assert_eq!(keys(s.list(&a, "ns", Some("c/".into()), None, 100).await.unwrap()), ["c/1", "c/2"]);
-        assert_eq!(keys(s.list(&b, "ns", None, None, 100).await.unwrap()), ["a"]);
+        let keys = |list: Vec<(String, allsource_application::ports::StateEntry)>| {
+            list.into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(s.list(&a, "ns", None, None, 100).await.unwrap()),
+            ["Z", "a", "b", "c/1", "c/2", "d"]
+        );
+        assert_eq!(
+            keys(s.list(&a, "ns", None, Some("a".into()), 2).await.unwrap()),
+            ["b", "c/1"]
+        );
+        assert_eq!(
+            keys(
+                s.list(&a, "ns", Some("c/".into()), None, 100)
+                    .await
+                    .unwrap()
+            ),
+            ["c/1", "c/2"]
+        );
+        assert_eq!(
+            keys(s.list(&b, "ns", None, None, 100).await.unwrap()),
+            ["a"]
+        );
         assert!(s.get(&b, "ns", "b").await.unwrap().is_none());
-        assert!(s.list(&tenant("gamma"), "ns", None, None, 10).await.unwrap().is_empty());
+        assert!(
+            s.list(&tenant("gamma"), "ns", None, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     pub async fn writes_survive_reopening(h: &StateHarness) {
@@ -133,4 +180,8 @@ macro_rules! all_state_backends {
     };
 }
 
-all_state_backends!(versions_and_expectations, listing_is_ordered_paged_and_scoped, writes_survive_reopening);
+all_state_backends!(
+    versions_and_expectations,
+    listing_is_ordered_paged_and_scoped,
+    writes_survive_reopening
+);

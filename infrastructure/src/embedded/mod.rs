@@ -243,7 +243,9 @@ impl EmbeddedStore {
                 )
             })?;
             counters.parquet_files.fetch_add(1, Ordering::Relaxed);
-            counters.parquet_bytes.fetch_add(entry.bytes, Ordering::Relaxed);
+            counters
+                .parquet_bytes
+                .fetch_add(entry.bytes, Ordering::Relaxed);
         }
 
         let in_parquet = manifest.last_position();
@@ -438,7 +440,9 @@ fn recover_segment(
                 .map_err(anyhow::Error::from)?;
             if offset < wal::HEADER_LEN {
                 file.set_len(0).map_err(anyhow::Error::from)?;
-                (&file).write_all(&wal::header()).map_err(anyhow::Error::from)?;
+                (&file)
+                    .write_all(&wal::header())
+                    .map_err(anyhow::Error::from)?;
             } else {
                 file.set_len(offset as u64).map_err(anyhow::Error::from)?;
             }
@@ -729,7 +733,9 @@ impl Sealer {
             match seal_segment(&self.data_dir, &segment, &mut self.manifest, None) {
                 Ok(entry) => {
                     self.counters.wal_segments.fetch_sub(1, Ordering::Relaxed);
-                    self.counters.wal_bytes.fetch_sub(wal_bytes, Ordering::Relaxed);
+                    self.counters
+                        .wal_bytes
+                        .fetch_sub(wal_bytes, Ordering::Relaxed);
                     if let Some(entry) = entry {
                         self.counters.parquet_files.fetch_add(1, Ordering::Relaxed);
                         self.counters
@@ -846,7 +852,8 @@ impl EventStore for EmbeddedStore {
         }
         let (reply, done) = oneshot::channel();
         let synced = if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
-            done.await.unwrap_or_else(|_| Err("the writer stopped".into()))
+            done.await
+                .unwrap_or_else(|_| Err("the writer stopped".into()))
         } else {
             Ok(())
         };

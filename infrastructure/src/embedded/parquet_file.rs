@@ -139,9 +139,15 @@ pub fn read(
             let micros = timestamps.value(row);
             let event = Event {
                 id: EventId::new(Uuid::from_bytes(id)),
-                tenant_id: interner.tenant(tenants.value(row)).map_err(|e| anyhow!(e))?,
-                entity_id: interner.entity(entities.value(row)).map_err(|e| anyhow!(e))?,
-                event_type: interner.event_type(types.value(row)).map_err(|e| anyhow!(e))?,
+                tenant_id: interner
+                    .tenant(tenants.value(row))
+                    .map_err(|e| anyhow!(e))?,
+                entity_id: interner
+                    .entity(entities.value(row))
+                    .map_err(|e| anyhow!(e))?,
+                event_type: interner
+                    .event_type(types.value(row))
+                    .map_err(|e| anyhow!(e))?,
                 version: Version::new(versions.value(row)),
                 position: Position::new(positions.value(row)),
                 timestamp: DateTime::from_timestamp_micros(micros)

@@ -37,7 +37,10 @@ impl fmt::Display for RepairReport {
         for p in &self.set_aside {
             writeln!(f, "  {}", p.display())?;
         }
-        write!(f, "the server can start again; events after the corruption are not loaded")
+        write!(
+            f,
+            "the server can start again; events after the corruption are not loaded"
+        )
     }
 }
 

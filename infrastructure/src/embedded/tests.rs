@@ -32,8 +32,9 @@ fn event(entity: &str, n: usize) -> ProposedEvent {
         id: EventId::generate(),
         entity_id: EntityId::parse(entity).unwrap(),
         event_type: EventType::parse("test.event").unwrap(),
-        payload: RawValue::from_string(format!(r#"{{"n": {n}, "pad": "{}"}}"#, "x".repeat(40))).unwrap(),
-        metadata: (n % 3 == 0).then(|| RawValue::from_string(r#"{"m":1}"#.into()).unwrap()),
+        payload: RawValue::from_string(format!(r#"{{"n": {n}, "pad": "{}"}}"#, "x".repeat(40)))
+            .unwrap(),
+        metadata: n.is_multiple_of(3).then(|| RawValue::from_string(r#"{"m":1}"#.into()).unwrap()),
         expected_version: ExpectedVersion::Any,
     }
 }
@@ -44,8 +45,14 @@ fn tenant(name: &str) -> TenantId {
 
 async fn fill(store: &EmbeddedStore, appends: usize) {
     for i in 0..appends {
-        let t = if i % 4 == 0 { tenant("other") } else { tenant("default") };
-        let batch = (0..(1 + i % 3)).map(|j| event(&format!("e{}", (i + j) % 5), i)).collect();
+        let t = if i % 4 == 0 {
+            tenant("other")
+        } else {
+            tenant("default")
+        };
+        let batch = (0..(1 + i % 3))
+            .map(|j| event(&format!("e{}", (i + j) % 5), i))
+            .collect();
         store.append(&t, batch).await.expect("append");
     }
 }
@@ -55,7 +62,13 @@ async fn everything(store: &EmbeddedStore) -> Vec<Event> {
     let mut all = Vec::new();
     for t in [tenant("default"), tenant("other")] {
         let page = store
-            .query(&t, EventQuery { limit: 1_000_000, ..Default::default() })
+            .query(
+                &t,
+                EventQuery {
+                    limit: 1_000_000,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         all.extend(page.events.iter().map(|e| (**e).clone()));
@@ -78,10 +91,20 @@ async fn restart_round_trip_through_parquet_and_wal() {
     let store = open(config(dir.path()));
     let after = everything(&store).await;
     assert_eq!(after, before, "every field of every event survives");
-    let receipt = store.append(&tenant("default"), vec![event("e0", 0)]).await.unwrap();
-    assert_eq!(receipt[0].position.get(), before.last().unwrap().position.get() + 1);
+    let receipt = store
+        .append(&tenant("default"), vec![event("e0", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        receipt[0].position.get(),
+        before.last().unwrap().position.get() + 1
+    );
     let stream = store
-        .read_stream(&tenant("default"), &EntityId::parse("e0").unwrap(), StreamRange::ALL)
+        .read_stream(
+            &tenant("default"),
+            &EntityId::parse("e0").unwrap(),
+            StreamRange::ALL,
+        )
         .await
         .unwrap();
     let versions: Vec<u64> = stream.iter().map(|e| e.version.get()).collect();
@@ -95,7 +118,10 @@ async fn restart_round_trip_through_parquet_and_wal() {
 #[tokio::test]
 async fn torn_tail_is_cut_and_positions_continue() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig { segment_bytes: 1 << 30, ..config(dir.path()) };
+    let cfg = EmbeddedConfig {
+        segment_bytes: 1 << 30,
+        ..config(dir.path())
+    };
     let store = open(cfg.clone());
     fill(&store, 10).await;
     let before = everything(&store).await;
@@ -127,10 +153,16 @@ async fn torn_tail_is_cut_and_positions_continue() {
 #[tokio::test]
 async fn corruption_refuses_to_start_until_repaired() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = EmbeddedConfig { segment_bytes: 1 << 30, ..config(dir.path()) };
+    let cfg = EmbeddedConfig {
+        segment_bytes: 1 << 30,
+        ..config(dir.path())
+    };
     let store = open(cfg.clone());
     for i in 0..5 {
-        store.append(&tenant("default"), vec![event("a", i)]).await.unwrap();
+        store
+            .append(&tenant("default"), vec![event("a", i)])
+            .await
+            .unwrap();
     }
     let before = everything(&store).await;
     store.shutdown().await.unwrap();
@@ -139,23 +171,42 @@ async fn corruption_refuses_to_start_until_repaired() {
     let mut bytes = fs::read(&segment).unwrap();
     // Flip a bit inside the second record's payload.
     let mut first = Vec::new();
-    wal::encode_append(&mut first, &tenant("default"), &[Arc::new(before[0].clone())]);
+    wal::encode_append(
+        &mut first,
+        &tenant("default"),
+        &[Arc::new(before[0].clone())],
+    );
     let second_record = wal::HEADER_LEN + first.len();
     bytes[second_record + 60] ^= 0x10;
     fs::write(&segment, &bytes).unwrap();
 
-    let err = EmbeddedStore::open(cfg.clone(), Arc::new(SystemClock)).err().expect("refused");
+    let err = EmbeddedStore::open(cfg.clone(), Arc::new(SystemClock))
+        .err()
+        .expect("refused");
     let message = err.to_string();
-    assert!(matches!(err, OpenError::Corrupt { offset, .. } if offset == second_record), "{message}");
+    assert!(
+        matches!(err, OpenError::Corrupt { offset, .. } if offset == second_record),
+        "{message}"
+    );
     assert!(message.contains("allsource repair --data-dir"), "{message}");
-    assert_eq!(fs::read(&segment).unwrap(), bytes, "nothing changed by the refusal");
+    assert_eq!(
+        fs::read(&segment).unwrap(),
+        bytes,
+        "nothing changed by the refusal"
+    );
 
     let report = repair(dir.path()).unwrap();
     assert_eq!(report.set_aside.len(), 1);
-    assert_eq!(fs::read(&report.set_aside[0]).unwrap(), bytes[second_record..]);
+    assert_eq!(
+        fs::read(&report.set_aside[0]).unwrap(),
+        bytes[second_record..]
+    );
     let store = open(cfg);
     assert_eq!(everything(&store).await, before[..1]);
-    let next = store.append(&tenant("default"), vec![event("a", 9)]).await.unwrap();
+    let next = store
+        .append(&tenant("default"), vec![event("a", 9)])
+        .await
+        .unwrap();
     assert_eq!(next[0].version.get(), 2);
     store.shutdown().await.unwrap();
 }
@@ -170,7 +221,10 @@ async fn a_crash_at_every_step_of_sealing_loses_and_duplicates_nothing() {
     ];
     for step in steps {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = EmbeddedConfig { seal: false, ..config(dir.path()) };
+        let cfg = EmbeddedConfig {
+            seal: false,
+            ..config(dir.path())
+        };
         let store = open(cfg.clone());
         fill(&store, 60).await;
         let before = everything(&store).await;
@@ -182,13 +236,22 @@ async fn a_crash_at_every_step_of_sealing_loses_and_duplicates_nothing() {
         seal_segment(dir.path(), &segments[0].1, &mut manifest, Some(step)).unwrap();
 
         // "Restart": recovery must see exactly the same events, then seal the rest itself.
-        let store = open(EmbeddedConfig { seal: true, ..cfg.clone() });
+        let store = open(EmbeddedConfig {
+            seal: true,
+            ..cfg.clone()
+        });
         let after = everything(&store).await;
         assert_eq!(after, before, "after a crash at {step:?}");
         let ids: HashSet<EventId> = after.iter().map(|e| e.id).collect();
         assert_eq!(ids.len(), after.len(), "no duplicates after {step:?}");
-        let next = store.append(&tenant("default"), vec![event("new", 0)]).await.unwrap();
-        assert_eq!(next[0].position.get(), before.last().unwrap().position.get() + 1);
+        let next = store
+            .append(&tenant("default"), vec![event("new", 0)])
+            .await
+            .unwrap();
+        assert_eq!(
+            next[0].position.get(),
+            before.last().unwrap().position.get() + 1
+        );
         store.shutdown().await.unwrap();
         drop(store);
         let store = open(cfg);
@@ -200,7 +263,10 @@ async fn a_crash_at_every_step_of_sealing_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_get_gapless_versions_and_unique_positions() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(EmbeddedConfig { durability: Durability::Fsync, ..config(dir.path()) }));
+    let store = Arc::new(open(EmbeddedConfig {
+        durability: Durability::Fsync,
+        ..config(dir.path())
+    }));
     let mut tasks = Vec::new();
     for w in 0..16 {
         let store = Arc::clone(&store);
@@ -208,7 +274,10 @@ async fn concurrent_appenders_get_gapless_versions_and_unique_positions() {
             let mut acked = Vec::new();
             for i in 0..20 {
                 let receipts = store
-                    .append(&tenant("default"), vec![event(&format!("shared-{}", (w + i) % 4), i)])
+                    .append(
+                        &tenant("default"),
+                        vec![event(&format!("shared-{}", (w + i) % 4), i)],
+                    )
                     .await
                     .unwrap();
                 acked.extend(receipts);
@@ -243,18 +312,29 @@ async fn concurrent_appenders_get_gapless_versions_and_unique_positions() {
     assert_eq!(positions.len(), acked.len());
     let mut per_entity: HashMap<String, Vec<u64>> = HashMap::new();
     for r in &acked {
-        per_entity.entry(r.entity_id.as_str().to_owned()).or_default().push(r.version.get());
+        per_entity
+            .entry(r.entity_id.as_str().to_owned())
+            .or_default()
+            .push(r.version.get());
     }
     for (entity, mut versions) in per_entity {
         versions.sort_unstable();
-        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>(), "{entity}");
+        assert_eq!(
+            versions,
+            (1..=versions.len() as u64).collect::<Vec<_>>(),
+            "{entity}"
+        );
     }
     store.shutdown().await.unwrap();
     let store = open(config(dir.path()));
     let all = everything(&store).await;
     assert_eq!(all.len(), acked.len() + 1);
     for r in &acked {
-        let e = store.get_event(&tenant("default"), r.event_id).await.unwrap().expect("acked event");
+        let e = store
+            .get_event(&tenant("default"), r.event_id)
+            .await
+            .unwrap()
+            .expect("acked event");
         assert_eq!((e.version, e.position), (r.version, r.position));
     }
     store.shutdown().await.unwrap();
@@ -262,9 +342,16 @@ async fn concurrent_appenders_get_gapless_versions_and_unique_positions() {
 
 #[tokio::test]
 async fn durability_modes_shutdown_and_lock() {
-    for durability in [Durability::Fsync, Durability::IntervalMs(5), Durability::None] {
+    for durability in [
+        Durability::Fsync,
+        Durability::IntervalMs(5),
+        Durability::None,
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = EmbeddedConfig { durability, ..config(dir.path()) };
+        let cfg = EmbeddedConfig {
+            durability,
+            ..config(dir.path())
+        };
         let store = open(cfg.clone());
         fill(&store, 20).await;
         let before = everything(&store).await;

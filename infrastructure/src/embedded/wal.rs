@@ -242,7 +242,7 @@ pub fn scan_segment(
         let Some((body, next)) = frame_at(bytes, at) else {
             return classify_bad_record(bytes, at, "bad length or checksum".into());
         };
-        let decoded = decode_record(body, interner).and_then(|events| each(events));
+        let decoded = decode_record(body, interner).and_then(&mut each);
         if let Err(detail) = decoded {
             // The checksum held, so the bytes are what was written: this is not a torn write.
             return ScanEnd::Corrupt { offset: at, detail };
@@ -267,7 +267,13 @@ mod tests {
     use allsource_domain::{EntityId, EventType, ProposedEvent};
     use proptest::prelude::*;
 
-    fn event(entity: &str, version: u64, position: u64, payload: &str, meta: Option<&str>) -> Arc<Event> {
+    fn event(
+        entity: &str,
+        version: u64,
+        position: u64,
+        payload: &str,
+        meta: Option<&str>,
+    ) -> Arc<Event> {
         Arc::new(
             ProposedEvent {
                 id: EventId::generate(),
@@ -306,7 +312,10 @@ mod tests {
     #[test]
     fn round_trip() {
         let records = vec![
-            vec![event("a", 1, 1, r#"{"x": 1}"#, None), event("b", 1, 2, "[1,2]", Some(r#"{"m":"ü"}"#))],
+            vec![
+                event("a", 1, 1, r#"{"x": 1}"#, None),
+                event("b", 1, 2, "[1,2]", Some(r#"{"m":"ü"}"#)),
+            ],
             vec![event("a", 2, 3, "null", None)],
         ];
         let (events, end) = scan(&segment(&records));
@@ -319,11 +328,20 @@ mod tests {
     #[test]
     fn every_cut_inside_the_last_record_is_a_torn_tail() {
         let first = segment(&[vec![event("a", 1, 1, "1", None)]]);
-        let whole = segment(&[vec![event("a", 1, 1, "1", None)], vec![event("a", 2, 2, r#"{"k":"v"}"#, None)]]);
+        let whole = segment(&[
+            vec![event("a", 1, 1, "1", None)],
+            vec![event("a", 2, 2, r#"{"k":"v"}"#, None)],
+        ]);
         for cut in first.len()..whole.len() {
             let (events, end) = scan(&whole[..cut]);
             assert_eq!(events.len(), 1, "cut at {cut}");
-            let expected = if cut == first.len() { ScanEnd::Clean } else { ScanEnd::TornTail { offset: first.len() } };
+            let expected = if cut == first.len() {
+                ScanEnd::Clean
+            } else {
+                ScanEnd::TornTail {
+                    offset: first.len(),
+                }
+            };
             assert_eq!(end, expected, "cut at {cut}");
         }
     }
@@ -340,25 +358,42 @@ mod tests {
         bytes[second + 20] ^= 0x04;
         let (events, end) = scan(&bytes);
         assert_eq!(events.len(), 1);
-        assert!(matches!(end, ScanEnd::Corrupt { offset, .. } if offset == second), "{end:?}");
+        assert!(
+            matches!(end, ScanEnd::Corrupt { offset, .. } if offset == second),
+            "{end:?}"
+        );
     }
 
     #[test]
     fn a_flipped_bit_in_the_last_record_is_a_torn_tail() {
-        let records = vec![vec![event("a", 1, 1, "1", None)], vec![event("a", 2, 2, "2", None)]];
+        let records = vec![
+            vec![event("a", 1, 1, "1", None)],
+            vec![event("a", 2, 2, "2", None)],
+        ];
         let mut bytes = segment(&records);
         let last = bytes.len() - 3;
         bytes[last] ^= 0x01;
-        assert_eq!(scan(&bytes).1, ScanEnd::TornTail { offset: segment(&records[..1]).len() });
+        assert_eq!(
+            scan(&bytes).1,
+            ScanEnd::TornTail {
+                offset: segment(&records[..1]).len()
+            }
+        );
     }
 
     #[test]
     fn bad_headers() {
         assert_eq!(scan(&[]).1, ScanEnd::TornTail { offset: 0 });
-        assert!(matches!(scan(b"NOTAWAL!xxxxxxxxxxxx").1, ScanEnd::Corrupt { offset: 0, .. }));
+        assert!(matches!(
+            scan(b"NOTAWAL!xxxxxxxxxxxx").1,
+            ScanEnd::Corrupt { offset: 0, .. }
+        ));
         let mut future = header();
         future[8] = 9;
-        assert!(matches!(scan(&future).1, ScanEnd::Corrupt { offset: 8, .. }));
+        assert!(matches!(
+            scan(&future).1,
+            ScanEnd::Corrupt { offset: 8, .. }
+        ));
     }
 
     #[test]
@@ -376,23 +411,30 @@ mod tests {
             1u64..1_000_000,
             1u64..u64::MAX / 2,
             -1_000_000_000_000_000i64..4_000_000_000_000_000,
-            prop_oneof![Just("null".to_owned()), any::<i64>().prop_map(|n| n.to_string()), "[a-z]{0,10}".prop_map(|s| format!("{{\"k\":\"{s}\"}}"))],
+            prop_oneof![
+                Just("null".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a-z]{0,10}".prop_map(|s| format!("{{\"k\":\"{s}\"}}"))
+            ],
             proptest::option::of("[a-z]{0,10}".prop_map(|s| format!("{{\"m\":\"{s}\"}}"))),
         )
-            .prop_filter_map("valid entity", |(entity, ty, version, position, micros, payload, meta)| {
-                let entity = entity.trim().to_owned();
-                Some(Arc::new(Event {
-                    id: EventId::new(Uuid::new_v4()),
-                    tenant_id: TenantId::default_tenant(),
-                    entity_id: EntityId::parse(&entity).ok()?,
-                    event_type: EventType::parse(&ty).ok()?,
-                    version: Version::new(version),
-                    position: Position::new(position),
-                    timestamp: DateTime::from_timestamp_micros(micros)?,
-                    payload: RawValue::from_string(payload).ok()?,
-                    metadata: meta.map(|m| RawValue::from_string(m).unwrap()),
-                }))
-            })
+            .prop_filter_map(
+                "valid entity",
+                |(entity, ty, version, position, micros, payload, meta)| {
+                    let entity = entity.trim().to_owned();
+                    Some(Arc::new(Event {
+                        id: EventId::new(Uuid::new_v4()),
+                        tenant_id: TenantId::default_tenant(),
+                        entity_id: EntityId::parse(&entity).ok()?,
+                        event_type: EventType::parse(&ty).ok()?,
+                        version: Version::new(version),
+                        position: Position::new(position),
+                        timestamp: DateTime::from_timestamp_micros(micros)?,
+                        payload: RawValue::from_string(payload).ok()?,
+                        metadata: meta.map(|m| RawValue::from_string(m).unwrap()),
+                    }))
+                },
+            )
     }
 
     proptest! {

@@ -106,11 +106,12 @@ impl Inner {
             .and_then(|()| self.file.sync_data())
             .map_err(|e| StateError::Unavailable(format!("cannot write the state log: {e}")))?;
         self.records += 1;
-        if self.records >= COMPACT_MIN_RECORDS && self.records >= 3 * self.map.len() {
-            if let Err(e) = self.compact() {
-                // The old log is intact; compaction is retried on a later write.
-                tracing::warn!(error = %e, "state log compaction failed");
-            }
+        if self.records >= COMPACT_MIN_RECORDS
+            && self.records >= 3 * self.map.len()
+            && let Err(e) = self.compact()
+        {
+            // The old log is intact; compaction is retried on a later write.
+            tracing::warn!(error = %e, "state log compaction failed");
         }
         Ok(())
     }
