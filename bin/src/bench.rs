@@ -115,10 +115,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => {
             let mut settings = Settings::for_tests(&data_dir);
             settings.storage.backend = args.backend.clone();
-            settings.storage.postgres.url = args.postgres_url.clone();
             settings.storage.postgres.max_connections = 32;
             if args.backend == "postgres" {
-                server_runtime.block_on(reset_postgres(&args.postgres_url))?;
+                // A database of its own, so the run never touches existing data.
+                settings.storage.postgres.url =
+                    server_runtime.block_on(fresh_database(&args.postgres_url))?;
             }
             let app = server_runtime.block_on(Application::build(settings))?;
             let base = format!("http://{}", app.local_addr());
@@ -212,14 +213,21 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
     bail!("{base} did not become ready within a minute")
 }
 
-async fn reset_postgres(url: &str) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(url).await?;
-    for table in ["allsource_events", "allsource_log_head", "allsource_state", "_sqlx_migrations"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
-            .execute(&pool)
-            .await?;
-    }
-    Ok(())
+/// Creates `allsource_bench_<pid>` next to the database of `url` and returns its URL. It is
+/// left in place for inspection; drop it with `DROP DATABASE`.
+async fn fresh_database(url: &str) -> anyhow::Result<String> {
+    let name = format!("allsource_bench_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await?;
+    let Some(slash) = url.rfind('/') else {
+        bail!("--postgres-url {url} names no database");
+    };
+    eprintln!("the postgres backend uses the new database {name}");
+    Ok(format!("{}/{name}", &url[..slash]))
 }
 
 #[derive(Clone)]
@@ -275,15 +283,27 @@ async fn drive(
                 let (request, count) = match &workload {
                     Workload::Echo(url) => (client.post(url).json(&event_body(&entity, n)), 1),
                     Workload::Single(base) => (
-                        client.post(format!("{base}/api/v1/events")).json(&event_body(&entity, n)),
+                        client
+                            .post(format!("{base}/api/v1/events"))
+                            .json(&event_body(&entity, n)),
                         1,
                     ),
                     Workload::Batch(base) => {
-                        let batch: Vec<_> = (0..100).map(|i| event_body(&format!("batch-{c}-{}", (n + i) % 100), n)).collect();
-                        (client.post(format!("{base}/api/v1/events/batch")).json(&json!({"events": batch})), 100)
+                        let batch: Vec<_> = (0..100)
+                            .map(|i| event_body(&format!("batch-{c}-{}", (n + i) % 100), n))
+                            .collect();
+                        (
+                            client
+                                .post(format!("{base}/api/v1/events/batch"))
+                                .json(&json!({"events": batch})),
+                            100,
+                        )
                     }
                     Workload::State(base) => (
-                        client.get(format!("{base}/api/v1/entities/bench-{c}-{}/state", n % 100)),
+                        client.get(format!(
+                            "{base}/api/v1/entities/bench-{c}-{}/state",
+                            n % 100
+                        )),
                         1,
                     ),
                 };
@@ -482,7 +502,9 @@ async fn pg_drive(
 
 fn report(args: &BenchArgs, fsync_rate: f64, results: &[Outcome]) {
     let find = |prefix: &str| results.iter().find(|r| r.name.starts_with(prefix));
-    println!("\n| workload | connections | events/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors |");
+    println!(
+        "\n| workload | connections | events/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for r in results {
         let connections = if r.name.contains("batch") || r.name.contains("100-row") {
@@ -504,7 +526,9 @@ fn report(args: &BenchArgs, fsync_rate: f64, results: &[Outcome]) {
     }
     println!("\nfsync rate of the data disk (4 KiB + fdatasync, one writer): {fsync_rate:.0}/s");
     let ratio = |a: Option<&Outcome>, b: Option<&Outcome>| match (a, b) {
-        (Some(a), Some(b)) if b.events > 0 => format!("{:.2}×", a.events_per_second() / b.events_per_second()),
+        (Some(a), Some(b)) if b.events > 0 => {
+            format!("{:.2}×", a.events_per_second() / b.events_per_second())
+        }
         _ => "n/a".into(),
     };
     let single = find("AllSource single");
@@ -512,10 +536,22 @@ fn report(args: &BenchArgs, fsync_rate: f64, results: &[Outcome]) {
     let state = find("AllSource entity-state");
     let echo = find("axum Json echo");
     println!("\n| ratio | value |\n|---|---|");
-    println!("| single appends ÷ PostgreSQL single-row INSERTs | {} |", ratio(single, find("PostgreSQL single")));
-    println!("| single appends ÷ axum Json echo ceiling | {} |", ratio(single, echo));
-    println!("| 100-event batches ÷ PostgreSQL 100-row INSERTs | {} |", ratio(batch, find("PostgreSQL 100")));
-    println!("| entity-state reads ÷ axum Json echo ceiling | {} |", ratio(state, echo));
+    println!(
+        "| single appends ÷ PostgreSQL single-row INSERTs | {} |",
+        ratio(single, find("PostgreSQL single"))
+    );
+    println!(
+        "| single appends ÷ axum Json echo ceiling | {} |",
+        ratio(single, echo)
+    );
+    println!(
+        "| 100-event batches ÷ PostgreSQL 100-row INSERTs | {} |",
+        ratio(batch, find("PostgreSQL 100"))
+    );
+    println!(
+        "| entity-state reads ÷ axum Json echo ceiling | {} |",
+        ratio(state, echo)
+    );
     if let Some(single) = single {
         println!(
             "| events per fsync (single appends ÷ fsync rate) | {:.1} |",

@@ -38,7 +38,11 @@ fn open(dir: &std::path::Path, durability: Durability) -> Arc<EmbeddedStore> {
 fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -50,7 +54,10 @@ fn append(c: &mut Criterion) {
     let tenant = TenantId::default_tenant();
     let event_type = EventType::parse("order.placed").expect("type");
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     for (mode, durability) in [("none", Durability::None), ("fsync", Durability::Fsync)] {
         for appenders in [1usize, 64] {
             for batch in [1usize, 100] {
@@ -77,7 +84,9 @@ fn append(c: &mut Criterion) {
                                     let event_type = event_type.clone();
                                     tokio::spawn(async move {
                                         let entity = &entities[a * 10 + (a % 10)];
-                                        let events = (0..batch).map(|_| event(entity, &event_type)).collect();
+                                        let events = (0..batch)
+                                            .map(|_| event(entity, &event_type))
+                                            .collect();
                                         store.append(&tenant, events).await.expect("append");
                                     })
                                 })
@@ -142,7 +151,9 @@ fn read_and_recover(c: &mut Criterion) {
     group.bench_function("index-stream-of-100-in-1M-store", |b| {
         b.iter(|| {
             n = (n + 7919) % entities.len();
-            store.index().read_stream(&tenant, &entities[n], StreamRange::ALL)
+            store
+                .index()
+                .read_stream(&tenant, &entities[n], StreamRange::ALL)
         });
     });
     group.finish();
@@ -150,7 +161,9 @@ fn read_and_recover(c: &mut Criterion) {
     runtime.block_on(store.shutdown()).expect("shutdown");
     drop(store);
     let mut group = c.benchmark_group("recovery");
-    group.sample_size(10).throughput(Throughput::Elements(events));
+    group
+        .sample_size(10)
+        .throughput(Throughput::Elements(events));
     group.bench_function("open-1M-events", |b| {
         b.iter(|| {
             let store = open(dir.path(), Durability::None);

@@ -423,6 +423,13 @@ impl GroupPlanner<'_> {
         )?;
         let timestamp = truncate_to_micros(now);
         let timestamp = self.last_timestamp.map_or(timestamp, |t| t.max(timestamp));
+        // Share the index's copy of the tenant id too (see `share_names`).
+        let shared_tenant = self
+            .inner
+            .tenants
+            .get_key_value(tenant)
+            .map(|(t, _)| t.clone());
+        let tenant = shared_tenant.as_ref().unwrap_or(tenant);
         let mut staged = StagedAppend {
             new_events: Vec::with_capacity(events.len()),
             receipts: Vec::with_capacity(events.len()),
@@ -437,6 +444,7 @@ impl GroupPlanner<'_> {
                 PlannedEvent::New { version } => {
                     let position = Position::new(self.next_position);
                     self.next_position += 1;
+                    let proposed = self.share_names(tenant, proposed);
                     let event =
                         Arc::new(proposed.into_event(tenant.clone(), version, position, timestamp));
                     self.pending_versions
@@ -454,6 +462,22 @@ impl GroupPlanner<'_> {
             self.last_timestamp = Some(timestamp);
         }
         Ok(staged)
+    }
+}
+
+impl GroupPlanner<'_> {
+    /// Reuses the index's copies of the entity id and event type when it has them, so the
+    /// events of one stream share one allocation per name instead of one per event.
+    fn share_names(&self, tenant: &TenantId, mut proposed: ProposedEvent) -> ProposedEvent {
+        if let Some(t) = self.inner.tenants.get(tenant) {
+            if let Some((entity_id, _)) = t.streams.get_key_value(&proposed.entity_id) {
+                proposed.entity_id = entity_id.clone();
+            }
+            if let Some((event_type, _)) = t.types.get_key_value(&proposed.event_type) {
+                proposed.event_type = event_type.clone();
+            }
+        }
+        proposed
     }
 }
 

@@ -6,6 +6,7 @@
 //! Without PostgreSQL the Postgres tests are skipped with a loud message, unless
 //! `ALLSOURCE_REQUIRE_POSTGRES=1` (CI) makes that a failure.
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -45,11 +46,14 @@ impl TestDatabase {
                 }
                 static WARNED: OnceLock<()> = OnceLock::new();
                 WARNED.get_or_init(|| {
-                    eprintln!(
+                    // Written to stderr directly: the test harness captures `eprintln!` of
+                    // passing tests, and this must be seen.
+                    let message = format!(
                         "\n\n*** SKIPPING the PostgreSQL tests: cannot connect to {admin} ({e}).\n\
                          *** Start PostgreSQL (see README, 'Tests and PostgreSQL') or set \
-                         ALLSOURCE_TEST_POSTGRES_URL. CI sets ALLSOURCE_REQUIRE_POSTGRES=1.\n"
+                         ALLSOURCE_TEST_POSTGRES_URL. CI sets ALLSOURCE_REQUIRE_POSTGRES=1.\n\n"
                     );
+                    let _ = std::io::stderr().lock().write_all(message.as_bytes());
                 });
                 return None;
             }

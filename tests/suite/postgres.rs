@@ -354,3 +354,20 @@ async fn two_nodes_on_one_database_keep_every_invariant() {
         }
     }
 }
+
+/// The crash cycles of the embedded backend, on the postgres backend: every acknowledged event
+/// survives a SIGKILL of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_events_survive_sigkill_of_a_postgres_node() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    crate::process::crash_cycles(
+        &[
+            ("ALLSOURCE__STORAGE__BACKEND", "postgres"),
+            ("ALLSOURCE__STORAGE__POSTGRES__URL", db.url()),
+        ],
+        false,
+    )
+    .await;
+}

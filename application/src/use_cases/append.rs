@@ -218,7 +218,7 @@ impl AppendEvents {
             };
             let id = match input.id.as_deref() {
                 None => Some(EventId::generate()),
-                Some(raw) => errors.check(&name("id"), EventId::parse(raw)),
+                Some(raw) => errors.check_named(|| name("id"), EventId::parse(raw)),
             };
             if let Some(id) = id
                 && !seen_ids.insert(id)
@@ -230,14 +230,14 @@ impl AppendEvents {
                     errors.push(name("entity_id"), "is required");
                     None
                 }
-                Some(raw) => errors.check(&name("entity_id"), EntityId::parse(raw)),
+                Some(raw) => errors.check_named(|| name("entity_id"), EntityId::parse(raw)),
             };
             let event_type = match input.event_type.as_deref() {
                 None => {
                     errors.push(name("event_type"), "is required");
                     None
                 }
-                Some(raw) => errors.check(&name("event_type"), EventType::parse(raw)),
+                Some(raw) => errors.check_named(|| name("event_type"), EventType::parse(raw)),
             };
             let payload = input.payload;
             if payload.is_none() {

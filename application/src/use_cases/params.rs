@@ -39,6 +39,22 @@ impl Errors {
         }
     }
 
+    /// Like [`check`](Self::check), naming the field only when there is an error (the append
+    /// path validates every event and must not allocate field names on success).
+    pub fn check_named<T>(
+        &mut self,
+        field: impl FnOnce() -> String,
+        parsed: Result<T, InvalidValue>,
+    ) -> Option<T> {
+        match parsed {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(field(), e.0);
+                None
+            }
+        }
+    }
+
     pub fn optional<T>(
         &mut self,
         field: &str,

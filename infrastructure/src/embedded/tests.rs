@@ -34,7 +34,9 @@ fn event(entity: &str, n: usize) -> ProposedEvent {
         event_type: EventType::parse("test.event").unwrap(),
         payload: RawValue::from_string(format!(r#"{{"n": {n}, "pad": "{}"}}"#, "x".repeat(40)))
             .unwrap(),
-        metadata: n.is_multiple_of(3).then(|| RawValue::from_string(r#"{"m":1}"#.into()).unwrap()),
+        metadata: n
+            .is_multiple_of(3)
+            .then(|| RawValue::from_string(r#"{"m":1}"#.into()).unwrap()),
         expected_version: ExpectedVersion::Any,
     }
 }
