@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use allsource_application::ports::{Clock, EventStore};
 use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
-use allsource_infrastructure::cache::{CacheConfig, CachedStore};
+use allsource_infrastructure::cache::{CacheConfig, CachedStore, MokaStateCache};
 use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::{MemoryStore, StartingStore, SystemClock};
@@ -61,7 +61,14 @@ impl Application {
                     max_batch_events: settings.limits.max_batch_events,
                 },
             ),
-            reads: ReadEvents::new(as_port.clone()),
+            reads: if settings.cache.max_states > 0 {
+                ReadEvents::with_state_cache(
+                    as_port.clone(),
+                    Arc::new(MokaStateCache::new(settings.cache.max_states)),
+                )
+            } else {
+                ReadEvents::new(as_port.clone())
+            },
             health: HealthInfo {
                 version: env!("CARGO_PKG_VERSION"),
                 store: as_port,

@@ -81,6 +81,9 @@ pub struct CacheSettings {
     /// `cache.ttl_seconds`: how long an entry lives (bounds memory, not staleness: cached
     /// entries are immutable facts and never stale).
     pub ttl_seconds: u64,
+    /// `cache.max_states`: folded entity states kept in memory (every backend), so a state
+    /// read folds only the events since; 0 turns it off.
+    pub max_states: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -163,6 +166,7 @@ max_batch_events = 10000
 enabled = true
 max_capacity = 100000
 ttl_seconds = 300
+max_states = 100000
 
 [log]
 level = "info"

@@ -55,21 +55,29 @@ impl EntityState {
     pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<Self> {
         let mut folded: Option<Self> = None;
         for event in events {
-            let state = folded.get_or_insert_with(|| Self {
-                entity_id: event.entity_id.clone(),
-                version: event.version,
-                event_count: 0,
-                last_updated: event.timestamp,
-                state: Value::Object(Map::new()),
-            });
-            if let Ok(payload) = serde_json::from_str::<Value>(event.payload.get()) {
-                apply_payload(&mut state.state, payload);
-            }
-            state.version = event.version;
-            state.event_count += 1;
-            state.last_updated = event.timestamp;
+            folded
+                .get_or_insert_with(|| Self {
+                    entity_id: event.entity_id.clone(),
+                    version: event.version,
+                    event_count: 0,
+                    last_updated: event.timestamp,
+                    state: Value::Object(Map::new()),
+                })
+                .apply(event);
         }
         folded
+    }
+
+    /// Folds one more event (the next version of the same entity) into the state. Because the
+    /// fold is a left fold, a state folded up to version `v` and then given the events after
+    /// `v` equals the fold of the whole stream (property-tested below).
+    pub fn apply(&mut self, event: &Event) {
+        if let Ok(payload) = serde_json::from_str::<Value>(event.payload.get()) {
+            apply_payload(&mut self.state, payload);
+        }
+        self.version = event.version;
+        self.event_count += 1;
+        self.last_updated = event.timestamp;
     }
 }
 

@@ -12,15 +12,18 @@
 //!
 //! Reads bounded by `to_version` or `limit` that the prefix already covers are answered without
 //! touching the store at all.
+//!
+//! [`MokaStateCache`] is the adapter of the `EntityStateCache` port (folded entity states), on
+//! the same reasoning: a state at version `v` stays true; readers fold only what follows.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use allsource_application::ports::{
-    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage,
-    StoreAppendError, StoreError, StoreStats, StreamRange,
+    AppendReceipt, EntityListQuery, EntityPage, EntityStateCache, EventQuery, EventStore,
+    EventTypeCount, QueryPage, StoreAppendError, StoreError, StoreStats, StreamRange,
 };
-use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
+use allsource_domain::{EntityId, EntityState, Event, EventId, ProposedEvent, TenantId};
 use async_trait::async_trait;
 use moka::future::Cache;
 
@@ -343,5 +346,68 @@ mod tests {
                 .is_empty()
         );
         let _ = ExpectedVersion::Any;
+    }
+}
+
+/// `EntityStateCache` on a moka cache: folded entity states, bounded in number.
+pub struct MokaStateCache {
+    states: moka::sync::Cache<StreamKey, Arc<EntityState>>,
+}
+
+impl MokaStateCache {
+    /// Keeps at most `max_states` states, dropping the least recently used.
+    pub fn new(max_states: u64) -> Self {
+        Self {
+            states: moka::sync::Cache::new(max_states),
+        }
+    }
+}
+
+impl EntityStateCache for MokaStateCache {
+    fn get(&self, tenant: &TenantId, entity_id: &EntityId) -> Option<Arc<EntityState>> {
+        self.states.get(&(tenant.clone(), entity_id.clone()))
+    }
+
+    fn put(&self, tenant: &TenantId, state: Arc<EntityState>) {
+        let key = (tenant.clone(), state.entity_id.clone());
+        // Never replace a newer state with an older one (two readers may race).
+        if self
+            .states
+            .get(&key)
+            .is_some_and(|cached| cached.version >= state.version)
+        {
+            return;
+        }
+        self.states.insert(key, state);
+    }
+}
+
+#[cfg(test)]
+mod state_cache_tests {
+    use super::*;
+    use allsource_domain::{EntityState, Version};
+    use chrono::Utc;
+
+    fn state(version: u64) -> Arc<EntityState> {
+        Arc::new(EntityState {
+            entity_id: EntityId::parse("e").unwrap(),
+            version: Version::new(version),
+            event_count: version,
+            last_updated: Utc::now(),
+            state: serde_json::json!({"v": version}),
+        })
+    }
+
+    #[test]
+    fn keeps_the_newest_state_per_tenant_and_entity() {
+        let cache = MokaStateCache::new(100);
+        let (a, b) = (TenantId::default_tenant(), TenantId::parse("b").unwrap());
+        let e = EntityId::parse("e").unwrap();
+        cache.put(&a, state(3));
+        cache.put(&a, state(2));
+        assert_eq!(cache.get(&a, &e).unwrap().version, Version::new(3));
+        cache.put(&a, state(4));
+        assert_eq!(cache.get(&a, &e).unwrap().version, Version::new(4));
+        assert!(cache.get(&b, &e).is_none());
     }
 }

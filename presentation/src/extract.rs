@@ -48,6 +48,11 @@ where
                 ApiError::invalid("body", rejection.body_text())
             }
         })?;
+        // Fast path: plain serde. Only a body that fails is parsed again with path tracking,
+        // which costs a good part of the parse and is only needed to name the bad field.
+        if let Ok(value) = serde_json::from_slice(&bytes) {
+            return Ok(Self(value));
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let path = e.path().to_string();

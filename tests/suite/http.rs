@@ -642,3 +642,19 @@ async fn a_restarted_server_serves_the_same_events() {
     assert_eq!(next.body["position"], 21);
     assert_eq!(next.body["version"], 6);
 }
+
+#[tokio::test]
+async fn state_reads_see_every_new_event() {
+    let server = TestServer::start().await;
+    for i in 0..5 {
+        assert_eq!(append(&server, json!({"entity_id": "live", "event_type": "t", "payload": {"n": i, format!("k{i}"): true}})).await.status, 200);
+        let state = server.get("/api/v1/entities/live/state").await;
+        assert_eq!(state.body["version"], i + 1);
+        assert_eq!(state.body["current_state"]["n"], i);
+        assert_eq!(state.body["current_state"][format!("k{i}")], true);
+    }
+    let history = server
+        .get("/api/v1/entities/live/state?include_history=true")
+        .await;
+    assert_eq!(history.body["history"].as_array().map(Vec::len), Some(5));
+}

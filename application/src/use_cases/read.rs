@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::params::{self, Errors, FieldError};
 use crate::Caller;
 use crate::ports::{
-    EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage, SortOrder,
-    StoreError, StoreStats, StreamRange,
+    EntityListQuery, EntityPage, EntityStateCache, EventQuery, EventStore, EventTypeCount,
+    NoStateCache, QueryPage, SortOrder, StoreError, StoreStats, StreamRange,
 };
 
 /// Page size of queries when the client gives none.
@@ -92,7 +92,7 @@ pub struct EntityListInput {
 /// An entity's state, with what it was computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EntityStateView {
-    pub state: EntityState,
+    pub state: Arc<EntityState>,
     pub as_of: Option<DateTime<Utc>>,
     /// The events folded in, when asked for.
     pub history: Option<Vec<Arc<Event>>>,
@@ -109,11 +109,19 @@ pub struct StreamPage {
 #[derive(Clone)]
 pub struct ReadEvents {
     store: Arc<dyn EventStore>,
+    states: Arc<dyn EntityStateCache>,
 }
 
 impl ReadEvents {
+    /// Reads without a state cache: every state read folds the whole stream.
     pub fn new(store: Arc<dyn EventStore>) -> Self {
-        Self { store }
+        Self::with_state_cache(store, Arc::new(NoStateCache))
+    }
+
+    /// Reads with a cache of folded states: a current-state read folds only the events after
+    /// the cached version.
+    pub fn with_state_cache(store: Arc<dyn EventStore>, states: Arc<dyn EntityStateCache>) -> Self {
+        Self { store, states }
     }
 
     /// `GET /api/v1/events/query`.
@@ -252,9 +260,38 @@ impl ReadEvents {
         let Some(entity_id) = entity_id.filter(|_| errors.is_empty()) else {
             return Err(errors.into());
         };
+        let tenant = caller.tenant();
+        if as_of.is_none()
+            && !include_history
+            && let Some(cached) = self.states.get(tenant, &entity_id)
+        {
+            // The cached state is a fact at its version; fold only what came after.
+            let after = StreamRange {
+                from_version: cached.version.get() + 1,
+                to_version: None,
+                limit: None,
+            };
+            let tail = self.store.read_stream(tenant, &entity_id, after).await?;
+            let state = if tail.is_empty() {
+                cached
+            } else {
+                let mut state = (*cached).clone();
+                for event in &tail {
+                    state.apply(event);
+                }
+                let state = Arc::new(state);
+                self.states.put(tenant, Arc::clone(&state));
+                state
+            };
+            return Ok(EntityStateView {
+                state,
+                as_of: None,
+                history: None,
+            });
+        }
         let mut events = self
             .store
-            .read_stream(caller.tenant(), &entity_id, StreamRange::ALL)
+            .read_stream(tenant, &entity_id, StreamRange::ALL)
             .await?;
         if let Some(as_of) = as_of {
             // Timestamps are non-decreasing along the stream, so the events at `as_of` are a
@@ -271,6 +308,10 @@ impl ReadEvents {
                 None => format!("entity '{entity_id}' has no events"),
             })
         })?;
+        let state = Arc::new(state);
+        if as_of.is_none() {
+            self.states.put(tenant, Arc::clone(&state));
+        }
         Ok(EntityStateView {
             state,
             as_of,
@@ -569,6 +610,54 @@ mod tests {
                 .await,
             Err(ReadError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn entity_state_folds_only_the_tail_after_a_cached_state() {
+        use crate::ports::MockEntityStateCache;
+        let cached = EntityState::fold([
+            event("a", 1, 10, r#"{"status":"new","n":1}"#).as_ref(),
+            event("a", 2, 20, r#"{"status":"paid"}"#).as_ref(),
+        ])
+        .unwrap();
+        let mut cache = MockEntityStateCache::new();
+        cache
+            .expect_get()
+            .return_once(move |_, _| Some(Arc::new(cached)));
+        cache
+            .expect_put()
+            .withf(|_, s| s.version == Version::new(3) && s.state == json!({"status": "paid"}))
+            .times(1)
+            .return_const(());
+        let mut store = MockEventStore::new();
+        store
+            .expect_read_stream()
+            .withf(|_, _, r| r.from_version == 3 && r.to_version.is_none())
+            .times(1)
+            .returning(|_, _, _| Ok(vec![event("a", 3, 30, r#"{"n":null}"#)]));
+        let view = ReadEvents::with_state_cache(Arc::new(store), Arc::new(cache))
+            .entity_state(&caller(), "a", EntityStateInput::default())
+            .await
+            .unwrap();
+        assert_eq!(view.state.state, json!({"status": "paid"}));
+        assert_eq!(view.state.event_count, 3);
+    }
+
+    #[tokio::test]
+    async fn entity_state_as_of_bypasses_the_cache() {
+        use crate::ports::MockEntityStateCache;
+        let mut cache = MockEntityStateCache::new();
+        cache.expect_get().never();
+        cache.expect_put().never();
+        let input = EntityStateInput {
+            as_of: Some("2026-01-01T00:00:20Z".into()),
+            include_history: None,
+        };
+        let view = ReadEvents::with_state_cache(Arc::new(three_events_store()), Arc::new(cache))
+            .entity_state(&caller(), "a", input)
+            .await
+            .unwrap();
+        assert_eq!(view.state.version, Version::new(2));
     }
 
     #[tokio::test]
