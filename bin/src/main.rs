@@ -8,6 +8,12 @@ use allsource::settings::{Overrides, Settings};
 use allsource::{Application, bench, telemetry};
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than the system allocator: the request path allocates many small,
+/// short-lived objects across threads, where glibc's malloc showed up as the largest single
+/// cost in profiles (see docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// AllSource: an event store for event-sourced systems.
 #[derive(Parser)]
 #[command(name = "allsource", version, about, long_about = None)]
