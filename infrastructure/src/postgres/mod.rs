@@ -2,7 +2,8 @@
 //! running several stateless AllSource nodes on one database.
 //!
 //! # Positions without gaps visible to readers
-//! Every append transaction first locks the single row of `allsource_log_head`, plans the batch
+//! Every append transaction first takes one advisory lock (transaction-scoped), reads the head
+//! row of `allsource_log_head`, plans the batch
 //! (with the same [`plan_append`](allsource_domain::plan_append) as every adapter), inserts its
 //! events at the positions after the head, moves the head and commits. The lock is released only
 //! once the commit is visible, so appends commit in position order and any snapshot a reader
@@ -43,6 +44,9 @@ use uuid::Uuid;
 
 use crate::index::truncate_to_micros;
 use rows::{EVENT_COLUMNS, event_from_row};
+
+/// Key of the transaction-scoped advisory lock that serializes appends ("allsrc" in ASCII).
+const APPEND_LOCK_KEY: i64 = 0x616c_6c73_7263;
 
 /// Connection settings of the postgres backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,9 +132,18 @@ impl PostgresStore {
         events: &[ProposedEvent],
     ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
         let mut tx = self.pool.begin().await.map_err(append_error)?;
-        // The head lock serializes appends: see the module docs.
+        // The append lock serializes appends: see the module docs. It is an advisory lock, not
+        // `SELECT ... FOR UPDATE` on the head row: waiters queue in order and one is woken per
+        // commit, where row-lock waiters all wake and race on every commit (measured with 64
+        // clients: 796 against 625 appends/s). It must be its own statement, so that the reads
+        // below take their snapshots after it is granted.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(append_error)?;
         let head = sqlx::query(
-            "SELECT last_position, last_timestamp FROM allsource_log_head WHERE singleton FOR UPDATE",
+            "SELECT last_position, last_timestamp FROM allsource_log_head WHERE singleton",
         )
         .fetch_one(&mut *tx)
         .await
