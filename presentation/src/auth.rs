@@ -1,18 +1,23 @@
-//! Who is calling. For now every request acts as tenant `default` (authentication is a later
-//! piece of work). The seam is deliberate: an authentication middleware will insert the
-//! credential's [`Caller`] into the request's extensions, and this extractor will pick it up;
-//! handlers and use cases do not change.
+//! Who is calling.
+//!
+//! For now every request acts as tenant `default`: authentication is a later issue. The seam is
+//! deliberate. Authentication will be a middleware that checks the credential and inserts the
+//! credential's [`Caller`] into the request's extensions; [`CallerExtractor`] already takes a
+//! `Caller` from there when one is present. Handlers take a `CallerExtractor` and pass the
+//! `Caller` to the use cases, so neither handlers nor use cases change when auth arrives.
+
+use std::convert::Infallible;
 
 use allsource_application::Caller;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use std::convert::Infallible;
 
-/// The caller of the current request.
-#[derive(Debug, Clone)]
-pub struct CurrentCaller(pub Caller);
+/// The caller of the current request: the `Caller` an authentication layer put into the
+/// request's extensions, or, with no such layer, [`Caller::default_tenant`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerExtractor(pub Caller);
 
-impl<S: Send + Sync> FromRequestParts<S> for CurrentCaller {
+impl<S: Send + Sync> FromRequestParts<S> for CallerExtractor {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {

@@ -1,49 +1,154 @@
-//! `ApiError`: the one type that turns use-case errors into RFC 9457 problem documents
-//! (`application/problem+json`) with the stable `error` codes existing clients read.
+//! [`ApiError`]: the one error type of the HTTP layer. Every failure a client can see is one of
+//! its [`ErrorCode`]s, answered as an RFC 9457 problem document
+//! (`Content-Type: application/problem+json`):
 //!
-//! A 5xx never carries internal text: the cause chain is logged (inside the request's span,
-//! which holds the request id) and the client gets a generic detail.
+//! ```json
+//! {"type": "https://allsource.dev/problems/version-conflict", "title": "Version conflict",
+//!  "status": 409, "detail": "...", "error": "version_conflict",
+//!  "entity_id": "order-42", "expected_version": 1, "current_version": 2}
+//! ```
+//!
+//! `error` is the stable snake_case code clients branch on; `type` is derived from it
+//! (`https://allsource.dev/problems/<code with dashes>`), `title` is fixed per code, `detail`
+//! explains this occurrence. Field-level problems are listed in `errors: [{"field", "message"}]`
+//! with the field's path as the client wrote it (`events[3].entity_id`).
+//!
+//! A 5xx never carries internal text (API.md): the cause is logged here, inside the request's
+//! span, which holds the request id, and the client gets a generic `detail` and the id in the
+//! `x-request-id` header.
 
 use allsource_application::use_cases::{AppendError, FieldError, ReadError};
 use allsource_domain::ExpectedVersion;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 
-/// A problem response.
+/// The stable error codes of the API, with their status, title and problem type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 400: malformed or invalid input.
+    ValidationFailed,
+    /// 404: unknown resource or route.
+    NotFound,
+    /// 405: the route exists, the method does not (an extension: API.md lists no code for it).
+    MethodNotAllowed,
+    /// 409: an `expected_version` did not hold.
+    VersionConflict,
+    /// 409: the event id is taken by an event with other content.
+    DuplicateEventId,
+    /// 413: request body, event or batch too large.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 503: storage unavailable or not ready; answered with `Retry-After`.
+    Unavailable,
+    /// 500: a bug or an unexpected failure; details only in the log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The `error` member.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "validation_failed",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::VersionConflict => "version_conflict",
+            Self::DuplicateEventId => "duplicate_event_id",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::ValidationFailed => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::VersionConflict | Self::DuplicateEventId => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `title` member: the same for every occurrence of the code.
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "Validation failed",
+            Self::NotFound => "Not found",
+            Self::MethodNotAllowed => "Method not allowed",
+            Self::VersionConflict => "Version conflict",
+            Self::DuplicateEventId => "Duplicate event id",
+            Self::PayloadTooLarge => "Payload too large",
+            Self::UnsupportedMediaType => "Unsupported media type",
+            Self::Unavailable => "Service unavailable",
+            Self::Internal => "Internal server error",
+        }
+    }
+
+    /// The `type` member.
+    pub const fn type_uri(self) -> &'static str {
+        match self {
+            Self::ValidationFailed => "https://allsource.dev/problems/validation-failed",
+            Self::NotFound => "https://allsource.dev/problems/not-found",
+            Self::MethodNotAllowed => "https://allsource.dev/problems/method-not-allowed",
+            Self::VersionConflict => "https://allsource.dev/problems/version-conflict",
+            Self::DuplicateEventId => "https://allsource.dev/problems/duplicate-event-id",
+            Self::PayloadTooLarge => "https://allsource.dev/problems/payload-too-large",
+            Self::UnsupportedMediaType => "https://allsource.dev/problems/unsupported-media-type",
+            Self::Unavailable => "https://allsource.dev/problems/unavailable",
+            Self::Internal => "https://allsource.dev/problems/internal",
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying a 503.
+const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// What is logged for a 5xx (never sent to the client).
+#[derive(Debug)]
+enum Cause {
+    Internal(anyhow::Error),
+    Unavailable(String),
+}
+
+/// An error answered as a problem document.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     detail: String,
     errors: Vec<FieldError>,
+    /// Extension members (`entity_id`, `expected_version`, ...).
     members: Map<String, Value>,
-    retry_after: Option<u32>,
-    internal: Option<anyhow::Error>,
+    cause: Option<Cause>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             detail: detail.into(),
             errors: Vec::new(),
             members: Map::new(),
-            retry_after: None,
-            internal: None,
+            cause: None,
         }
     }
 
-    /// 400 `validation_failed` with field errors.
+    /// 400 `validation_failed` listing the invalid fields.
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {
             [one] => format!("{}: {}", one.field, one.message),
-            many => format!("{} fields are invalid", many.len()),
+            many => format!("{} fields are invalid; see errors", many.len()),
         };
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
-        e.errors = errors;
-        e
+        Self {
+            errors,
+            ..Self::new(ErrorCode::ValidationFailed, detail)
+        }
     }
 
     /// 400 `validation_failed` for one field.
@@ -53,49 +158,77 @@ impl ApiError {
 
     /// 404 `not_found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(ErrorCode::NotFound, detail)
     }
 
-    /// 405, as a problem document.
+    /// 405 `method_not_allowed`.
     pub fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this route does not accept this method",
+            ErrorCode::MethodNotAllowed,
+            "this route does not support this method; the Allow header lists those it does",
         )
     }
 
     /// 413 `payload_too_large`.
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail)
+        Self::new(ErrorCode::PayloadTooLarge, detail)
     }
 
     /// 415 `unsupported_media_type`.
     pub fn unsupported_media_type() -> Self {
         Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON, sent with content-type: application/json",
+            ErrorCode::UnsupportedMediaType,
+            "the request body must be JSON sent with Content-Type: application/json",
         )
     }
 
-    /// 503 `unavailable`, with `Retry-After`.
-    pub fn unavailable(detail: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail);
-        e.retry_after = Some(1);
-        e
+    /// 503 `unavailable` because storage cannot serve. The reason may hold internal text
+    /// (driver errors, hosts), so it is logged, not sent.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            cause: Some(Cause::Unavailable(reason.into())),
+            ..Self::new(
+                ErrorCode::Unavailable,
+                "the storage is unavailable right now; retry shortly",
+            )
+        }
     }
 
-    /// 500 `internal`; the cause is logged, never sent.
+    /// 503 `unavailable` from `/health/ready` before recovery has finished (not logged: load
+    /// balancers ask often).
+    pub fn not_ready() -> Self {
+        Self::new(
+            ErrorCode::Unavailable,
+            "the store has not finished recovery yet",
+        )
+    }
+
+    /// 500 `internal`. The cause chain is logged with the request id, never sent.
     pub fn internal(cause: anyhow::Error) -> Self {
-        let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "an internal error occurred; the server's log holds the details under this \
-             response's x-request-id",
-        );
-        e.internal = Some(cause);
-        e
+        Self {
+            cause: Some(Cause::Internal(cause)),
+            ..Self::new(
+                ErrorCode::Internal,
+                "an internal error occurred; the server log has the details under this \
+                 response's x-request-id",
+            )
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    pub fn errors(&self) -> &[FieldError] {
+        &self.errors
     }
 
     fn member(mut self, name: &str, value: impl Into<Value>) -> Self {
@@ -103,45 +236,24 @@ impl ApiError {
         self
     }
 
-    fn at(mut self, field: String, message: impl Into<String>) -> Self {
-        self.errors.push(FieldError::new(field, message));
+    /// Adds a field error naming the `index`-th event of a batch (nothing for a single event:
+    /// there, the problem's own members say it all).
+    fn at_event(mut self, index: Option<usize>, field: &str) -> Self {
+        if let Some(index) = index {
+            self.errors.push(FieldError::new(
+                format!("events[{index}].{field}"),
+                self.detail.clone(),
+            ));
+        }
         self
     }
-
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
-fn title(code: &str) -> &'static str {
-    match code {
-        "validation_failed" => "Validation failed",
-        "not_found" => "Not found",
-        "method_not_allowed" => "Method not allowed",
-        "version_conflict" => "Version conflict",
-        "duplicate_event_id" => "Duplicate event id",
-        "payload_too_large" => "Payload too large",
-        "unsupported_media_type" => "Unsupported media type",
-        "unavailable" => "Service unavailable",
-        _ => "Internal error",
-    }
-}
-
-fn field_name(index: Option<usize>, field: &str) -> String {
-    match index {
-        Some(i) => format!("events[{i}].{field}"),
-        None => field.to_owned(),
-    }
-}
-
+/// `expected_version` as the client sent it: an integer, or the word.
 fn expected_json(expected: ExpectedVersion) -> Value {
     match expected {
-        ExpectedVersion::Exact(v) => json!(v),
-        word => json!(word.to_string()),
+        ExpectedVersion::Exact(v) => Value::from(v),
+        word => Value::from(word.to_string()),
     }
 }
 
@@ -153,50 +265,42 @@ impl From<AppendError> for ApiError {
                 index,
                 bytes,
                 limit,
-            } => {
-                let message = format!(
-                    "payload and metadata are {bytes} bytes, over the limit of {limit} \
-                     (limits.max_event_bytes)"
-                );
-                Self::payload_too_large(message.clone()).at(field_name(index, "payload"), message)
-            }
+            } => Self::payload_too_large(format!(
+                "the event's payload and metadata are {bytes} bytes, over the limit of {limit}"
+            ))
+            .at_event(index, "payload"),
             AppendError::BatchTooLarge { count, limit } => {
-                let message = format!(
-                    "the batch has {count} events, over the limit of {limit} \
-                     (limits.max_batch_events)"
-                );
-                Self::payload_too_large(message.clone()).at("events".into(), message)
+                let detail = format!("the batch has {count} events, over the limit of {limit}");
+                Self {
+                    errors: vec![FieldError::new("events", detail.clone())],
+                    ..Self::payload_too_large(detail)
+                }
             }
             AppendError::VersionConflict {
                 index,
                 entity_id,
                 expected,
                 current,
-            } => {
-                let message =
-                    format!("expected version {expected} of '{entity_id}', current is {current}");
-                let mut e = Self::new(StatusCode::CONFLICT, "version_conflict", message.clone())
-                    .member("entity_id", entity_id.as_str())
-                    .member("expected_version", expected_json(expected))
-                    .member("current_version", current);
-                if index.is_some() {
-                    e = e.at(field_name(index, "expected_version"), message);
-                }
-                e
-            }
-            AppendError::DuplicateEventId { index, event_id } => {
-                let message = format!(
-                    "an event with id {event_id} already exists with a different entity, type \
+            } => Self::new(
+                ErrorCode::VersionConflict,
+                format!(
+                    "entity '{entity_id}' is at version {current}, the event expected {expected}"
+                ),
+            )
+            .member("entity_id", entity_id.as_str())
+            .member("expected_version", expected_json(expected))
+            .member("current_version", current)
+            .at_event(index, "expected_version"),
+            AppendError::DuplicateEventId { index, event_id } => Self::new(
+                ErrorCode::DuplicateEventId,
+                format!(
+                    "event id {event_id} is already taken by an event with another entity, type \
                      or payload"
-                );
-                let mut e = Self::new(StatusCode::CONFLICT, "duplicate_event_id", message.clone())
-                    .member("event_id", event_id.to_string());
-                if index.is_some() {
-                    e = e.at(field_name(index, "id"), message);
-                }
-                e
-            }
-            AppendError::Unavailable(why) => Self::unavailable(why),
+                ),
+            )
+            .member("event_id", event_id.to_string())
+            .at_event(index, "id"),
+            AppendError::Unavailable(reason) => Self::unavailable(reason),
             AppendError::Internal(cause) => Self::internal(cause),
         }
     }
@@ -207,51 +311,71 @@ impl From<ReadError> for ApiError {
         match e {
             ReadError::Invalid(errors) => Self::validation(errors),
             ReadError::NotFound(what) => Self::not_found(what),
-            ReadError::Unavailable(why) => Self::unavailable(why),
+            ReadError::Unavailable(reason) => Self::unavailable(reason),
             ReadError::Internal(cause) => Self::internal(cause),
         }
     }
 }
 
+#[derive(Serialize)]
+struct FieldErrorBody<'a> {
+    field: &'a str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    type_uri: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+    error: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldErrorBody<'a>>,
+    #[serde(flatten)]
+    members: &'a Map<String, Value>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.internal {
-            tracing::error!(error = format!("{cause:#}"), "internal error");
-        } else if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), detail = %self.detail, "request failed");
+        // Logged here, inside the request's span, so the line carries the request id.
+        match &self.cause {
+            Some(Cause::Internal(cause)) => {
+                tracing::error!(error = %format_args!("{cause:#}"), "internal error");
+            }
+            Some(Cause::Unavailable(reason)) => {
+                tracing::warn!(%reason, "storage unavailable");
+            }
+            None => {}
         }
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            format!(
-                "https://allsource.dev/problems/{}",
-                self.code.replace('_', "-")
-            )
-            .into(),
-        );
-        body.insert("title".into(), title(self.code).into());
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.into());
-        body.insert("error".into(), self.code.into());
-        if !self.errors.is_empty() {
-            body.insert(
-                "errors".into(),
-                self.errors
-                    .iter()
-                    .map(|e| json!({"field": e.field, "message": e.message}))
-                    .collect(),
-            );
-        }
-        body.extend(self.members);
-        let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
-        let mut response = (self.status, bytes).into_response();
+        let code = self.code;
+        let body = ProblemBody {
+            type_uri: code.type_uri(),
+            title: code.title(),
+            status: code.status().as_u16(),
+            detail: &self.detail,
+            error: code.as_str(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| FieldErrorBody {
+                    field: &e.field,
+                    message: &e.message,
+                })
+                .collect(),
+            members: &self.members,
+        };
+        // Serializing strings and numbers cannot fail; should it, the status still tells.
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (code.status(), bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Some(seconds) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        if code == ErrorCode::Unavailable {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
     }

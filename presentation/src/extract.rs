@@ -1,31 +1,77 @@
-//! Extractors that report bad requests as problem documents: a JSON body (content type
-//! checked, size limited, unknown fields and type errors reported with the field's path) and
-//! query parameters (unknown parameters refused, so a typo never widens a query silently).
+//! Extractors whose failures are problem documents (axum's own rejections are plain text):
+//!
+//! - [`JsonBody`]: a JSON request body. The content type must be `application/json` (parameters
+//!   allowed; a `charset` other than UTF-8 is refused) → else 415. A body over the limit → 413.
+//!   Malformed JSON, unknown fields and type errors → 400 naming the field's path
+//!   (`events[3].entity_id`).
+//! - [`Params`]: query parameters into a struct with `deny_unknown_fields`, so an unknown or
+//!   repeated parameter is a 400 (a typo must never silently widen a query).
+//! - [`PathParam`]: the one path segment of a route.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
+use crate::HttpLimits;
+use crate::dto::Object;
 use crate::error::ApiError;
 
-/// A JSON request body of type `T`.
+/// A JSON request body of type `T`, which must be a JSON object.
+#[derive(Debug)]
 pub struct JsonBody<T>(pub T);
 
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+/// Whether the request says its body is JSON: `application/json`, with any parameters, but no
+/// `charset` other than UTF-8 (JSON is UTF-8, RFC 8259).
+pub fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|parameter| match parameter.split_once('=') {
+        Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = charset.trim().trim_matches('"');
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    })
+}
+
+/// The field a serde path names (`events[3].entity_id`), or `root` for the whole document. The
+/// name stops at a segment serde could not name (a key that is not a string), so it is the
+/// closest field known.
+fn field_name(path: &serde_path_to_error::Path, root: &str) -> String {
+    let mut name = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => {
+                name.push('[');
+                name.push_str(&index.to_string());
+                name.push(']');
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(key);
+            }
+            Segment::Unknown => break,
+        }
+    }
+    if name.is_empty() {
+        root.to_owned()
+    } else {
+        name
+    }
 }
 
 impl<T, S> FromRequest<S> for JsonBody<T>
@@ -36,29 +82,41 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
+        if !is_json_content_type(req.headers()) {
             return Err(ApiError::unsupported_media_type());
         }
+        let limit = req
+            .extensions()
+            .get::<HttpLimits>()
+            .map(|l| l.max_body_bytes);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            // axum answers an over-long body (`DefaultBodyLimit`) with a plain-text 413.
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::payload_too_large(
-                    "the request body is over the limit (server.max_body_bytes)",
-                )
+                ApiError::payload_too_large(match limit {
+                    Some(limit) => format!("the request body is over the limit of {limit} bytes"),
+                    None => "the request body is over the limit".to_owned(),
+                })
             } else {
                 ApiError::invalid("body", rejection.body_text())
             }
         })?;
-        // Fast path: plain serde. Only a body that fails is parsed again with path tracking,
-        // which costs a good part of the parse and is only needed to name the bad field.
-        if let Ok(value) = serde_json::from_slice(&bytes) {
+        // Plain serde first: tracking the path costs a good part of the parse, and is needed
+        // only to name the bad field of a body that fails.
+        if let Ok(Object(value)) = serde_json::from_slice(&bytes) {
             return Ok(Self(value));
         }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." { "body".to_owned() } else { path };
-            ApiError::invalid(field, e.into_inner().to_string())
+        let Object(value) = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            // Malformed JSON is a problem of the body; a value that does not fit (wrong type,
+            // unknown field) is a problem of its field.
+            let field = if e.inner().is_syntax() || e.inner().is_eof() {
+                "body".to_owned()
+            } else {
+                field_name(e.path(), "body")
+            };
+            ApiError::invalid(field, e.inner().to_string())
         })?;
+        // Trailing characters after the document.
         deserializer
             .end()
             .map_err(|e| ApiError::invalid("body", e.to_string()))?;
@@ -66,7 +124,8 @@ where
     }
 }
 
-/// Query parameters of type `T` (a struct with `deny_unknown_fields`).
+/// Query parameters of type `T` (a struct of `Option<String>` with `deny_unknown_fields`).
+#[derive(Debug)]
 pub struct Params<T>(pub T);
 
 impl<T, S> FromRequestParts<S> for Params<T>
@@ -76,18 +135,28 @@ where
 {
     type Rejection = ApiError;
 
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|e| ApiError::invalid(field_name(e.path(), "query"), e.inner().to_string()))
+    }
+}
+
+/// The single path parameter of a route, percent-decoded.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
+        Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|Query(params)| Self(params))
-            .map_err(|rejection| {
-                let text = rejection.body_text();
-                let message = text
-                    .strip_prefix("Failed to deserialize query string: ")
-                    .unwrap_or(&text)
-                    .to_owned();
-                ApiError::invalid("query", message)
-            })
+            .map(|Path(value)| Self(value))
+            .map_err(|rejection| ApiError::invalid("path", rejection.body_text()))
     }
 }
 
@@ -96,19 +165,49 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    fn accepts(content_type: &str) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).expect("valid header in test"),
+        );
+        is_json_content_type(&headers)
+    }
+
     #[test]
     fn json_content_types() {
-        let check = |value: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_str(value).unwrap());
-            is_json(&headers)
-        };
-        assert!(check("application/json"));
-        assert!(check("application/json; charset=utf-8"));
-        assert!(check("Application/JSON"));
-        assert!(check("application/cloudevents+json"));
-        assert!(!check("text/plain"));
-        assert!(!check("application/x-www-form-urlencoded"));
-        assert!(!is_json(&HeaderMap::new()));
+        assert!(accepts("application/json"));
+        assert!(accepts("application/json; charset=utf-8"));
+        assert!(accepts("application/json;charset=\"UTF-8\""));
+        assert!(accepts("Application/JSON"));
+        assert!(accepts("application/json; charset=utf8; foo=bar"));
+        assert!(!accepts("application/json; charset=latin1"));
+        assert!(!accepts("application/cloudevents+json"));
+        assert!(!accepts("application/jsonx"));
+        assert!(!accepts("text/plain"));
+        assert!(!accepts("text/json"));
+        assert!(!accepts("application/x-www-form-urlencoded"));
+        assert!(!is_json_content_type(&HeaderMap::new()));
+    }
+
+    fn path_of(json: &str) -> String {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            events: Vec<std::collections::BTreeMap<String, u8>>,
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let error = serde_path_to_error::deserialize::<_, Outer>(&mut deserializer)
+            .expect_err("invalid in test");
+        field_name(error.path(), "body")
+    }
+
+    #[test]
+    fn field_names_follow_the_path_up_to_the_unknown() {
+        assert_eq!(path_of(r#"{"events":[{"a":1},{"b":"x"}]}"#), "events[1].b");
+        assert_eq!(path_of(r#"{"events":[{"a":1},{b}]}"#), "events[1]");
+        assert_eq!(path_of(r#"{"events":{}}"#), "events");
+        assert_eq!(path_of(r#"{oops}"#), "body");
+        assert_eq!(path_of("[]"), "body");
     }
 }

@@ -1,23 +1,42 @@
 //! # allsource-presentation
 //!
-//! The HTTP face of AllSource: the axum router for the REST contract (`API.md`), request and
-//! response DTOs, the mapping of use-case errors to RFC 9457 problem documents, and the
-//! middleware every request goes through (request id, tracing span, body limit).
+//! The HTTP face of AllSource: the axum router for the REST contract (`API.md`), the HTTP
+//! request and response bodies, the mapping of use-case errors to RFC 9457 problem documents,
+//! and the middleware every request goes through.
 //!
 //! The crate depends on `application` (use cases, ports) and `domain`, never on
-//! `infrastructure`: the composition root hands it use-case handles.
+//! `infrastructure`: the composition root (`bin`) builds the use cases and hands them over.
+//!
+//! # Public API
 //!
 //! ```text
-//! let router = allsource_presentation::router(AppState { append, reads, health }, HttpLimits { max_body_bytes });
-//! axum::serve(listener, router).await?;
+//! pub struct AppState   { pub append: AppendEvents, pub reads: ReadEvents, pub health: HealthInfo }
+//! pub struct HealthInfo { pub version: &'static str, pub store: Arc<dyn EventStore> }
+//! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
+//! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
 //! ```
 //!
+//! ```text
+//! let app = allsource_presentation::router(state, HttpLimits::default());
+//! axum::serve(listener, app).await?;
+//! ```
+//!
+//! The router is complete: routes, a problem+json answer for unknown routes (404) and wrong
+//! methods (405), and these layers, outermost first:
+//! 1. `x-request-id`: kept when the client sent one, else a new UUID; copied onto the response.
+//! 2. A `tracing` span per request (`request` with `method`, `path`, `request_id`), so
+//!    everything logged while serving the request, including the cause of a 500, carries the id.
+//! 3. A panic in a handler becomes a 500 problem (logged, never shown).
+//! 4. The request body limit ([`HttpLimits::max_body_bytes`]); over it, 413 `payload_too_large`.
+//!
 //! # Layout
-//! - [`handlers`]: one function per route.
-//! - [`dto`]: request/response bodies and query parameters.
-//! - [`error`]: `ApiError` (problem+json).
-//! - [`extract`]: JSON body and query extractors that fail with problem documents.
-//! - [`auth`]: the caller of a request (tenant `default` until authentication exists).
+//! - [`handlers`]: one function per route (`events`, `entities`, `health`), and the fallbacks.
+//! - [`dto`]: request bodies and query parameters (unknown fields refused), response bodies
+//!   (field by field as in `API.md`).
+//! - [`error`]: [`ApiError`], the one error type of the crate, and its problem documents.
+//! - [`extract`]: extractors that fail with problem documents: JSON bodies (content type, size,
+//!   field paths of type errors), query parameters, path segments.
+//! - [`auth`]: who the caller is (tenant `default` until authentication exists).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -30,24 +49,30 @@ use std::sync::Arc;
 
 use allsource_application::ports::EventStore;
 use allsource_application::use_cases::{AppendEvents, ReadEvents};
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderName;
 use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use auth::CallerExtractor;
 pub use error::ApiError;
 
-/// What `/health` reports.
+/// The header that carries the request id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// What `/health` and `/health/ready` report.
 #[derive(Clone)]
 pub struct HealthInfo {
-    /// The server's version.
+    /// The server's version (`/health`'s `version`).
     pub version: &'static str,
-    /// The store, for its backend name and readiness.
+    /// The store, for its backend name (`/health`) and readiness (`/health/ready`).
     pub store: Arc<dyn EventStore>,
 }
 
-/// Use-case handles the routes call (no pools, no configuration).
+/// What the routes call: use-case handles, no pools and no configuration.
 #[derive(Clone)]
 pub struct AppState {
     pub append: AppendEvents,
@@ -56,52 +81,76 @@ pub struct AppState {
 }
 
 /// HTTP-level limits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Largest request body accepted (413 beyond).
+    /// Largest request body accepted, in bytes; beyond it, 413 `payload_too_large`.
     pub max_body_bytes: usize,
 }
 
-/// The complete router with its middleware.
+impl HttpLimits {
+    /// 64 MiB: room for a large batch, while one request cannot exhaust memory.
+    pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// The complete router of the REST API, with its middleware (see the crate docs).
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let api = Router::new()
-        .route("/api/v1/events", post(handlers::append_one))
-        .route("/api/v1/events/batch", post(handlers::append_batch))
-        .route("/api/v1/events/query", get(handlers::query))
-        .route("/api/v1/events/{event_id}", get(handlers::event))
-        .route("/api/v1/entities", get(handlers::entities))
-        .route("/api/v1/entities/{entity_id}/events", get(handlers::stream))
-        .route(
-            "/api/v1/entities/{entity_id}/state",
-            get(handlers::entity_state),
-        )
-        .route("/api/v1/event-types", get(handlers::event_types))
-        .route("/api/v1/stats", get(handlers::stats))
-        .route("/health", get(handlers::health))
-        .route("/health/ready", get(handlers::ready))
-        .fallback(handlers::not_found)
+    use handlers::{entities, events, health};
+
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    Router::new()
+        .route("/api/v1/events", post(events::append_one))
+        .route("/api/v1/events/batch", post(events::append_batch))
+        .route("/api/v1/events/query", get(events::query))
+        .route("/api/v1/events/{event_id}", get(events::event))
+        .route("/api/v1/entities", get(entities::list))
+        .route("/api/v1/entities/{entity_id}/events", get(entities::stream))
+        .route("/api/v1/entities/{entity_id}/state", get(entities::state))
+        .route("/api/v1/event-types", get(entities::event_types))
+        .route("/api/v1/stats", get(entities::stats))
+        .route("/health", get(health::health))
+        .route("/health/ready", get(health::ready))
+        // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(state);
-    api.layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        // Layers run outside-in from the last added: the id is set first, the span sees it,
-        // and the response gets it back.
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .fallback(handlers::not_found)
+        .with_state(state)
+        // `layer` wraps everything added before, so the last layer runs first: the request id
+        // is set, then the span (which records it) opens, then panics are caught inside the
+        // span, so their log line carries the id too.
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // So that the 413 can name the limit.
+        .layer(Extension(limits))
+        .layer(CatchPanicLayer::custom(handlers::panicked))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                    request_id = %request_id,
-                )
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // 5xx are logged once, where their cause is known (`ApiError`, `panicked`).
+                .on_failure(()),
         )
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// The span every request is served in.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
 }
 
 #[cfg(test)]

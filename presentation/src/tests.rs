@@ -1,103 +1,154 @@
-//! Router tests with a mocked store: status codes, problem documents, response shapes and
-//! middleware, without any real storage.
+//! Router tests with a mocked store: every route's answer, every problem shape, the extractors
+//! and the middleware, through `tower::ServiceExt::oneshot` on the real router.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use allsource_application::Caller;
 use allsource_application::ports::{
-    AppendReceipt, MockEventStore, QueryPage, StoreAppendError, StoreError,
+    AppendReceipt, EntityPage, EntitySummary, EventStore, EventTypeCount, MockEventStore,
+    QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats,
 };
 use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
 use allsource_domain::{
     AppendRejection, EntityId, Event, EventId, EventType, ExpectedVersion, Position, TenantId,
     Version,
 };
-use axum::body::{Body, to_bytes};
-use axum::http::{Request, StatusCode};
-use chrono::{TimeZone, Utc};
+use axum::body::{Body, Bytes, to_bytes};
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::{Extension, Router};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use uuid::Uuid;
 
 use crate::{AppState, HealthInfo, HttpLimits, router};
 
-fn app_with(store: MockEventStore, limits: AppendLimits, body_limit: usize) -> axum::Router {
-    let store: Arc<dyn allsource_application::ports::EventStore> = Arc::new(store);
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+const ID_1: &str = "0193a5b4-7c1e-7d2a-9f00-1c2d3e4f5a6b";
+const ID_2: &str = "0193a5b4-7c1e-7d2a-9f00-000000000002";
+
+fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) -> Router {
+    let store: Arc<dyn EventStore> = Arc::new(store);
     router(
         AppState {
-            append: AppendEvents::new(store.clone(), limits),
-            reads: ReadEvents::new(store.clone()),
+            append: AppendEvents::new(Arc::clone(&store), limits),
+            reads: ReadEvents::new(Arc::clone(&store)),
             health: HealthInfo {
                 version: "9.9.9",
                 store,
             },
         },
-        HttpLimits {
-            max_body_bytes: body_limit,
-        },
+        HttpLimits { max_body_bytes },
     )
 }
 
-fn app(store: MockEventStore) -> axum::Router {
+fn app(store: MockEventStore) -> Router {
     app_with(store, AppendLimits::default(), 1024 * 1024)
+}
+
+/// A store no test call may reach.
+fn untouched() -> MockEventStore {
+    let mut store = MockEventStore::new();
+    store.expect_append().never();
+    store.expect_query().never();
+    store.expect_read_stream().never();
+    store
 }
 
 struct Reply {
     status: StatusCode,
-    content_type: String,
-    request_id: String,
-    retry_after: Option<String>,
+    headers: HeaderMap,
+    raw: Bytes,
     body: Value,
 }
 
-async fn send(app: axum::Router, request: Request<Body>) -> Reply {
-    let response = app.oneshot(request).await.unwrap();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn fields(&self) -> Vec<(String, String)> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["field"].as_str().unwrap_or("?").to_owned(),
+                            e["message"].as_str().unwrap_or("?").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn field_names(&self) -> Vec<String> {
+        self.fields().into_iter().map(|(f, _)| f).collect()
+    }
+}
+
+async fn send(app: Router, request: Request<Body>) -> Reply {
+    let response = app.oneshot(request).await.expect("infallible");
     let status = response.status();
-    let content_type = header("content-type").unwrap_or_default();
-    let request_id = header("x-request-id").unwrap_or_default();
-    let retry_after = header("retry-after");
-    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let headers = response.headers().clone();
+    let raw = to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     Reply {
         status,
-        content_type,
-        request_id,
-        retry_after,
+        headers,
+        raw,
         body,
     }
 }
 
-fn post(path: &str, body: &str) -> Request<Body> {
+fn post(path: &str, body: impl Into<String>) -> Request<Body> {
+    post_as(path, "application/json", body)
+}
+
+fn post_as(path: &str, content_type: &str, body: impl Into<String>) -> Request<Body> {
     Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap()
+        .header("content-type", content_type)
+        .body(Body::from(body.into()))
+        .expect("request")
 }
 
 fn get(path: &str) -> Request<Body> {
-    Request::get(path).body(Body::empty()).unwrap()
+    Request::get(path).body(Body::empty()).expect("request")
 }
 
-fn stored(entity: &str, version: u64) -> Arc<Event> {
+/// 2026-11-22T10:15:00.123456Z plus `seconds`.
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 22, 10, 15, 0).unwrap()
+        + Duration::microseconds(123_456)
+        + Duration::seconds(seconds)
+}
+
+fn raw(json: &str) -> Box<RawValue> {
+    RawValue::from_string(json.to_owned()).expect("valid JSON in test")
+}
+
+fn event(id: &str, entity: &str, version: u64, payload: &str) -> Arc<Event> {
     Arc::new(Event {
-        id: EventId::generate(),
+        id: EventId::parse(id).unwrap(),
         tenant_id: TenantId::default_tenant(),
         entity_id: EntityId::parse(entity).unwrap(),
         event_type: EventType::parse("order.placed").unwrap(),
         version: Version::new(version),
         position: Position::new(version + 10),
-        timestamp: Utc.with_ymd_and_hms(2026, 11, 22, 10, 15, 0).unwrap()
-            + chrono::Duration::microseconds(123_456),
-        payload: RawValue::from_string(r#"{"amount":1}"#.into()).unwrap(),
+        timestamp: at(version as i64),
+        payload: raw(payload),
         metadata: None,
     })
 }
 
+/// A store that accepts every append, numbering from version 1 / position 1.
 fn accepting() -> MockEventStore {
     let mut store = MockEventStore::new();
     store.expect_append().returning(|_, events| {
@@ -109,7 +160,7 @@ fn accepting() -> MockEventStore {
                 entity_id: e.entity_id.clone(),
                 version: Version::new(i as u64 + 1),
                 position: Position::new(i as u64 + 1),
-                timestamp: Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).unwrap(),
+                timestamp: at(0),
                 duplicate: false,
             })
             .collect())
@@ -117,16 +168,58 @@ fn accepting() -> MockEventStore {
     store
 }
 
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
+/// Asserts the full problem frame: status, media type, type, title, error code, a detail, and a
+/// request id.
+fn assert_problem(reply: &Reply, status: u16, code: &str, title: &str) {
     assert_eq!(reply.status.as_u16(), status, "{}", reply.body);
-    assert_eq!(reply.content_type, "application/problem+json");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        reply.body["type"],
+        format!("https://allsource.dev/problems/{}", code.replace('_', "-"))
+    );
+    assert_eq!(reply.body["title"], title);
     assert_eq!(reply.body["status"], status);
     assert_eq!(reply.body["error"], code);
-    assert!(reply.body["type"].as_str().unwrap().starts_with("https://"));
-    assert!(reply.body["title"].is_string());
-    assert!(reply.body["detail"].is_string());
-    assert!(!reply.request_id.is_empty());
+    assert!(
+        reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply
+            .header("x-request-id")
+            .is_some_and(|id| !id.is_empty())
+    );
 }
+
+fn assert_validation(reply: &Reply, fields: &[(&str, &str)]) {
+    assert_problem(reply, 400, "validation_failed", "Validation failed");
+    let expected: Vec<(String, String)> = fields
+        .iter()
+        .map(|(f, m)| ((*f).to_owned(), (*m).to_owned()))
+        .collect();
+    assert_eq!(reply.fields(), expected, "{}", reply.body);
+}
+
+/// Like [`assert_validation`], for messages that come from serde: only their beginning is
+/// pinned (serde adds the position in the document).
+fn assert_validation_prefix(reply: &Reply, field: &str, message_start: &str) {
+    assert_problem(reply, 400, "validation_failed", "Validation failed");
+    let fields = reply.fields();
+    assert_eq!(fields.len(), 1, "{}", reply.body);
+    assert_eq!(fields[0].0, field, "{}", reply.body);
+    assert!(
+        fields[0].1.starts_with(message_start),
+        "{:?} should start with {message_start:?}",
+        fields[0].1
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Appending
 
 #[tokio::test]
 async fn append_one_answers_the_receipt() {
@@ -134,306 +227,1115 @@ async fn append_one_answers_the_receipt() {
         app(accepting()),
         post(
             "/api/v1/events",
-            r#"{"entity_id":"order-42","event_type":"order.placed","payload":{"a":1}}"#,
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK);
-    assert_eq!(reply.body["entity_id"], "order-42");
-    assert_eq!(reply.body["version"], 1);
-    assert_eq!(reply.body["position"], 1);
-    assert_eq!(reply.body["duplicate"], false);
-    assert_eq!(reply.body["timestamp"], "2026-11-22T10:00:00.000000Z");
-    assert!(EventId::parse(reply.body["event_id"].as_str().unwrap()).is_ok());
-}
-
-#[tokio::test]
-async fn batch_answers_totals_in_request_order() {
-    let reply = send(
-        app(accepting()),
-        post(
-            "/api/v1/events/batch",
-            r#"{"events":[{"entity_id":"a","event_type":"t","payload":1},{"entity_id":"b","event_type":"t","payload":null}]}"#,
+            format!(
+                r#"{{"id":"{ID_1}","entity_id":"order-42","event_type":"order.placed","payload":{{"a":1}}}}"#
+            ),
         ),
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["total"], 2);
-    assert_eq!(reply.body["ingested"], 2);
-    assert_eq!(reply.body["events"][0]["entity_id"], "a");
-    assert_eq!(reply.body["events"][1]["entity_id"], "b");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.body,
+        json!({
+            "event_id": ID_1,
+            "entity_id": "order-42",
+            "version": 1,
+            "position": 1,
+            "timestamp": "2026-11-22T10:15:00.123456Z",
+            "duplicate": false
+        })
+    );
 }
 
 #[tokio::test]
-async fn field_errors_name_the_field() {
+async fn append_passes_the_event_through_as_sent() {
     let mut store = MockEventStore::new();
-    store.expect_append().never();
+    store
+        .expect_append()
+        .withf(|tenant, events| {
+            let [e] = events.as_slice() else {
+                return false;
+            };
+            tenant.as_str() == "default"
+                && e.id.to_string() == ID_1
+                && e.entity_id.as_str() == "order-42"
+                && e.event_type.as_str() == "order.placed"
+                // a JSON null payload is a payload, kept as the text "null"
+                && e.payload.get() == "null"
+                // metadata is the client's text, spacing included
+                && e.metadata.as_ref().map(|m| m.get()) == Some(r#"{ "k" : "v" }"#)
+                && e.expected_version == ExpectedVersion::Exact(3)
+        })
+        .times(1)
+        .returning(|_, events| {
+            Ok(vec![AppendReceipt::for_event(
+                &events[0].clone().into_event(
+                    TenantId::default_tenant(),
+                    Version::new(4),
+                    Position::new(9),
+                    at(0),
+                ),
+                false,
+            )])
+        });
+    let reply = send(
+        app(store),
+        post(
+            "/api/v1/events",
+            format!(
+                r#"{{"id":"{ID_1}","entity_id":"order-42","event_type":"order.placed",
+                    "payload":null,"metadata":{{ "k" : "v" }},"expected_version":3}}"#
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["version"], 4);
+    assert_eq!(reply.body["position"], 9);
+}
+
+#[tokio::test]
+async fn batch_answers_totals_and_receipts_in_request_order() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_append()
+        .withf(|_, events| {
+            events.len() == 2
+                && events[0].entity_id.as_str() == "a"
+                && events[1].entity_id.as_str() == "b"
+                && events[1].expected_version == ExpectedVersion::NoStream
+        })
+        .returning(|_, events| {
+            Ok(vec![
+                AppendReceipt {
+                    event_id: events[0].id,
+                    entity_id: events[0].entity_id.clone(),
+                    version: Version::new(7),
+                    position: Position::new(70),
+                    timestamp: at(-60),
+                    duplicate: true,
+                },
+                AppendReceipt {
+                    event_id: events[1].id,
+                    entity_id: events[1].entity_id.clone(),
+                    version: Version::new(1),
+                    position: Position::new(71),
+                    timestamp: at(0),
+                    duplicate: false,
+                },
+            ])
+        });
     let reply = send(
         app(store),
         post(
             "/api/v1/events/batch",
-            r#"{"events":[{"entity_id":"a","event_type":"t","payload":1},{"entity_id":"a","event_type":"bad type"}]}"#,
+            format!(
+                r#"{{"events":[
+                    {{"id":"{ID_1}","entity_id":"a","event_type":"t","payload":1}},
+                    {{"id":"{ID_2}","entity_id":"b","event_type":"t","payload":[],"expected_version":"no_stream"}}
+                ]}}"#
+            ),
         ),
     )
     .await;
-    assert_problem(&reply, 400, "validation_failed");
-    let fields: Vec<&str> = reply.body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["events[1].event_type", "events[1].payload"]);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "total": 2,
+            "ingested": 1,
+            "events": [
+                {"event_id": ID_1, "entity_id": "a", "version": 7, "position": 70,
+                 "timestamp": "2026-11-22T10:14:00.123456Z", "duplicate": true},
+                {"event_id": ID_2, "entity_id": "b", "version": 1, "position": 71,
+                 "timestamp": "2026-11-22T10:15:00.123456Z", "duplicate": false}
+            ]
+        })
+    );
 }
 
 #[tokio::test]
-async fn unknown_fields_and_wrong_types_are_refused_with_their_path() {
-    let mut store = MockEventStore::new();
-    store.expect_append().never();
-    let app = app(store);
+async fn missing_fields_are_required() {
+    let reply = send(app(untouched()), post("/api/v1/events", "{}")).await;
+    assert_validation(
+        &reply,
+        &[
+            ("entity_id", "is required"),
+            ("event_type", "is required"),
+            ("payload", "is required"),
+        ],
+    );
+    assert_eq!(reply.body["detail"], "3 fields are invalid; see errors");
+}
+
+#[tokio::test]
+async fn invalid_values_are_reported_by_field_and_batch_index() {
     let reply = send(
+        app(untouched()),
+        post(
+            "/api/v1/events/batch",
+            r#"{"events":[
+                {"entity_id":"a","event_type":"t","payload":1},
+                {"entity_id":"a","event_type":"bad type","metadata":[1],"expected_version":"maybe"}
+            ]}"#,
+        ),
+    )
+    .await;
+    assert_validation(
+        &reply,
+        &[
+            (
+                "events[1].event_type",
+                "may only contain letters, digits, '.', '_' and '-'",
+            ),
+            ("events[1].payload", "is required"),
+            ("events[1].metadata", "must be a JSON object"),
+            (
+                "events[1].expected_version",
+                "must be \"any\", \"no_stream\", \"stream_exists\" or a non-negative integer",
+            ),
+        ],
+    );
+    let one = send(
+        app(untouched()),
+        post(
+            "/api/v1/events",
+            r#"{"id":"nope","entity_id":" a","event_type":"t","payload":1}"#,
+        ),
+    )
+    .await;
+    assert_validation(
+        &one,
+        &[
+            ("id", "must be a UUID"),
+            ("entity_id", "must not start or end with whitespace"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn a_batch_needs_events() {
+    for body in ["{}", r#"{"events":null}"#] {
+        let reply = send(app(untouched()), post("/api/v1/events/batch", body)).await;
+        assert_validation(&reply, &[("events", "is required")]);
+        assert_eq!(reply.body["detail"], "events: is required");
+    }
+    let empty = send(
+        app(untouched()),
+        post("/api/v1/events/batch", r#"{"events":[]}"#),
+    )
+    .await;
+    assert_validation(&empty, &[("events", "must contain at least one event")]);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_with_their_path() {
+    let app = app(untouched());
+    let one = send(
         app.clone(),
         post(
             "/api/v1/events",
-            r#"{"entity_id":"a","event_type":"t","payload":1,"entity":"typo"}"#,
+            r#"{"entity_id":"a","event_type":"t","payload":1,"paylod":2}"#,
         ),
     )
     .await;
-    assert_problem(&reply, 400, "validation_failed");
-    assert!(
-        reply.body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("entity")
-    );
-    let reply = send(
+    assert_validation_prefix(&one, "paylod", "unknown field `paylod`, expected one of");
+    assert!(one.body["detail"].as_str().unwrap().contains("paylod"));
+
+    let nested = send(
         app.clone(),
         post(
             "/api/v1/events/batch",
-            r#"{"events":[{"entity_id":5,"event_type":"t","payload":1}]}"#,
+            r#"{"events":[{"entity_id":"a","event_type":"t","payload":1},
+                          {"entity_id":"a","event_type":"t","payload":1},
+                          {"entity_id":"a","event_type":"t","payload":1,"colour":"red"}]}"#,
         ),
     )
     .await;
-    assert_problem(&reply, 400, "validation_failed");
-    assert_eq!(reply.body["errors"][0]["field"], "events[0].entity_id");
-    let reply = send(app, post("/api/v1/events", "{not json")).await;
-    assert_problem(&reply, 400, "validation_failed");
+    assert_validation_prefix(&nested, "events[2].colour", "unknown field `colour`");
+
+    let top = send(
+        app,
+        post("/api/v1/events/batch", r#"{"events":[],"tenant_id":"x"}"#),
+    )
+    .await;
+    assert_validation_prefix(&top, "tenant_id", "unknown field `tenant_id`");
 }
 
 #[tokio::test]
-async fn wrong_content_type_is_415() {
+async fn type_errors_name_the_field_path() {
+    let app = app(untouched());
+    let batch = send(
+        app.clone(),
+        post(
+            "/api/v1/events/batch",
+            r#"{"events":[{"entity_id":"a","event_type":"t","payload":1},
+                          {"entity_id":"b","event_type":"t","payload":{"deep":[1,{"x":null}]}},
+                          {"entity_id":"c","event_type":"t","payload":"s"},
+                          {"payload":{"before":"the bad field"},"entity_id":5,"event_type":"t"}]}"#,
+        ),
+    )
+    .await;
+    assert_validation_prefix(
+        &batch,
+        "events[3].entity_id",
+        "invalid type: integer `5`, expected a string",
+    );
+    let one = send(
+        app.clone(),
+        post(
+            "/api/v1/events",
+            r#"{"id":5,"entity_id":"a","event_type":"t","payload":1}"#,
+        ),
+    )
+    .await;
+    assert_validation_prefix(&one, "id", "invalid type: integer `5`, expected a string");
+    let not_a_list = send(
+        app.clone(),
+        post("/api/v1/events/batch", r#"{"events":{}}"#),
+    )
+    .await;
+    assert_validation_prefix(
+        &not_a_list,
+        "events",
+        "invalid type: map, expected a sequence",
+    );
+    let not_an_object = send(
+        app,
+        post(
+            "/api/v1/events/batch",
+            r#"{"events":[{"entity_id":"a"},[null,"a","t",1]]}"#,
+        ),
+    )
+    .await;
+    assert_validation_prefix(
+        &not_an_object,
+        "events[1]",
+        "invalid type: sequence, expected a JSON object",
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_validation_failure_of_the_body() {
+    let app = app(untouched());
+    for (body, message_start) in [
+        ("{not json", "key must be a string"),
+        ("", "EOF while parsing a value"),
+        (r#"{"entity_id":"#, "EOF while parsing a value"),
+        (
+            r#"{"entity_id":"a","event_type":"t","payload":1} trailing"#,
+            "trailing characters",
+        ),
+        (
+            r#"[null,"a","t",1]"#,
+            "invalid type: sequence, expected a JSON object",
+        ),
+        ("42", "invalid type: integer `42`, expected a JSON object"),
+    ] {
+        let reply = send(app.clone(), post("/api/v1/events", body)).await;
+        assert_validation_prefix(&reply, "body", message_start);
+    }
+}
+
+#[tokio::test]
+async fn only_json_bodies_are_accepted() {
     let mut store = MockEventStore::new();
-    store.expect_append().never();
-    let request = Request::post("/api/v1/events")
-        .header("content-type", "text/plain")
-        .body(Body::from(
-            r#"{"entity_id":"a","event_type":"t","payload":1}"#,
-        ))
+    store.expect_append().times(1).returning(|_, events| {
+        Ok(vec![AppendReceipt {
+            event_id: events[0].id,
+            entity_id: events[0].entity_id.clone(),
+            version: Version::new(1),
+            position: Position::new(1),
+            timestamp: at(0),
+            duplicate: false,
+        }])
+    });
+    let app = app(store);
+    let body = r#"{"entity_id":"a","event_type":"t","payload":1}"#;
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/cloudevents+json",
+        "application/json; charset=iso-8859-1",
+    ] {
+        let reply = send(app.clone(), post_as("/api/v1/events", content_type, body)).await;
+        assert_problem(
+            &reply,
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+        );
+        assert!(reply.body.get("errors").is_none());
+    }
+    let without = Request::post("/api/v1/events")
+        .body(Body::from(body))
         .unwrap();
     assert_problem(
-        &send(app(store), request).await,
+        &send(app.clone(), without).await,
         415,
         "unsupported_media_type",
+        "Unsupported media type",
     );
+    let charset = send(
+        app,
+        post_as("/api/v1/events", "application/json; charset=UTF-8", body),
+    )
+    .await;
+    assert_eq!(charset.status, StatusCode::OK, "{}", charset.body);
 }
 
 #[tokio::test]
-async fn oversized_bodies_and_events_are_413() {
-    let mut store = MockEventStore::new();
-    store.expect_append().never();
-    let app = app_with(
-        store,
-        AppendLimits {
-            max_event_bytes: 32,
-            max_batch_events: 10,
-        },
-        256,
-    );
-    let big_body = format!(
-        r#"{{"entity_id":"a","event_type":"t","payload":"{}"}}"#,
-        "x".repeat(300)
-    );
-    assert_problem(
-        &send(app.clone(), post("/api/v1/events", &big_body)).await,
-        413,
-        "payload_too_large",
-    );
-    let big_event = format!(
-        r#"{{"entity_id":"a","event_type":"t","payload":"{}"}}"#,
-        "x".repeat(40)
-    );
-    let reply = send(app, post("/api/v1/events", &big_event)).await;
-    assert_problem(&reply, 413, "payload_too_large");
+async fn a_body_over_the_limit_is_413() {
+    let app = app_with(untouched(), AppendLimits::default(), 256);
+    for path in ["/api/v1/events", "/api/v1/events/batch"] {
+        let body = format!(r#"{{"payload":"{}"}}"#, "x".repeat(300));
+        let reply = send(app.clone(), post(path, body)).await;
+        assert_problem(&reply, 413, "payload_too_large", "Payload too large");
+        assert_eq!(
+            reply.body["detail"],
+            "the request body is over the limit of 256 bytes"
+        );
+    }
+    // Just under the limit is read (and then judged on its content).
+    let body = format!(r#"{{"entity_id":"a","payload":"{}"}}"#, "x".repeat(200));
+    let reply = send(app, post("/api/v1/events", body)).await;
+    assert_validation(&reply, &[("event_type", "is required")]);
 }
 
 #[tokio::test]
-async fn version_conflicts_carry_their_members() {
+async fn an_event_over_the_event_limit_is_413() {
+    let limits = AppendLimits {
+        max_event_bytes: 32,
+        max_batch_events: 2,
+    };
+    let big = format!(r#""{}""#, "x".repeat(40));
+    let one = send(
+        app_with(untouched(), limits, 1 << 20),
+        post(
+            "/api/v1/events",
+            format!(r#"{{"entity_id":"a","event_type":"t","payload":{big}}}"#),
+        ),
+    )
+    .await;
+    assert_problem(&one, 413, "payload_too_large", "Payload too large");
+    assert_eq!(
+        one.body["detail"],
+        "the event's payload and metadata are 42 bytes, over the limit of 32"
+    );
+    assert!(one.body.get("errors").is_none());
+
+    let batch = send(
+        app_with(untouched(), limits, 1 << 20),
+        post(
+            "/api/v1/events/batch",
+            format!(
+                r#"{{"events":[{{"entity_id":"a","event_type":"t","payload":1}},
+                               {{"entity_id":"a","event_type":"t","payload":{big}}}]}}"#
+            ),
+        ),
+    )
+    .await;
+    assert_problem(&batch, 413, "payload_too_large", "Payload too large");
+    assert_eq!(
+        batch.fields(),
+        [(
+            "events[1].payload".to_owned(),
+            "the event's payload and metadata are 42 bytes, over the limit of 32".to_owned()
+        )]
+    );
+
+    let too_many = send(
+        app_with(untouched(), limits, 1 << 20),
+        post(
+            "/api/v1/events/batch",
+            r#"{"events":[{"entity_id":"a","event_type":"t","payload":1},
+                          {"entity_id":"a","event_type":"t","payload":1},
+                          {"entity_id":"a","event_type":"t","payload":1}]}"#,
+        ),
+    )
+    .await;
+    assert_problem(&too_many, 413, "payload_too_large", "Payload too large");
+    assert_eq!(too_many.field_names(), ["events"]);
+}
+
+fn rejecting(rejection: AppendRejection) -> MockEventStore {
     let mut store = MockEventStore::new();
-    store.expect_append().returning(|_, _| {
-        Err(StoreAppendError::Rejected(
-            AppendRejection::VersionConflict {
-                index: 1,
-                entity_id: EntityId::parse("a").unwrap(),
-                expected: ExpectedVersion::NoStream,
-                current: 3,
-            },
-        ))
+    store
+        .expect_append()
+        .times(1)
+        .returning(move |_, _| Err(StoreAppendError::Rejected(rejection.clone())));
+    store
+}
+
+#[tokio::test]
+async fn a_version_conflict_in_a_batch_names_the_event() {
+    let store = rejecting(AppendRejection::VersionConflict {
+        index: 1,
+        entity_id: EntityId::parse("a").unwrap(),
+        expected: ExpectedVersion::NoStream,
+        current: 3,
     });
     let reply = send(
         app(store),
         post(
             "/api/v1/events/batch",
-            r#"{"events":[{"entity_id":"b","event_type":"t","payload":1},{"entity_id":"a","event_type":"t","payload":1,"expected_version":"no_stream"}]}"#,
+            r#"{"events":[{"entity_id":"b","event_type":"t","payload":1},
+                          {"entity_id":"a","event_type":"t","payload":1,"expected_version":"no_stream"}]}"#,
         ),
     )
     .await;
-    assert_problem(&reply, 409, "version_conflict");
-    assert_eq!(reply.body["entity_id"], "a");
-    assert_eq!(reply.body["expected_version"], "no_stream");
-    assert_eq!(reply.body["current_version"], 3);
+    assert_problem(&reply, 409, "version_conflict", "Version conflict");
+    let detail = "entity 'a' is at version 3, the event expected no_stream";
     assert_eq!(
-        reply.body["errors"][0]["field"],
-        "events[1].expected_version"
+        reply.body,
+        json!({
+            "type": "https://allsource.dev/problems/version-conflict",
+            "title": "Version conflict",
+            "status": 409,
+            "detail": detail,
+            "error": "version_conflict",
+            "entity_id": "a",
+            "expected_version": "no_stream",
+            "current_version": 3,
+            "errors": [{"field": "events[1].expected_version", "message": detail}]
+        })
     );
 }
 
 #[tokio::test]
-async fn exact_expected_version_is_an_integer_in_the_conflict() {
-    let mut store = MockEventStore::new();
-    store.expect_append().returning(|_, _| {
-        Err(StoreAppendError::Rejected(
-            AppendRejection::VersionConflict {
-                index: 0,
-                entity_id: EntityId::parse("a").unwrap(),
-                expected: ExpectedVersion::Exact(1),
-                current: 2,
-            },
-        ))
+async fn a_version_conflict_on_one_event_has_an_integer_expectation() {
+    let store = rejecting(AppendRejection::VersionConflict {
+        index: 0,
+        entity_id: EntityId::parse("order-42").unwrap(),
+        expected: ExpectedVersion::Exact(1),
+        current: 2,
     });
     let reply = send(
         app(store),
         post(
             "/api/v1/events",
-            r#"{"entity_id":"a","event_type":"t","payload":1,"expected_version":1}"#,
+            r#"{"entity_id":"order-42","event_type":"t","payload":1,"expected_version":1}"#,
         ),
     )
     .await;
-    assert_problem(&reply, 409, "version_conflict");
-    assert_eq!(reply.body["expected_version"], 1);
+    assert_problem(&reply, 409, "version_conflict", "Version conflict");
+    assert_eq!(reply.body["entity_id"], "order-42");
+    assert_eq!(reply.body["expected_version"], json!(1));
+    assert_eq!(reply.body["current_version"], json!(2));
     assert!(reply.body.get("errors").is_none());
 }
 
 #[tokio::test]
-async fn duplicate_ids_with_other_content_are_409() {
-    let mut store = MockEventStore::new();
-    let id = EventId::generate();
-    store.expect_append().returning(move |_, _| {
-        Err(StoreAppendError::Rejected(
-            AppendRejection::DuplicateEventId {
-                index: 0,
-                event_id: id,
-            },
-        ))
-    });
-    let reply = send(
-        app(store),
+async fn a_reused_event_id_is_409() {
+    let id = EventId::parse(ID_1).unwrap();
+    let one = send(
+        app(rejecting(AppendRejection::DuplicateEventId {
+            index: 0,
+            event_id: id,
+        })),
         post(
             "/api/v1/events",
-            &format!(r#"{{"id":"{id}","entity_id":"a","event_type":"t","payload":1}}"#),
+            format!(r#"{{"id":"{ID_1}","entity_id":"a","event_type":"t","payload":1}}"#),
         ),
     )
     .await;
-    assert_problem(&reply, 409, "duplicate_event_id");
-    assert_eq!(reply.body["event_id"], id.to_string());
+    let detail = format!(
+        "event id {ID_1} is already taken by an event with another entity, type or payload"
+    );
+    assert_eq!(
+        one.body,
+        json!({
+            "type": "https://allsource.dev/problems/duplicate-event-id",
+            "title": "Duplicate event id",
+            "status": 409,
+            "detail": detail,
+            "error": "duplicate_event_id",
+            "event_id": ID_1
+        })
+    );
+    assert_problem(&one, 409, "duplicate_event_id", "Duplicate event id");
+
+    let batch = send(
+        app(rejecting(AppendRejection::DuplicateEventId {
+            index: 1,
+            event_id: id,
+        })),
+        post(
+            "/api/v1/events/batch",
+            format!(
+                r#"{{"events":[{{"entity_id":"a","event_type":"t","payload":1}},
+                               {{"id":"{ID_1}","entity_id":"a","event_type":"t","payload":2}}]}}"#
+            ),
+        ),
+    )
+    .await;
+    assert_problem(&batch, 409, "duplicate_event_id", "Duplicate event id");
+    assert_eq!(batch.body["event_id"], ID_1);
+    assert_eq!(batch.fields(), [("events[1].id".to_owned(), detail)]);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reading
+
 #[tokio::test]
-async fn unavailable_store_is_503_with_retry_after() {
+async fn query_answers_events_count_has_more_and_next_position() {
     let mut store = MockEventStore::new();
     store
         .expect_query()
-        .returning(|_, _| Err(StoreError::Unavailable("recovering".into())));
-    let reply = send(app(store), get("/api/v1/events/query")).await;
-    assert_problem(&reply, 503, "unavailable");
-    assert_eq!(reply.retry_after.as_deref(), Some("1"));
-}
-
-#[tokio::test]
-async fn internal_errors_do_not_leak() {
-    let mut store = MockEventStore::new();
-    store.expect_stats().returning(|_| {
-        Err(StoreError::Internal(anyhow::anyhow!(
-            "secret disk path /x/y"
-        )))
-    });
-    let reply = send(app(store), get("/api/v1/stats")).await;
-    assert_problem(&reply, 500, "internal");
-    assert!(!reply.body.to_string().contains("secret"));
-}
-
-#[tokio::test]
-async fn query_shape_and_next_position() {
-    let mut store = MockEventStore::new();
-    store.expect_query().returning(|_, _| {
-        Ok(QueryPage {
-            events: vec![stored("a", 1), stored("a", 2)],
-            has_more: true,
+        .withf(|tenant, q| {
+            tenant.as_str() == "default"
+                && q.entity_id.as_ref().map(|e| e.as_str()) == Some("order-42")
+                && q.event_type.as_ref().map(|t| t.as_str()) == Some("order.placed")
+                && q.since == Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
+                && q.from_position == Some(Position::new(5))
+                && q.offset == 1
+                && q.limit == 2
+                && q.order == SortOrder::Desc
         })
-    });
-    let reply = send(app(store), get("/api/v1/events/query?entity_id=a&limit=2")).await;
+        .times(1)
+        .returning(|_, _| {
+            let mut with_metadata = Event::clone(&event(ID_2, "order-42", 2, r#"{"b":2}"#));
+            with_metadata.metadata = Some(raw(r#"{"correlation_id": "c-1"}"#));
+            Ok(QueryPage {
+                events: vec![
+                    event(ID_1, "order-42", 1, r#"{ "amount_cents" : 129900 }"#),
+                    Arc::new(with_metadata),
+                ],
+                has_more: true,
+            })
+        });
+    let reply = send(
+        app(store),
+        get(
+            "/api/v1/events/query?entity_id=order-42&event_type=order.placed\
+             &since=2026-01-01T00:00:00Z&from_position=5&offset=1&limit=2&order=desc",
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.body,
+        json!({
+            "events": [
+                {"id": ID_1, "tenant_id": "default", "entity_id": "order-42",
+                 "event_type": "order.placed", "version": 1, "position": 11,
+                 "timestamp": "2026-11-22T10:15:01.123456Z",
+                 "payload": {"amount_cents": 129900}, "metadata": null},
+                {"id": ID_2, "tenant_id": "default", "entity_id": "order-42",
+                 "event_type": "order.placed", "version": 2, "position": 12,
+                 "timestamp": "2026-11-22T10:15:02.123456Z",
+                 "payload": {"b": 2}, "metadata": {"correlation_id": "c-1"}}
+            ],
+            "count": 2,
+            "has_more": true,
+            "next_position": 12
+        })
+    );
+    // Payload and metadata are written as stored, not re-serialized.
+    let text = std::str::from_utf8(&reply.raw).unwrap();
+    assert!(
+        text.contains(r#""payload":{ "amount_cents" : 129900 }"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""metadata":{"correlation_id": "c-1"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_empty_query_has_no_next_position() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_query()
+        .withf(|_, q| {
+            q.limit == 1000
+                && q.offset == 0
+                && q.order == SortOrder::Asc
+                && q.entity_id.is_none()
+                && q.from_position.is_none()
+        })
+        .returning(|_, _| Ok(QueryPage::default()));
+    let reply = send(app(store), get("/api/v1/events/query")).await;
     assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        json!({"events": [], "count": 0, "has_more": false, "next_position": null})
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_repeated_query_parameters_are_refused() {
+    let app = app(untouched());
+    let typo = send(app.clone(), get("/api/v1/events/query?entityId=a")).await;
+    assert_validation_prefix(
+        &typo,
+        "entityId",
+        "unknown field `entityId`, expected one of",
+    );
+    let twice = send(app.clone(), get("/api/v1/events/query?limit=1&limit=2")).await;
+    assert_validation_prefix(&twice, "query", "duplicate field `limit`");
+    for path in [
+        "/api/v1/stats?tenant=x",
+        "/api/v1/event-types?tenant=x",
+        "/api/v1/entities?type=x",
+        "/api/v1/entities/a/events?from=1",
+        "/api/v1/entities/a/state?at=now",
+        &format!("/api/v1/events/{ID_1}?x=1"),
+    ] {
+        let reply = send(app.clone(), get(path)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(reply.body["error"], "validation_failed", "{path}");
+    }
+    let on_post = send(
+        app,
+        post(
+            "/api/v1/events?sync=true",
+            r#"{"entity_id":"a","event_type":"t","payload":1}"#,
+        ),
+    )
+    .await;
+    assert_validation_prefix(&on_post, "sync", "unknown field `sync`");
+}
+
+#[tokio::test]
+async fn invalid_query_values_are_reported_by_parameter() {
+    let reply = send(
+        app(untouched()),
+        get("/api/v1/events/query?limit=0&order=up&since=yesterday&entity_id="),
+    )
+    .await;
+    assert_validation(
+        &reply,
+        &[
+            ("entity_id", "must not be empty"),
+            (
+                "since",
+                "must be an RFC 3339 timestamp, like 2026-11-22T10:15:00Z",
+            ),
+            ("limit", "must be an integer from 1 to 10000"),
+            ("order", "must be asc or desc"),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn one_event_by_id() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_get_event()
+        .withf(|tenant, id| tenant.as_str() == "default" && id.to_string() == ID_1)
+        .returning(|_, _| Ok(Some(event(ID_1, "order-42", 3, "[1,2]"))));
+    let reply = send(app(store), get(&format!("/api/v1/events/{ID_1}"))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({"id": ID_1, "tenant_id": "default", "entity_id": "order-42",
+               "event_type": "order.placed", "version": 3, "position": 13,
+               "timestamp": "2026-11-22T10:15:03.123456Z", "payload": [1, 2], "metadata": null})
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_event_is_404_and_a_malformed_id_400() {
+    let mut store = MockEventStore::new();
+    store.expect_get_event().times(1).returning(|_, _| Ok(None));
+    let app = app(store);
+    let missing = send(app.clone(), get(&format!("/api/v1/events/{ID_1}"))).await;
+    assert_problem(&missing, 404, "not_found", "Not found");
+    assert_eq!(missing.body["detail"], format!("no event with id {ID_1}"));
+    let malformed = send(app, get("/api/v1/events/not-a-uuid")).await;
+    assert_validation(&malformed, &[("event_id", "must be a UUID")]);
+}
+
+#[tokio::test]
+async fn an_entity_stream_with_paging() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_read_stream()
+        .withf(|tenant, entity, range| {
+            tenant.as_str() == "default"
+                && entity.as_str() == "order/42"
+                && range.from_version == 2
+                && range.to_version == Some(5)
+                // one more than asked, to know whether the stream goes on
+                && range.limit == Some(3)
+        })
+        .times(1)
+        .returning(|_, _, _| {
+            Ok(vec![
+                event(ID_1, "order/42", 2, "{}"),
+                event(ID_2, "order/42", 3, "{}"),
+                event(ID_2, "order/42", 4, "{}"),
+            ])
+        });
+    // A percent-encoded slash stays inside the entity id.
+    let reply = send(
+        app(store),
+        get("/api/v1/entities/order%2F42/events?from_version=2&to_version=5&limit=2"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let keys: Vec<&String> = reply.body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["count", "events", "has_more"]);
     assert_eq!(reply.body["count"], 2);
     assert_eq!(reply.body["has_more"], true);
-    assert_eq!(reply.body["next_position"], 12);
-    let event = &reply.body["events"][0];
-    assert_eq!(event["timestamp"], "2026-11-22T10:15:00.123456Z");
-    assert_eq!(event["payload"], json!({"amount": 1}));
-    assert_eq!(event["metadata"], Value::Null);
-    assert_eq!(event["tenant_id"], "default");
+    assert_eq!(reply.body["events"][0]["version"], 2);
+    assert_eq!(reply.body["events"][1]["version"], 3);
+    assert_eq!(reply.body["events"][1]["entity_id"], "order/42");
+}
+
+fn two_event_stream() -> MockEventStore {
+    let mut store = MockEventStore::new();
+    store.expect_read_stream().returning(|_, _, _| {
+        Ok(vec![
+            event(ID_1, "order-42", 1, r#"{"status":"placed","amount":5}"#),
+            event(ID_2, "order-42", 2, r#"{"status":"paid","amount":null}"#),
+        ])
+    });
+    store
 }
 
 #[tokio::test]
-async fn unknown_query_parameters_are_refused() {
-    let mut store = MockEventStore::new();
-    store.expect_query().never();
-    let reply = send(app(store), get("/api/v1/events/query?entityId=a")).await;
-    assert_problem(&reply, 400, "validation_failed");
-    assert_eq!(reply.body["errors"][0]["field"], "query");
-}
-
-#[tokio::test]
-async fn unknown_event_and_route_are_404_and_wrong_method_405() {
-    let mut store = MockEventStore::new();
-    store.expect_get_event().returning(|_, _| Ok(None));
-    let app = app(store);
-    let path = format!("/api/v1/events/{}", EventId::generate());
-    assert_problem(&send(app.clone(), get(&path)).await, 404, "not_found");
-    assert_problem(
-        &send(app.clone(), get("/api/v1/nothing")).await,
-        404,
-        "not_found",
+async fn entity_state_without_history() {
+    let reply = send(
+        app(two_event_stream()),
+        get("/api/v1/entities/order-42/state"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "entity_id": "order-42",
+            "version": 2,
+            "event_count": 2,
+            "last_updated": "2026-11-22T10:15:02.123456Z",
+            "as_of": null,
+            "current_state": {"status": "paid"}
+        })
     );
-    let delete = Request::delete("/api/v1/events/query")
+}
+
+#[tokio::test]
+async fn entity_state_as_of_with_history() {
+    // 10:15:01.5 at +00:00, written with an offset: only the first event is visible.
+    let reply = send(
+        app(two_event_stream()),
+        get("/api/v1/entities/order-42/state?as_of=2026-11-22T12:15:01.5%2B02:00&include_history=true"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["as_of"], "2026-11-22T10:15:01.500000Z");
+    assert_eq!(reply.body["version"], 1);
+    assert_eq!(reply.body["event_count"], 1);
+    assert_eq!(
+        reply.body["current_state"],
+        json!({"status": "placed", "amount": 5})
+    );
+    let history = reply.body["history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["id"], ID_1);
+}
+
+#[tokio::test]
+async fn entity_state_of_an_entity_without_events_is_404() {
+    let mut store = MockEventStore::new();
+    store.expect_read_stream().returning(|_, _, _| Ok(vec![]));
+    let reply = send(app(store), get("/api/v1/entities/nobody/state")).await;
+    assert_problem(&reply, 404, "not_found", "Not found");
+    assert_eq!(reply.body["detail"], "entity 'nobody' has no events");
+}
+
+#[tokio::test]
+async fn entities_listing() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_list_entities()
+        .withf(|_, q| {
+            q.limit == 2 && q.offset == 1 && q.event_type_prefix.as_deref() == Some("order.")
+        })
+        .returning(|_, _| {
+            let summary = |entity: &str, count: u64| EntitySummary {
+                entity_id: EntityId::parse(entity).unwrap(),
+                event_count: count,
+                version: Version::new(count),
+                last_event_type: EventType::parse("order.paid").unwrap(),
+                last_event_at: at(0),
+            };
+            Ok(EntityPage {
+                entities: vec![summary("b", 2), summary("c", 1)],
+                total: 4,
+            })
+        });
+    let reply = send(
+        app(store),
+        get("/api/v1/entities?limit=2&offset=1&event_type_prefix=order."),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "entities": [
+                {"entity_id": "b", "event_count": 2, "version": 2,
+                 "last_event_type": "order.paid", "last_event_at": "2026-11-22T10:15:00.123456Z"},
+                {"entity_id": "c", "event_count": 1, "version": 1,
+                 "last_event_type": "order.paid", "last_event_at": "2026-11-22T10:15:00.123456Z"}
+            ],
+            "total": 4,
+            "has_more": true
+        })
+    );
+}
+
+#[tokio::test]
+async fn entities_last_page_has_no_more() {
+    let mut store = MockEventStore::new();
+    store.expect_list_entities().returning(|_, _| {
+        Ok(EntityPage {
+            entities: vec![],
+            total: 3,
+        })
+    });
+    let reply = send(app(store), get("/api/v1/entities?offset=3")).await;
+    assert_eq!(
+        reply.body,
+        json!({"entities": [], "total": 3, "has_more": false})
+    );
+}
+
+#[tokio::test]
+async fn event_types_and_stats() {
+    let mut store = MockEventStore::new();
+    store.expect_event_types().returning(|_| {
+        Ok(vec![
+            EventTypeCount {
+                event_type: EventType::parse("order.paid").unwrap(),
+                count: 1,
+            },
+            EventTypeCount {
+                event_type: EventType::parse("order.placed").unwrap(),
+                count: 2,
+            },
+        ])
+    });
+    store.expect_stats().returning(|_| {
+        let mut storage = serde_json::Map::new();
+        storage.insert("backend".into(), json!("memory"));
+        storage.insert("bytes_per_event".into(), json!(180));
+        Ok(StoreStats {
+            total_events: 3,
+            total_entities: 2,
+            total_event_types: 2,
+            last_position: 3,
+            storage,
+        })
+    });
+    let app = app(store);
+    let types = send(app.clone(), get("/api/v1/event-types")).await;
+    assert_eq!(types.status, StatusCode::OK);
+    assert_eq!(
+        types.body,
+        json!({
+            "event_types": [
+                {"event_type": "order.paid", "count": 1},
+                {"event_type": "order.placed", "count": 2}
+            ],
+            "total": 2
+        })
+    );
+    let stats = send(app, get("/api/v1/stats")).await;
+    assert_eq!(stats.status, StatusCode::OK);
+    assert_eq!(
+        stats.body,
+        json!({
+            "total_events": 3,
+            "total_entities": 2,
+            "total_event_types": 2,
+            "last_position": 3,
+            "storage": {"backend": "memory", "bytes_per_event": 180}
+        })
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side failures
+
+#[tokio::test]
+async fn unavailable_storage_is_503_with_retry_after_and_no_internal_text() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_query()
+        .returning(|_, _| Err(StoreError::Unavailable("db at 10.1.2.3 refused".into())));
+    store
+        .expect_append()
+        .returning(|_, _| Err(StoreAppendError::Unavailable("db at 10.1.2.3 gone".into())));
+    let app = app(store);
+    let read = send(app.clone(), get("/api/v1/events/query")).await;
+    let write = send(
+        app,
+        post(
+            "/api/v1/events",
+            r#"{"entity_id":"a","event_type":"t","payload":1}"#,
+        ),
+    )
+    .await;
+    for reply in [read, write] {
+        assert_problem(&reply, 503, "unavailable", "Service unavailable");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(
+            reply.body["detail"],
+            "the storage is unavailable right now; retry shortly"
+        );
+        assert!(!String::from_utf8_lossy(&reply.raw).contains("10.1.2.3"));
+    }
+}
+
+/// Collects what the fmt subscriber writes.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn internal_errors_are_500_logged_with_the_request_id_and_never_shown() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut store = MockEventStore::new();
+    store.expect_stats().returning(|_| {
+        Err(StoreError::Internal(
+            anyhow::anyhow!("secret disk path /x/y").context("reading the manifest"),
+        ))
+    });
+    let request = Request::get("/api/v1/stats")
+        .header("x-request-id", "req-500")
         .body(Body::empty())
         .unwrap();
-    assert_problem(&send(app, delete).await, 405, "method_not_allowed");
+    let reply = send(app(store), request).await;
+    assert_problem(&reply, 500, "internal", "Internal server error");
+    assert_eq!(reply.header("x-request-id"), Some("req-500"));
+    assert_eq!(
+        reply.body["detail"],
+        "an internal error occurred; the server log has the details under this response's \
+         x-request-id"
+    );
+    let raw = String::from_utf8_lossy(&reply.raw);
+    assert!(
+        !raw.contains("secret") && !raw.contains("manifest"),
+        "{raw}"
+    );
+
+    let logged = logs.text();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("internal error"))
+        .unwrap_or_else(|| panic!("no error line in {logged}"));
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(line.contains("request_id=req-500"), "{line}");
+    assert!(line.contains("method=GET"), "{line}");
+    assert!(line.contains("path=/api/v1/stats"), "{line}");
+    assert!(
+        line.contains("reading the manifest: secret disk path /x/y"),
+        "{line}"
+    );
 }
 
 #[tokio::test]
-async fn request_ids_are_echoed_or_generated() {
+async fn a_panicking_handler_is_a_500_problem() {
+    let mut store = MockEventStore::new();
+    store
+        .expect_event_types()
+        .returning(|_| panic!("secret invariant broken"));
+    let reply = send(app(store), get("/api/v1/event-types")).await;
+    assert_problem(&reply, 500, "internal", "Internal server error");
+    assert!(!String::from_utf8_lossy(&reply.raw).contains("secret"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing, middleware, health, caller
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405_problems() {
+    let app = app(untouched());
+    let unknown = send(app.clone(), get("/api/v1/nothing")).await;
+    assert_problem(&unknown, 404, "not_found", "Not found");
+    assert_eq!(unknown.body["detail"], "no route matches this path");
+    assert_problem(
+        &send(app.clone(), get("/api/v1/events/query/extra")).await,
+        404,
+        "not_found",
+        "Not found",
+    );
+    for (request, allow) in [
+        (
+            Request::delete("/api/v1/events/query")
+                .body(Body::empty())
+                .unwrap(),
+            "GET,HEAD",
+        ),
+        (get("/api/v1/events"), "POST"),
+        (post("/health", "{}"), "GET,HEAD"),
+    ] {
+        let reply = send(app.clone(), request).await;
+        assert_problem(&reply, 405, "method_not_allowed", "Method not allowed");
+        assert_eq!(reply.header("allow"), Some(allow));
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated_on_every_answer() {
     let mut store = MockEventStore::new();
     store.expect_backend().return_const("memory");
     let app = app(store);
-    let request = Request::get("/health")
-        .header("x-request-id", "client-chosen-1")
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(
-        send(app.clone(), request).await.request_id,
-        "client-chosen-1"
-    );
-    let generated = send(app, get("/health")).await.request_id;
-    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+    for path in ["/health", "/api/v1/nothing"] {
+        let request = Request::get(path)
+            .header("x-request-id", "client-chosen-1")
+            .body(Body::empty())
+            .unwrap();
+        let reply = send(app.clone(), request).await;
+        assert_eq!(
+            reply.header("x-request-id"),
+            Some("client-chosen-1"),
+            "{path}"
+        );
+        let generated = send(app.clone(), get(path)).await;
+        let id = generated.header("x-request-id").unwrap_or_default();
+        assert!(Uuid::parse_str(id).is_ok(), "{path}: {id:?}");
+    }
+    let first = send(app.clone(), get("/health")).await;
+    let second = send(app, get("/health")).await;
+    assert_ne!(first.header("x-request-id"), second.header("x-request-id"));
 }
 
 #[tokio::test]
@@ -445,34 +1347,50 @@ async fn health_and_readiness() {
     let app = app(store);
     let health = send(app.clone(), get("/health")).await;
     assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.header("content-type"), Some("application/json"));
     assert_eq!(
         health.body,
         json!({"status": "healthy", "version": "9.9.9", "storage": {"backend": "embedded"}})
     );
-    assert_problem(
-        &send(app.clone(), get("/health/ready")).await,
-        503,
-        "unavailable",
+    let recovering = send(app.clone(), get("/health/ready")).await;
+    assert_problem(&recovering, 503, "unavailable", "Service unavailable");
+    assert_eq!(recovering.header("retry-after"), Some("1"));
+    assert_eq!(
+        recovering.body["detail"],
+        "the store has not finished recovery yet"
     );
-    assert_eq!(send(app, get("/health/ready")).await.status, StatusCode::OK);
+    let ready = send(app, get("/health/ready")).await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(ready.body, json!({"status": "ready"}));
 }
 
 #[tokio::test]
-async fn entity_state_shape() {
+async fn requests_act_as_the_default_tenant_without_auth() {
     let mut store = MockEventStore::new();
     store
-        .expect_read_stream()
-        .returning(|_, _, _| Ok(vec![stored("a", 1)]));
-    let reply = send(
-        app(store),
-        get("/api/v1/entities/a/state?include_history=true"),
-    )
-    .await;
+        .expect_event_types()
+        .withf(|tenant| tenant.as_str() == "default")
+        .times(1)
+        .returning(|_| Ok(vec![]));
+    let reply = send(app(store), get("/api/v1/event-types")).await;
+    assert_eq!(reply.body, json!({"event_types": [], "total": 0}));
+}
+
+#[tokio::test]
+async fn a_caller_set_by_an_outer_layer_is_the_one_used() {
+    // What the authentication middleware will do: put the credential's caller in the request.
+    let mut store = MockEventStore::new();
+    store
+        .expect_event_types()
+        .withf(|tenant| tenant.as_str() == "acme")
+        .times(1)
+        .returning(|_| Ok(vec![]));
+    let app = app(store).layer(Extension(Caller::new(TenantId::parse("acme").unwrap())));
+    let reply = send(app, get("/api/v1/event-types")).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["entity_id"], "a");
-    assert_eq!(reply.body["version"], 1);
-    assert_eq!(reply.body["event_count"], 1);
-    assert_eq!(reply.body["as_of"], Value::Null);
-    assert_eq!(reply.body["current_state"], json!({"amount": 1}));
-    assert_eq!(reply.body["history"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn default_body_limit_is_64_mib() {
+    assert_eq!(HttpLimits::default().max_body_bytes, 64 * 1024 * 1024);
 }

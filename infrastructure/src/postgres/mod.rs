@@ -142,16 +142,8 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(append_error)?;
-        let head = sqlx::query(
-            "SELECT last_position, last_timestamp FROM allsource_log_head WHERE singleton",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(append_error)?;
-        let last_position: i64 = head.try_get(0).map_err(append_error)?;
-        let last_timestamp: Option<DateTime<Utc>> = head.try_get(1).map_err(append_error)?;
-
-        let context = self.load_context(&mut tx, tenant, events).await?;
+        let (last_position, last_timestamp, context) =
+            self.load_context(&mut tx, tenant, events).await?;
         let plan = plan_append(&context, events)?;
 
         let timestamp = truncate_to_micros(self.clock.now());
@@ -183,12 +175,15 @@ impl PostgresStore {
             tx.rollback().await.map_err(append_error)?;
             return Ok(receipts);
         }
+        // Insert and move the head in one round trip (the critical section is round-trip bound).
         sqlx::query(
-            "INSERT INTO allsource_events \
-               (position, tenant_id, entity_id, event_type, version, id, recorded_at, payload, metadata) \
-             SELECT p, $2, e, t, v, i, $3, pl::json, m::json \
-             FROM UNNEST($1::bigint[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::text[]) \
-               AS r(p, e, t, v, i, pl, m)",
+            "WITH inserted AS ( \
+               INSERT INTO allsource_events \
+                 (position, tenant_id, entity_id, event_type, version, id, recorded_at, payload, metadata) \
+               SELECT p, $2, e, t, v, i, $3, pl::json, m::json \
+               FROM UNNEST($1::bigint[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::text[]) \
+                 AS r(p, e, t, v, i, pl, m)) \
+             UPDATE allsource_log_head SET last_position = $10, last_timestamp = $3 WHERE singleton",
         )
         .bind(&rows.positions)
         .bind(tenant.as_str())
@@ -199,14 +194,7 @@ impl PostgresStore {
         .bind(&rows.ids)
         .bind(&rows.payloads)
         .bind(&rows.metadata)
-        .execute(&mut *tx)
-        .await
-        .map_err(append_error)?;
-        sqlx::query(
-            "UPDATE allsource_log_head SET last_position = $1, last_timestamp = $2 WHERE singleton",
-        )
         .bind(next_position)
-        .bind(timestamp)
         .execute(&mut *tx)
         .await
         .map_err(append_error)?;
@@ -214,44 +202,59 @@ impl PostgresStore {
         Ok(receipts)
     }
 
-    /// Reads what the planner needs: current versions of the batch's entities and stored events
-    /// with the batch's ids.
+    /// Reads what the planner needs, in one round trip: the head (last position and
+    /// timestamp), the current versions of the batch's entities, and the positions of stored
+    /// events with the batch's ids. Only when there are such events (retries) are they fetched,
+    /// in a second query.
     async fn load_context(
         &self,
         tx: &mut sqlx::Transaction<'static, Postgres>,
         tenant: &TenantId,
         events: &[ProposedEvent],
-    ) -> Result<StoredContext, StoreAppendError> {
+    ) -> Result<(i64, Option<DateTime<Utc>>, StoredContext), StoreAppendError> {
         let entity_ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
-        let versions = sqlx::query(
-            "SELECT entity_id, MAX(version) FROM allsource_events \
-             WHERE tenant_id = $1 AND entity_id = ANY($2) GROUP BY entity_id",
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
+        let row = sqlx::query(
+            "SELECT h.last_position, h.last_timestamp, \
+               (SELECT COALESCE(json_agg(json_build_array(v.entity_id, v.version)), '[]')::text \
+                FROM (SELECT entity_id, MAX(version) AS version FROM allsource_events \
+                      WHERE tenant_id = $1 AND entity_id = ANY($2) GROUP BY entity_id) v), \
+               (SELECT COALESCE(json_agg(position), '[]')::text FROM allsource_events \
+                WHERE tenant_id = $1 AND id = ANY($3)) \
+             FROM allsource_log_head h WHERE h.singleton",
         )
         .bind(tenant.as_str())
         .bind(&entity_ids)
-        .fetch_all(&mut **tx)
+        .bind(&ids)
+        .fetch_one(&mut **tx)
         .await
         .map_err(append_error)?;
+        let last_position: i64 = row.try_get(0).map_err(append_error)?;
+        let last_timestamp: Option<DateTime<Utc>> = row.try_get(1).map_err(append_error)?;
+        let versions: &str = row.try_get(2).map_err(append_error)?;
+        let stored_positions: &str = row.try_get(3).map_err(append_error)?;
+        let versions: Vec<(String, i64)> = serde_json::from_str(versions)
+            .map_err(|e| StoreAppendError::Internal(anyhow::Error::new(e).context("versions")))?;
+        let stored_positions: Vec<i64> = serde_json::from_str(stored_positions)
+            .map_err(|e| StoreAppendError::Internal(anyhow::Error::new(e).context("positions")))?;
         let mut context = StoredContext::default();
-        for row in versions {
-            let entity: String = row.try_get(0).map_err(append_error)?;
-            let version: i64 = row.try_get(1).map_err(append_error)?;
+        for (entity, version) in versions {
             context.versions.insert(entity, version as u64);
         }
-        let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
-        let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = $1 AND id = ANY($2)"
-        )))
-        .bind(tenant.as_str())
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(append_error)?;
-        for row in stored {
-            let event = event_from_row(&row).map_err(StoreAppendError::Internal)?;
-            context.events.insert(event.id, Arc::new(event));
+        if !stored_positions.is_empty() {
+            let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE position = ANY($1)"
+            )))
+            .bind(&stored_positions)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(append_error)?;
+            for row in stored {
+                let event = event_from_row(&row).map_err(StoreAppendError::Internal)?;
+                context.events.insert(event.id, Arc::new(event));
+            }
         }
-        Ok(context)
+        Ok((last_position, last_timestamp, context))
     }
 
     async fn fetch_events(

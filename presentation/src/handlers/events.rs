@@ -1,0 +1,61 @@
+//! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events/query`,
+//! `GET /api/v1/events/{event_id}`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::auth::CallerExtractor;
+use crate::dto::{
+    AppendBatchRequest, AppendEventRequest, BatchResponse, EventResponse, NoParams, QueryParams,
+    QueryResponse, ReceiptResponse,
+};
+use crate::error::ApiError;
+use crate::extract::{JsonBody, Params, PathParam};
+
+/// `POST /api/v1/events`: one event → 200 with its receipt.
+pub async fn append_one(
+    State(state): State<AppState>,
+    CallerExtractor(caller): CallerExtractor,
+    Params(NoParams {}): Params<NoParams>,
+    JsonBody(request): JsonBody<AppendEventRequest>,
+) -> Result<Response, ApiError> {
+    let receipt = state.append.one(&caller, request.into()).await?;
+    Ok(Json(ReceiptResponse::from(&receipt)).into_response())
+}
+
+/// `POST /api/v1/events/batch`: all events or none → 200 with one receipt per event.
+pub async fn append_batch(
+    State(state): State<AppState>,
+    CallerExtractor(caller): CallerExtractor,
+    Params(NoParams {}): Params<NoParams>,
+    JsonBody(request): JsonBody<AppendBatchRequest>,
+) -> Result<Response, ApiError> {
+    let reply = state
+        .append
+        .batch(&caller, request.try_into_inputs()?)
+        .await?;
+    Ok(Json(BatchResponse::from(&reply)).into_response())
+}
+
+/// `GET /api/v1/events/query`: filtered, paged events in position order.
+pub async fn query(
+    State(state): State<AppState>,
+    CallerExtractor(caller): CallerExtractor,
+    Params(params): Params<QueryParams>,
+) -> Result<Response, ApiError> {
+    let page = state.reads.query(&caller, params.into()).await?;
+    Ok(Json(QueryResponse::from(&page)).into_response())
+}
+
+/// `GET /api/v1/events/{event_id}`: the event, or 404.
+pub async fn event(
+    State(state): State<AppState>,
+    CallerExtractor(caller): CallerExtractor,
+    PathParam(event_id): PathParam,
+    Params(NoParams {}): Params<NoParams>,
+) -> Result<Response, ApiError> {
+    let event = state.reads.event(&caller, &event_id).await?;
+    Ok(Json(EventResponse::from(event.as_ref())).into_response())
+}
