@@ -7,12 +7,22 @@
 //! # Layout
 //! - [`ports`]: `EventStore` (with the contract every adapter must honour) and `Clock`.
 //! - [`use_cases`]: append (single and batch), query, read stream, entity state (with `as_of`),
-//!   entities, event types, stats. Each validates its raw input and reports field-level errors.
-//! - [`tenancy`]: who a request acts for.
+//!   entities, event types, stats, the schema registry (which is also the append guard that
+//!   enforces schemas), policies, the audit trail. Each validates its raw input and reports
+//!   field-level errors.
+//! - [`projections`]: declarative projections kept up to date by a runner, and replay jobs.
+//! - [`quota`]: `QuotaGate` and `TenantGate`, the seams through which features consult the
+//!   tenant's quotas and status.
+//! - [`tenancy`]: who a request acts for ([`Caller`]).
+//! - [`auth`]: the [`Authenticate`](auth::Authenticate) trait the HTTP layer calls with a
+//!   request's credential.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod ports;
+pub mod projections;
+pub mod quota;
 pub mod tenancy;
 pub mod use_cases;
 
-pub use tenancy::Caller;
+pub use tenancy::{Caller, Principal};

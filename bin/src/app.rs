@@ -11,13 +11,32 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use allsource_application::ports::{Clock, EventStore};
-use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
+use allsource_application::ports::{AuditLog, RateLimiter};
+use allsource_application::ports::{Clock, Compactor, EventStore, NoCompaction, StateStore};
+use allsource_application::projections::{
+    ProjectionEngine, ProjectionNotifier, ProjectionRunner, Projections, ReplayJobs,
+};
+use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
+use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
+use allsource_application::use_cases::{
+    AppendEvents, AppendLimits, AuditTrail, Policies, ReadEvents, SchemaRegistry, SchemaSettings,
+    SnapshotArchive, SnapshotPolicy, SnapshotTrigger, Snapshots, Tenants,
+};
+use allsource_infrastructure::audit::StateAuditLog;
 use allsource_infrastructure::cache::{CacheConfig, CachedStore, MokaStateCache};
-use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+use allsource_infrastructure::embedded::{
+    CompactionConfig, CompactionFailpoint, Durability, EmbeddedConfig, EmbeddedStore,
+};
+use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, SigningKey};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
-use allsource_infrastructure::{MemoryStore, StartingStore, SystemClock};
-use allsource_presentation::{AppState, HealthInfo, HttpLimits};
+use allsource_infrastructure::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
+use allsource_infrastructure::snapshots::BackgroundSnapshots;
+use allsource_infrastructure::state::{FileStateStore, MemoryStateStore, PostgresStateStore};
+use allsource_infrastructure::{
+    JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
+    SystemClock,
+};
+use allsource_presentation::{AppState, AuthMode, HealthInfo, HttpLimits, Tenancy};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -31,6 +50,66 @@ pub struct Application {
     store: Arc<StartingStore>,
     recovery: JoinHandle<anyhow::Result<()>>,
     addr: SocketAddr,
+    /// Started once recovery has finished; stopped before the store shuts down.
+    projections: ProjectionRunner,
+    /// Its unwritten usage counters are written at shutdown.
+    tenants: Option<Tenants>,
+}
+
+/// The stores that recovery opens and hands over to the stand-ins the router already holds.
+struct Stores {
+    events: Arc<StartingStore>,
+    state: Arc<StartingStateStore>,
+    /// With auth on: the identity use cases, for the bootstrap admin once state is ready.
+    identity: Option<Identity>,
+    compactor: Arc<StartingCompactor>,
+    /// Seeded with the default policies once the state store is ready.
+    policies: Policies,
+    /// Pruned by `audit.retention_days`.
+    audit: Arc<StateAuditLog>,
+}
+
+/// The identity use cases over the (starting) state store, with auth on.
+fn build_identity(
+    settings: &Settings,
+    state: Arc<dyn StateStore>,
+    audit: Arc<dyn AuditLog>,
+    tenants: Option<&Tenants>,
+) -> anyhow::Result<Option<Identity>> {
+    if !settings.auth_enabled() {
+        return Ok(None);
+    }
+    let keys = settings
+        .jwt_keys()?
+        .into_iter()
+        .map(|(kid, secret)| SigningKey { kid, secret })
+        .collect();
+    let jwt = &settings.auth.jwt;
+    let signer = JwtSigner::new(keys, jwt.retired_kids.clone(), &jwt.issuer)?;
+    let operator_tenant = allsource_domain::TenantId::parse(&settings.auth.bootstrap_admin.tenant)
+        .map_err(|e| anyhow::anyhow!("invalid setting auth.bootstrap_admin.tenant: {}", e.0))?;
+    let config = IdentityConfig {
+        issuer: jwt.issuer.clone(),
+        access_ttl_secs: i64::try_from(jwt.access_ttl_seconds).unwrap_or(i64::MAX),
+        refresh_ttl_secs: i64::try_from(jwt.refresh_ttl_seconds).unwrap_or(i64::MAX),
+        max_login_failures: settings.auth.login.max_failures,
+        login_window_secs: i64::try_from(settings.auth.login.window_seconds).unwrap_or(i64::MAX),
+        operator_tenant,
+    };
+    let deps = IdentityDeps {
+        state,
+        hasher: Arc::new(Argon2Hasher),
+        signer: Arc::new(signer),
+        secrets: Arc::new(OsSecrets),
+        audit,
+        clock: Arc::new(SystemClock),
+        quotas: quota_gate(tenants),
+        tenants: match tenants {
+            Some(tenants) => Arc::new(tenants.clone()) as Arc<dyn TenantGate>,
+            None => Arc::new(Unlimited),
+        },
+    };
+    Ok(Some(Identity::new(deps, config)))
 }
 
 impl Application {
@@ -41,7 +120,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let backend = settings.backend()?;
-        if settings.dev {
+        if !settings.auth_enabled() {
             tracing::warn!(
                 "DEVELOPMENT MODE: authentication is off; every request acts as an admin of \
                  tenant 'default'. Never expose this server."
@@ -53,26 +132,124 @@ impl Application {
             Backend::Postgres => "postgres",
         }));
         let as_port: Arc<dyn EventStore> = store.clone();
-        let state = AppState {
-            append: AppendEvents::new(
-                as_port.clone(),
-                AppendLimits {
-                    max_event_bytes: settings.limits.max_event_bytes,
-                    max_batch_events: settings.limits.max_batch_events,
-                },
-            ),
-            reads: if settings.cache.max_states > 0 {
-                ReadEvents::with_state_cache(
-                    as_port.clone(),
-                    Arc::new(MokaStateCache::new(settings.cache.max_states)),
-                )
-            } else {
-                ReadEvents::new(as_port.clone())
+        let state_store = Arc::new(StartingStateStore::new());
+        let projection_engine = Arc::new(ProjectionEngine::new(
+            as_port.clone(),
+            state_store.clone(),
+            settings.projections.batch_size,
+        ));
+        let projections = ProjectionRunner::new(
+            projection_engine.clone(),
+            std::time::Duration::from_millis(settings.projections.poll_interval_ms),
+        );
+        let schemas = Arc::new(SchemaRegistry::new(
+            state_store.clone(),
+            Arc::new(JsonSchemaValidator::new()),
+            Arc::new(SystemClock),
+            SchemaSettings {
+                enforce_by_default: settings.schemas.enforce_by_default,
+                default_compatibility: allsource_domain::CompatibilityMode::parse(
+                    &settings.schemas.default_compatibility,
+                )?,
+                cache_ttl: std::time::Duration::from_millis(settings.schemas.cache_ttl_ms),
             },
+        ));
+        let compactor = Arc::new(StartingCompactor::new());
+        // The audit log and the policies live in the state store, so they are as durable as
+        // the backend's state and need no storage of their own.
+        let audit_log = Arc::new(StateAuditLog::new(state_store.clone()));
+        let policies = Policies::new(
+            state_store.clone(),
+            audit_log.clone(),
+            Arc::new(SystemClock),
+            settings.policies.enabled,
+        );
+        let state_port: Arc<dyn StateStore> = state_store.clone();
+        let reads = if settings.cache.max_states > 0 {
+            ReadEvents::with_state_cache(
+                as_port.clone(),
+                Arc::new(MokaStateCache::new(settings.cache.max_states)),
+            )
+        } else {
+            ReadEvents::new(as_port.clone())
+        }
+        .with_snapshots(SnapshotArchive::new(state_port.clone()));
+        let tenancy = tenancy(
+            &settings,
+            state_store.clone(),
+            audit_log.clone(),
+            reads.clone(),
+        )?;
+        let tenants = tenancy.tenants.clone();
+        let identity = build_identity(
+            &settings,
+            state_store.clone(),
+            audit_log.clone(),
+            tenants.as_ref(),
+        )?;
+        let snapshot_policy = SnapshotPolicy {
+            every_n_events: settings.snapshots.every_n_events,
+            keep_per_entity: settings.snapshots.keep_per_entity,
+        };
+        let snapshots = Snapshots::new(
+            as_port.clone(),
+            state_port.clone(),
+            Arc::new(SystemClock),
+            snapshot_policy,
+        );
+        let mut append = AppendEvents::new(
+            as_port.clone(),
+            AppendLimits {
+                max_event_bytes: settings.limits.max_event_bytes,
+                max_batch_events: settings.limits.max_batch_events,
+            },
+        )
+        // Schema enforcement: events of an enforced subject must pass its latest schema.
+        .with_guard(schemas.clone())
+        .with_guard(Arc::new(ProjectionNotifier::new(projection_engine.clone())));
+        if let Some(tenants) = &tenants {
+            // Quotas of events per day and storage: checked before, counted after.
+            append = append.with_guard(Arc::new(tenants.clone()));
+            // Usage changes left unwritten by busy moments are written within a second.
+            let tenants = tenants.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    tenants.flush_all().await;
+                }
+            });
+        }
+        if snapshot_policy.every_n_events > 0 {
+            let scheduler =
+                BackgroundSnapshots::start(snapshots.clone(), settings.snapshots.queue_capacity);
+            append = append.with_guard(Arc::new(SnapshotTrigger::new(
+                snapshot_policy.every_n_events,
+                scheduler,
+            )));
+        }
+        let state = AppState {
+            append,
+            reads,
             health: HealthInfo {
                 version: env!("CARGO_PKG_VERSION"),
                 store: as_port,
             },
+            projections: Projections::new(projection_engine.clone(), quota_gate(tenants.as_ref())),
+            replays: ReplayJobs::new(projection_engine),
+            schemas,
+            // With auth off (`--dev`, `auth.enabled = false`), as documented, every request
+            // is an admin of tenant `default`.
+            auth: match &identity {
+                Some(identity) => AuthMode::Enabled(Arc::new(identity.clone())),
+                None => AuthMode::Disabled,
+            },
+            identity: identity.clone(),
+            snapshots,
+            compaction: compactor.clone(),
+            audit: AuditTrail::new(audit_log.clone()),
+            policies: policies.clone(),
+            tenancy,
         };
         let router = allsource_presentation::router(
             state,
@@ -85,13 +262,26 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let addr = listener.local_addr()?;
-        let recovery = tokio::spawn(recover(settings, backend, store.clone()));
+        let recovery = tokio::spawn(recover(
+            settings,
+            backend,
+            Stores {
+                events: store.clone(),
+                state: state_store,
+                identity,
+                compactor,
+                policies,
+                audit: audit_log,
+            },
+        ));
         Ok(Self {
             listener,
             router,
             store,
             recovery,
             addr,
+            projections,
+            tenants,
         })
     }
 
@@ -126,12 +316,19 @@ impl Application {
             store,
             mut recovery,
             addr,
+            projections,
+            tenants,
         } = self;
         tracing::info!(%addr, "listening");
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .into_future();
+        // With the peer address, so that callers without credentials are rate-limited per client.
+        let server = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .into_future();
         tokio::pin!(server);
+        let mut runner = None;
         tokio::select! {
             served = &mut server => {
                 // Stopped before recovery finished: nothing was acknowledged by this run.
@@ -140,11 +337,51 @@ impl Application {
             }
             outcome = &mut recovery => {
                 outcome.context("recovery task failed")??;
+                runner = Some(projections.spawn());
                 server.await.context("server error")?;
             }
         }
+        if let Some(runner) = runner {
+            runner.stop().await;
+        }
+        if let Some(tenants) = tenants {
+            tenants.flush_all().await;
+        }
         finish(&store).await
     }
+}
+
+/// The quota gate of features that count against a tenant's quotas.
+fn quota_gate(tenants: Option<&Tenants>) -> Arc<dyn QuotaGate> {
+    match tenants {
+        Some(tenants) => Arc::new(tenants.clone()),
+        None => Arc::new(Unlimited),
+    }
+}
+
+/// Tenants (status, quotas, usage) over the state store, and the rate limiter of
+/// `rate_limit.*`.
+fn tenancy(
+    settings: &Settings,
+    state: Arc<StartingStateStore>,
+    audit: Arc<dyn AuditLog>,
+    reads: ReadEvents,
+) -> anyhow::Result<Tenancy> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let tenants = Tenants::new(state, audit, reads, clock.clone());
+    let rate_limiter: Option<Arc<dyn RateLimiter>> = if !settings.rate_limit.enabled {
+        None
+    } else if settings.rate_limit.backend == "redis" {
+        Some(Arc::new(RedisRateLimiter::new(
+            &settings.rate_limit.redis_url,
+        )?))
+    } else {
+        Some(Arc::new(MemoryRateLimiter::new(clock)))
+    };
+    Ok(Tenancy {
+        tenants: Some(tenants),
+        rate_limiter,
+    })
 }
 
 async fn finish(store: &StartingStore) -> anyhow::Result<()> {
@@ -157,18 +394,22 @@ async fn finish(store: &StartingStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the configured store (recovering it) and hands it to the server.
-async fn recover(
-    settings: Settings,
-    backend: Backend,
-    target: Arc<StartingStore>,
-) -> anyhow::Result<()> {
+/// Opens the configured stores (recovering them) and hands them to the server.
+async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let started = Instant::now();
-    let store: Arc<dyn EventStore> = match backend {
+    let mut compactor: Arc<dyn Compactor> = Arc::new(NoCompaction::new(match backend {
+        Backend::Embedded => "embedded",
+        Backend::Memory => "memory",
+        Backend::Postgres => "postgres",
+    }));
+    let (store, state): (Arc<dyn EventStore>, Arc<dyn StateStore>) = match backend {
         Backend::Memory => {
             tracing::warn!("storage.backend = memory: events are lost when the process exits");
-            Arc::new(MemoryStore::new(clock))
+            (
+                Arc::new(MemoryStore::new(clock)),
+                Arc::new(MemoryStateStore::new()),
+            )
         }
         Backend::Embedded => {
             let data_dir = settings.storage.data_dir.clone();
@@ -186,12 +427,20 @@ async fn recover(
                     DurabilityMode::None => Durability::None,
                 },
                 segment_bytes: settings.storage.segment_bytes,
+                compaction: compaction_config(&settings)?,
                 ..EmbeddedConfig::default()
             };
-            let opened = tokio::task::spawn_blocking(move || EmbeddedStore::open(config, clock))
-                .await
-                .context("recovery panicked")?;
-            Arc::new(opened?)
+            let state_dir = settings.storage.data_dir.join("state");
+            let opened = tokio::task::spawn_blocking(move || {
+                let events = EmbeddedStore::open(config, clock)?;
+                let state = FileStateStore::open(&state_dir)?;
+                anyhow::Ok((events, state))
+            })
+            .await
+            .context("recovery panicked")?;
+            let (events, state) = opened?;
+            compactor = Arc::new(events.compactor());
+            (Arc::new(events), Arc::new(state))
         }
         Backend::Postgres => {
             let config = PostgresConfig {
@@ -201,9 +450,11 @@ async fn recover(
                     settings.storage.postgres.acquire_timeout_ms,
                 ),
             };
-            let store: Arc<dyn EventStore> =
-                Arc::new(PostgresStore::connect(&config, clock).await?);
-            if settings.cache.enabled {
+            let postgres = PostgresStore::connect(&config, clock).await?;
+            let state: Arc<dyn StateStore> =
+                Arc::new(PostgresStateStore::new(postgres.pool().clone()));
+            let store: Arc<dyn EventStore> = Arc::new(postgres);
+            let store = if settings.cache.enabled {
                 Arc::new(CachedStore::new(
                     store,
                     CacheConfig {
@@ -213,7 +464,8 @@ async fn recover(
                 ))
             } else {
                 store
-            }
+            };
+            (store, state)
         }
     };
     tracing::info!(
@@ -221,8 +473,107 @@ async fn recover(
         millis = started.elapsed().as_millis() as u64,
         "store ready"
     );
-    target.set(store);
+    // State first: whatever is ready once the event store is (readiness) may use it.
+    target.state.set(state);
+    if let Some(identity) = &target.identity {
+        bootstrap_admin(&settings, identity).await?;
+    }
+    let seeded = target
+        .policies
+        .seed_defaults()
+        .await
+        .context("cannot seed the default policies into the state store")?;
+    if seeded > 0 {
+        tracing::info!(seeded, "default policies written");
+    }
+    if !target.policies.enabled() {
+        tracing::warn!("policies.enabled = false: no policy is enforced");
+    }
+    if settings.audit.retention_days > 0 {
+        tokio::spawn(prune_audit(
+            target.audit.clone(),
+            settings.audit.retention_days,
+        ));
+    }
+    target.events.set(store);
+    target.compactor.set(compactor);
     Ok(())
+}
+
+/// Creates `auth.bootstrap_admin` when it is configured and no user exists yet.
+async fn bootstrap_admin(settings: &Settings, identity: &Identity) -> anyhow::Result<()> {
+    let admin = &settings.auth.bootstrap_admin;
+    if admin.username.is_empty() {
+        return Ok(());
+    }
+    let tenant = allsource_domain::TenantId::parse(&admin.tenant)
+        .map_err(|e| anyhow::anyhow!("invalid setting auth.bootstrap_admin.tenant: {}", e.0))?;
+    let created = identity
+        .bootstrap_admin(&admin.username, &admin.password, &tenant)
+        .await
+        .map_err(|e| match e {
+            allsource_application::use_cases::identity::IdentityError::Validation(errors) => {
+                anyhow::anyhow!(
+                    "invalid setting auth.bootstrap_admin: {}",
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.field, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+            other => anyhow::Error::new(other).context("cannot create the bootstrap admin"),
+        })?;
+    if created {
+        tracing::warn!(
+            username = %admin.username,
+            tenant = %tenant,
+            "created the bootstrap admin (no user existed); change its password source now"
+        );
+    } else {
+        tracing::info!("users exist; auth.bootstrap_admin is ignored");
+    }
+    Ok(())
+}
+
+/// The embedded engine's compaction settings, and the failpoint of crash tests.
+fn compaction_config(settings: &Settings) -> anyhow::Result<CompactionConfig> {
+    let c = &settings.compaction;
+    let failpoint = match std::env::var(CompactionFailpoint::ENV) {
+        Ok(value) => {
+            let failpoint = CompactionFailpoint::parse(&value).map_err(anyhow::Error::msg)?;
+            tracing::warn!(
+                ?failpoint,
+                "{} is set: compaction will abort the process (crash tests only)",
+                CompactionFailpoint::ENV
+            );
+            Some(failpoint)
+        }
+        Err(_) => None,
+    };
+    Ok(CompactionConfig {
+        enabled: c.enabled,
+        interval: std::time::Duration::from_secs(c.interval_seconds),
+        min_files: c.min_files,
+        target_file_bytes: c.target_file_bytes,
+        max_small_file_age: (c.max_small_file_age_seconds > 0)
+            .then(|| std::time::Duration::from_secs(c.max_small_file_age_seconds)),
+        failpoint,
+    })
+}
+
+/// Removes audit records older than `retention_days`, at start and then hourly.
+async fn prune_audit(audit: Arc<StateAuditLog>, retention_days: u32) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
+        match audit.prune(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, retention_days, "old audit records pruned"),
+            Err(e) => tracing::warn!(error = %e, "cannot prune the audit log; retrying in an hour"),
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// Connections for 100-event batch appends.
     #[arg(long, default_value_t = 16)]
     pub batch_connections: usize,
+    /// Rate limiter of the in-process server: memory (the default of `serve`), redis, or off.
+    #[arg(long, default_value = "memory", value_parser = ["memory", "redis", "off"])]
+    pub rate_limit: String,
 }
 
 /// One workload's figures.
@@ -116,6 +119,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             let mut settings = Settings::for_tests(&data_dir);
             settings.storage.backend = args.backend.clone();
             settings.storage.postgres.max_connections = 32;
+            settings.rate_limit.enabled = args.rate_limit != "off";
+            if args.rate_limit == "redis" {
+                settings.rate_limit.backend = "redis".into();
+            }
             if args.backend == "postgres" {
                 // A database of its own, so the run never touches existing data.
                 settings.storage.postgres.url =

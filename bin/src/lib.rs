@@ -9,8 +9,10 @@
 //! - [`app`]: `Application`: build (bind, start recovery), run until stopped, graceful shutdown.
 //! - [`telemetry`]: logging/tracing set-up.
 //! - [`bench`]: the HTTP load generator behind `allsource bench`.
+//! - [`admin`]: `allsource admin create-user` (users without HTTP, e.g. the first admin).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod settings;

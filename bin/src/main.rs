@@ -1,11 +1,12 @@
 //! The `allsource` binary: `serve` runs the server, `repair` fixes a corrupt WAL, `bench` runs
-//! the HTTP load generator. All logic lives in the `allsource` library.
+//! the HTTP load generator, `admin` manages users offline. All logic lives in the `allsource`
+//! library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use allsource::settings::{Overrides, Settings};
-use allsource::{Application, bench, telemetry};
+use allsource::{Application, admin, bench, telemetry};
 use clap::{Parser, Subcommand};
 
 /// mimalloc rather than the system allocator: the request path allocates many small,
@@ -55,6 +56,9 @@ enum Command {
     },
     /// HTTP load generator and peer baselines (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
+    /// Administration without HTTP (users), on a stopped server's data dir or on PostgreSQL.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         ),
         Command::Repair { data_dir } => repair(data_dir),
         Command::Bench(args) => bench::run(args),
+        Command::Admin(command) => admin::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

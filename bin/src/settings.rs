@@ -16,6 +16,19 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub cache: CacheSettings,
+    pub projections: ProjectionSettings,
+    /// `schemas.*`: the schema registry.
+    #[serde(default)]
+    pub schemas: SchemaRegistrySettings,
+    /// `auth.*`: authentication (on by default; `--dev` turns it off).
+    pub auth: AuthSettings,
+    pub snapshots: SnapshotSettings,
+    pub compaction: CompactionSettings,
+    /// `policies.*`: the policy engine.
+    pub policies: PolicySettings,
+    /// `audit.*`: the audit log.
+    pub audit: AuditSettings,
+    pub rate_limit: RateLimitSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -86,6 +99,103 @@ pub struct CacheSettings {
     pub max_states: u64,
 }
 
+/// `compaction.*`: merging the embedded backend's small Parquet files (ignored by the other
+/// backends). `POST /api/v1/compaction/trigger` works whether or not the policy is enabled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactionSettings {
+    /// `compaction.enabled`: run the background policy.
+    pub enabled: bool,
+    /// `compaction.interval_seconds`: how often the policy looks for files to merge.
+    pub interval_seconds: u64,
+    /// `compaction.min_files`: the policy merges a run of adjacent small files once it has
+    /// this many.
+    pub min_files: usize,
+    /// `compaction.target_file_bytes`: files below this size are small; merged files do not
+    /// exceed it.
+    pub target_file_bytes: u64,
+    /// `compaction.max_small_file_age_seconds`: the policy also merges a run of two or more
+    /// small files once its oldest is this old; 0 turns the age rule off.
+    pub max_small_file_age_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaRegistrySettings {
+    /// `schemas.enforce_by_default`: whether a subject registered without `enforce` checks
+    /// appended events of its type against its latest schema (default true).
+    pub enforce_by_default: bool,
+    /// `schemas.default_compatibility`: the mode of a subject registered without one:
+    /// `NONE`, `BACKWARD` (default), `FORWARD` or `FULL`.
+    pub default_compatibility: String,
+    /// `schemas.cache_ttl_ms`: how long a node uses the enforced schemas of a tenant before
+    /// reloading them; bounds how late a node sees a change made on another node (changes made
+    /// on the node itself apply at once).
+    pub cache_ttl_ms: u64,
+}
+
+impl Default for SchemaRegistrySettings {
+    fn default() -> Self {
+        Self {
+            enforce_by_default: true,
+            default_compatibility: "BACKWARD".into(),
+            cache_ttl_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// `policies.enabled`: enforce the policies on every request (default true). Off, the
+    /// policies can still be managed and evaluated (dry run), and nothing is refused by them.
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSettings {
+    /// `audit.retention_days`: audit records older than this are pruned hourly (default 90);
+    /// 0 keeps them forever.
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionSettings {
+    /// `projections.poll_interval_ms`: how often the projection runner looks for new events
+    /// when no local append woke it (it sees other nodes' appends this way).
+    pub poll_interval_ms: u64,
+    /// `projections.batch_size`: events read per page while catching up or replaying.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSettings {
+    /// `snapshots.every_n_events`: take a snapshot of an entity automatically every this many
+    /// of its events (in the background); 0 turns automatic snapshots off.
+    pub every_n_events: u64,
+    /// `snapshots.keep_per_entity`: how many snapshots (the newest) are kept per entity.
+    pub keep_per_entity: usize,
+    /// `snapshots.queue_capacity`: automatic snapshot jobs waiting at most; beyond it, jobs
+    /// are dropped (never the append).
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// `rate_limit.enabled`: token buckets per tenant and API key, sized by the tenant's tier,
+    /// with `X-RateLimit-*` headers and 429 `rate_limited` (default true).
+    pub enabled: bool,
+    /// `rate_limit.backend`: `memory` (default; each node has its own budget) or `redis` (one
+    /// budget shared by every node on the same Redis).
+    pub backend: String,
+    /// `rate_limit.redis_url`: the Redis of `backend = "redis"`.
+    pub redis_url: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -95,6 +205,86 @@ pub struct LogSettings {
     /// `log.format`: `text` (default) or `json`.
     pub format: String,
 }
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `auth.enabled`: check credentials (default). Off, every request is an admin of tenant
+    /// `default` (as with `--dev`).
+    pub enabled: bool,
+    pub jwt: JwtSettings,
+    pub bootstrap_admin: BootstrapAdminSettings,
+    pub login: LoginSettings,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Secrets and the bootstrap password are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("enabled", &self.enabled)
+            .field("jwt.issuer", &self.jwt.issuer)
+            .field("jwt.keys", &self.jwt.keys.len())
+            .field("bootstrap_admin.username", &self.bootstrap_admin.username)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// `auth.jwt.issuer`: `iss` of issued tokens, checked on every token.
+    pub issuer: String,
+    /// `auth.jwt.access_ttl_seconds`: lifetime of access tokens.
+    pub access_ttl_seconds: u64,
+    /// `auth.jwt.refresh_ttl_seconds`: lifetime of refresh tokens.
+    pub refresh_ttl_seconds: u64,
+    /// `auth.jwt.secret` (`ALLSOURCE__AUTH__JWT__SECRET`): the signing secret (kid
+    /// `default`), at least 32 bytes. Use either this or `auth.jwt.keys`.
+    pub secret: String,
+    /// `auth.jwt.keys`: signing keys `{kid, secret}`, newest first: the first signs, every
+    /// one verifies tokens carrying its kid (key rotation).
+    pub keys: Vec<JwtKeySettings>,
+    /// `auth.jwt.retired_kids`: kids whose tokens are refused even if still in `keys`.
+    pub retired_kids: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeySettings {
+    pub kid: String,
+    pub secret: String,
+}
+
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAdminSettings {
+    /// `auth.bootstrap_admin.username`: created as an admin on a start with no users.
+    pub username: String,
+    /// `auth.bootstrap_admin.password` (`ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__PASSWORD`).
+    pub password: String,
+    /// `auth.bootstrap_admin.tenant`: the admin's tenant, the operator tenant whose admins
+    /// may create users in other tenants (default `default`).
+    pub tenant: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    /// `auth.login.max_failures`: failed logins of one username within the window before
+    /// further attempts answer 429.
+    pub max_failures: usize,
+    /// `auth.login.window_seconds`: the throttling window.
+    pub window_seconds: u64,
+}
+
+/// The kid of `auth.jwt.secret`.
+pub const DEFAULT_KID: &str = "default";
+/// Shortest signing secret accepted, in bytes.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+const SECRET_HELP: &str = "set ALLSOURCE__AUTH__JWT__SECRET (auth.jwt.secret) to at least 32 \
+    random bytes, e.g. `export ALLSOURCE__AUTH__JWT__SECRET=$(openssl rand -base64 48)`, or run \
+    with --dev for a local server without authentication";
 
 /// The storage backend, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,9 +358,53 @@ max_capacity = 100000
 ttl_seconds = 300
 max_states = 100000
 
+[projections]
+poll_interval_ms = 1000
+batch_size = 1000
+
+[auth]
+enabled = true
+
+[auth.jwt]
+issuer = "allsource"
+access_ttl_seconds = 900
+refresh_ttl_seconds = 1209600
+secret = ""
+keys = []
+retired_kids = []
+
+[auth.bootstrap_admin]
+username = ""
+password = ""
+tenant = "default"
+
+[auth.login]
+max_failures = 5
+window_seconds = 900
+[snapshots]
+every_n_events = 100
+keep_per_entity = 3
+queue_capacity = 1024
+[compaction]
+enabled = true
+interval_seconds = 60
+min_files = 8
+target_file_bytes = 134217728
+max_small_file_age_seconds = 3600
+[rate_limit]
+enabled = true
+backend = "memory"
+redis_url = "redis://127.0.0.1:6379"
+
 [log]
 level = "info"
 format = "text"
+
+[policies]
+enabled = true
+
+[audit]
+retention_days = 90
 "#;
 
 impl Settings {
@@ -235,7 +469,121 @@ impl Settings {
             .unwrap_or_else(|e| unreachable!("built-in defaults are valid: {e}"));
         settings.server.port = 0;
         settings.storage.data_dir = data_dir.to_path_buf();
+        // Explicit: tests that are not about authentication run without it.
+        settings.auth.enabled = false;
         settings
+    }
+
+    /// Whether credentials are checked: `auth.enabled` and not `--dev`.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.enabled && !self.dev
+    }
+
+    /// The signing keys `(kid, secret)`, newest first.
+    ///
+    /// # Errors
+    /// With auth on: no key, a key shorter than 32 bytes, both `auth.jwt.secret` and
+    /// `auth.jwt.keys`, an empty kid.
+    pub fn jwt_keys(&self) -> Result<Vec<(String, Vec<u8>)>, SettingsError> {
+        let jwt = &self.auth.jwt;
+        if !jwt.secret.is_empty() && !jwt.keys.is_empty() {
+            return Err(SettingsError::new(
+                "auth.jwt.secret",
+                "set either auth.jwt.secret or auth.jwt.keys, not both (to rotate, list the \
+                 old secret in auth.jwt.keys under kid \"default\")",
+            ));
+        }
+        let keys: Vec<(String, Vec<u8>)> = if jwt.keys.is_empty() {
+            if jwt.secret.is_empty() {
+                return Err(SettingsError::new(
+                    "auth.jwt.secret",
+                    format!("authentication is on and no signing secret is set: {SECRET_HELP}"),
+                ));
+            }
+            vec![(DEFAULT_KID.to_owned(), jwt.secret.as_bytes().to_vec())]
+        } else {
+            jwt.keys
+                .iter()
+                .map(|k| (k.kid.clone(), k.secret.as_bytes().to_vec()))
+                .collect()
+        };
+        for (kid, secret) in &keys {
+            if kid.trim().is_empty() {
+                return Err(SettingsError::new("auth.jwt.keys", "every key needs a kid"));
+            }
+            if secret.len() < MIN_SECRET_BYTES {
+                let key = if jwt.keys.is_empty() {
+                    "auth.jwt.secret"
+                } else {
+                    "auth.jwt.keys"
+                };
+                return Err(SettingsError::new(
+                    key,
+                    format!(
+                        "the signing secret of kid '{kid}' is {} bytes, too weak: {SECRET_HELP}",
+                        secret.len()
+                    ),
+                ));
+            }
+        }
+        if keys.iter().all(|(kid, _)| jwt.retired_kids.contains(kid)) {
+            return Err(SettingsError::new(
+                "auth.jwt.retired_kids",
+                "every signing key is retired; keep at least one in auth.jwt.keys",
+            ));
+        }
+        Ok(keys)
+    }
+
+    fn validate_auth(&self) -> Result<(), SettingsError> {
+        let jwt = &self.auth.jwt;
+        if jwt.issuer.trim().is_empty() {
+            return Err(SettingsError::new("auth.jwt.issuer", "must not be empty"));
+        }
+        if jwt.access_ttl_seconds == 0 || jwt.access_ttl_seconds > 86_400 {
+            return Err(SettingsError::new(
+                "auth.jwt.access_ttl_seconds",
+                "must be between 1 and 86400",
+            ));
+        }
+        if jwt.refresh_ttl_seconds == 0 || jwt.refresh_ttl_seconds > 365 * 86_400 {
+            return Err(SettingsError::new(
+                "auth.jwt.refresh_ttl_seconds",
+                "must be between 1 and 31536000",
+            ));
+        }
+        if self.auth.login.max_failures == 0 || self.auth.login.window_seconds == 0 {
+            return Err(SettingsError::new(
+                "auth.login.max_failures",
+                "auth.login.max_failures and auth.login.window_seconds must be at least 1",
+            ));
+        }
+        let admin = &self.auth.bootstrap_admin;
+        if allsource_domain::TenantId::parse(&admin.tenant).is_err() {
+            return Err(SettingsError::new(
+                "auth.bootstrap_admin.tenant",
+                "must be 1 to 64 letters, digits, '_' or '-'",
+            ));
+        }
+        if !admin.username.is_empty() || !admin.password.is_empty() {
+            use allsource_application::use_cases::identity::{check_password, normalize_username};
+            normalize_username(&admin.username).map_err(|m| {
+                SettingsError::new(
+                    "auth.bootstrap_admin.username",
+                    format!("{m} (ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__USERNAME)"),
+                )
+            })?;
+            check_password(&admin.password).map_err(|m| {
+                SettingsError::new(
+                    "auth.bootstrap_admin.password",
+                    format!("{m} (ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__PASSWORD)"),
+                )
+            })?;
+        }
+        if self.auth_enabled() {
+            self.jwt_keys()?;
+        }
+        Ok(())
     }
 
     /// Checks every value against its allowed set.
@@ -284,6 +632,84 @@ impl Settings {
             return Err(SettingsError::new(
                 "storage.postgres.max_connections",
                 "must be at least 1",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.projections.poll_interval_ms) {
+            return Err(SettingsError::new(
+                "projections.poll_interval_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if !(1..=10_000).contains(&self.projections.batch_size) {
+            return Err(SettingsError::new(
+                "projections.batch_size",
+                "must be between 1 and 10000",
+            ));
+        }
+        if allsource_domain::CompatibilityMode::parse(&self.schemas.default_compatibility).is_err()
+        {
+            return Err(SettingsError::new(
+                "schemas.default_compatibility",
+                format!(
+                    "\"{}\" is not one of: NONE, BACKWARD, FORWARD, FULL",
+                    self.schemas.default_compatibility
+                ),
+            ));
+        }
+        self.validate_auth()?;
+        if !(1..=1000).contains(&self.snapshots.keep_per_entity) {
+            return Err(SettingsError::new(
+                "snapshots.keep_per_entity",
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.snapshots.queue_capacity) {
+            return Err(SettingsError::new(
+                "snapshots.queue_capacity",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.compaction.interval_seconds == 0 {
+            return Err(SettingsError::new(
+                "compaction.interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.compaction.min_files < 2 {
+            return Err(SettingsError::new(
+                "compaction.min_files",
+                "must be at least 2 (merging one file into one gains nothing)",
+            ));
+        }
+        if self.compaction.target_file_bytes < 1024 * 1024 {
+            return Err(SettingsError::new(
+                "compaction.target_file_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if self.audit.retention_days > 36_500 {
+            return Err(SettingsError::new(
+                "audit.retention_days",
+                "must be at most 36500 (0 keeps records forever)",
+            ));
+        }
+        if !matches!(self.rate_limit.backend.as_str(), "memory" | "redis") {
+            return Err(SettingsError::new(
+                "rate_limit.backend",
+                format!(
+                    "\"{}\" is not one of: memory, redis",
+                    self.rate_limit.backend
+                ),
+            ));
+        }
+        if self.rate_limit.backend == "redis"
+            && !(self.rate_limit.redis_url.starts_with("redis://")
+                || self.rate_limit.redis_url.starts_with("rediss://")
+                || self.rate_limit.redis_url.starts_with("redis+unix://"))
+        {
+            return Err(SettingsError::new(
+                "rate_limit.redis_url",
+                "must be a redis://, rediss:// or redis+unix:// URL",
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
@@ -347,8 +773,17 @@ mod tests {
         Environment::with_prefix("ALLSOURCE").source(Some(map))
     }
 
+    const SECRET: (&str, &str) = (
+        "ALLSOURCE__AUTH__JWT__SECRET",
+        "0123456789abcdef0123456789abcdef0123456789",
+    );
+
     fn load(vars: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        Settings::load_from(None, Overrides::default(), env(vars))
+        let mut vars = vars.to_vec();
+        if !vars.iter().any(|(k, _)| k.starts_with("ALLSOURCE__AUTH__")) {
+            vars.push(SECRET);
+        }
+        Settings::load_from(None, Overrides::default(), env(&vars))
     }
 
     #[test]
@@ -361,6 +796,23 @@ mod tests {
         assert_eq!(s.durability().unwrap(), DurabilityMode::Fsync);
         assert_eq!(s.limits.max_event_bytes, 1024 * 1024);
         assert!(!s.dev);
+        assert!(s.policies.enabled);
+        assert_eq!(s.audit.retention_days, 90);
+    }
+
+    #[test]
+    fn policy_and_audit_settings() {
+        let s = load(&[
+            ("ALLSOURCE__POLICIES__ENABLED", "false"),
+            ("ALLSOURCE__AUDIT__RETENTION_DAYS", "0"),
+        ])
+        .unwrap();
+        assert!(!s.policies.enabled);
+        assert_eq!(s.audit.retention_days, 0);
+        let err = load(&[("ALLSOURCE__AUDIT__RETENTION_DAYS", "40000")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("audit.retention_days"), "{err}");
     }
 
     #[test]
@@ -391,16 +843,36 @@ mod tests {
     }
 
     #[test]
+    fn schema_registry_settings() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.schemas, SchemaRegistrySettings::default());
+        assert!(s.schemas.enforce_by_default);
+        let s = load(&[
+            ("ALLSOURCE__SCHEMAS__ENFORCE_BY_DEFAULT", "false"),
+            ("ALLSOURCE__SCHEMAS__DEFAULT_COMPATIBILITY", "full"),
+            ("ALLSOURCE__SCHEMAS__CACHE_TTL_MS", "250"),
+        ])
+        .unwrap();
+        assert!(!s.schemas.enforce_by_default);
+        assert_eq!(s.schemas.default_compatibility, "full");
+        assert_eq!(s.schemas.cache_ttl_ms, 250);
+        let err = load(&[("ALLSOURCE__SCHEMAS__DEFAULT_COMPATIBILITY", "SOMETIMES")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("schemas.default_compatibility"), "{err}");
+    }
+
+    #[test]
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");
         std::fs::write(&path, "[server]\nport = 5000\nhost = \"::1\"\n").unwrap();
-        let s = Settings::load_from(Some(&path), Overrides::default(), env(&[])).unwrap();
+        let s = Settings::load_from(Some(&path), Overrides::default(), env(&[SECRET])).unwrap();
         assert_eq!((s.server.port, s.server.host.as_str()), (5000, "::1"));
         let s = Settings::load_from(
             Some(&path),
             Overrides::default(),
-            env(&[("ALLSOURCE__SERVER__PORT", "5001")]),
+            env(&[("ALLSOURCE__SERVER__PORT", "5001"), SECRET]),
         )
         .unwrap();
         assert_eq!(s.server.port, 5001);
@@ -412,7 +884,7 @@ mod tests {
                 dev: true,
                 host: None,
             },
-            env(&[("ALLSOURCE__SERVER__PORT", "5001")]),
+            env(&[("ALLSOURCE__SERVER__PORT", "5001"), SECRET]),
         )
         .unwrap();
         assert_eq!(s.server.port, 5002);
@@ -458,6 +930,59 @@ mod tests {
     }
 
     #[test]
+    fn projection_settings_have_defaults_and_bounds() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.projections.poll_interval_ms, 1000);
+        assert_eq!(s.projections.batch_size, 1000);
+        let s = load(&[("ALLSOURCE__PROJECTIONS__BATCH_SIZE", "50")]).unwrap();
+        assert_eq!(s.projections.batch_size, 50);
+        let err = load(&[("ALLSOURCE__PROJECTIONS__BATCH_SIZE", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("projections.batch_size"), "{err}");
+        let err = load(&[("ALLSOURCE__PROJECTIONS__POLL_INTERVAL_MS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("projections.poll_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_settings_default_and_validate() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.snapshots.every_n_events, 100);
+        assert_eq!(s.snapshots.keep_per_entity, 3);
+        let s = load(&[
+            ("ALLSOURCE__SNAPSHOTS__EVERY_N_EVENTS", "0"),
+            ("ALLSOURCE__SNAPSHOTS__KEEP_PER_ENTITY", "7"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.snapshots.every_n_events, s.snapshots.keep_per_entity),
+            (0, 7)
+        );
+        for (key, value, name) in [
+            (
+                "ALLSOURCE__SNAPSHOTS__KEEP_PER_ENTITY",
+                "0",
+                "snapshots.keep_per_entity",
+            ),
+            (
+                "ALLSOURCE__SNAPSHOTS__QUEUE_CAPACITY",
+                "0",
+                "snapshots.queue_capacity",
+            ),
+            (
+                "ALLSOURCE__SNAPSHOTS__EVERY_N_EVENTS",
+                "-1",
+                "every_n_events",
+            ),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+    }
+
+    #[test]
     fn unknown_keys_in_a_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");
@@ -471,9 +996,132 @@ mod tests {
     }
 
     #[test]
+    fn auth_is_on_by_default_and_needs_a_strong_secret() {
+        let err = load(&[("ALLSOURCE__AUTH__ENABLED", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.jwt.secret")
+                && err.contains("ALLSOURCE__AUTH__JWT__SECRET")
+                && err.contains("openssl rand -base64 48"),
+            "{err}"
+        );
+        let err = load(&[("ALLSOURCE__AUTH__JWT__SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.jwt.secret") && err.contains("too weak"),
+            "{err}"
+        );
+        let s = load(&[]).unwrap();
+        assert!(s.auth_enabled());
+        assert_eq!(s.auth.jwt.issuer, "allsource");
+        assert_eq!(s.auth.jwt.access_ttl_seconds, 900);
+        assert_eq!(s.jwt_keys().unwrap()[0].0, DEFAULT_KID);
+        // Off: no secret needed.
+        let s = load(&[("ALLSOURCE__AUTH__ENABLED", "false")]).unwrap();
+        assert!(!s.auth_enabled());
+        let s = Settings::load_from(
+            None,
+            Overrides {
+                dev: true,
+                ..Overrides::default()
+            },
+            env(&[]),
+        )
+        .unwrap();
+        assert!(!s.auth_enabled());
+    }
+
+    #[test]
+    fn bootstrap_admin_comes_from_the_environment_and_is_checked() {
+        let s = load(&[
+            SECRET,
+            ("ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__USERNAME", "root"),
+            (
+                "ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__PASSWORD",
+                "a long enough password",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.auth.bootstrap_admin.username, "root");
+        assert_eq!(s.auth.bootstrap_admin.tenant, "default");
+        assert!(!format!("{s:?}").contains("a long enough password"));
+        let err = load(&[
+            SECRET,
+            ("ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__USERNAME", "root"),
+            ("ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__PASSWORD", "short"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.bootstrap_admin.password"), "{err}");
+    }
+
+    #[test]
+    fn rotation_keys_come_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(
+            &path,
+            "[auth.jwt]\nretired_kids = [\"k0\"]\n[[auth.jwt.keys]]\nkid = \"k2\"\n\
+             secret = \"22222222222222222222222222222222\"\n[[auth.jwt.keys]]\nkid = \"k1\"\n\
+             secret = \"11111111111111111111111111111111\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(Some(&path), Overrides::default(), env(&[])).unwrap();
+        let kids: Vec<String> = s.jwt_keys().unwrap().into_iter().map(|k| k.0).collect();
+        assert_eq!(kids, ["k2", "k1"]);
+        assert_eq!(s.auth.jwt.retired_kids, ["k0"]);
+        let err = Settings::load_from(Some(&path), Overrides::default(), env(&[SECRET]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not both"), "{err}");
+    }
+
+    #[test]
     fn test_settings_listen_on_any_port() {
         let s = Settings::for_tests(Path::new("/tmp/t"));
         assert_eq!(s.server.port, 0);
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn compaction_settings_load_and_are_validated_by_key() {
+        let s = load(&[]).unwrap();
+        assert!(s.compaction.enabled);
+        assert_eq!(s.compaction.min_files, 8);
+        let s = load(&[
+            ("ALLSOURCE__COMPACTION__ENABLED", "false"),
+            ("ALLSOURCE__COMPACTION__INTERVAL_SECONDS", "5"),
+            ("ALLSOURCE__COMPACTION__MIN_FILES", "3"),
+            ("ALLSOURCE__COMPACTION__TARGET_FILE_BYTES", "2097152"),
+            ("ALLSOURCE__COMPACTION__MAX_SMALL_FILE_AGE_SECONDS", "0"),
+        ])
+        .unwrap();
+        assert!(!s.compaction.enabled);
+        assert_eq!(s.compaction.interval_seconds, 5);
+        assert_eq!(s.compaction.min_files, 3);
+        assert_eq!(s.compaction.target_file_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.compaction.max_small_file_age_seconds, 0);
+        for (var, value, key) in [
+            (
+                "ALLSOURCE__COMPACTION__INTERVAL_SECONDS",
+                "0",
+                "compaction.interval_seconds",
+            ),
+            (
+                "ALLSOURCE__COMPACTION__MIN_FILES",
+                "1",
+                "compaction.min_files",
+            ),
+            (
+                "ALLSOURCE__COMPACTION__TARGET_FILE_BYTES",
+                "1000",
+                "compaction.target_file_bytes",
+            ),
+        ] {
+            let err = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

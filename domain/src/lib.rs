@@ -15,16 +15,30 @@
 //! - [`expected_version`]: optimistic-concurrency expectations.
 //! - [`append`]: the pure append planner (expectations in order, idempotency by event id).
 //! - [`state`]: the entity-state fold (top-level merge).
+//! - [`access`]: roles, permissions and the table joining them.
+//! - [`schema`]: schema-registry subjects, compatibility modes and the compatibility checker.
+//! - [`policy`]: the policy language (conditions, effects, priorities), its evaluation and the
+//!   five default policies.
+//! - [`projection`]: declarative projections: definitions, reducers, keyed state.
+//! - [`tenant`]: tenants, tiers, quotas and rate limits.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod append;
 pub mod event;
 pub mod expected_version;
+pub mod policy;
+pub mod projection;
+pub mod schema;
 pub mod state;
+pub mod tenant;
 pub mod values;
 
+pub use access::{Permission, Role};
 pub use append::{AppendContext, AppendRejection, PlannedEvent, plan_append};
 pub use event::{Event, JsonPayload, ProposedEvent, same_content};
 pub use expected_version::ExpectedVersion;
+pub use schema::{CompatibilityMode, Incompatibility, SchemaVersion, Subject};
 pub use state::{EntityState, apply_payload};
+pub use tenant::{QuotaOverrides, Quotas, RateLimit, Tenant, TenantName, Tier};
 pub use values::{EntityId, EventId, EventType, InvalidValue, Position, TenantId, Version};

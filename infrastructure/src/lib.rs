@@ -14,17 +14,30 @@
 //!   in front of any store; never stale, even across nodes.
 //! - [`clock`]: the system clock, `SystemClock`.
 //! - [`state`]: adapters of the `StateStore` port (memory, file log, postgres).
-//! - [`startup`]: `StartingStore`, which answers `Unavailable` until recovery has finished.
+//! - [`startup`]: `StartingStore`, `StartingStateStore` and `StartingCompactor`, which answer `Unavailable` until
+//!   recovery has finished.
+//! - [`audit`]: adapters of the `AuditLog` port.
+//! - [`schema`]: `JsonSchemaValidator`, the `SchemaValidator` port on the `jsonschema` crate
+//!   (draft 2020-12, no remote references).
+//! - [`snapshots`]: `BackgroundSnapshots`, the bounded, deduplicating background runner of
+//!   automatic snapshots.
+//! - [`rate_limit`]: adapters of the `RateLimiter` port (memory, Redis).
 
+pub mod audit;
 pub mod cache;
 pub mod clock;
 pub mod embedded;
+pub mod identity;
 pub mod index;
 pub mod memory;
 pub mod postgres;
+pub mod rate_limit;
+pub mod schema;
+pub mod snapshots;
 pub mod startup;
 pub mod state;
 
 pub use clock::SystemClock;
 pub use memory::MemoryStore;
-pub use startup::StartingStore;
+pub use schema::JsonSchemaValidator;
+pub use startup::{StartingCompactor, StartingStateStore, StartingStore};

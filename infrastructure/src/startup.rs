@@ -1,11 +1,13 @@
 //! `StartingStore`: stands in for the real store while it recovers, so the server can listen
-//! (and answer `/health/ready` with 503) before recovery has finished.
+//! (and answer `/health/ready` with 503) before recovery has finished; `StartingCompactor`, the
+//! same for the store's compactor; `StartingStateStore`, the same for the state store.
 
 use std::sync::{Arc, OnceLock};
 
 use allsource_application::ports::{
-    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage,
-    StoreAppendError, StoreError, StoreStats, StreamRange,
+    AppendReceipt, CompactionError, CompactionReport, CompactionStats, Compactor, EntityListQuery,
+    EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage, StoreAppendError, StoreError,
+    StoreStats, StreamRange,
 };
 use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
 use async_trait::async_trait;
@@ -101,5 +103,127 @@ impl EventStore for StartingStore {
             Some(store) => store.shutdown().await,
             None => Ok(()),
         }
+    }
+}
+
+/// The [`StateStore`](allsource_application::ports::StateStore) counterpart of
+/// [`StartingStore`]: answers `Unavailable` until the real state store is [`set`](Self::set).
+#[derive(Default)]
+pub struct StartingStateStore {
+    ready: OnceLock<Arc<dyn allsource_application::ports::StateStore>>,
+}
+
+impl StartingStateStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands over to the opened state store. A second call is ignored.
+    pub fn set(&self, store: Arc<dyn allsource_application::ports::StateStore>) {
+        let _ = self.ready.set(store);
+    }
+
+    /// Whether the real state store has been set.
+    pub fn is_ready(&self) -> bool {
+        self.ready.get().is_some()
+    }
+
+    fn store(
+        &self,
+    ) -> Result<
+        &Arc<dyn allsource_application::ports::StateStore>,
+        allsource_application::ports::StateError,
+    > {
+        self.ready
+            .get()
+            .ok_or_else(|| allsource_application::ports::StateError::Unavailable(RECOVERING.into()))
+    }
+}
+
+#[async_trait]
+impl allsource_application::ports::StateStore for StartingStateStore {
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+    ) -> Result<
+        Option<allsource_application::ports::StateEntry>,
+        allsource_application::ports::StateError,
+    > {
+        self.store()?.get(tenant, namespace, key).await
+    }
+
+    async fn put(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+        value: serde_json::Value,
+        expected: Option<u64>,
+    ) -> Result<u64, allsource_application::ports::StateError> {
+        self.store()?
+            .put(tenant, namespace, key, value, expected)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        key: &str,
+    ) -> Result<bool, allsource_application::ports::StateError> {
+        self.store()?.delete(tenant, namespace, key).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        namespace: &str,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<
+        Vec<(String, allsource_application::ports::StateEntry)>,
+        allsource_application::ports::StateError,
+    > {
+        self.store()?
+            .list(tenant, namespace, prefix, after, limit)
+            .await
+    }
+}
+
+/// Forwards to the recovered store's compactor once [`set`](Self::set), answers `Unavailable`
+/// before (the compactor of the embedded store exists only after recovery).
+#[derive(Default)]
+pub struct StartingCompactor {
+    ready: OnceLock<Arc<dyn Compactor>>,
+}
+
+impl StartingCompactor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands over to the recovered store's compactor. A second call is ignored.
+    pub fn set(&self, compactor: Arc<dyn Compactor>) {
+        let _ = self.ready.set(compactor);
+    }
+
+    fn compactor(&self) -> Result<&Arc<dyn Compactor>, CompactionError> {
+        self.ready
+            .get()
+            .ok_or_else(|| CompactionError::Unavailable(RECOVERING.into()))
+    }
+}
+
+#[async_trait]
+impl Compactor for StartingCompactor {
+    async fn trigger(&self) -> Result<CompactionReport, CompactionError> {
+        self.compactor()?.trigger().await
+    }
+
+    async fn stats(&self) -> Result<CompactionStats, CompactionError> {
+        self.compactor()?.stats().await
     }
 }

@@ -17,7 +17,7 @@
 //! span, which holds the request id, and the client gets a generic `detail` and the id in the
 //! `x-request-id` header.
 
-use allsource_application::use_cases::{AppendError, FieldError, ReadError};
+use allsource_application::use_cases::{AppendError, FieldError, QuotaExceeded, ReadError};
 use allsource_domain::ExpectedVersion;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,20 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 401: no credential, or one that is invalid, expired or revoked.
+    Unauthorized,
+    /// 403: authenticated, but not allowed (role, tenant deactivated, policy).
+    Forbidden,
+    /// 409: the resource exists already or is in a state that forbids the change (an
+    /// extension: API.md names codes only for event conflicts).
+    Conflict,
+    /// 422: valid JSON that fails a registered schema. Its `error` is `validation_failed`
+    /// (API.md's list has no code of its own for 422); the status tells the two apart.
+    SchemaValidationFailed,
+    /// 429: the rate limit is exhausted; answered with `Retry-After`.
+    RateLimited,
+    /// 429: a quota of the tenant is exhausted; answered with `Retry-After`.
+    QuotaExceeded,
     /// 503: storage unavailable or not ready; answered with `Retry-After`.
     Unavailable,
     /// 500: a bug or an unexpected failure; details only in the log.
@@ -58,6 +72,12 @@ impl ErrorCode {
             Self::DuplicateEventId => "duplicate_event_id",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Conflict => "conflict",
+            Self::SchemaValidationFailed => "validation_failed",
+            Self::RateLimited => "rate_limited",
+            Self::QuotaExceeded => "quota_exceeded",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -71,6 +91,11 @@ impl ErrorCode {
             Self::VersionConflict | Self::DuplicateEventId => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::SchemaValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +111,12 @@ impl ErrorCode {
             Self::DuplicateEventId => "Duplicate event id",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::Conflict => "Conflict",
+            Self::SchemaValidationFailed => "Schema validation failed",
+            Self::RateLimited => "Rate limited",
+            Self::QuotaExceeded => "Quota exceeded",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal server error",
         }
@@ -101,6 +132,14 @@ impl ErrorCode {
             Self::DuplicateEventId => "https://allsource.dev/problems/duplicate-event-id",
             Self::PayloadTooLarge => "https://allsource.dev/problems/payload-too-large",
             Self::UnsupportedMediaType => "https://allsource.dev/problems/unsupported-media-type",
+            Self::Unauthorized => "https://allsource.dev/problems/unauthorized",
+            Self::Forbidden => "https://allsource.dev/problems/forbidden",
+            Self::Conflict => "https://allsource.dev/problems/conflict",
+            Self::SchemaValidationFailed => {
+                "https://allsource.dev/problems/schema-validation-failed"
+            }
+            Self::RateLimited => "https://allsource.dev/problems/rate-limited",
+            Self::QuotaExceeded => "https://allsource.dev/problems/quota-exceeded",
             Self::Unavailable => "https://allsource.dev/problems/unavailable",
             Self::Internal => "https://allsource.dev/problems/internal",
         }
@@ -126,6 +165,8 @@ pub struct ApiError {
     /// Extension members (`entity_id`, `expected_version`, ...).
     members: Map<String, Value>,
     cause: Option<Cause>,
+    /// `Retry-After` seconds (429; 503 always carries one).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -136,7 +177,77 @@ impl ApiError {
             errors: Vec::new(),
             members: Map::new(),
             cause: None,
+            retry_after: None,
         }
+    }
+
+    /// 401 `unauthorized`. The detail says what is wrong with the credential, never whether
+    /// a user exists.
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, detail)
+    }
+
+    /// 403 `forbidden`.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, detail)
+    }
+
+    /// 409 `conflict` (not about events: an existing name, a resource in the wrong state).
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, detail)
+    }
+
+    /// 422 with the failing fields (`error` is `validation_failed`).
+    pub fn schema_violation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            many => format!(
+                "{} schema violations; see errors (nothing was appended)",
+                many.len()
+            ),
+        };
+        Self {
+            errors,
+            ..Self::new(ErrorCode::SchemaValidationFailed, detail)
+        }
+    }
+
+    /// 429 `rate_limited` with `Retry-After`.
+    pub fn rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(ErrorCode::RateLimited, detail)
+        }
+    }
+
+    /// 429 `quota_exceeded` naming the quota, with `Retry-After`.
+    pub fn quota_exceeded(quota: &QuotaExceeded) -> Self {
+        Self {
+            retry_after: Some(quota.retry_after_secs.max(1)),
+            ..Self::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the tenant's quota '{}' is exhausted: {} of {} used",
+                    quota.quota, quota.used, quota.limit
+                ),
+            )
+        }
+        .member("quota", quota.quota.clone())
+        .member("limit", quota.limit)
+        .member("used", quota.used)
+    }
+
+    /// Adds field-level problems to the `errors` member (a 409 listing what conflicts, say).
+    #[must_use]
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors.extend(errors);
+        self
+    }
+
+    /// Adds an extension member to the problem document.
+    #[must_use]
+    pub fn with_member(self, name: &str, value: impl Into<Value>) -> Self {
+        self.member(name, value)
     }
 
     /// 400 `validation_failed` listing the invalid fields.
@@ -300,6 +411,8 @@ impl From<AppendError> for ApiError {
             )
             .member("event_id", event_id.to_string())
             .at_event(index, "id"),
+            AppendError::SchemaViolation(errors) => Self::schema_violation(errors),
+            AppendError::QuotaExceeded(quota) => Self::quota_exceeded(&quota),
             AppendError::Unavailable(reason) => Self::unavailable(reason),
             AppendError::Internal(cause) => Self::internal(cause),
         }
@@ -374,9 +487,23 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if code == ErrorCode::Unavailable {
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        } else if code == ErrorCode::Unavailable {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
+    }
+}
+
+impl From<allsource_application::quota::GateError> for ApiError {
+    fn from(e: allsource_application::quota::GateError) -> Self {
+        use allsource_application::quota::GateError;
+        match e {
+            GateError::QuotaExceeded(quota) => Self::quota_exceeded(&quota),
+            GateError::TenantInactive(why) => Self::forbidden(why),
+            GateError::Unavailable(why) => Self::unavailable(why),
+            GateError::Internal(cause) => Self::internal(cause),
+        }
     }
 }

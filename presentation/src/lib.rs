@@ -10,7 +10,13 @@
 //! # Public API
 //!
 //! ```text
-//! pub struct AppState   { pub append: AppendEvents, pub reads: ReadEvents, pub health: HealthInfo }
+//! pub struct AppState   { pub append: AppendEvents, pub reads: ReadEvents, pub health: HealthInfo,
+//!                         pub auth: AuthMode, pub compaction: Arc<dyn Compactor>,
+//!                         pub audit: AuditTrail, pub policies: Policies,
+//!                         pub projections: Projections, pub replays: ReplayJobs,
+//!                         pub schemas: Arc<SchemaRegistry>, pub snapshots: Snapshots,
+//!                         pub identity: Option<Identity> }
+//!                         pub auth: AuthMode, pub tenancy: Tenancy }
 //! pub struct HealthInfo { pub version: &'static str, pub store: Arc<dyn EventStore> }
 //! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
 //! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
@@ -30,35 +36,54 @@
 //! 4. The request body limit ([`HttpLimits::max_body_bytes`]); over it, 413 `payload_too_large`.
 //!
 //! # Layout
-//! - [`handlers`]: one function per route (`events`, `entities`, `health`), and the fallbacks.
+//! - [`handlers`]: one function per route (`events`, `entities`, `compaction`, `health`,
+//!   `projections`, `replay`, `schemas`), and the fallbacks.
 //! - [`dto`]: request bodies and query parameters (unknown fields refused), response bodies
 //!   (field by field as in `API.md`).
 //! - [`error`]: [`ApiError`], the one error type of the crate, and its problem documents.
 //! - [`extract`]: extractors that fail with problem documents: JSON bodies (content type, size,
 //!   field paths of type errors), query parameters, path segments.
-//! - [`auth`]: who the caller is (tenant `default` until authentication exists).
+//! - [`access`]: authentication and authorization route layers, and [`ROUTE_ACCESS`], the
+//!   permission every route needs.
+//! - [`auth`]: [`CallerExtractor`], the caller for handlers.
+//! - [`enforce`]: the policy route layer (after authorization): deny → 403, rate limit → 429,
+//!   warn → `X-Policy-Warning`.
+//! - [`handlers::audit`], [`handlers::policies`]: `GET /api/v1/audit`, `/api/v1/policies` CRUD
+//!   and the dry-run `POST /api/v1/policies/evaluate`.
+//! - [`tenancy`]: the route layer between authentication and authorization that refuses
+//!   deactivated tenants, rate-limits (`X-RateLimit-*`, 429 with `Retry-After`) and counts
+//!   queries against the tenant's quota; [`Tenancy`], what it needs.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod auth;
 pub mod dto;
+pub mod enforce;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod tenancy;
 
 use std::sync::Arc;
 
-use allsource_application::ports::EventStore;
-use allsource_application::use_cases::{AppendEvents, ReadEvents};
+use allsource_application::ports::{Compactor, EventStore};
+use allsource_application::projections::{Projections, ReplayJobs};
+use allsource_application::use_cases::Snapshots;
+use allsource_application::use_cases::{
+    AppendEvents, AuditTrail, Policies, ReadEvents, SchemaRegistry,
+};
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::{Extension, Router, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use access::{Access, AuthMode, ROUTE_ACCESS};
 pub use auth::CallerExtractor;
 pub use error::ApiError;
+pub use tenancy::Tenancy;
 
 /// The header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -78,6 +103,26 @@ pub struct AppState {
     pub append: AppendEvents,
     pub reads: ReadEvents,
     pub health: HealthInfo,
+    /// How callers are authenticated.
+    pub auth: AuthMode,
+    /// Projections: definitions, status, state.
+    pub projections: Projections,
+    /// Replay (rebuild) jobs.
+    pub replays: ReplayJobs,
+    /// The schema registry (`/api/v1/schemas...`).
+    pub schemas: Arc<SchemaRegistry>,
+    /// The identity use cases (`/api/v1/auth/*`); `None` with authentication off.
+    pub identity: Option<allsource_application::use_cases::identity::Identity>,
+    /// Snapshots of entity state (`/api/v1/snapshots`).
+    pub snapshots: Snapshots,
+    /// Compaction of the store's files (a `NoCompaction` for backends without files).
+    pub compaction: Arc<dyn Compactor>,
+    /// The audit log (`GET /api/v1/audit`; refusals are recorded to it).
+    pub audit: AuditTrail,
+    /// The policy engine (`/api/v1/policies`, and the policy route layer).
+    pub policies: Policies,
+    /// Tenants, quotas and rate limits ([`Tenancy::off`] for none).
+    pub tenancy: Tenancy,
 }
 
 /// HTTP-level limits.
@@ -102,7 +147,7 @@ impl Default for HttpLimits {
 
 /// The complete router of the REST API, with its middleware (see the crate docs).
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    use handlers::{entities, events, health};
+    use handlers::{compaction, entities, events, health};
 
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     Router::new()
@@ -115,11 +160,39 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/api/v1/entities/{entity_id}/state", get(entities::state))
         .route("/api/v1/event-types", get(entities::event_types))
         .route("/api/v1/stats", get(entities::stats))
+        .route("/api/v1/compaction/trigger", post(compaction::trigger))
+        .route("/api/v1/compaction/stats", get(compaction::stats))
         .route("/health", get(health::health))
         .route("/health/ready", get(health::ready))
+        .merge(handlers::schemas::routes())
+        .merge(handlers::auth::routes())
+        .merge(handlers::snapshots::routes())
+        .merge(handlers::policies::routes())
+        .merge(handlers::audit::routes())
+        .merge(handlers::projections::routes())
+        .merge(handlers::replay::routes())
+        .merge(handlers::tenants::routes())
+        // Route layers apply to the routes registered so far and run after routing (the last
+        // added runs first): authenticate, then authorize against `access::ROUTE_ACCESS`, then
+        // the policies.
+        .route_layer(middleware::from_fn_with_state(
+            state.policies.clone(),
+            enforce::enforce_policies,
+        ))
+        .route_layer(middleware::from_fn(access::authorize))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            tenancy::guard,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            access::authenticate,
+        ))
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::not_found)
+        // For the route layers, which record refusals.
+        .layer(Extension(state.audit.clone()))
         .with_state(state)
         // `layer` wraps everything added before, so the last layer runs first: the request id
         // is set, then the span (which records it) opens, then panics are caught inside the
@@ -155,3 +228,6 @@ fn request_span(request: &Request) -> tracing::Span {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod policy_tests;

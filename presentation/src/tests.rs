@@ -4,11 +4,15 @@
 use std::sync::{Arc, Mutex};
 
 use allsource_application::Caller;
+use allsource_application::ports::clock::MockClock;
 use allsource_application::ports::{
     AppendReceipt, EntityPage, EntitySummary, EventStore, EventTypeCount, MockEventStore,
-    QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats,
+    NoCompaction, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats,
 };
-use allsource_application::use_cases::{AppendEvents, AppendLimits, ReadEvents};
+use allsource_application::ports::{MockStateStore, StateEntry, StateError};
+use allsource_application::use_cases::{
+    AppendEvents, AppendLimits, ReadEvents, SnapshotPolicy, Snapshots,
+};
 use allsource_domain::{
     AppendRejection, EntityId, Event, EventId, EventType, ExpectedVersion, Position, TenantId,
     Version,
@@ -30,18 +34,118 @@ use crate::{AppState, HealthInfo, HttpLimits, router};
 const ID_1: &str = "0193a5b4-7c1e-7d2a-9f00-1c2d3e4f5a6b";
 const ID_2: &str = "0193a5b4-7c1e-7d2a-9f00-000000000002";
 
+/// Projections and replays over a state store no call may reach (router tests that are not
+/// about projections).
+pub(crate) fn idle_projections(
+    store: &Arc<dyn EventStore>,
+) -> (
+    allsource_application::projections::Projections,
+    allsource_application::projections::ReplayJobs,
+) {
+    let engine = Arc::new(allsource_application::projections::ProjectionEngine::new(
+        Arc::clone(store),
+        Arc::new(allsource_application::ports::MockStateStore::new()),
+        100,
+    ));
+    (
+        allsource_application::projections::Projections::new(
+            Arc::clone(&engine),
+            Arc::new(allsource_application::quota::Unlimited),
+        ),
+        allsource_application::projections::ReplayJobs::new(engine),
+    )
+}
+
+/// A schema registry over mocks that are never called (the router tests do not use it).
+pub(crate) fn no_schemas() -> Arc<allsource_application::use_cases::SchemaRegistry> {
+    use allsource_application::ports::clock::MockClock;
+    use allsource_application::ports::{MockSchemaValidator, MockStateStore};
+    use allsource_application::use_cases::{SchemaRegistry, SchemaSettings};
+    Arc::new(SchemaRegistry::new(
+        Arc::new(MockStateStore::new()),
+        Arc::new(MockSchemaValidator::new()),
+        Arc::new(MockClock::new()),
+        SchemaSettings::default(),
+    ))
+}
+
 fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) -> Router {
     let store: Arc<dyn EventStore> = Arc::new(store);
+    // The router tests do not touch projections; their own tests are in `tests/`.
+    let engine = Arc::new(allsource_application::projections::ProjectionEngine::new(
+        Arc::clone(&store),
+        Arc::new(allsource_application::ports::MockStateStore::new()),
+        100,
+    ));
     router(
         AppState {
             append: AppendEvents::new(Arc::clone(&store), limits),
             reads: ReadEvents::new(Arc::clone(&store)),
             health: HealthInfo {
                 version: "9.9.9",
-                store,
+                store: Arc::clone(&store),
             },
+            auth: crate::AuthMode::Disabled,
+            projections: allsource_application::projections::Projections::new(
+                Arc::clone(&engine),
+                Arc::new(allsource_application::quota::Unlimited),
+            ),
+            replays: allsource_application::projections::ReplayJobs::new(engine),
+            schemas: no_schemas(),
+            identity: None,
+            snapshots: snapshots_with(store, untouched_state()),
+            compaction: Arc::new(NoCompaction::new("memory")),
+            audit: quiet_audit(),
+            policies: no_policies(),
+            tenancy: crate::Tenancy::off(),
         },
         HttpLimits { max_body_bytes },
+    )
+}
+
+/// A state store no test call may reach.
+fn untouched_state() -> MockStateStore {
+    let mut state = MockStateStore::new();
+    state.expect_put().never();
+    state.expect_list().never();
+    state
+}
+
+fn snapshots_with(store: Arc<dyn EventStore>, state: MockStateStore) -> Snapshots {
+    let mut clock = MockClock::new();
+    clock.expect_now().returning(|| at(60));
+    Snapshots::new(
+        store,
+        Arc::new(state),
+        Arc::new(clock),
+        SnapshotPolicy::default(),
+    )
+}
+
+/// An audit trail that accepts everything and finds nothing.
+pub(crate) fn quiet_audit() -> allsource_application::use_cases::AuditTrail {
+    let mut log = allsource_application::ports::MockAuditLog::new();
+    log.expect_record().returning(|_| Ok(()));
+    log.expect_query().returning(|_| Ok(vec![]));
+    allsource_application::use_cases::AuditTrail::new(Arc::new(log))
+}
+
+/// Snapshots over a state store no test call may reach.
+pub(crate) fn quiet_snapshots(store: Arc<dyn EventStore>) -> Snapshots {
+    snapshots_with(store, untouched_state())
+}
+
+/// A policy engine without policies.
+pub(crate) fn no_policies() -> allsource_application::use_cases::Policies {
+    let mut state = allsource_application::ports::MockStateStore::new();
+    state.expect_list().returning(|_, _, _, _, _| Ok(vec![]));
+    let mut clock = allsource_application::ports::clock::MockClock::new();
+    clock.expect_now().returning(Utc::now);
+    allsource_application::use_cases::Policies::new(
+        Arc::new(state),
+        Arc::new(allsource_application::ports::MockAuditLog::new()),
+        Arc::new(clock),
+        true,
     )
 }
 
@@ -1204,9 +1308,21 @@ impl Logs {
     }
 }
 
-impl std::io::Write for Logs {
+thread_local! {
+    /// Where the global test subscriber writes on this thread, if anywhere.
+    static CAPTURED: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Writes to the current thread's captured logs (or nowhere).
+struct ThreadLogs;
+
+impl std::io::Write for ThreadLogs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURED.with(|c| {
+            if let Some(logs) = c.borrow_mut().as_mut() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
 
@@ -1215,34 +1331,51 @@ impl std::io::Write for Logs {
     }
 }
 
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
-    type Writer = Logs;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
+/// Captures what is logged on this thread from now on. A global subscriber (installed once)
+/// rather than a scoped one: tracing caches each callsite's interest process-wide, and a test
+/// running on another thread without a subscriber could otherwise disable the callsites this
+/// test needs.
+fn capture_logs() -> Logs {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| ThreadLogs)
+            .with_ansi(false)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+    let logs = Logs::default();
+    CAPTURED.with(|c| *c.borrow_mut() = Some(logs.clone()));
+    logs
 }
 
 #[tokio::test]
 async fn internal_errors_are_500_logged_with_the_request_id_and_never_shown() {
-    let logs = Logs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
-    let mut store = MockEventStore::new();
-    store.expect_stats().returning(|_| {
-        Err(StoreError::Internal(
-            anyhow::anyhow!("secret disk path /x/y").context("reading the manifest"),
-        ))
-    });
-    let request = Request::get("/api/v1/stats")
-        .header("x-request-id", "req-500")
-        .body(Body::empty())
-        .unwrap();
-    let reply = send(app(store), request).await;
+    let failing = || {
+        let mut store = MockEventStore::new();
+        store.expect_stats().returning(|_| {
+            Err(StoreError::Internal(
+                anyhow::anyhow!("secret disk path /x/y").context("reading the manifest"),
+            ))
+        });
+        store
+    };
+    let request = || {
+        Request::get("/api/v1/stats")
+            .header("x-request-id", "req-500")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // Warm up, then recompute the callsites' interest: other tests of this binary log on other
+    // threads without a subscriber, and one registering the request span or the error event at
+    // the same moment as this test can leave it cached as disabled.
+    send(app(failing()), request()).await;
+    tracing::callsite::rebuild_interest_cache();
+    logs.0.lock().unwrap().clear();
+
+    let reply = send(app(failing()), request()).await;
     assert_problem(&reply, 500, "internal", "Internal server error");
     assert_eq!(reply.header("x-request-id"), Some("req-500"));
     assert_eq!(
@@ -1393,4 +1526,322 @@ async fn a_caller_set_by_an_outer_layer_is_the_one_used() {
 #[test]
 fn default_body_limit_is_64_mib() {
     assert_eq!(HttpLimits::default().max_body_bytes, 64 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn projection_and_replay_routes_need_their_permissions() {
+    use allsource_application::Principal;
+    use allsource_domain::{Permission, Role};
+
+    use crate::Access;
+
+    // Reads need `read`; everything that changes projections or jobs needs `manage_pipelines`.
+    let routes: [(&str, &str, &str, Access); 12] = [
+        (
+            "GET",
+            "/api/v1/projections",
+            "/api/v1/projections",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "POST",
+            "/api/v1/projections",
+            "/api/v1/projections",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+        (
+            "GET",
+            "/api/v1/projections/{name}",
+            "/api/v1/projections/p",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "DELETE",
+            "/api/v1/projections/{name}",
+            "/api/v1/projections/p",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+        (
+            "GET",
+            "/api/v1/projections/{name}/state",
+            "/api/v1/projections/p/state",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "GET",
+            "/api/v1/projections/{name}/state/{key}",
+            "/api/v1/projections/p/state/k",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "POST",
+            "/api/v1/projections/{name}/rebuild",
+            "/api/v1/projections/p/rebuild",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+        (
+            "GET",
+            "/api/v1/replay",
+            "/api/v1/replay",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "POST",
+            "/api/v1/replay",
+            "/api/v1/replay",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+        (
+            "GET",
+            "/api/v1/replay/{id}",
+            "/api/v1/replay/j",
+            Access::Requires(Permission::Read),
+        ),
+        (
+            "DELETE",
+            "/api/v1/replay/{id}",
+            "/api/v1/replay/j",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+        (
+            "POST",
+            "/api/v1/replay/{id}/cancel",
+            "/api/v1/replay/j/cancel",
+            Access::Requires(Permission::ManagePipelines),
+        ),
+    ];
+    let readonly = Caller::authenticated(
+        TenantId::parse("acme").unwrap(),
+        Role::Readonly,
+        Principal::User {
+            user_id: "u1".into(),
+            username: "reader".into(),
+        },
+    );
+    for (method, pattern, path, access) in routes {
+        assert_eq!(
+            crate::access::access_for(&method.parse().unwrap(), pattern),
+            Some(access),
+            "{method} {pattern}"
+        );
+        if access != Access::Requires(Permission::ManagePipelines) {
+            continue;
+        }
+        // The readonly caller is refused before anything is read or written.
+        let app = app(untouched()).layer(Extension(readonly.clone()));
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let reply = send(app, request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{method} {path}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body["required_permission"], "manage_pipelines");
+    }
+}
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
+fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
+    let store: Arc<dyn EventStore> = Arc::new(store);
+    let (projections, replays) = idle_projections(&store);
+    router(
+        AppState {
+            append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
+            reads: ReadEvents::new(Arc::clone(&store)),
+            health: HealthInfo {
+                version: "9.9.9",
+                store: Arc::clone(&store),
+            },
+            auth: crate::AuthMode::Disabled,
+            snapshots: snapshots_with(store, state),
+            projections,
+            replays,
+            schemas: no_schemas(),
+            identity: None,
+            tenancy: crate::Tenancy::off(),
+            compaction: Arc::new(NoCompaction::new("memory")),
+            audit: quiet_audit(),
+            policies: no_policies(),
+        },
+        HttpLimits::default(),
+    )
+}
+
+/// A stored snapshot of `order-42` at version 2, in the persisted format.
+fn stored_snapshot() -> (String, StateEntry) {
+    (
+        "order-42/00000000000000000002".into(),
+        StateEntry {
+            value: json!({
+                "format": 1, "entity_id": "order-42", "version": 2, "event_count": 2,
+                "position": 12, "last_event_at": "2026-11-22T10:15:02.123456Z",
+                "created_at": "2026-11-22T10:16:00.123456Z", "origin": "automatic",
+                "state": {"status": "paid"}
+            }),
+            version: 1,
+        },
+    )
+}
+
+#[tokio::test]
+async fn create_snapshot_is_201_with_the_snapshot() {
+    let mut state = MockStateStore::new();
+    state.expect_list().returning(|_, _, _, _, _| Ok(vec![]));
+    state
+        .expect_put()
+        .withf(|t, ns, key, value, expected| {
+            t.as_str() == "default"
+                && ns == "snapshots"
+                && key == "order-42/00000000000000000002"
+                && value["state"] == json!({"status": "paid"})
+                && expected.is_none()
+        })
+        .times(1)
+        .returning(|_, _, _, _, _| Ok(1));
+    let reply = send(
+        app_with_snapshots(two_event_stream(), state),
+        post("/api/v1/snapshots", r#"{"entity_id":"order-42"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({
+            "entity_id": "order-42",
+            "version": 2,
+            "event_count": 2,
+            "position": 12,
+            "last_event_at": "2026-11-22T10:15:02.123456Z",
+            "created_at": "2026-11-22T10:16:00.123456Z",
+            "origin": "manual",
+            "state": {"status": "paid"}
+        })
+    );
+}
+
+#[tokio::test]
+async fn create_snapshot_refuses_bad_bodies_with_field_errors() {
+    for (body, field) in [
+        (r#"{"entity_id":"order-42","extra":1}"#, None),
+        (r#"{}"#, None),
+        (r#"{"entity_id":5}"#, Some("entity_id")),
+        (r#"{"entity_id":""}"#, Some("entity_id")),
+        (r#"{"entity_id":"a","as_of":"tomorrow"}"#, Some("as_of")),
+        (r#"[1]"#, None),
+    ] {
+        let reply = send(
+            app_with_snapshots(untouched(), untouched_state()),
+            post("/api/v1/snapshots", body),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.body["error"], "validation_failed", "{body}");
+        if let Some(field) = field {
+            assert_eq!(reply.field_names(), [field], "{body}");
+        }
+    }
+    let reply = send(
+        app_with_snapshots(untouched(), untouched_state()),
+        post_as("/api/v1/snapshots", "text/plain", r#"{"entity_id":"a"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn create_snapshot_of_an_entity_without_events_is_404() {
+    let mut store = MockEventStore::new();
+    store.expect_read_stream().returning(|_, _, _| Ok(vec![]));
+    let mut state = MockStateStore::new();
+    state.expect_list().returning(|_, _, _, _, _| Ok(vec![]));
+    state.expect_put().never();
+    let reply = send(
+        app_with_snapshots(store, state),
+        post("/api/v1/snapshots", r#"{"entity_id":"nobody"}"#),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    assert_eq!(reply.body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn latest_snapshot_and_its_404() {
+    let mut state = MockStateStore::new();
+    state
+        .expect_list()
+        .withf(|_, _, prefix, _, _| prefix.as_deref() == Some("order-42/"))
+        .returning(|_, _, _, _, _| Ok(vec![stored_snapshot()]));
+    state.expect_list().returning(|_, _, _, _, _| Ok(vec![]));
+    let app = app_with_snapshots(untouched(), state);
+    let reply = send(app.clone(), get("/api/v1/snapshots/order-42/latest")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["version"], 2);
+    assert_eq!(reply.body["origin"], "automatic");
+    assert_eq!(reply.body["state"], json!({"status": "paid"}));
+    let reply = send(app, get("/api/v1/snapshots/other/latest")).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn list_snapshots_pages_and_validates() {
+    let mut state = MockStateStore::new();
+    state
+        .expect_list()
+        .withf(|_, ns, prefix, after, limit| {
+            ns == "snapshots" && prefix.is_none() && after.is_none() && *limit == 101
+        })
+        .returning(|_, _, _, _, _| Ok(vec![stored_snapshot()]));
+    let app = app_with_snapshots(untouched(), state);
+    let reply = send(app.clone(), get("/api/v1/snapshots")).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["count"], 1);
+    assert_eq!(reply.body["has_more"], false);
+    assert_eq!(reply.body["next_cursor"], Value::Null);
+    assert_eq!(reply.body["snapshots"][0]["entity_id"], "order-42");
+    for path in [
+        "/api/v1/snapshots?limit=0",
+        "/api/v1/snapshots?limit=abc",
+        "/api/v1/snapshots?entity_id=",
+        "/api/v1/snapshots?entity=a",
+    ] {
+        let reply = send(app.clone(), get(path)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn snapshot_store_unavailable_is_503() {
+    let mut state = MockStateStore::new();
+    state
+        .expect_list()
+        .returning(|_, _, _, _, _| Err(StateError::Unavailable("recovering".into())));
+    let reply = send(
+        app_with_snapshots(untouched(), state),
+        get("/api/v1/snapshots/order-42/latest"),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"], "unavailable");
 }

@@ -9,10 +9,12 @@
 //!   tests that SIGKILL it and CLI tests).
 //! - [`pg`]: fresh PostgreSQL databases per test; loud skip or failure without PostgreSQL.
 //! - [`proxy`]: a TCP proxy a test can cut, to take PostgreSQL away from a running node.
+//! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
 //! - [`harness`]: the storage backends the contract suite runs against.
 
 pub mod harness;
 pub mod pg;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod server;

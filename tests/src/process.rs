@@ -78,6 +78,8 @@ impl ServerProcess {
                 .args(["serve", "--port", &port.to_string(), "--data-dir"])
                 .arg(data_dir)
                 .env("ALLSOURCE__LOG__LEVEL", "info")
+                // Tests that are not about authentication run without it; `env` may turn it on.
+                .env("ALLSOURCE__AUTH__ENABLED", "false")
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().expect("log file"))
@@ -136,6 +138,22 @@ impl ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits up to `within` for the process to exit by itself (a failpoint's abort); `None` if
+    /// it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGTERM, then waits for the exit.

@@ -17,6 +17,20 @@ pub struct TestServer {
     dir: Option<tempfile::TempDir>,
 }
 
+/// The signing secret of [`TestServer::start_with_auth`].
+pub const TEST_JWT_SECRET: &str = "test-secret-0123456789-0123456789-0123456789";
+/// The bootstrap admin of [`TestServer::start_with_auth`].
+pub const ADMIN_USERNAME: &str = "root";
+pub const ADMIN_PASSWORD: &str = "root password for tests";
+
+/// Turns authentication on with the test secret and bootstrap admin.
+pub fn enable_auth(settings: &mut Settings) {
+    settings.auth.enabled = true;
+    settings.auth.jwt.secret = TEST_JWT_SECRET.into();
+    settings.auth.bootstrap_admin.username = ADMIN_USERNAME.into();
+    settings.auth.bootstrap_admin.password = ADMIN_PASSWORD.into();
+}
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -41,6 +55,16 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         Self::start_in(dir, adjust).await
+    }
+
+    /// With authentication on: a signing secret ([`TEST_JWT_SECRET`], kid `default`) and the
+    /// bootstrap admin [`ADMIN_USERNAME`] / [`ADMIN_PASSWORD`] of tenant `default`.
+    pub async fn start_with_auth(adjust: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_with(|settings| {
+            enable_auth(settings);
+            adjust(settings);
+        })
+        .await
     }
 
     /// Starts on an existing data dir (for restarts).
@@ -111,6 +135,26 @@ impl TestServer {
                 .expect("POST"),
         )
         .await
+    }
+
+    /// A request with an optional `Authorization: Bearer` token and optional JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        read(request.send().await.expect("request")).await
     }
 
     /// Stops gracefully and gives back the data dir.

@@ -1,13 +1,31 @@
 //! The black-box test suite of AllSource (one binary):
+//! - `auth`: authentication and authorization attacks, the route × role matrix, admin CLI;
 //! - `contract`: the `EventStore` contract, run against every storage adapter;
 //! - `state_contract`: the `StateStore` contract, run against every adapter;
 //! - `http`: every route, status code and error shape of the REST contract, against the real
 //!   server;
+//! - `compaction`: the compaction routes, and crashes of the real binary in the middle of a
+//!   compaction;
 //! - `process`: the real binary as a child process: crash (SIGKILL) cycles, SIGTERM, CLI;
+//! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes);
+//! - `policies`: the policy engine and the audit log over HTTP;
+//! - `projections`: projections and replay over HTTP, restarts and crashes between updates;
+//! - `schemas`: the schema registry's routes and enforcement at append.
+//! - `snapshots`: manual and automatic snapshots, and state reads through them.
+//! - `policies`: the policy engine and the audit log over HTTP.
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
+//! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
+//!   matrix over every route.
 
+mod auth;
+mod compaction;
 mod contract;
 mod http;
+mod policies;
 mod postgres;
 mod process;
+mod projections;
+mod schemas;
+mod snapshots;
 mod state_contract;
+mod tenancy;

@@ -12,14 +12,14 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 /// What a receipt said: entity, version, position.
-type Ack = (String, u64, u64);
+pub(crate) type Ack = (String, u64, u64);
 
 #[derive(Default, Clone)]
-struct Ledger {
+pub(crate) struct Ledger {
     /// Every acknowledged event by id.
-    acked: HashMap<String, Ack>,
+    pub(crate) acked: HashMap<String, Ack>,
     /// Every batch sent (acknowledged or not), by its ids.
-    attempted: Vec<Vec<String>>,
+    pub(crate) attempted: Vec<Vec<String>>,
 }
 
 fn pseudo_random(bound: u64) -> u64 {
@@ -30,7 +30,7 @@ fn pseudo_random(bound: u64) -> u64 {
 }
 
 /// Appends from `clients` concurrent clients until `stop`, recording every acknowledgement.
-fn start_clients(
+pub(crate) fn start_clients(
     base: &str,
     clients: usize,
     ledger: &Arc<Mutex<Ledger>>,
@@ -123,7 +123,7 @@ async fn read_all(base: &str) -> Vec<Value> {
 
 /// Every acknowledged event is there exactly once with its version and position; versions are
 /// gapless; positions increase; every batch is whole or absent.
-async fn verify(base: &str, ledger: &Ledger) -> u64 {
+pub(crate) async fn verify(base: &str, ledger: &Ledger) -> u64 {
     let all = read_all(base).await;
     let mut by_id: HashMap<String, Ack> = HashMap::new();
     for e in &all {
@@ -366,6 +366,7 @@ async fn a_corrupt_wal_refuses_to_start_until_repaired() {
     let refused = Command::new(binary())
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(&data)
+        .env("ALLSOURCE__AUTH__ENABLED", "false")
         .output()
         .expect("run");
     assert!(!refused.status.success());

@@ -1,15 +1,39 @@
 //! Ports: the traits through which use cases reach the outside world (`EventStore`,
-//! `StateStore`, `EntityStateCache`, `Clock`). Adapters live in
+//! `StateStore`, `EntityStateCache`, `AuditLog`, `Compactor`, `Clock`, `SchemaValidator`).
+//! Adapters live in
+//! `StateStore`, `EntityStateCache`, `AuditLog`, `RateLimiter`, `Clock`). Adapters live in
 //! `allsource-infrastructure`; every adapter of [`EventStore`] passes the one contract suite in
 //! `allsource-tests`.
 
+pub mod audit;
 pub mod clock;
+pub mod compactor;
 pub mod event_store;
+pub mod rate_limit;
+pub mod schema_validator;
+pub mod snapshot_scheduler;
 pub mod state_cache;
 pub mod state_store;
 
+#[cfg(any(test, feature = "mocks"))]
+pub use audit::MockAuditLog;
+pub use audit::{AuditError, AuditLog, AuditOutcome, AuditQuery, AuditRecord};
 pub use clock::Clock;
+#[cfg(any(test, feature = "mocks"))]
+pub use compactor::MockCompactor;
+pub use compactor::{
+    CompactionError, CompactionPolicy, CompactionReport, CompactionStats, Compactor, NoCompaction,
+};
 pub use event_store::*;
+#[cfg(any(test, feature = "mocks"))]
+pub use rate_limit::MockRateLimiter;
+pub use rate_limit::{RateDecision, RateLimitError, RateLimiter, TokenBucket};
+pub use schema_validator::{CompiledSchema, SchemaIssue, SchemaValidator};
+#[cfg(any(test, feature = "mocks"))]
+pub use schema_validator::{MockCompiledSchema, MockSchemaValidator};
+#[cfg(any(test, feature = "mocks"))]
+pub use snapshot_scheduler::MockSnapshotScheduler;
+pub use snapshot_scheduler::SnapshotScheduler;
 #[cfg(any(test, feature = "mocks"))]
 pub use state_cache::MockEntityStateCache;
 pub use state_cache::{EntityStateCache, NoStateCache};

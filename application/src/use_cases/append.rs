@@ -11,6 +11,7 @@ use allsource_domain::{
 use super::params::{Errors, FieldError};
 use crate::Caller;
 use crate::ports::{AppendReceipt, EventStore, StoreAppendError};
+pub use crate::quota::QuotaExceeded;
 
 /// Size limits of appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,13 @@ pub enum AppendError {
         index: Option<usize>,
         event_id: EventId,
     },
+    /// 422: valid JSON that fails a registered schema; nothing appended. Fields are named like
+    /// [`AppendError::Invalid`]'s (`events[3].payload` in a batch).
+    #[error("events fail their registered schema")]
+    SchemaViolation(Vec<FieldError>),
+    /// 429: a quota of the caller's tenant would be exceeded; nothing appended.
+    #[error(transparent)]
+    QuotaExceeded(QuotaExceeded),
     /// 503: storage cannot take writes; nothing acknowledged, safe to retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -95,16 +103,56 @@ pub enum AppendError {
     Internal(anyhow::Error),
 }
 
+/// A check that runs on every append after the events are validated and before the store sees
+/// them (schema enforcement, quotas), and is told what was appended afterwards (usage counting).
+/// The use case knows nothing of what the guards check; the composition root installs them.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait::async_trait]
+pub trait AppendGuard: Send + Sync {
+    /// Refuses the whole append by returning an error (usually `SchemaViolation` or
+    /// `QuotaExceeded`). `batch` says how to name fields: `events[i].payload` or `payload`.
+    ///
+    /// # Errors
+    /// Any [`AppendError`]; the append is not made.
+    async fn before_append(
+        &self,
+        caller: &Caller,
+        events: &[ProposedEvent],
+        batch: bool,
+    ) -> Result<(), AppendError>;
+
+    /// Called after the store acknowledged the append, with the receipts in request order
+    /// (duplicates included, marked). Must not fail the append: it has happened.
+    async fn after_append(
+        &self,
+        caller: &Caller,
+        events: &[ProposedEvent],
+        receipts: &[AppendReceipt],
+    );
+}
+
 /// The append use case.
 #[derive(Clone)]
 pub struct AppendEvents {
     store: Arc<dyn EventStore>,
     limits: AppendLimits,
+    guards: Vec<Arc<dyn AppendGuard>>,
 }
 
 impl AppendEvents {
     pub fn new(store: Arc<dyn EventStore>, limits: AppendLimits) -> Self {
-        Self { store, limits }
+        Self {
+            store,
+            limits,
+            guards: Vec::new(),
+        }
+    }
+
+    /// Adds a guard; guards run in the order they were added.
+    #[must_use]
+    pub fn with_guard(mut self, guard: Arc<dyn AppendGuard>) -> Self {
+        self.guards.push(guard);
+        self
     }
 
     pub fn limits(&self) -> AppendLimits {
@@ -161,6 +209,12 @@ impl AppendEvents {
         let at = |index: usize| batch.then_some(index);
         let events = self.validate(inputs, batch)?;
         let expected_count = events.len();
+        for guard in &self.guards {
+            guard.before_append(caller, &events, batch).await?;
+        }
+        // The guards need the events after the append; without guards they are moved, not
+        // cloned (the hot path).
+        let kept = (!self.guards.is_empty()).then(|| events.clone());
         let receipts = self
             .store
             .append(caller.tenant(), events)
@@ -193,6 +247,11 @@ impl AppendEvents {
                 receipts.len(),
                 expected_count
             )));
+        }
+        if let Some(events) = kept {
+            for guard in &self.guards {
+                guard.after_append(caller, &events, &receipts).await;
+            }
         }
         Ok(AppendReply { receipts })
     }

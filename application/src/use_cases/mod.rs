@@ -3,12 +3,45 @@
 //! and calls the ports. Each error enum documents the HTTP status its variants map to.
 
 mod append;
+mod audit;
+pub mod identity;
 mod params;
+mod policies;
 mod read;
+mod schemas;
+mod snapshots;
+mod tenants;
 
-pub use append::{AppendError, AppendEventInput, AppendEvents, AppendLimits, AppendReply};
+#[cfg(any(test, feature = "mocks"))]
+pub use append::MockAppendGuard;
+pub use append::{
+    AppendError, AppendEventInput, AppendEvents, AppendGuard, AppendLimits, AppendReply,
+    QuotaExceeded,
+};
+pub use audit::{
+    AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,
+    record_or_log,
+};
 pub use params::FieldError;
+pub use policies::{
+    ConditionInput, Enforcement, MAX_POLICIES, POLICY_NAMESPACE, Policies, PolicyError,
+    PolicyInput, REFRESH_SECONDS,
+};
 pub use read::{
     DEFAULT_QUERY_LIMIT, EntityListInput, EntityStateInput, EntityStateView, MAX_PAGE_LIMIT,
     QueryInput, ReadError, ReadEvents, StreamInput,
+};
+pub use schemas::{
+    ConfigureSubjectInput, MAX_APPEND_VIOLATIONS, RegisterSchemaInput, Registered,
+    SCHEMA_NAMESPACE, SchemaError, SchemaRegistry, SchemaSettings, SchemaView, SubjectConfig,
+    SubjectSummary, ValidateInput, ValidationReport,
+};
+pub use snapshots::{
+    CreateSnapshotInput, DEFAULT_SNAPSHOT_LIMIT, ListSnapshotsInput, MAX_SNAPSHOT_LIMIT,
+    NAMESPACE as SNAPSHOT_NAMESPACE, Snapshot, SnapshotArchive, SnapshotError, SnapshotOrigin,
+    SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
+};
+pub use tenants::{
+    CreateTenantInput, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE, TenantError,
+    TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput, quota_limit,
 };

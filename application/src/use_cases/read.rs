@@ -7,6 +7,7 @@ use allsource_domain::{EntityId, EntityState, Event, EventId, EventType, Positio
 use chrono::{DateTime, Utc};
 
 use super::params::{self, Errors, FieldError};
+use super::snapshots::{SnapshotArchive, fold_from_snapshot};
 use crate::Caller;
 use crate::ports::{
     EntityListQuery, EntityPage, EntityStateCache, EventQuery, EventStore, EventTypeCount,
@@ -110,6 +111,7 @@ pub struct StreamPage {
 pub struct ReadEvents {
     store: Arc<dyn EventStore>,
     states: Arc<dyn EntityStateCache>,
+    snapshots: Option<SnapshotArchive>,
 }
 
 impl ReadEvents {
@@ -121,7 +123,19 @@ impl ReadEvents {
     /// Reads with a cache of folded states: a current-state read folds only the events after
     /// the cached version.
     pub fn with_state_cache(store: Arc<dyn EventStore>, states: Arc<dyn EntityStateCache>) -> Self {
-        Self { store, states }
+        Self {
+            store,
+            states,
+            snapshots: None,
+        }
+    }
+
+    /// State reads start from the newest snapshot at or before the point asked for and fold
+    /// only the events after it (after the cache, before a full fold).
+    #[must_use]
+    pub fn with_snapshots(mut self, snapshots: SnapshotArchive) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// `GET /api/v1/events/query`.
@@ -289,17 +303,7 @@ impl ReadEvents {
                 history: None,
             });
         }
-        let mut events = self
-            .store
-            .read_stream(tenant, &entity_id, StreamRange::ALL)
-            .await?;
-        if let Some(as_of) = as_of {
-            // Timestamps are non-decreasing along the stream, so the events at `as_of` are a
-            // prefix.
-            let visible = events.partition_point(|e| e.timestamp <= as_of);
-            events.truncate(visible);
-        }
-        let state = EntityState::fold(events.iter().map(|e| e.as_ref())).ok_or_else(|| {
+        let not_found = || {
             ReadError::NotFound(match as_of {
                 Some(t) => format!(
                     "entity '{entity_id}' has no events at {}",
@@ -307,7 +311,37 @@ impl ReadEvents {
                 ),
                 None => format!("entity '{entity_id}' has no events"),
             })
-        })?;
+        };
+        let (state, events) = if include_history {
+            // The history is every event: nothing to gain from a snapshot.
+            let mut events = self
+                .store
+                .read_stream(tenant, &entity_id, StreamRange::ALL)
+                .await?;
+            if let Some(as_of) = as_of {
+                // Timestamps are non-decreasing along the stream, so the events at `as_of` are
+                // a prefix.
+                let visible = events.partition_point(|e| e.timestamp <= as_of);
+                events.truncate(visible);
+            }
+            let state =
+                EntityState::fold(events.iter().map(|e| e.as_ref())).ok_or_else(not_found)?;
+            (state, Some(events))
+        } else {
+            // From the newest snapshot at or before the point asked for (if snapshots are
+            // configured and their store answers), folding only the tail.
+            let folded = fold_from_snapshot(
+                self.store.as_ref(),
+                self.snapshots.as_ref(),
+                tenant,
+                &entity_id,
+                None,
+                as_of,
+            )
+            .await?
+            .ok_or_else(not_found)?;
+            (folded.state, None)
+        };
         let state = Arc::new(state);
         if as_of.is_none() {
             self.states.put(tenant, Arc::clone(&state));
@@ -315,7 +349,7 @@ impl ReadEvents {
         Ok(EntityStateView {
             state,
             as_of,
-            history: include_history.then_some(events),
+            history: events,
         })
     }
 

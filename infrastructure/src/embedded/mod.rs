@@ -28,6 +28,12 @@
 //! segment. A crash at any step loses and duplicates nothing: recovery skips WAL events that the
 //! manifest already covers, and ignores Parquet files it does not name.
 //!
+//! # Compaction
+//! Sealing makes one Parquet file per segment; [`compaction`] merges runs of adjacent small
+//! files into larger ones (on demand through [`EmbeddedStore::compactor`], and by a background
+//! policy thread), with the same crash safety: new file, sync, rename, one atomic manifest swap,
+//! then the old files are deleted.
+//!
 //! # Recovery
 //! Manifest → Parquet files → WAL segments (skipping positions already in Parquet). A torn tail
 //! of the last segment is cut off with a warning; any other damage refuses the start with
@@ -38,9 +44,11 @@
 //! - [`wal`]: segment and record format, scanning with torn-tail/corruption detection.
 //! - [`parquet_file`]: writing and reading Parquet files.
 //! - [`manifest`]: the manifest.
+//! - [`compaction`]: merging small Parquet files (planner, merge, policy thread, `Compactor`).
 //! - [`intern`]: shared names while loading.
 //! - [`repair`]: the `allsource repair` command.
 
+pub mod compaction;
 pub mod intern;
 pub mod manifest;
 pub mod parquet_file;
@@ -66,6 +74,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::index::EventIndex;
+use compaction::Compaction;
+pub use compaction::{CompactionConfig, CompactionFailpoint, CompactionStep, EmbeddedCompactor};
 use intern::Interner;
 use manifest::{Manifest, ParquetEntry};
 pub use repair::{RepairReport, repair};
@@ -105,6 +115,8 @@ pub struct EmbeddedConfig {
     /// Whether sealed segments are turned into Parquet in the background (tests turn it off to
     /// drive sealing step by step).
     pub seal: bool,
+    /// Merging of small Parquet files.
+    pub compaction: CompactionConfig,
 }
 
 impl Default for EmbeddedConfig {
@@ -115,6 +127,7 @@ impl Default for EmbeddedConfig {
             segment_bytes: 64 * 1024 * 1024,
             max_group_events: 16 * 1024,
             seal: true,
+            compaction: CompactionConfig::default(),
         }
     }
 }
@@ -151,7 +164,7 @@ pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Figures for `stats`, kept as counters so that reading them is cheap.
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     wal_segments: AtomicU64,
     wal_bytes: AtomicU64,
     parquet_files: AtomicU64,
@@ -180,6 +193,9 @@ pub struct EmbeddedStore {
     threads: Mutex<Vec<JoinHandle<()>>>,
     counters: Arc<Counters>,
     config: EmbeddedConfig,
+    compaction: Arc<Compaction>,
+    /// Dropping it stops the background compaction policy.
+    policy_stop: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 fn wal_dir(data_dir: &Path) -> PathBuf {
@@ -295,6 +311,14 @@ impl EmbeddedStore {
 
         let failed = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        // Shared by the sealer and compaction, which both write it (see `compaction`).
+        let manifest = Arc::new(Mutex::new(manifest));
+        let compaction = Arc::new(Compaction::new(
+            data_dir.clone(),
+            Arc::clone(&manifest),
+            Arc::clone(&counters),
+            config.compaction.clone(),
+        ));
         let (seal_tx, seal_rx) = std::sync::mpsc::channel::<PathBuf>();
         if config.seal {
             for path in to_seal {
@@ -312,6 +336,19 @@ impl EmbeddedStore {
                     .spawn(move || sealer.run(seal_rx))
                     .context("cannot start the sealer thread")?,
             );
+        }
+        let mut policy_stop = None;
+        if config.compaction.enabled {
+            let (stop, stopped) = std::sync::mpsc::channel();
+            let compaction = Arc::clone(&compaction);
+            let lock = Arc::clone(&lock);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("allsource-compactor".into())
+                    .spawn(move || compaction::run_policy(compaction, stopped, lock))
+                    .context("cannot start the compaction thread")?,
+            );
+            policy_stop = Some(stop);
         }
         let segment = Arc::new(Mutex::new(active));
         let writer_done = Arc::new(AtomicBool::new(false));
@@ -365,7 +402,15 @@ impl EmbeddedStore {
             threads: Mutex::new(threads),
             counters,
             config,
+            compaction,
+            policy_stop: Mutex::new(policy_stop),
         })
+    }
+
+    /// The store's [`Compactor`](allsource_application::ports::Compactor): on-demand
+    /// compaction and its figures.
+    pub fn compactor(&self) -> EmbeddedCompactor {
+        EmbeddedCompactor::new(Arc::clone(&self.compaction))
     }
 
     /// The read side (for benchmarks and diagnostics).
@@ -684,11 +729,7 @@ pub fn seal_segment(
     let stop = |step| stop_after.is_some_and(|s| s == step);
     let mut entry = None;
     if let (Some(first), Some(last)) = (events.first(), events.last()) {
-        let name = format!(
-            "events-{:020}-{:020}.parquet",
-            first.position.get(),
-            last.position.get()
-        );
+        let name = compaction::file_name(first.position.get(), last.position.get());
         let path = parquet_dir(data_dir).join(&name);
         if stop(SealStep::TempWritten) {
             // Write only the temp file, as a crash before the rename would leave it.
@@ -721,28 +762,32 @@ pub fn seal_segment(
 
 struct Sealer {
     data_dir: PathBuf,
-    manifest: Manifest,
+    /// Held while a segment is sealed, so compaction never swaps the manifest meanwhile.
+    manifest: Arc<Mutex<Manifest>>,
     counters: Arc<Counters>,
     _lock: Arc<File>,
 }
 
 impl Sealer {
-    fn run(mut self, segments: std::sync::mpsc::Receiver<PathBuf>) {
+    fn run(self, segments: std::sync::mpsc::Receiver<PathBuf>) {
         while let Ok(segment) = segments.recv() {
             let wal_bytes = fs::metadata(&segment).map_or(0, |m| m.len());
-            match seal_segment(&self.data_dir, &segment, &mut self.manifest, None) {
+            let sealed = seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None);
+            match sealed {
                 Ok(entry) => {
-                    self.counters.wal_segments.fetch_sub(1, Ordering::Relaxed);
-                    self.counters
-                        .wal_bytes
-                        .fetch_sub(wal_bytes, Ordering::Relaxed);
-                    if let Some(entry) = entry {
+                    // The Parquet counters move first: whoever sees the WAL segment count drop
+                    // (tests, stats, compaction) then also sees the file that replaced it.
+                    if let Some(entry) = &entry {
                         self.counters.parquet_files.fetch_add(1, Ordering::Relaxed);
                         self.counters
                             .parquet_bytes
                             .fetch_add(entry.bytes, Ordering::Relaxed);
                         tracing::info!(file = %entry.file, events = entry.events, "sealed a WAL segment into Parquet");
                     }
+                    self.counters
+                        .wal_bytes
+                        .fetch_sub(wal_bytes, Ordering::Relaxed);
+                    self.counters.wal_segments.fetch_sub(1, Ordering::Release);
                 }
                 Err(e) => {
                     // The segment stays; the next start seals it again.
@@ -750,6 +795,13 @@ impl Sealer {
                 }
             }
         }
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Without a shutdown: no compaction pass may start once the writer may be gone.
+        self.compaction.request_stop();
     }
 }
 
@@ -816,7 +868,7 @@ impl EventStore for EmbeddedStore {
     async fn stats(&self, tenant: &TenantId) -> Result<StoreStats, StoreError> {
         let mut stats = self.index.stats(tenant);
         let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let load = |a: &AtomicU64| a.load(Ordering::Acquire);
         let storage = &mut stats.storage;
         storage.insert("backend".into(), "embedded".into());
         storage.insert("durability".into(), self.config.durability.name().into());
@@ -850,6 +902,10 @@ impl EventStore for EmbeddedStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Stop compaction first: the policy thread exits, a running pass stops between files.
+        drop(self.policy_stop.lock().take());
+        let compaction = Arc::clone(&self.compaction);
+        let _ = tokio::task::spawn_blocking(move || compaction.stop()).await;
         let (reply, done) = oneshot::channel();
         let synced = if self.commands.send(Command::Shutdown(reply)).await.is_ok() {
             done.await
@@ -873,5 +929,7 @@ impl EventStore for EmbeddedStore {
     }
 }
 
+#[cfg(test)]
+mod compaction_tests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 //! sync, rename, sync the directory.
 
 use std::fs::{self, File};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use allsource_domain::{Event, EventId, Position, Version};
@@ -83,25 +83,91 @@ fn batch_of(events: &[Arc<Event>]) -> anyhow::Result<RecordBatch> {
 
 /// Writes `events` to `path` atomically (through `path.tmp`), synced, directory synced.
 pub fn write(path: &Path, events: &[Arc<Event>]) -> anyhow::Result<u64> {
-    let tmp = path.with_extension("parquet.tmp");
-    let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema(), Some(props))?;
-    for chunk in events.chunks(ROW_GROUP_ROWS) {
-        writer.write(&batch_of(chunk)?)?;
+    let mut sink = ParquetSink::create(path)?;
+    sink.push(events)?;
+    sink.finish()?.publish()
+}
+
+/// A Parquet file being written in pieces (compaction streams several files into one), to a
+/// temp file next to its final path.
+pub struct ParquetSink {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: ArrowWriter<File>,
+}
+
+impl ParquetSink {
+    /// Starts writing what will become `path` (into `path.tmp` until published).
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let tmp = path.with_extension("parquet.tmp");
+        let file =
+            File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema(), Some(props))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            writer,
+        })
     }
-    let file = writer.into_inner()?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    drop(file);
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
+
+    /// Adds events (in position order) to the file.
+    pub fn push(&mut self, events: &[Arc<Event>]) -> anyhow::Result<()> {
+        for chunk in events.chunks(ROW_GROUP_ROWS) {
+            self.writer.write(&batch_of(chunk)?)?;
+        }
+        Ok(())
     }
-    Ok(bytes)
+
+    /// Gives up: the temp file is removed (best effort: recovery removes leftovers too).
+    pub fn abandon(self) {
+        drop(self.writer);
+        let _ = fs::remove_file(&self.tmp);
+    }
+
+    /// Finishes the temp file and syncs it; it is not yet in place.
+    pub fn finish(self) -> anyhow::Result<TempParquet> {
+        let file = self.writer.into_inner()?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        Ok(TempParquet {
+            path: self.path,
+            tmp: self.tmp,
+            bytes,
+        })
+    }
+}
+
+/// A finished, synced temp file, waiting to be renamed into place.
+#[derive(Debug)]
+pub struct TempParquet {
+    path: PathBuf,
+    tmp: PathBuf,
+    bytes: u64,
+}
+
+impl TempParquet {
+    /// Size of the file.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Renames the file into place and syncs the directory; returns its size.
+    pub fn publish(self) -> anyhow::Result<u64> {
+        fs::rename(&self.tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(self.bytes)
+    }
+
+    /// Removes the temp file (best effort: recovery removes leftovers too).
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
 }
 
 fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> anyhow::Result<&'a T> {

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::*;
 use crate::SystemClock;
 
-fn config(dir: &Path) -> EmbeddedConfig {
+pub(super) fn config(dir: &Path) -> EmbeddedConfig {
     EmbeddedConfig {
         data_dir: dir.to_path_buf(),
         durability: Durability::None,
@@ -23,11 +23,11 @@ fn config(dir: &Path) -> EmbeddedConfig {
     }
 }
 
-fn open(config: EmbeddedConfig) -> EmbeddedStore {
+pub(super) fn open(config: EmbeddedConfig) -> EmbeddedStore {
     EmbeddedStore::open(config, Arc::new(SystemClock)).expect("open")
 }
 
-fn event(entity: &str, n: usize) -> ProposedEvent {
+pub(super) fn event(entity: &str, n: usize) -> ProposedEvent {
     ProposedEvent {
         id: EventId::generate(),
         entity_id: EntityId::parse(entity).unwrap(),
@@ -41,11 +41,11 @@ fn event(entity: &str, n: usize) -> ProposedEvent {
     }
 }
 
-fn tenant(name: &str) -> TenantId {
+pub(super) fn tenant(name: &str) -> TenantId {
     TenantId::parse(name).unwrap()
 }
 
-async fn fill(store: &EmbeddedStore, appends: usize) {
+pub(super) async fn fill(store: &EmbeddedStore, appends: usize) {
     for i in 0..appends {
         let t = if i % 4 == 0 {
             tenant("other")
@@ -60,7 +60,7 @@ async fn fill(store: &EmbeddedStore, appends: usize) {
 }
 
 /// Every event of every tenant, in position order.
-async fn everything(store: &EmbeddedStore) -> Vec<Event> {
+pub(super) async fn everything(store: &EmbeddedStore) -> Vec<Event> {
     let mut all = Vec::new();
     for t in [tenant("default"), tenant("other")] {
         let page = store

@@ -4,13 +4,29 @@
 //!
 //! - [`events`]: appending, querying, one event by id.
 //! - [`entities`]: an entity's stream and state, and the catalog (entities, event types, stats).
+//! - [`compaction`]: triggering compaction of the store's files, and its figures.
 //! - [`health`]: liveness and readiness.
+//! - [`schemas`]: the schema registry (its own `routes()`).
+//! - [`snapshots`]: manual snapshots, listing, the latest of an entity (with their routes).
+//! - [`audit`]: the audit log; [`policies`]: the policy engine's routes.
+//! - [`projections`]: projections, their state, rebuilds.
+//! - [`replay`]: replay jobs.
+//! - [`tenants`]: tenants, their quotas and stats.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
+pub mod audit;
+pub mod auth;
+pub mod compaction;
 pub mod entities;
 pub mod events;
 pub mod health;
+pub mod policies;
+pub mod projections;
+pub mod replay;
+pub mod schemas;
+pub mod snapshots;
+pub mod tenants;
 
 use std::any::Any;
 

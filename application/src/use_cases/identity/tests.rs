@@ -1,0 +1,740 @@
+//! Use-case tests: crypto, audit and gates are mockall mocks; the state store is a small
+//! in-memory fake (the real adapters pass the state-store contract suite).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use allsource_domain::{Role, TenantId};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+use super::ports::{AccessClaims, MockPasswordHasher, MockSecrets, MockTokenSigner, TokenError};
+use super::*;
+use crate::auth::{AuthError, Authenticate, Credential};
+use crate::ports::{MockAuditLog, StateEntry, StateError, StateStore};
+use crate::quota::{GateError, MockQuotaGate, MockTenantGate, QuotaExceeded, QuotaKind};
+use crate::{Caller, Principal};
+
+#[derive(Default)]
+struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
+
+#[async_trait]
+impl StateStore for FakeState {
+    async fn get(
+        &self,
+        t: &TenantId,
+        ns: &str,
+        key: &str,
+    ) -> Result<Option<StateEntry>, StateError> {
+        let map = self.0.lock().unwrap();
+        Ok(map.get(&(t.to_string(), ns.into(), key.into())).cloned())
+    }
+    async fn put(
+        &self,
+        t: &TenantId,
+        ns: &str,
+        key: &str,
+        value: Value,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        let mut map = self.0.lock().unwrap();
+        let k = (t.to_string(), ns.to_owned(), key.to_owned());
+        let current = map.get(&k).map_or(0, |e| e.version);
+        if let Some(expected) = expected
+            && expected != current
+        {
+            return Err(StateError::VersionConflict { expected, current });
+        }
+        map.insert(
+            k,
+            StateEntry {
+                value,
+                version: current + 1,
+            },
+        );
+        Ok(current + 1)
+    }
+    async fn delete(&self, t: &TenantId, ns: &str, key: &str) -> Result<bool, StateError> {
+        let mut map = self.0.lock().unwrap();
+        Ok(map
+            .remove(&(t.to_string(), ns.into(), key.into()))
+            .is_some())
+    }
+    async fn list(
+        &self,
+        t: &TenantId,
+        ns: &str,
+        prefix: Option<String>,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, StateEntry)>, StateError> {
+        let map = self.0.lock().unwrap();
+        Ok(map
+            .iter()
+            .filter(|((tt, n, k), _)| {
+                tt == t.as_str()
+                    && n == ns
+                    && prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str()))
+                    && after.as_ref().is_none_or(|a| k > a)
+            })
+            .take(limit)
+            .map(|((_, _, k), e)| (k.clone(), e.clone()))
+            .collect())
+    }
+}
+
+struct FixedClock(Mutex<DateTime<Utc>>);
+impl crate::ports::Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+struct Setup {
+    identity: Identity,
+    clock: Arc<FixedClock>,
+}
+
+fn hasher() -> MockPasswordHasher {
+    let mut h = MockPasswordHasher::new();
+    h.expect_hash().returning(|p| Ok(format!("hash:{p}")));
+    h.expect_verify()
+        .returning(|p, hash| hash == format!("hash:{p}"));
+    h
+}
+
+fn secrets() -> MockSecrets {
+    let mut s = MockSecrets::new();
+    let counter = Arc::new(Mutex::new(0u32));
+    s.expect_random_token().returning(move || {
+        let mut c = counter.lock().unwrap();
+        *c += 1;
+        format!("random{c}")
+    });
+    s.expect_digest().returning(|x| format!("sha:{x}"));
+    s
+}
+
+fn signer() -> MockTokenSigner {
+    let mut s = MockTokenSigner::new();
+    s.expect_sign()
+        .returning(|c| Ok(serde_json::to_string(c).unwrap()));
+    s.expect_verify().returning(|t| {
+        if t == "expired" {
+            return Err(TokenError::Expired);
+        }
+        serde_json::from_str::<AccessClaims>(t).map_err(|_| TokenError::Invalid("bad".into()))
+    });
+    s
+}
+
+fn audit() -> MockAuditLog {
+    let mut a = MockAuditLog::new();
+    a.expect_record().returning(|_| Ok(()));
+    a
+}
+
+fn setup_with(quotas: MockQuotaGate, tenants: MockTenantGate, audit: MockAuditLog) -> Setup {
+    let clock = Arc::new(FixedClock(Mutex::new(
+        Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
+    )));
+    let identity = Identity::new(
+        IdentityDeps {
+            state: Arc::new(FakeState::default()),
+            hasher: Arc::new(hasher()),
+            signer: Arc::new(signer()),
+            secrets: Arc::new(secrets()),
+            audit: Arc::new(audit),
+            clock: clock.clone(),
+            quotas: Arc::new(quotas),
+            tenants: Arc::new(tenants),
+        },
+        IdentityConfig {
+            max_login_failures: 3,
+            ..IdentityConfig::default()
+        },
+    );
+    Setup { identity, clock }
+}
+
+fn open_quotas() -> MockQuotaGate {
+    let mut q = MockQuotaGate::new();
+    q.expect_consume().returning(|_, _, _| Ok(()));
+    q.expect_release().returning(|_, _, _| ());
+    q
+}
+
+fn active_tenants() -> MockTenantGate {
+    let mut t = MockTenantGate::new();
+    t.expect_check_active().returning(|_| Ok(()));
+    t
+}
+
+fn setup() -> Setup {
+    setup_with(open_quotas(), active_tenants(), audit())
+}
+
+fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+fn admin() -> Caller {
+    Caller::new(tenant("default"))
+}
+
+fn as_role(role: Role) -> Caller {
+    Caller::authenticated(
+        tenant("default"),
+        role,
+        Principal::User {
+            user_id: format!("{role}-id"),
+            username: role.to_string(),
+        },
+    )
+}
+
+fn user_input(name: &str, role: &str) -> CreateUserInput {
+    CreateUserInput {
+        username: name.into(),
+        password: "a good long password".into(),
+        role: role.into(),
+        tenant_id: None,
+    }
+}
+
+fn login_input(name: &str, password: &str) -> LoginInput {
+    LoginInput {
+        username: name.into(),
+        password: password.into(),
+        tenant_id: None,
+    }
+}
+
+#[tokio::test]
+async fn bootstrap_creates_the_first_admin_only_once() {
+    let s = setup();
+    assert!(
+        s.identity
+            .bootstrap_admin("Root", "a good long password", &tenant("default"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.identity
+            .bootstrap_admin("other", "a good long password", &tenant("default"))
+            .await
+            .unwrap()
+    );
+    let pair = s
+        .identity
+        .login(login_input("root", "a good long password"))
+        .await
+        .unwrap();
+    assert_eq!(pair.user.role, Role::Admin);
+    assert_eq!(pair.user.username, "root");
+}
+
+#[tokio::test]
+async fn only_admins_create_users_and_never_above_themselves() {
+    let s = setup();
+    for role in [Role::Developer, Role::Readonly, Role::ServiceAccount] {
+        let err = s
+            .identity
+            .create_user(&as_role(role), user_input("x", "readonly"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, IdentityError::Forbidden(_)),
+            "{role}: {err:?}"
+        );
+    }
+    let user = s
+        .identity
+        .create_user(&admin(), user_input("dev", "developer"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (user.role, user.tenant_id.as_str()),
+        (Role::Developer, "default")
+    );
+    let err = s
+        .identity
+        .create_user(&admin(), user_input("DEV", "readonly"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Conflict(_)), "{err:?}");
+    let err = s
+        .identity
+        .create_user(
+            &admin(),
+            CreateUserInput {
+                username: "bad name".into(),
+                password: "short".into(),
+                role: "root".into(),
+                tenant_id: Some("a/b".into()),
+            },
+        )
+        .await
+        .unwrap_err();
+    let IdentityError::Validation(fields) = err else {
+        panic!("{err:?}")
+    };
+    let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(names, ["username", "password", "role", "tenant_id"]);
+}
+
+#[tokio::test]
+async fn only_operator_admins_create_users_in_other_tenants() {
+    let s = setup();
+    let mut input = user_input("acme-admin", "admin");
+    input.tenant_id = Some("acme".into());
+    assert_eq!(
+        s.identity
+            .create_user(&admin(), input.clone())
+            .await
+            .unwrap()
+            .tenant_id,
+        "acme"
+    );
+    let acme_admin = Caller::new(tenant("acme"));
+    input.username = "spy".into();
+    input.tenant_id = Some("default".into());
+    assert!(matches!(
+        s.identity.create_user(&acme_admin, input).await,
+        Err(IdentityError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn users_of_a_deactivated_tenant_are_not_created_there() {
+    let mut tenants = MockTenantGate::new();
+    tenants.expect_check_active().returning(|t| {
+        Err(GateError::TenantInactive(format!(
+            "tenant {t} is deactivated"
+        )))
+    });
+    let s = setup_with(open_quotas(), tenants, audit());
+    let mut input = user_input("x", "readonly");
+    input.tenant_id = Some("gone".into());
+    assert!(matches!(
+        s.identity.create_user(&admin(), input).await,
+        Err(IdentityError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn login_throttles_after_repeated_failures_and_the_window_passes() {
+    let s = setup();
+    s.identity
+        .create_user(&admin(), user_input("ann", "readonly"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            s.identity
+                .login(login_input("ann", "wrong password!"))
+                .await,
+            Err(IdentityError::Unauthorized(_))
+        ));
+    }
+    let err = s
+        .identity
+        .login(login_input("ann", "a good long password"))
+        .await
+        .unwrap_err();
+    let IdentityError::Throttled { retry_after_secs } = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(retry_after_secs, 900);
+    *s.clock.0.lock().unwrap() += chrono::Duration::seconds(901);
+    assert!(
+        s.identity
+            .login(login_input("ann", "a good long password"))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn unknown_users_get_the_same_answer_as_wrong_passwords() {
+    let s = setup();
+    s.identity
+        .create_user(&admin(), user_input("ann", "readonly"))
+        .await
+        .unwrap();
+    let a = s
+        .identity
+        .login(login_input("ann", "wrong password!"))
+        .await
+        .unwrap_err();
+    let b = s
+        .identity
+        .login(login_input("bob", "wrong password!"))
+        .await
+        .unwrap_err();
+    assert_eq!(a.to_string(), b.to_string());
+    let mut other = login_input("ann", "a good long password");
+    other.tenant_id = Some("acme".into());
+    assert_eq!(
+        s.identity.login(other).await.unwrap_err().to_string(),
+        a.to_string()
+    );
+}
+
+#[tokio::test]
+async fn login_and_refresh_are_audited_and_reuse_revokes_the_family() {
+    let mut audit_log = MockAuditLog::new();
+    let actions = Arc::new(Mutex::new(Vec::new()));
+    let seen = actions.clone();
+    audit_log.expect_record().returning(move |r| {
+        seen.lock()
+            .unwrap()
+            .push(format!("{}:{}", r.action, r.outcome.as_str()));
+        Ok(())
+    });
+    let s = setup_with(open_quotas(), active_tenants(), audit_log);
+    s.identity
+        .create_user(&admin(), user_input("ann", "developer"))
+        .await
+        .unwrap();
+    let first = s
+        .identity
+        .login(login_input("ann", "a good long password"))
+        .await
+        .unwrap();
+    let second = s.identity.refresh(&first.refresh_token).await.unwrap();
+    assert_ne!(first.refresh_token, second.refresh_token);
+    assert!(matches!(
+        s.identity.refresh(&first.refresh_token).await,
+        Err(IdentityError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        s.identity.refresh(&second.refresh_token).await,
+        Err(IdentityError::Unauthorized(_))
+    ));
+    let _ = s
+        .identity
+        .login(login_input("ann", "wrong password!"))
+        .await;
+    let actions = actions.lock().unwrap().clone();
+    assert_eq!(
+        actions,
+        [
+            "user.create:success",
+            "auth.login:success",
+            "token.reuse_detected:denied",
+            "auth.login:failure"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn expired_refresh_tokens_are_refused() {
+    let s = setup();
+    s.identity
+        .create_user(&admin(), user_input("ann", "developer"))
+        .await
+        .unwrap();
+    let pair = s
+        .identity
+        .login(login_input("ann", "a good long password"))
+        .await
+        .unwrap();
+    *s.clock.0.lock().unwrap() += chrono::Duration::days(15);
+    assert!(matches!(
+        s.identity.refresh(&pair.refresh_token).await,
+        Err(IdentityError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn api_keys_respect_roles_quotas_and_revocation() {
+    let mut quotas = MockQuotaGate::new();
+    quotas
+        .expect_consume()
+        .withf(|t, k, n| t.as_str() == "default" && *k == QuotaKind::ApiKeys && *n == 1)
+        .times(2)
+        .returning(|_, _, _| Ok(()));
+    quotas.expect_consume().returning(|_, _, _| {
+        Err(GateError::QuotaExceeded(QuotaExceeded {
+            quota: "max_api_keys".into(),
+            limit: 2,
+            used: 2,
+            retry_after_secs: 60,
+        }))
+    });
+    quotas
+        .expect_release()
+        .withf(|_, k, n| *k == QuotaKind::ApiKeys && *n == 1)
+        .times(1)
+        .returning(|_, _, _| ());
+    let s = setup_with(quotas, active_tenants(), audit());
+    let dev = as_role(Role::Developer);
+    let err = s
+        .identity
+        .create_api_key(
+            &dev,
+            CreateApiKeyInput {
+                name: "x".into(),
+                role: Some("admin".into()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Forbidden(_)), "{err:?}");
+    let created = s
+        .identity
+        .create_api_key(
+            &dev,
+            CreateApiKeyInput {
+                name: "ci".into(),
+                role: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(created.key.starts_with("ask_"));
+    assert_eq!(created.view.role, Role::Developer);
+    assert_eq!(created.view.owner_user_id, "developer-id");
+    let caller = s
+        .identity
+        .authenticate(Credential::ApiKey(created.key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(caller.role(), Role::Developer);
+    assert_eq!(caller.user_id(), Some("developer-id"));
+    assert!(
+        s.identity.list_api_keys(&dev).await.unwrap()[0]
+            .last_used_at
+            .is_some()
+    );
+    // Others don't see or revoke it.
+    let other = as_role(Role::ServiceAccount);
+    assert!(s.identity.list_api_keys(&other).await.unwrap().is_empty());
+    assert!(matches!(
+        s.identity.revoke_api_key(&other, &created.view.id).await,
+        Err(IdentityError::NotFound(_))
+    ));
+    s.identity
+        .create_api_key(
+            &dev,
+            CreateApiKeyInput {
+                name: "second".into(),
+                role: Some("readonly".into()),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.identity
+            .create_api_key(
+                &dev,
+                CreateApiKeyInput {
+                    name: "third".into(),
+                    role: None,
+                    expires_at: None
+                }
+            )
+            .await,
+        Err(IdentityError::Quota(_))
+    ));
+    s.identity
+        .revoke_api_key(&dev, &created.view.id)
+        .await
+        .unwrap();
+    // Twice is fine and releases once.
+    s.identity
+        .revoke_api_key(&dev, &created.view.id)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.identity
+            .authenticate(Credential::Bearer(created.key))
+            .await,
+        Err(AuthError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn expired_keys_and_deactivated_tenants_are_refused() {
+    let mut tenants = MockTenantGate::new();
+    tenants.expect_check_active().returning(|t| {
+        if t.as_str() == "gone" {
+            Err(GateError::TenantInactive("deactivated".into()))
+        } else {
+            Ok(())
+        }
+    });
+    let s = setup_with(open_quotas(), tenants, audit());
+    let created = s
+        .identity
+        .create_api_key(
+            &admin(),
+            CreateApiKeyInput {
+                name: "soon".into(),
+                role: None,
+                expires_at: Some("2026-11-23T12:01:00Z".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        s.identity
+            .authenticate(Credential::ApiKey(created.key.clone()))
+            .await
+            .is_ok()
+    );
+    *s.clock.0.lock().unwrap() += chrono::Duration::seconds(61);
+    assert!(matches!(
+        s.identity
+            .authenticate(Credential::ApiKey(created.key))
+            .await,
+        Err(AuthError::Unauthorized(_))
+    ));
+    let gone = Caller::new(tenant("gone"));
+    let key = s
+        .identity
+        .create_api_key(
+            &gone,
+            CreateApiKeyInput {
+                name: "k".into(),
+                role: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.identity.authenticate(Credential::ApiKey(key.key)).await,
+        Err(AuthError::Forbidden(_))
+    ));
+}
+
+#[tokio::test]
+async fn access_tokens_become_callers_and_bad_ones_are_refused() {
+    let s = setup();
+    s.identity
+        .create_user(&admin(), user_input("ann", "readonly"))
+        .await
+        .unwrap();
+    let pair = s
+        .identity
+        .login(login_input("ann", "a good long password"))
+        .await
+        .unwrap();
+    let caller = s
+        .identity
+        .authenticate(Credential::Bearer(pair.access_token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(caller.role(), Role::Readonly);
+    assert_eq!(caller.tenant().as_str(), "default");
+    assert!(matches!(caller.principal(), Principal::User { username, .. } if username == "ann"));
+    let claims: AccessClaims = serde_json::from_str(&pair.access_token).unwrap();
+    assert_eq!(claims.exp - claims.iat, 900);
+    assert_eq!(claims.iss, "allsource");
+    for bad in ["expired", "garbage", "ask_unknown"] {
+        assert!(
+            matches!(
+                s.identity
+                    .authenticate(Credential::Bearer(bad.into()))
+                    .await,
+                Err(AuthError::Unauthorized(_))
+            ),
+            "{bad}"
+        );
+    }
+    let mut forged = claims.clone();
+    forged.role = "root".into();
+    assert!(
+        s.identity
+            .authenticate(Credential::Bearer(serde_json::to_string(&forged).unwrap()))
+            .await
+            .is_err()
+    );
+    assert!(
+        s.identity
+            .authenticate(Credential::ApiKey("not-a-key".into()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn deleting_users_revokes_their_keys_but_never_oneself() {
+    let s = setup();
+    let ann = s
+        .identity
+        .create_user(&admin(), user_input("ann", "developer"))
+        .await
+        .unwrap();
+    let ann_caller = Caller::authenticated(
+        tenant("default"),
+        Role::Developer,
+        Principal::User {
+            user_id: ann.id.clone(),
+            username: "ann".into(),
+        },
+    );
+    let key = s
+        .identity
+        .create_api_key(
+            &ann_caller,
+            CreateApiKeyInput {
+                name: "k".into(),
+                role: None,
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let root = s
+        .identity
+        .create_user(&admin(), user_input("root", "admin"))
+        .await
+        .unwrap();
+    let root_caller = Caller::authenticated(
+        tenant("default"),
+        Role::Admin,
+        Principal::User {
+            user_id: root.id.clone(),
+            username: "root".into(),
+        },
+    );
+    assert!(matches!(
+        s.identity.delete_user(&root_caller, &root.id).await,
+        Err(IdentityError::Forbidden(_))
+    ));
+    s.identity.delete_user(&root_caller, &ann.id).await.unwrap();
+    assert!(
+        s.identity
+            .authenticate(Credential::ApiKey(key.key))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        s.identity.get_user(&root_caller, &ann.id).await,
+        Err(IdentityError::NotFound(_))
+    ));
+    assert!(
+        s.identity
+            .login(login_input("ann", "a good long password"))
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn usernames_and_passwords_are_checked() {
+    assert_eq!(normalize_username(" Ann.B@x-y_z ").unwrap(), "ann.b@x-y_z");
+    for bad in ["", "a b", "a/b", &"x".repeat(65)] {
+        assert!(normalize_username(bad).is_err(), "{bad}");
+    }
+    assert!(check_password("twelve chars").is_ok());
+    assert!(check_password("eleven char").is_err());
+    assert!(check_password(&"x".repeat(1025)).is_err());
+}
