@@ -55,7 +55,15 @@ pub struct BenchArgs {
     /// Rate limiter of the in-process server: memory (the default of `serve`), redis, or off.
     #[arg(long, default_value = "memory", value_parser = ["memory", "redis", "off"])]
     pub rate_limit: String,
+    /// Credentials of the in-process server: off (as `--dev`), jwt (a bootstrap admin logs in
+    /// and every request carries its access token) or api-key (every request carries an API
+    /// key of that admin).
+    #[arg(long, default_value = "off", value_parser = ["off", "jwt", "api-key"])]
+    pub auth: String,
 }
+
+/// The header every AllSource request of a workload carries (name, value), if any.
+type Credential = Option<(&'static str, String)>;
 
 /// One workload's figures.
 #[derive(Debug, Clone)]
@@ -123,6 +131,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             if args.rate_limit == "redis" {
                 settings.rate_limit.backend = "redis".into();
             }
+            if args.auth != "off" {
+                settings.auth.enabled = true;
+                settings.auth.jwt.secret = BENCH_JWT_SECRET.into();
+                settings.auth.bootstrap_admin.username = BENCH_ADMIN.into();
+                settings.auth.bootstrap_admin.password = BENCH_PASSWORD.into();
+            }
             if args.backend == "postgres" {
                 // A database of its own, so the run never touches existing data.
                 settings.storage.postgres.url =
@@ -138,23 +152,28 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             (base, Some((stop, handle)))
         }
     };
+    let credential = if args.url.is_some() {
+        None
+    } else {
+        client_runtime.block_on(credential(&base, &args.auth))?
+    };
     results.push(client_runtime.block_on(drive(
         "AllSource single-event appends",
         &args,
         args.connections,
-        Workload::Single(base.clone()),
+        Workload::Single(base.clone(), credential.clone()),
     ))?);
     results.push(client_runtime.block_on(drive(
         "AllSource 100-event batches",
         &args,
         args.batch_connections,
-        Workload::Batch(base.clone()),
+        Workload::Batch(base.clone(), credential.clone()),
     ))?);
     results.push(client_runtime.block_on(drive(
         "AllSource entity-state reads",
         &args,
         args.connections,
-        Workload::State(base.clone()),
+        Workload::State(base.clone(), credential),
     ))?);
 
     if !args.no_postgres {
@@ -237,12 +256,55 @@ async fn fresh_database(url: &str) -> anyhow::Result<String> {
     Ok(format!("{}/{name}", &url[..slash]))
 }
 
+/// Signing secret and bootstrap admin of the in-process server under `--auth jwt|api-key`.
+const BENCH_JWT_SECRET: &str = "allsource-bench-signing-secret-of-48-characters";
+const BENCH_ADMIN: &str = "bench-admin";
+const BENCH_PASSWORD: &str = "bench-admin-password-1";
+
+/// Logs the bootstrap admin in and answers the header the workloads send: the access token
+/// (`jwt`) or a new API key (`api-key`); nothing with `off`.
+async fn credential(base: &str, auth: &str) -> anyhow::Result<Credential> {
+    if auth == "off" {
+        return Ok(None);
+    }
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({"username": BENCH_ADMIN, "password": BENCH_PASSWORD}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("the bootstrap admin cannot log in")?
+        .json()
+        .await?;
+    let Some(token) = login["access_token"].as_str() else {
+        bail!("login answered no access_token: {login}");
+    };
+    if auth == "jwt" {
+        return Ok(Some(("authorization", format!("Bearer {token}"))));
+    }
+    let created: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/api-keys"))
+        .bearer_auth(token)
+        .json(&json!({"name": "bench", "role": "developer"}))
+        .send()
+        .await?
+        .error_for_status()
+        .context("cannot create the benchmark's API key")?
+        .json()
+        .await?;
+    let Some(key) = created["key"].as_str() else {
+        bail!("API key creation answered no key: {created}");
+    };
+    Ok(Some(("x-api-key", key.to_owned())))
+}
+
 #[derive(Clone)]
 enum Workload {
     Echo(String),
-    Single(String),
-    Batch(String),
-    State(String),
+    Single(String, Credential),
+    Batch(String, Credential),
+    State(String, Credential),
 }
 
 /// A ~290-byte event, like the baselines of PERFORMANCE.md.
@@ -289,13 +351,13 @@ async fn drive(
                 let entity = format!("bench-{c}-{}", n % 100);
                 let (request, count) = match &workload {
                     Workload::Echo(url) => (client.post(url).json(&event_body(&entity, n)), 1),
-                    Workload::Single(base) => (
+                    Workload::Single(base, _) => (
                         client
                             .post(format!("{base}/api/v1/events"))
                             .json(&event_body(&entity, n)),
                         1,
                     ),
-                    Workload::Batch(base) => {
+                    Workload::Batch(base, _) => {
                         let batch: Vec<_> = (0..100)
                             .map(|i| event_body(&format!("batch-{c}-{}", (n + i) % 100), n))
                             .collect();
@@ -306,13 +368,19 @@ async fn drive(
                             100,
                         )
                     }
-                    Workload::State(base) => (
+                    Workload::State(base, _) => (
                         client.get(format!(
                             "{base}/api/v1/entities/bench-{c}-{}/state",
                             n % 100
                         )),
                         1,
                     ),
+                };
+                let request = match &workload {
+                    Workload::Single(_, Some((name, value)))
+                    | Workload::Batch(_, Some((name, value)))
+                    | Workload::State(_, Some((name, value))) => request.header(*name, value),
+                    _ => request,
                 };
                 let started = Instant::now();
                 let ok = match request.send().await {
@@ -509,6 +577,12 @@ async fn pg_drive(
 
 fn report(args: &BenchArgs, fsync_rate: f64, results: &[Outcome]) {
     let find = |prefix: &str| results.iter().find(|r| r.name.starts_with(prefix));
+    if args.url.is_none() {
+        println!(
+            "\nserver: backend {}, rate limit {}, auth {}",
+            args.backend, args.rate_limit, args.auth
+        );
+    }
     println!(
         "\n| workload | connections | events/s | requests/s | p50 µs | p99 µs | p99.9 µs | errors |"
     );
