@@ -228,7 +228,7 @@ impl Application {
                 scheduler,
             )));
         }
-        let state = AppState {
+        let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
             health: HealthInfo {
@@ -250,7 +250,7 @@ impl Application {
             audit: AuditTrail::new(audit_log.clone()),
             policies: policies.clone(),
             tenancy,
-        };
+        });
         let router = allsource_presentation::router(
             state,
             HttpLimits {

@@ -101,7 +101,7 @@ fn authenticated_app() -> (Router, Recorded) {
     let store: Arc<dyn EventStore> = Arc::new(MockEventStore::new());
     let (projections, replays) = crate::tests::idle_projections(&store);
     let app = router(
-        AppState {
+        AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
             snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
@@ -118,7 +118,7 @@ fn authenticated_app() -> (Router, Recorded) {
             schemas: crate::tests::no_schemas(),
             audit: AuditTrail::new(audit.clone()),
             policies: engine(policy::defaults(), audit),
-        },
+        }),
         HttpLimits::default(),
     );
     (app, recorded)

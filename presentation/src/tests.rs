@@ -78,7 +78,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
         100,
     ));
     router(
-        AppState {
+        AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), limits),
             reads: ReadEvents::new(Arc::clone(&store)),
             health: HealthInfo {
@@ -98,7 +98,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             audit: quiet_audit(),
             policies: no_policies(),
             tenancy: crate::Tenancy::off(),
-        },
+        }),
         HttpLimits { max_body_bytes },
     )
 }
@@ -1652,7 +1652,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
     let store: Arc<dyn EventStore> = Arc::new(store);
     let (projections, replays) = idle_projections(&store);
     router(
-        AppState {
+        AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
             health: HealthInfo {
@@ -1669,7 +1669,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             compaction: Arc::new(NoCompaction::new("memory")),
             audit: quiet_audit(),
             policies: no_policies(),
-        },
+        }),
         HttpLimits::default(),
     )
 }

@@ -124,6 +124,28 @@ pub mod cases {
             ),
             ["c/1", "c/2"]
         );
+        // Prefix and cursor together: a cursor before, inside and after the prefix's keys.
+        let page = |after: &'static str| {
+            let s = &s;
+            let a = &a;
+            async move {
+                s.list(a, "ns", Some("c/".into()), Some(after.into()), 100)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(keys(page("a").await), ["c/1", "c/2"]);
+        assert_eq!(keys(page("c/1").await), ["c/2"]);
+        assert_eq!(keys(page("c/2").await), Vec::<String>::new());
+        assert_eq!(keys(page("d").await), Vec::<String>::new());
+        assert_eq!(
+            keys(
+                s.list(&a, "ns", Some("c/".into()), Some("c/".into()), 1)
+                    .await
+                    .unwrap()
+            ),
+            ["c/1"]
+        );
         assert_eq!(
             keys(s.list(&b, "ns", None, None, 100).await.unwrap()),
             ["a"]

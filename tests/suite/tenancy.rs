@@ -582,7 +582,7 @@ impl Matrix {
         });
         let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(clock.clone()));
         let router = allsource_presentation::router(
-            AppState {
+            AppState::from(allsource_presentation::AppServices {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
                     .with_guard(Arc::new(tenants.clone())),
                 reads,
@@ -616,7 +616,7 @@ impl Matrix {
                     tenants: Some(tenants),
                     rate_limiter: Some(limiter),
                 },
-            },
+            }),
             HttpLimits::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

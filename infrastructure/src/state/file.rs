@@ -1,7 +1,9 @@
 //! `FileStateStore`: the embedded backend's state store.
 //!
 //! All entries live in memory ([`StateMap`]); every write is appended to `state.log` as one
-//! checksummed record and synced before it is acknowledged. At start the log is replayed; a torn
+//! checksummed record and synced before it is acknowledged and before readers see it. Writers
+//! take the log's lock one at a time; readers take only the map's read lock, so a read never
+//! waits for a writer's fsync (snapshot and tenant lookups sit on request paths). At start the log is replayed; a torn
 //! last record (a crash mid-write) is cut off, a bad record followed by good ones is refused as
 //! corruption. When most records are dead (overwritten or deleted) the log is rewritten with
 //! only the live entries: temp file, sync, rename, sync the directory.
@@ -19,7 +21,7 @@ use allsource_application::ports::{StateEntry, StateError, StateStore};
 use allsource_domain::TenantId;
 use anyhow::{Context, anyhow, bail};
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
 use super::memory::{StateKey, StateMap};
@@ -32,14 +34,23 @@ const COMPACT_MIN_RECORDS: usize = 1024;
 
 /// Durable state in a single log file under `dir`.
 pub struct FileStateStore {
-    inner: Arc<Mutex<Inner>>,
+    /// What readers see: only entries whose records are synced.
+    map: Arc<RwLock<StateMap>>,
+    /// Held by one writer at a time, from the version check to the map update.
+    log: Arc<Mutex<Log>>,
 }
 
-struct Inner {
+/// The log file and what a writer needs besides the map.
+struct Log {
     dir: PathBuf,
     file: File,
-    map: StateMap,
     records: usize,
+}
+
+/// What a write sees: the log (locked) and the map (write-locked only to apply the change).
+struct Writer<'a> {
+    log: &'a mut Log,
+    map: &'a RwLock<StateMap>,
 }
 
 impl FileStateStore {
@@ -78,48 +89,69 @@ impl FileStateStore {
             file.sync_all()?;
         }
         Ok(Self {
-            inner: Arc::new(Mutex::new(Inner {
+            map: Arc::new(RwLock::new(map)),
+            log: Arc::new(Mutex::new(Log {
                 dir: dir.to_path_buf(),
                 file,
-                map,
                 records,
             })),
         })
     }
 
-    /// Runs a write on a blocking thread: it syncs the file.
+    /// Runs a write on a blocking thread (it syncs the file), holding the log's lock.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Inner) -> Result<T, StateError> + Send + 'static,
+        f: impl FnOnce(&mut Writer<'_>) -> Result<T, StateError> + Send + 'static,
     ) -> Result<T, StateError> {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&mut inner.lock()))
-            .await
-            .map_err(|e| StateError::Internal(anyhow!("state write task failed: {e}")))?
+        let (log, map) = (Arc::clone(&self.log), Arc::clone(&self.map));
+        tokio::task::spawn_blocking(move || {
+            let mut log = log.lock();
+            let result = f(&mut Writer {
+                log: &mut log,
+                map: &map,
+            });
+            if result.is_ok() {
+                log.compact_if_mostly_dead(&map);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StateError::Internal(anyhow!("state write task failed: {e}")))?
     }
 }
 
-impl Inner {
+impl Writer<'_> {
+    /// Appends and syncs one record; the caller applies it to the map afterwards.
     fn append(&mut self, record: &[u8]) -> Result<(), StateError> {
-        self.file
+        let log = &mut *self.log;
+        log.file
             .write_all(record)
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| log.file.sync_data())
             .map_err(|e| StateError::Unavailable(format!("cannot write the state log: {e}")))?;
-        self.records += 1;
+        log.records += 1;
+        Ok(())
+    }
+}
+
+impl Log {
+    fn compact_if_mostly_dead(&mut self, map: &RwLock<StateMap>) {
+        let live = map.read().len();
         if self.records >= COMPACT_MIN_RECORDS
-            && self.records >= 3 * self.map.len()
-            && let Err(e) = self.compact()
+            && self.records >= 3 * live
+            && let Err(e) = self.compact(map)
         {
             // The old log is intact; compaction is retried on a later write.
             tracing::warn!(error = %e, "state log compaction failed");
         }
-        Ok(())
     }
 
-    fn compact(&mut self) -> anyhow::Result<()> {
+    /// Rewrites the log with the live entries. Writers are held off by the log's lock, so the
+    /// map cannot change meanwhile; readers go on.
+    fn compact(&mut self, map: &RwLock<StateMap>) -> anyhow::Result<()> {
         let tmp = self.dir.join(format!("{LOG_NAME}.tmp"));
         let mut out = Vec::new();
-        for ((tenant, namespace, key), entry) in self.map.iter() {
+        let map = map.read();
+        for ((tenant, namespace, key), entry) in map.iter() {
             out.extend(encode(
                 OP_PUT,
                 tenant,
@@ -137,7 +169,7 @@ impl Inner {
         self.file = OpenOptions::new()
             .append(true)
             .open(self.dir.join(LOG_NAME))?;
-        self.records = self.map.len();
+        self.records = map.len();
         Ok(())
     }
 }
@@ -278,9 +310,8 @@ impl StateStore for FileStateStore {
         key: &str,
     ) -> Result<Option<StateEntry>, StateError> {
         Ok(self
-            .inner
-            .lock()
             .map
+            .read()
             .get(&StateMap::key(tenant, namespace, key))
             .cloned())
     }
@@ -294,12 +325,12 @@ impl StateStore for FileStateStore {
         expected: Option<u64>,
     ) -> Result<u64, StateError> {
         let key = StateMap::key(tenant, namespace, key);
-        self.write(move |inner| {
-            let version = inner.map.next_version(&key, expected)?;
+        self.write(move |w| {
+            let version = w.map.read().next_version(&key, expected)?;
             let record =
                 encode(OP_PUT, &key.0, &key.1, &key.2, version, Some(&value)).map_err(internal)?;
-            inner.append(&record)?;
-            inner.map.set(key, StateEntry { value, version });
+            w.append(&record)?;
+            w.map.write().set(key, StateEntry { value, version });
             Ok(version)
         })
         .await
@@ -312,13 +343,13 @@ impl StateStore for FileStateStore {
         key: &str,
     ) -> Result<bool, StateError> {
         let key = StateMap::key(tenant, namespace, key);
-        self.write(move |inner| {
-            if inner.map.get(&key).is_none() {
+        self.write(move |w| {
+            if w.map.read().get(&key).is_none() {
                 return Ok(false);
             }
             let record = encode(OP_DELETE, &key.0, &key.1, &key.2, 0, None).map_err(internal)?;
-            inner.append(&record)?;
-            Ok(inner.map.remove(&key))
+            w.append(&record)?;
+            Ok(w.map.write().remove(&key))
         })
         .await
     }
@@ -331,7 +362,7 @@ impl StateStore for FileStateStore {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<(String, StateEntry)>, StateError> {
-        Ok(self.inner.lock().map.list(
+        Ok(self.map.read().list(
             tenant,
             namespace,
             prefix.as_deref(),

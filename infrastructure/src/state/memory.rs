@@ -74,12 +74,21 @@ impl StateMap {
         after: Option<&str>,
         limit: usize,
     ) -> Vec<(String, StateEntry)> {
-        let start = Self::key(tenant, namespace, after.unwrap_or(""));
+        // Keys sharing a prefix are contiguous in key order: start at the later of `after` and
+        // the prefix and stop at the first key without it, so a lookup by prefix (the newest
+        // snapshot of one entity, on every state read) costs its matches, not the namespace.
+        let from = match (after, prefix) {
+            (Some(a), Some(p)) => a.max(p),
+            (Some(a), None) => a,
+            (None, Some(p)) => p,
+            (None, None) => "",
+        };
         self.entries
-            .range(start..)
-            .take_while(|((t, n, _), _)| t == tenant.as_str() && n == namespace)
+            .range(Self::key(tenant, namespace, from)..)
+            .take_while(|((t, n, k), _)| {
+                t == tenant.as_str() && n == namespace && prefix.is_none_or(|p| k.starts_with(p))
+            })
             .filter(|((_, _, k), _)| after.is_none_or(|a| k.as_str() > a))
-            .filter(|((_, _, k), _)| prefix.is_none_or(|p| k.starts_with(p)))
             .take(limit)
             .map(|((_, _, k), e)| (k.clone(), e.clone()))
             .collect()

@@ -191,7 +191,7 @@ mod tests {
             100,
         ));
         router(
-            AppState {
+            AppState::from(crate::AppServices {
                 append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
                 reads: ReadEvents::new(Arc::clone(&store)),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
@@ -211,7 +211,7 @@ mod tests {
                     Arc::new(allsource_application::quota::Unlimited),
                 ),
                 replays: allsource_application::projections::ReplayJobs::new(engine),
-            },
+            }),
             HttpLimits::default(),
         )
     }

@@ -589,19 +589,43 @@ async fn a_write_failure_keeps_the_delta_for_flush_all() {
     let caller = user_of("acme", Role::ServiceAccount);
     let two = proposed(2, "1");
     tenants.before_append(&caller, &two, true).await.unwrap();
-    // Another flush is in flight: this change is left for it (or for flush_all).
+    // Another flush is in flight: flush_all leaves this tenant to it.
     let cell = tenants.cell(&tid("acme"));
     tenants.loaded_cell(&tid("acme")).await.unwrap();
-    lock(&cell).flushing = true;
     tenants
         .after_append(&caller, &two, &receipts(&two, false))
         .await;
+    lock(&cell).flushing = true;
+    tenants.flush_all().await;
     assert!(!lock(&cell).delta.is_empty());
     lock(&cell).flushing = false;
     tenants.flush_all().await;
     assert!(lock(&cell).delta.is_empty());
     let stats = w.node().stats(&operator(), "acme").await.unwrap();
     assert_eq!(stats.usage[0].used, 2, "{:?}", stats.usage);
+}
+
+#[tokio::test]
+async fn appends_are_counted_at_once_and_written_by_flush_all() {
+    let w = World::new();
+    let tenants = w.node();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
+    let caller = user_of("acme", Role::ServiceAccount);
+    let three = proposed(3, "1");
+    tenants.before_append(&caller, &three, true).await.unwrap();
+    tenants
+        .after_append(&caller, &three, &receipts(&three, false))
+        .await;
+    let here = tenants.stats(&operator(), "acme").await.unwrap();
+    assert_eq!(here.usage[0].used, 3, "this node counts at once");
+    let elsewhere = w.node().stats(&operator(), "acme").await.unwrap();
+    assert_eq!(elsewhere.usage[0].used, 0, "nothing written yet");
+    tenants.flush_all().await;
+    let elsewhere = w.node().stats(&operator(), "acme").await.unwrap();
+    assert_eq!(elsewhere.usage[0].used, 3, "written by flush_all");
 }
 
 #[tokio::test]
