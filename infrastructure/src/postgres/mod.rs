@@ -203,7 +203,8 @@ impl PostgresStore {
     }
 
     /// Reads what the planner needs, in one round trip: the head (last position and
-    /// timestamp), the current versions of the batch's entities, and the positions of stored
+    /// timestamp), the current versions of the batch's entities (one backward index probe per
+    /// entity, so the cost does not grow with stream length), and the positions of stored
     /// events with the batch's ids. Only when there are such events (retries) are they fetched,
     /// in a second query.
     async fn load_context(
@@ -216,9 +217,11 @@ impl PostgresStore {
         let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
         let row = sqlx::query(
             "SELECT h.last_position, h.last_timestamp, \
-               (SELECT COALESCE(json_agg(json_build_array(v.entity_id, v.version)), '[]')::text \
-                FROM (SELECT entity_id, MAX(version) AS version FROM allsource_events \
-                      WHERE tenant_id = $1 AND entity_id = ANY($2) GROUP BY entity_id) v), \
+               (SELECT COALESCE(json_agg(json_build_array(e.entity_id, m.version)), '[]')::text \
+                FROM (SELECT DISTINCT entity_id FROM UNNEST($2::text[]) AS u(entity_id)) e \
+                CROSS JOIN LATERAL (SELECT MAX(version) AS version FROM allsource_events \
+                      WHERE tenant_id = $1 AND entity_id = e.entity_id) m \
+                WHERE m.version IS NOT NULL), \
                (SELECT COALESCE(json_agg(position), '[]')::text FROM allsource_events \
                 WHERE tenant_id = $1 AND id = ANY($3)) \
              FROM allsource_log_head h WHERE h.singleton",
