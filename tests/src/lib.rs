@@ -11,9 +11,11 @@
 //! - [`proxy`]: a TCP proxy a test can cut, to take PostgreSQL away from a running node.
 //! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
 //! - [`harness`]: the storage backends the contract suite runs against.
+//! - [`problem`]: assertions on problem documents (`assert_problem`, `fields`).
 
 pub mod harness;
 pub mod pg;
+pub mod problem;
 pub mod process;
 pub mod proxy;
 pub mod redis;

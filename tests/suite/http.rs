@@ -1,38 +1,9 @@
 //! Black-box HTTP tests: the real server (embedded backend, temp data dir, port 0) through
 //! every route, status code and error shape of the REST contract's core.
 
+use allsource_tests::problem::{assert_problem, fields};
 use allsource_tests::server::{Reply, TestServer};
 use serde_json::{Value, json};
-
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json")
-    );
-    for member in ["type", "title", "detail"] {
-        assert!(reply.body[member].is_string(), "{member} in {}", reply.body);
-    }
-    assert_eq!(reply.body["status"], status);
-    assert_eq!(reply.body["error"], code);
-    assert!(
-        reply
-            .header("x-request-id")
-            .is_some_and(|id| !id.is_empty())
-    );
-}
-
-fn fields(reply: &Reply) -> Vec<String> {
-    reply.body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn is_api_timestamp(value: &Value) -> bool {
     let Some(s) = value.as_str() else {

@@ -3,6 +3,7 @@
 //! its validation, the dry run, policies that deny, warn and rate-limit real routes, the audit
 //! log recording the decisions and its filters, and durability across a restart.
 
+use allsource_tests::problem::{assert_problem, fields};
 use allsource_tests::server::{Reply, TestServer, read};
 use serde_json::{Value, json};
 
@@ -13,27 +14,6 @@ const DEFAULT_IDS: [&str; 5] = [
     "default-no-self-deletion",
     "default-rate-limit-expensive",
 ];
-
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json")
-    );
-    assert_eq!(reply.body["error"], code, "{}", reply.body);
-}
-
-fn fields(reply: &Reply) -> Vec<String> {
-    reply.body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 async fn put(server: &TestServer, path: &str, body: &Value) -> Reply {
     read(

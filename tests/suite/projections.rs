@@ -7,31 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+use allsource_tests::problem::{assert_problem, fields};
 use allsource_tests::process::ServerProcess;
 use allsource_tests::server::{Reply, TestServer, read};
 use serde_json::{Value, json};
-
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json")
-    );
-    assert_eq!(reply.body["status"], status);
-    assert_eq!(reply.body["error"], code, "{}", reply.body);
-}
-
-fn fields(reply: &Reply) -> Vec<String> {
-    reply.body["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// A minimal client over a base URL, for both the in-process server and the child process.
 struct Api {

@@ -5,17 +5,9 @@
 
 use std::time::Duration;
 
+use allsource_tests::problem::assert_problem;
 use allsource_tests::server::{Reply, TestServer};
 use serde_json::{Value, json};
-
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json")
-    );
-    assert_eq!(reply.body["error"], code, "{}", reply.body);
-}
 
 async fn append(server: &TestServer, entity: &str, payload: Value) -> Reply {
     let reply = server

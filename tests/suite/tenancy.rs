@@ -23,19 +23,9 @@ use allsource_infrastructure::{MemoryStore, SystemClock};
 use allsource_presentation::{
     Access, AppState, AuthMode, HealthInfo, HttpLimits, ROUTE_ACCESS, Tenancy,
 };
+use allsource_tests::problem::assert_problem;
 use allsource_tests::server::{Reply, TestServer, read};
 use serde_json::{Value, json};
-
-fn assert_problem(reply: &Reply, status: u16, code: &str) {
-    assert_eq!(reply.status, status, "{}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json"),
-        "{}",
-        reply.body
-    );
-    assert_eq!(reply.body["error"], code, "{}", reply.body);
-}
 
 async fn send(
     client: &reqwest::Client,
