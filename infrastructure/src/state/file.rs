@@ -3,10 +3,18 @@
 //! All entries live in memory ([`StateMap`]); every write is appended to `state.log` as one
 //! checksummed record and synced before it is acknowledged and before readers see it. Writers
 //! take the log's lock one at a time; readers take only the map's read lock, so a read never
-//! waits for a writer's fsync (snapshot and tenant lookups sit on request paths). At start the log is replayed; a torn
-//! last record (a crash mid-write) is cut off, a bad record followed by good ones is refused as
-//! corruption. When most records are dead (overwritten or deleted) the log is rewritten with
-//! only the live entries: temp file, sync, rename, sync the directory.
+//! waits for a writer's fsync (snapshot and tenant lookups sit on request paths). At start the
+//! log is replayed; a torn last record (a crash mid-write) is cut off, a bad record followed by
+//! good ones is refused as corruption. When most records are dead (overwritten or deleted) the
+//! log is rewritten with only the live entries: temp file, sync, rename, sync the directory.
+//!
+//! **Relaxed namespaces** ([`FileStateStore::relax`]) hold state that can be rebuilt from
+//! events, such as snapshots: their records are written but not synced on their own. The next
+//! synced record covers them (one file, written in order), and so does a sync at most once a
+//! second while relaxed writes go on, and one when the store is dropped. A crash can lose the
+//! last second of such writes — a lost snapshot only means a longer fold — and never reorders
+//! the log: what survives is always a prefix of it. Without this, every automatic snapshot was
+//! an fsync of its own on the WAL's disk.
 //!
 //! Record: `u32 body length | u32 CRC32C(body) | body`, body = `op u8` (1 put, 2 delete),
 //! tenant, namespace, key (each `u32` length + UTF-8), `u64` version, value (`u32` length +
@@ -16,6 +24,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use allsource_application::ports::{StateEntry, StateError, StateStore};
 use allsource_domain::TenantId;
@@ -31,13 +40,17 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// Rewrite the log when it holds this many records and at least 3× the live entries.
 const COMPACT_MIN_RECORDS: usize = 1024;
+/// Longest time relaxed writes stay unsynced while they keep coming.
+const RELAXED_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Durable state in a single log file under `dir`.
 pub struct FileStateStore {
-    /// What readers see: only entries whose records are synced.
+    /// What readers see: entries whose records are synced (or written, in relaxed namespaces).
     map: Arc<RwLock<StateMap>>,
     /// Held by one writer at a time, from the version check to the map update.
     log: Arc<Mutex<Log>>,
+    /// Namespaces whose writes are not synced on their own (see the module docs).
+    relaxed: Arc<[String]>,
 }
 
 /// The log file and what a writer needs besides the map.
@@ -45,6 +58,13 @@ struct Log {
     dir: PathBuf,
     file: File,
     records: usize,
+    /// Records written but not synced yet (relaxed writes).
+    unsynced: bool,
+    last_sync: Instant,
+    /// Syncs of the log since it was opened (for tests and diagnostics).
+    syncs: u64,
+    /// Longest time relaxed writes stay unsynced ([`RELAXED_SYNC_EVERY`]).
+    sync_every: Duration,
 }
 
 /// What a write sees: the log (locked) and the map (write-locked only to apply the change).
@@ -94,8 +114,30 @@ impl FileStateStore {
                 dir: dir.to_path_buf(),
                 file,
                 records,
+                unsynced: false,
+                last_sync: Instant::now(),
+                syncs: 0,
+                sync_every: RELAXED_SYNC_EVERY,
             })),
+            relaxed: Arc::from(Vec::new()),
         })
+    }
+
+    /// Makes writes to `namespaces` relaxed: not synced on their own (see the module docs).
+    /// Only for state that can be rebuilt from events.
+    #[must_use]
+    pub fn relax(mut self, namespaces: &[&str]) -> Self {
+        self.relaxed = namespaces.iter().map(|n| (*n).to_owned()).collect();
+        self
+    }
+
+    /// Syncs of the log since it was opened.
+    pub fn syncs(&self) -> u64 {
+        self.log.lock().syncs
+    }
+
+    fn is_relaxed(&self, namespace: &str) -> bool {
+        self.relaxed.iter().any(|n| n == namespace)
     }
 
     /// Runs a write on a blocking thread (it syncs the file), holding the log's lock.
@@ -121,19 +163,42 @@ impl FileStateStore {
 }
 
 impl Writer<'_> {
-    /// Appends and syncs one record; the caller applies it to the map afterwards.
-    fn append(&mut self, record: &[u8]) -> Result<(), StateError> {
+    /// Appends one record and syncs it, unless it is `relaxed` and the last sync is recent;
+    /// the caller applies it to the map afterwards.
+    fn append(&mut self, record: &[u8], relaxed: bool) -> Result<(), StateError> {
         let log = &mut *self.log;
-        log.file
-            .write_all(record)
-            .and_then(|()| log.file.sync_data())
-            .map_err(|e| StateError::Unavailable(format!("cannot write the state log: {e}")))?;
+        let unavailable =
+            |e: std::io::Error| StateError::Unavailable(format!("cannot write the state log: {e}"));
+        log.file.write_all(record).map_err(unavailable)?;
         log.records += 1;
-        Ok(())
+        if relaxed && log.last_sync.elapsed() < log.sync_every {
+            log.unsynced = true;
+            return Ok(());
+        }
+        log.sync().map_err(unavailable)
+    }
+}
+
+impl Drop for FileStateStore {
+    fn drop(&mut self) {
+        let mut log = self.log.lock();
+        if log.unsynced
+            && let Err(e) = log.sync()
+        {
+            tracing::warn!(error = %e, "cannot sync the state log's last relaxed writes");
+        }
     }
 }
 
 impl Log {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        self.syncs += 1;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
     fn compact_if_mostly_dead(&mut self, map: &RwLock<StateMap>) {
         let live = map.read().len();
         if self.records >= COMPACT_MIN_RECORDS
@@ -170,6 +235,8 @@ impl Log {
             .append(true)
             .open(self.dir.join(LOG_NAME))?;
         self.records = map.len();
+        self.unsynced = false;
+        self.last_sync = Instant::now();
         Ok(())
     }
 }
@@ -324,12 +391,13 @@ impl StateStore for FileStateStore {
         value: Value,
         expected: Option<u64>,
     ) -> Result<u64, StateError> {
+        let relaxed = self.is_relaxed(namespace);
         let key = StateMap::key(tenant, namespace, key);
         self.write(move |w| {
             let version = w.map.read().next_version(&key, expected)?;
             let record =
                 encode(OP_PUT, &key.0, &key.1, &key.2, version, Some(&value)).map_err(internal)?;
-            w.append(&record)?;
+            w.append(&record, relaxed)?;
             w.map.write().set(key, StateEntry { value, version });
             Ok(version)
         })
@@ -342,13 +410,14 @@ impl StateStore for FileStateStore {
         namespace: &str,
         key: &str,
     ) -> Result<bool, StateError> {
+        let relaxed = self.is_relaxed(namespace);
         let key = StateMap::key(tenant, namespace, key);
         self.write(move |w| {
             if w.map.read().get(&key).is_none() {
                 return Ok(false);
             }
             let record = encode(OP_DELETE, &key.0, &key.1, &key.2, 0, None).map_err(internal)?;
-            w.append(&record)?;
+            w.append(&record, relaxed)?;
             Ok(w.map.write().remove(&key))
         })
         .await
@@ -434,6 +503,87 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let err = FileStateStore::open(dir.path()).err().unwrap();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+    }
+
+    #[tokio::test]
+    async fn relaxed_namespaces_ride_on_the_next_sync_and_survive_a_clean_close() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FileStateStore::open(dir.path())
+                .unwrap()
+                .relax(&["snapshots"]);
+            // However slow this machine is, no relaxed write here is due for a sync.
+            store.log.lock().sync_every = Duration::from_secs(3600);
+            for key in ["a", "b", "c"] {
+                store
+                    .put(&tenant(), "snapshots", key, json!(key), None)
+                    .await
+                    .unwrap();
+            }
+            assert!(store.delete(&tenant(), "snapshots", "b").await.unwrap());
+            assert_eq!(store.syncs(), 0, "relaxed writes are not synced one by one");
+            assert_eq!(
+                store
+                    .get(&tenant(), "snapshots", "a")
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .value,
+                json!("a"),
+                "readers see relaxed writes at once"
+            );
+            store
+                .put(&tenant(), "projections", "p", json!(1), None)
+                .await
+                .unwrap();
+            assert_eq!(store.syncs(), 1, "other namespaces sync every write");
+            store
+                .put(&tenant(), "snapshots", "d", json!("d"), None)
+                .await
+                .unwrap();
+            assert_eq!(store.syncs(), 1);
+        }
+        // Dropping the store synced "d"; everything reads back in order.
+        let store = FileStateStore::open(dir.path()).unwrap();
+        let keys: Vec<String> = store
+            .list(&tenant(), "snapshots", None, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a", "c", "d"]);
+        assert!(
+            store
+                .get(&tenant(), "projections", "p")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn relaxed_writes_are_synced_at_least_once_a_second_while_they_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStateStore::open(dir.path())
+            .unwrap()
+            .relax(&["snapshots"]);
+        store.log.lock().sync_every = Duration::ZERO;
+        store
+            .put(&tenant(), "snapshots", "a", json!(1), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.syncs(),
+            1,
+            "once the time is up, a relaxed write syncs"
+        );
+        store.log.lock().sync_every = Duration::from_secs(3600);
+        store
+            .put(&tenant(), "snapshots", "b", json!(1), None)
+            .await
+            .unwrap();
+        assert_eq!(store.syncs(), 1);
     }
 
     #[tokio::test]
