@@ -418,28 +418,11 @@ impl SchemaRegistry {
                 registered_at: self.clock.now(),
             };
             stored.versions.push(registered.clone());
-            let value = serde_json::to_value(&stored)
-                .map_err(|e| SchemaError::Internal(anyhow::Error::new(e)))?;
-            match self
-                .state
-                .put(
-                    tenant,
-                    SCHEMA_NAMESPACE,
-                    subject.as_str(),
-                    value,
-                    Some(expected),
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.invalidate(tenant);
-                    return Ok(Registered {
-                        schema: stored.view(&subject, &registered),
-                        created: true,
-                    });
-                }
-                Err(StateError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            if self.store(tenant, &subject, &stored, expected).await? {
+                return Ok(Registered {
+                    schema: stored.view(&subject, &registered),
+                    created: true,
+                });
             }
         }
         Err(SchemaError::Conflict(format!(
@@ -560,29 +543,12 @@ impl SchemaRegistry {
             if let Some(enforce) = input.enforce {
                 stored.enforce = enforce;
             }
-            let value = serde_json::to_value(&stored)
-                .map_err(|e| SchemaError::Internal(anyhow::Error::new(e)))?;
-            match self
-                .state
-                .put(
-                    tenant,
-                    SCHEMA_NAMESPACE,
-                    subject.as_str(),
-                    value,
-                    Some(expected),
-                )
-                .await
-            {
-                Ok(_) => {
-                    self.invalidate(tenant);
-                    return Ok(SubjectConfig {
-                        compatibility: stored.mode(),
-                        enforce: stored.enforce,
-                        subject,
-                    });
-                }
-                Err(StateError::VersionConflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+            if self.store(tenant, &subject, &stored, expected).await? {
+                return Ok(SubjectConfig {
+                    compatibility: stored.mode(),
+                    enforce: stored.enforce,
+                    subject,
+                });
             }
         }
         Err(SchemaError::Conflict(format!(
@@ -655,6 +621,37 @@ impl SchemaRegistry {
                 "stored schema of '{subject}' no longer compiles: {issues:?}"
             ))
         })
+    }
+
+    /// Writes a subject's record if it is still at version `expected`; `false` when another
+    /// writer got there first (the caller reloads and tries again).
+    async fn store(
+        &self,
+        tenant: &TenantId,
+        subject: &Subject,
+        stored: &StoredSubject,
+        expected: u64,
+    ) -> Result<bool, SchemaError> {
+        let value = serde_json::to_value(stored)
+            .map_err(|e| SchemaError::Internal(anyhow::Error::new(e)))?;
+        match self
+            .state
+            .put(
+                tenant,
+                SCHEMA_NAMESPACE,
+                subject.as_str(),
+                value,
+                Some(expected),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.invalidate(tenant);
+                Ok(true)
+            }
+            Err(StateError::VersionConflict { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn load(
