@@ -80,7 +80,10 @@ pub async fn enforce_policies(
     }
     let query = parts.uri.query().unwrap_or_default();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        context.set(format!("request.{name}"), value.as_ref());
+        // `record_count` is the server's own count (below); a client cannot set it.
+        if name != "record_count" {
+            context.set(format!("request.{name}"), value.as_ref());
+        }
     }
     let limit = context
         .get("request.limit")

@@ -413,6 +413,7 @@ impl From<AppendError> for ApiError {
             .at_event(index, "id"),
             AppendError::SchemaViolation(errors) => Self::schema_violation(errors),
             AppendError::QuotaExceeded(quota) => Self::quota_exceeded(&quota),
+            AppendError::Forbidden(why) => Self::forbidden(why),
             AppendError::Unavailable(reason) => Self::unavailable(reason),
             AppendError::Internal(cause) => Self::internal(cause),
         }

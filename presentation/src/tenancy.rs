@@ -22,7 +22,7 @@ use std::sync::Arc;
 use allsource_application::Caller;
 use allsource_application::Principal;
 use allsource_application::ports::{RateDecision, RateLimiter};
-use allsource_application::quota::{QuotaGate, QuotaKind, TenantGate};
+use allsource_application::quota::{QuotaGate, QuotaKind};
 use allsource_application::use_cases::Tenants;
 use allsource_domain::{Permission, RateLimit, Tier};
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -68,12 +68,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         Some(caller) => {
             let mut limit = Tier::Unlimited.rate_limit();
             if let Some(tenants) = &tenancy.tenants {
-                if let Err(e) = tenants.check_active(caller.tenant()).await {
-                    return ApiError::from(e).into_response();
-                }
-                match tenants.rate_limit(caller.tenant()).await {
-                    Ok(Some(l)) => limit = l,
-                    Ok(None) => {}
+                match tenants.active_rate_limit(caller.tenant()).await {
+                    Ok(l) => limit = l,
                     Err(e) => return ApiError::from(e).into_response(),
                 }
             }

@@ -542,6 +542,15 @@ async fn replay_ranges_and_errors() {
         .await;
     assert_problem(&bad, 400, "validation_failed");
     assert_eq!(fields(&bad), ["from_position"]);
+    // A start past the log's end is refused: it would make the live runner skip what comes.
+    let bad = api
+        .post(
+            "/api/v1/replay",
+            &json!({"projection": "event_counter", "from_position": 1_000_000}),
+        )
+        .await;
+    assert_problem(&bad, 400, "validation_failed");
+    assert_eq!(fields(&bad), ["from_position"]);
     let bad = api
         .post(
             "/api/v1/replay",

@@ -381,6 +381,10 @@ impl ProjectionEngine {
         let mut order: Vec<String> = Vec::new();
         let mut by_key: HashMap<String, Vec<(&Event, Value)>> = HashMap::new();
         for event in events {
+            // The filter needs no payload: events of other types or entities are not parsed.
+            if !definition.filter.matches(event) {
+                continue;
+            }
             let Ok(payload) = serde_json::from_str::<Value>(event.payload.get()) else {
                 continue;
             };

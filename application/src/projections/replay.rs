@@ -179,6 +179,17 @@ impl ReplayJobs {
                 "no projection named '{name}'"
             )));
         }
+        // A start past the log's end would become the new checkpoint and make the live runner
+        // skip the events still to come up to it.
+        if let Some(from) = input.from_position {
+            let last = self.engine.head_position(&tenant).await?;
+            if from > last {
+                return Err(ReplayError::Invalid(vec![FieldError::new(
+                    "from_position",
+                    format!("is past the end of the log (the last position is {last})"),
+                )]));
+            }
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let view = ReplayView {
             id: id.clone(),

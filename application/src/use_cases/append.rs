@@ -95,6 +95,9 @@ pub enum AppendError {
     /// 429: a quota of the caller's tenant would be exceeded; nothing appended.
     #[error(transparent)]
     QuotaExceeded(QuotaExceeded),
+    /// 403: the caller's tenant is deactivated or gone; nothing appended.
+    #[error("{0}")]
+    Forbidden(String),
     /// 503: storage cannot take writes; nothing acknowledged, safe to retry.
     #[error("storage unavailable: {0}")]
     Unavailable(String),

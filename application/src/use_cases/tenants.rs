@@ -901,9 +901,16 @@ impl Tenants {
             }
             c.flushing = true;
         }
-        let result = self.flush_loop(id, cell).await;
-        lock(cell).flushing = false;
-        result
+        // Cleared on drop, so a caller whose future is dropped mid-write (a client that went
+        // away) cannot leave the tenant's counters unwritable on this node.
+        struct Flushing<'a>(&'a Mutex<UsageCell>);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                lock(self.0).flushing = false;
+            }
+        }
+        let _flushing = Flushing(cell);
+        self.flush_loop(id, cell).await
     }
 
     async fn flush_loop(&self, id: &TenantId, cell: &Mutex<UsageCell>) -> Result<(), GateError> {
@@ -998,8 +1005,23 @@ impl Tenants {
 #[async_trait]
 impl TenantGate for Tenants {
     async fn check_active(&self, tenant: &TenantId) -> Result<(), GateError> {
+        self.active(tenant).await.map(|_| ())
+    }
+}
+
+impl Tenants {
+    /// The rate limit of the tenant's tier, if the tenant exists and is active (one cached
+    /// lookup for both, once per request).
+    ///
+    /// # Errors
+    /// [`GateError::TenantInactive`] for a deactivated or unknown tenant; `Unavailable`/`Internal`.
+    pub async fn active_rate_limit(&self, tenant: &TenantId) -> Result<RateLimit, GateError> {
+        Ok(self.active(tenant).await?.rate_limit())
+    }
+
+    async fn active(&self, tenant: &TenantId) -> Result<Arc<Tenant>, GateError> {
         match self.cached(tenant).await? {
-            Some(t) if t.active => Ok(()),
+            Some(t) if t.active => Ok(t),
             Some(_) => Err(GateError::TenantInactive(format!(
                 "tenant '{}' is deactivated",
                 tenant.as_str()
@@ -1076,7 +1098,7 @@ impl AppendGuard for Tenants {
         let gate = |e: GateError| match e {
             GateError::QuotaExceeded(q) => AppendError::QuotaExceeded(q),
             GateError::Unavailable(why) => AppendError::Unavailable(why),
-            GateError::TenantInactive(why) => AppendError::Internal(anyhow::anyhow!(why)),
+            GateError::TenantInactive(why) => AppendError::Forbidden(why),
             GateError::Internal(e) => AppendError::Internal(e),
         };
         let quotas = self.quotas_of(caller.tenant()).await.map_err(gate)?;

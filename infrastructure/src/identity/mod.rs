@@ -20,9 +20,15 @@ use sha2::{Digest as _, Sha256};
 pub const MIN_SECRET_BYTES: usize = 32;
 
 /// Argon2id with the crate's default (OWASP-recommended) parameters. Hashing runs on a
-/// blocking thread: it takes tens of milliseconds on purpose.
+/// blocking thread: it takes tens of milliseconds on purpose, and ~19 MiB of memory each, so
+/// at most [`ARGON2_AT_ONCE`] run at a time and the others wait (a spray of logins queues
+/// instead of exhausting memory).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Argon2Hasher;
+
+/// Argon2 computations that may run at once, in the whole process.
+pub const ARGON2_AT_ONCE: usize = 4;
+static ARGON2_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(ARGON2_AT_ONCE);
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
@@ -53,16 +59,31 @@ impl Argon2Hasher {
 impl PasswordHasher for Argon2Hasher {
     async fn hash(&self, password: &str) -> anyhow::Result<String> {
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_blocking(&password))
+        let slot = ARGON2_SLOTS
+            .acquire()
             .await
-            .context("password hashing task failed")?
+            .context("password hashing is shut down")?;
+        // The slot moves into the task: it is held until the computation ends, even when the
+        // request that asked for it is gone.
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            hash_blocking(&password)
+        })
+        .await
+        .context("password hashing task failed")?
     }
 
     async fn verify(&self, password: &str, hash: &str) -> bool {
         let (password, hash) = (password.to_owned(), hash.to_owned());
-        tokio::task::spawn_blocking(move || verify_blocking(&password, &hash))
-            .await
-            .unwrap_or(false)
+        let Ok(slot) = ARGON2_SLOTS.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            verify_blocking(&password, &hash)
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 

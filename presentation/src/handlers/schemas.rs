@@ -122,9 +122,7 @@ impl From<SchemaView> for SchemaResponse {
             schema: v.schema,
             compatibility: v.compatibility.as_str(),
             enforce: v.enforce,
-            registered_at: v
-                .registered_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            registered_at: crate::dto::timestamp(v.registered_at),
         }
     }
 }

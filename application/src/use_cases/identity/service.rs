@@ -525,9 +525,11 @@ impl Identity {
             .failures
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        // Bound memory under a spray of random usernames: forget the whole table when huge.
+        // Bound memory under a spray of random usernames: drop the failures that are out of
+        // the window. Never the whole table: a spray must not reset a guessed account's count.
         if failures.len() > 100_000 {
-            failures.clear();
+            let window = Duration::seconds(self.inner.config.login_window_secs);
+            failures.retain(|_, list| list.back().is_some_and(|t| *t + window > now));
         }
         failures.entry(key).or_default().push_back(now);
     }
@@ -565,9 +567,12 @@ impl Identity {
         const BAD: &str = "invalid username or password";
         let now = self.now();
         let key = Self::failures_key(&input.username);
+        // Records of refused logins go to the user's tenant when the user exists, else to the
+        // operator tenant: never to a tenant the anonymous request names.
+        let operator = self.inner.config.operator_tenant.as_str().to_owned();
         if let Some(retry_after_secs) = self.throttled(&key, now) {
             self.audit(
-                AuditRecord::new("", "anonymous", "auth.login", AuditOutcome::Denied)
+                AuditRecord::new(operator, "anonymous", "auth.login", AuditOutcome::Denied)
                     .details(serde_json::json!({"username": key, "reason": "throttled"})),
             )
             .await;
@@ -605,16 +610,13 @@ impl Identity {
                 false
             }
         };
+        let user_tenant = user.as_ref().map(|u| u.tenant_id.clone());
         let Some(user) = user.filter(|_| ok) else {
             self.record_failure(key.clone(), now);
+            let tenant = user_tenant.unwrap_or(operator);
             self.audit(
-                AuditRecord::new(
-                    input.tenant_id.unwrap_or_default(),
-                    "anonymous",
-                    "auth.login",
-                    AuditOutcome::Failure,
-                )
-                .details(serde_json::json!({"username": key})),
+                AuditRecord::new(tenant, "anonymous", "auth.login", AuditOutcome::Failure)
+                    .details(serde_json::json!({"username": key})),
             )
             .await;
             return Err(IdentityError::Unauthorized(BAD.into()));

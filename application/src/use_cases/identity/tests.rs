@@ -388,9 +388,12 @@ async fn login_and_refresh_are_audited_and_reuse_revokes_the_family() {
     let actions = Arc::new(Mutex::new(Vec::new()));
     let seen = actions.clone();
     audit_log.expect_record().returning(move |r| {
-        seen.lock()
-            .unwrap()
-            .push(format!("{}:{}", r.action, r.outcome.as_str()));
+        seen.lock().unwrap().push(format!(
+            "{}:{}@{}",
+            r.action,
+            r.outcome.as_str(),
+            r.tenant_id
+        ));
         Ok(())
     });
     let s = setup_with(open_quotas(), active_tenants(), audit_log);
@@ -417,14 +420,24 @@ async fn login_and_refresh_are_audited_and_reuse_revokes_the_family() {
         .identity
         .login(login_input("ann", "wrong password!"))
         .await;
+    // An unknown user naming a tenant: the record goes to the operator tenant, never to the
+    // tenant an anonymous request names.
+    let _ = s
+        .identity
+        .login(LoginInput {
+            tenant_id: Some("victim".into()),
+            ..login_input("nobody", "some password")
+        })
+        .await;
     let actions = actions.lock().unwrap().clone();
     assert_eq!(
         actions,
         [
-            "user.create:success",
-            "auth.login:success",
-            "token.reuse_detected:denied",
-            "auth.login:failure"
+            "user.create:success@default",
+            "auth.login:success@default",
+            "token.reuse_detected:denied@default",
+            "auth.login:failure@default",
+            "auth.login:failure@default"
         ]
     );
 }

@@ -350,6 +350,14 @@ async fn deactivation_takes_effect_at_once_despite_the_cache() {
         panic!("expected inactive");
     };
     assert!(why.contains("deactivated"), "{why}");
+    // An append of a tenant that is gone is refused as forbidden, not as a server error.
+    let one = proposed(1, "1");
+    assert!(matches!(
+        tenants
+            .before_append(&user_of("nobody", Role::ServiceAccount), &one, false)
+            .await,
+        Err(AppendError::Forbidden(_))
+    ));
     tenants.set_active(&operator(), "acme", true).await.unwrap();
     tenants.check_active(&tid("acme")).await.unwrap();
     assert!(matches!(
