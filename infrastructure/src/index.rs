@@ -16,8 +16,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use allsource_application::ports::{
-    AppendReceipt, EntityListQuery, EntityPage, EntitySummary, EventQuery, EventTypeCount,
-    QueryPage, SortOrder, StoreStats, StreamRange,
+    AppendReceipt, EntityListQuery, EntityOrder, EntityPage, EntitySummary, EventQuery,
+    EventTypeCount, QueryPage, SortOrder, StoreStats, StreamRange,
 };
 use allsource_domain::{
     AppendContext, AppendRejection, EntityId, Event, EventId, EventType, PlannedEvent, Position,
@@ -179,33 +179,45 @@ impl EventIndex {
         let Some(t) = inner.tenants.get(tenant) else {
             return EntityPage::default();
         };
-        let matching = t.entity_order.iter().filter_map(|id| {
-            let stream = t.streams.get(id)?;
-            let keep = query.event_type_prefix.as_deref().is_none_or(|prefix| {
-                stream
-                    .types
-                    .iter()
-                    .any(|ty| ty.as_str().starts_with(prefix))
-            });
-            keep.then_some((id, stream))
+        let mut matching: Vec<_> = t
+            .entity_order
+            .iter()
+            .filter_map(|id| {
+                let stream = t.streams.get(id)?;
+                let last = stream.events.last()?;
+                let keep = query.event_type_prefix.as_deref().is_none_or(|prefix| {
+                    stream
+                        .types
+                        .iter()
+                        .any(|ty| ty.as_str().starts_with(prefix))
+                });
+                keep.then_some((id, stream, last.timestamp))
+            })
+            .collect();
+        // By the last event's time, ties by entity id (ascending in both orders).
+        matching.sort_unstable_by(|(a_id, _, a_at), (b_id, _, b_at)| {
+            let by_time = match query.order {
+                EntityOrder::Asc => a_at.cmp(b_at),
+                EntityOrder::Desc => b_at.cmp(a_at),
+            };
+            by_time.then_with(|| a_id.cmp(b_id))
         });
-        let mut total = 0u64;
-        let mut entities = Vec::new();
-        for (n, (id, stream)) in matching.enumerate() {
-            total += 1;
-            if n >= query.offset && entities.len() < query.limit {
-                let Some(last) = stream.events.last() else {
-                    continue;
-                };
-                entities.push(EntitySummary {
+        let total = matching.len() as u64;
+        let entities = matching
+            .into_iter()
+            .skip(query.offset)
+            .take(query.limit)
+            .filter_map(|(id, stream, _)| {
+                let last = stream.events.last()?;
+                Some(EntitySummary {
                     entity_id: id.clone(),
                     event_count: stream.events.len() as u64,
                     version: last.version,
                     last_event_type: last.event_type.clone(),
                     last_event_at: last.timestamp,
-                });
-            }
-        }
+                })
+            })
+            .collect();
         EntityPage { entities, total }
     }
 
@@ -748,6 +760,7 @@ mod tests {
                 limit: 2,
                 offset: 0,
                 event_type_prefix: None,
+                order: EntityOrder::Desc,
             },
         );
         assert_eq!(page.total, 3);
@@ -761,6 +774,7 @@ mod tests {
                 limit: 10,
                 offset: 0,
                 event_type_prefix: Some("user.".into()),
+                order: EntityOrder::Desc,
             },
         );
         assert_eq!(users.total, 1);
@@ -770,10 +784,26 @@ mod tests {
                 limit: 10,
                 offset: 1,
                 event_type_prefix: Some("order.".into()),
+                order: EntityOrder::Desc,
             },
         );
         assert_eq!(orders.total, 3);
         assert_eq!(orders.entities.len(), 2);
+        let oldest_first = index.list_entities(
+            &t,
+            &EntityListQuery {
+                limit: 10,
+                offset: 0,
+                event_type_prefix: None,
+                order: EntityOrder::Asc,
+            },
+        );
+        let ids: Vec<_> = oldest_first
+            .entities
+            .iter()
+            .map(|e| e.entity_id.as_str())
+            .collect();
+        assert_eq!(ids, ["b", "c", "a"]);
         let types = index.event_types(&t);
         let names: Vec<_> = types
             .iter()

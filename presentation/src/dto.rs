@@ -136,6 +136,8 @@ impl AppendBatchRequest {
 pub struct QueryParams {
     pub entity_id: Option<String>,
     pub event_type: Option<String>,
+    pub event_type_prefix: Option<String>,
+    pub payload_filter: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub as_of: Option<String>,
@@ -150,6 +152,8 @@ impl From<QueryParams> for QueryInput {
         Self {
             entity_id: p.entity_id,
             event_type: p.event_type,
+            event_type_prefix: p.event_type_prefix,
+            payload_filter: p.payload_filter,
             since: p.since,
             until: p.until,
             as_of: p.as_of,
@@ -186,13 +190,15 @@ impl From<StreamParams> for StreamInput {
 pub struct StateParams {
     pub as_of: Option<String>,
     pub include_history: Option<String>,
+    /// An alias of `include_history` that existing clients send.
+    pub history: Option<String>,
 }
 
 impl From<StateParams> for EntityStateInput {
     fn from(p: StateParams) -> Self {
         Self {
             as_of: p.as_of,
-            include_history: p.include_history,
+            include_history: p.include_history.or(p.history),
         }
     }
 }
@@ -204,6 +210,7 @@ pub struct EntitiesParams {
     pub limit: Option<String>,
     pub offset: Option<String>,
     pub event_type_prefix: Option<String>,
+    pub order: Option<String>,
 }
 
 impl From<EntitiesParams> for EntityListInput {
@@ -212,6 +219,7 @@ impl From<EntitiesParams> for EntityListInput {
             limit: p.limit,
             offset: p.offset,
             event_type_prefix: p.event_type_prefix,
+            order: p.order,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allsource_application::ports::{
-    EntityListQuery, EventQuery, EventStore, SortOrder, StoreAppendError, StreamRange,
+    EntityListQuery, EntityOrder, EventQuery, EventStore, SortOrder, StoreAppendError, StreamRange,
 };
 use allsource_domain::{
     AppendRejection, EntityId, Event, EventId, EventType, ExpectedVersion, Position, ProposedEvent,
@@ -600,6 +600,7 @@ pub mod cases {
                     limit: 10,
                     offset: 0,
                     event_type_prefix: None,
+                    order: EntityOrder::Desc,
                 },
             )
             .await
@@ -619,6 +620,115 @@ pub mod cases {
         );
         let none = tenant("nobody");
         assert_eq!(store.stats(&none).await.unwrap().total_events, 0);
+        store.shutdown().await.unwrap();
+    }
+
+    /// `event_type_prefix` and `payload_filter` (top-level keys, numbers by value), with paging:
+    /// every backend answers alike, including past payloads that are not objects.
+    pub async fn queries_by_type_prefix_and_payload(h: &Harness) {
+        let store = h.open().await;
+        let t = tenant("default");
+        let payloads = [
+            ("order.placed", r#"{"status":"new","n":1}"#),
+            ("order.paid", r#"{"status":"paid","n":2.0}"#),
+            ("orders", r#"{"status":"paid","n":2}"#),
+            ("order.paid", r#"[{"status":"paid"}]"#),
+            ("order.paid", r#"{"status":"paid","n":2,"extra":{"a":[1]}}"#),
+            ("user.created", r#"{"status":"paid","n":2}"#),
+            ("order.paid", r#""paid""#),
+        ];
+        let mut positions = Vec::new();
+        for (i, (ty, payload)) in payloads.iter().enumerate() {
+            let r = store
+                .append(&t, vec![event(&format!("e{i}"), ty, payload)])
+                .await
+                .unwrap();
+            positions.push(r[0].position.get());
+        }
+        let pos =
+            |events: &[Arc<Event>]| events.iter().map(|e| e.position.get()).collect::<Vec<_>>();
+        let filter = |raw: &str| match serde_json::from_str(raw).unwrap() {
+            serde_json::Value::Object(map) => Some(map),
+            _ => unreachable!("filters are objects"),
+        };
+        let prefixed = store
+            .query(
+                &t,
+                EventQuery {
+                    event_type_prefix: Some("order.".into()),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            pos(&prefixed.events),
+            [
+                positions[0],
+                positions[1],
+                positions[3],
+                positions[4],
+                positions[6]
+            ]
+        );
+        let paid = |limit: usize, offset: usize, order: SortOrder| {
+            let store = store.clone();
+            let t = t.clone();
+            let filter = filter(r#"{"status":"paid","n":2}"#);
+            async move {
+                store
+                    .query(
+                        &t,
+                        EventQuery {
+                            payload_filter: filter,
+                            limit,
+                            offset,
+                            order,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        let all = paid(100, 0, SortOrder::Asc).await;
+        assert_eq!(
+            pos(&all.events),
+            [positions[1], positions[2], positions[4], positions[5]]
+        );
+        assert!(!all.has_more);
+        let page = paid(2, 1, SortOrder::Asc).await;
+        assert_eq!(pos(&page.events), [positions[2], positions[4]]);
+        assert!(page.has_more);
+        let newest = paid(1, 0, SortOrder::Desc).await;
+        assert_eq!(pos(&newest.events), [positions[5]]);
+        assert!(newest.has_more);
+        let both = store
+            .query(
+                &t,
+                EventQuery {
+                    event_type_prefix: Some("order.".into()),
+                    payload_filter: filter(r#"{"status":"paid"}"#),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(pos(&both.events), [positions[1], positions[4]]);
+        let nested = store
+            .query(
+                &t,
+                EventQuery {
+                    payload_filter: filter(r#"{"extra":{"a":[1]}}"#),
+                    limit: 100,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(pos(&nested.events), [positions[4]]);
         store.shutdown().await.unwrap();
     }
 
@@ -647,6 +757,7 @@ pub mod cases {
                     limit: 2,
                     offset: 0,
                     event_type_prefix: None,
+                    order: EntityOrder::Desc,
                 },
             )
             .await
@@ -665,6 +776,7 @@ pub mod cases {
                     limit: 10,
                     offset: 0,
                     event_type_prefix: Some("user.".into()),
+                    order: EntityOrder::Desc,
                 },
             )
             .await
@@ -677,11 +789,31 @@ pub mod cases {
                     limit: 10,
                     offset: 1,
                     event_type_prefix: Some("order.".into()),
+                    order: EntityOrder::Desc,
                 },
             )
             .await
             .unwrap();
         assert_eq!((orders.total, orders.entities.len()), (3, 2));
+        // Oldest change first; b and c changed in the same append, so by id.
+        let oldest_first = store
+            .list_entities(
+                &t,
+                EntityListQuery {
+                    limit: 10,
+                    offset: 0,
+                    event_type_prefix: None,
+                    order: EntityOrder::Asc,
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<&str> = oldest_first
+            .entities
+            .iter()
+            .map(|e| e.entity_id.as_str())
+            .collect();
+        assert_eq!(ids, ["b", "c", "a"]);
         let types: Vec<(String, u64)> = store
             .event_types(&t)
             .await
@@ -850,6 +982,7 @@ all_backends!(
     versions_positions_and_timestamps,
     stream_ranges,
     queries_filter_and_page,
+    queries_by_type_prefix_and_payload,
     pagers_never_miss_concurrent_appends,
     tenants_are_isolated_everywhere,
     catalog_views,

@@ -508,7 +508,9 @@ async fn catalog_routes() {
     assert_eq!(entities.status, 200);
     assert_eq!(entities.body["total"], 3);
     assert_eq!(entities.body["has_more"], true);
-    let first = &entities.body["entities"][0];
+    // Most recently changed first: c, then a.
+    assert_eq!(entities.body["entities"][0]["entity_id"], "c");
+    let first = &entities.body["entities"][1];
     assert_eq!(
         (
             first["entity_id"].clone(),

@@ -25,6 +25,7 @@ mod policies;
 mod postgres;
 mod process;
 mod projections;
+mod reads;
 mod schemas;
 mod snapshots;
 mod state_contract;

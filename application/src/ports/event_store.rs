@@ -108,6 +108,11 @@ pub enum SortOrder {
 pub struct EventQuery {
     pub entity_id: Option<EntityId>,
     pub event_type: Option<EventType>,
+    /// Only types starting with this text (`order.` matches `order.placed`).
+    pub event_type_prefix: Option<String>,
+    /// Only events whose payload is an object holding each of these top-level keys with an
+    /// equal value (see [`payload_matches`]).
+    pub payload_filter: Option<serde_json::Map<String, serde_json::Value>>,
     /// `timestamp >= since`.
     pub since: Option<DateTime<Utc>>,
     /// `timestamp < until`.
@@ -136,6 +141,14 @@ impl EventQuery {
             && self.since.is_none_or(|s| event.timestamp >= s)
             && self.until.is_none_or(|u| event.timestamp < u)
             && self.as_of.is_none_or(|a| event.timestamp <= a)
+            && self
+                .event_type_prefix
+                .as_deref()
+                .is_none_or(|p| event.event_type.as_str().starts_with(p))
+            && self
+                .payload_filter
+                .as_ref()
+                .is_none_or(|filter| payload_matches(event.payload.get(), filter))
     }
 
     /// Whether a position lies beyond the cursor in the query's order.
@@ -146,6 +159,52 @@ impl EventQuery {
             (Some(cursor), SortOrder::Desc) => position < cursor,
         }
     }
+}
+
+/// Whether a payload (JSON text) is an object holding every key of `filter` with an equal value.
+///
+/// Equality is JSON equality, except that numbers compare by value (`1` equals `1.0`), as
+/// PostgreSQL's `jsonb` compares them, so every backend answers alike. A payload that is not an
+/// object, or not valid JSON, matches no filter; an empty filter matches every payload.
+pub fn payload_matches(payload: &str, filter: &serde_json::Map<String, serde_json::Value>) -> bool {
+    if filter.is_empty() {
+        return true;
+    }
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_str(payload) else {
+        return false;
+    };
+    filter
+        .iter()
+        .all(|(key, wanted)| object.get(key).is_some_and(|v| json_equal(v, wanted)))
+}
+
+fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i128(), y.as_i128()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_equal(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Order of an entity listing, by the time of the entity's last event (ties by entity id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EntityOrder {
+    /// Least recently changed first.
+    Asc,
+    /// Most recently changed first (the default).
+    #[default]
+    Desc,
 }
 
 /// One page of query results.
@@ -163,6 +222,8 @@ pub struct EntityListQuery {
     pub offset: usize,
     /// Only entities with at least one event whose type starts with this prefix.
     pub event_type_prefix: Option<String>,
+    /// By the time of the last event, ties by entity id.
+    pub order: EntityOrder,
 }
 
 /// One entity in a listing.
@@ -175,7 +236,7 @@ pub struct EntitySummary {
     pub last_event_at: DateTime<Utc>,
 }
 
-/// A page of entities, ordered by entity id.
+/// A page of entities, in the order asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct EntityPage {
     pub entities: Vec<EntitySummary>,

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use allsource_domain::{EntityId, EntityState, Event, EventId, EventType, Position};
+use allsource_domain::{EntityId, EntityState, Event, EventId, EventType, InvalidValue, Position};
 use chrono::{DateTime, Utc};
 
 use super::params::{self, Errors, FieldError};
 use super::snapshots::{SnapshotArchive, fold_from_snapshot};
 use crate::Caller;
 use crate::ports::{
-    EntityListQuery, EntityPage, EntityStateCache, EventQuery, EventStore, EventTypeCount,
-    NoStateCache, QueryPage, SortOrder, StoreError, StoreStats, StreamRange,
+    EntityListQuery, EntityOrder, EntityPage, EntityStateCache, EventQuery, EventStore,
+    EventTypeCount, NoStateCache, QueryPage, SortOrder, StoreError, StoreStats, StreamRange,
 };
 
 /// Page size of queries when the client gives none.
@@ -58,6 +58,9 @@ impl From<Errors> for ReadError {
 pub struct QueryInput {
     pub entity_id: Option<String>,
     pub event_type: Option<String>,
+    pub event_type_prefix: Option<String>,
+    /// A JSON object, as text.
+    pub payload_filter: Option<String>,
     pub since: Option<String>,
     pub until: Option<String>,
     pub as_of: Option<String>,
@@ -88,6 +91,8 @@ pub struct EntityListInput {
     pub limit: Option<String>,
     pub offset: Option<String>,
     pub event_type_prefix: Option<String>,
+    /// `asc` or `desc` (default) by the last event's time.
+    pub order: Option<String>,
 }
 
 /// An entity's state, with what it was computed from.
@@ -150,6 +155,12 @@ impl ReadEvents {
                 "event_type",
                 input.event_type.as_deref(),
                 EventType::parse,
+            ),
+            event_type_prefix: input.event_type_prefix.filter(|p| !p.is_empty()),
+            payload_filter: errors.optional(
+                "payload_filter",
+                input.payload_filter.as_deref(),
+                parse_payload_filter,
             ),
             since: errors.optional("since", input.since.as_deref(), params::timestamp),
             until: errors.optional("until", input.until.as_deref(), params::timestamp),
@@ -371,6 +382,14 @@ impl ReadEvents {
         let offset = errors
             .optional("offset", input.offset.as_deref(), params::unsigned)
             .map_or(0, |o| usize::try_from(o).unwrap_or(usize::MAX));
+        let order = match input.order.as_deref() {
+            None | Some("desc") => EntityOrder::Desc,
+            Some("asc") => EntityOrder::Asc,
+            Some(_) => {
+                errors.push("order", "must be asc or desc");
+                EntityOrder::Desc
+            }
+        };
         if !errors.is_empty() {
             return Err(errors.into());
         }
@@ -378,6 +397,7 @@ impl ReadEvents {
             limit,
             offset,
             event_type_prefix: input.event_type_prefix.filter(|p| !p.is_empty()),
+            order,
         };
         Ok(self.store.list_entities(caller.tenant(), query).await?)
     }
@@ -396,6 +416,19 @@ impl ReadEvents {
     /// `Unavailable`/`Internal` from the store.
     pub async fn stats(&self, caller: &Caller) -> Result<StoreStats, ReadError> {
         Ok(self.store.stats(caller.tenant()).await?)
+    }
+}
+
+/// `payload_filter`: a JSON object of top-level keys and the values they must equal.
+fn parse_payload_filter(
+    raw: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, InvalidValue> {
+    match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(filter)) => Ok(filter),
+        Ok(_) => Err(InvalidValue(
+            "must be a JSON object, e.g. {\"status\":\"paid\"}".into(),
+        )),
+        Err(e) => Err(InvalidValue(format!("is not valid JSON: {e}"))),
     }
 }
 
@@ -473,11 +506,15 @@ mod tests {
                     && q.offset == 2
                     && q.limit == 10
                     && q.order == SortOrder::Desc
+                    && q.event_type_prefix.as_deref() == Some("order.")
+                    && q.payload_filter.as_ref().map(|f| f.len()) == Some(1)
             })
             .returning(|_, _| Ok(QueryPage::default()));
         let input = QueryInput {
             entity_id: Some("o-1".into()),
             event_type: Some("order.placed".into()),
+            event_type_prefix: Some("order.".into()),
+            payload_filter: Some(r#"{"status":"paid"}"#.into()),
             since: Some("2026-01-01T00:00:00Z".into()),
             until: Some("2026-01-02T00:00:00Z".into()),
             as_of: Some("2026-01-03T00:00:00.5Z".into()),
@@ -500,6 +537,7 @@ mod tests {
             from_position: Some("-3".into()),
             limit: Some("10001".into()),
             order: Some("up".into()),
+            payload_filter: Some("[1]".into()),
             ..Default::default()
         };
         assert_eq!(
@@ -507,6 +545,7 @@ mod tests {
             [
                 "entity_id",
                 "event_type",
+                "payload_filter",
                 "since",
                 "from_position",
                 "limit",
@@ -748,10 +787,11 @@ mod tests {
             limit: Some("0".into()),
             offset: Some("x".into()),
             event_type_prefix: None,
+            order: Some("newest".into()),
         };
         assert_eq!(
             fields(uc.entities(&caller(), bad).await.unwrap_err()),
-            ["limit", "offset"]
+            ["limit", "offset", "order"]
         );
         let _ = json!(null);
     }

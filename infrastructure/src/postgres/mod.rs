@@ -29,12 +29,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use allsource_application::ports::{
-    AppendReceipt, Clock, EntityListQuery, EntityPage, EntitySummary, EventQuery, EventStore,
-    EventTypeCount, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats, StreamRange,
+    AppendReceipt, Clock, EntityListQuery, EntityOrder, EntityPage, EntitySummary, EventQuery,
+    EventStore, EventTypeCount, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats,
+    StreamRange,
 };
 use allsource_domain::{
-    AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, ProposedEvent, TenantId,
-    Version, plan_append,
+    AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, Position, ProposedEvent,
+    TenantId, Version, plan_append,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -260,6 +261,50 @@ impl PostgresStore {
         Ok((last_position, last_timestamp, context))
     }
 
+    /// A query with a `payload_filter`. Payloads are stored as `json` (the client's text), and
+    /// casting every candidate to `jsonb` to compare in SQL would fail on payloads `jsonb`
+    /// cannot hold (a `\u0000` escape): the other filters run in SQL, the payload filter here,
+    /// over pages in position order until the page is full.
+    async fn query_filtering_payloads(
+        &self,
+        tenant: &TenantId,
+        query: &EventQuery,
+    ) -> Result<QueryPage, StoreError> {
+        const CHUNK: u64 = 1000;
+        let mut cursor = query.from_position;
+        let mut skipped = 0usize;
+        let mut events = Vec::with_capacity(query.limit.min(1024));
+        loop {
+            let chunk = self
+                .fetch_events(query_sql(tenant, query, cursor, CHUNK, 0))
+                .await?;
+            let exhausted = (chunk.len() as u64) < CHUNK;
+            cursor = chunk.last().map(|e| e.position).or(cursor);
+            for event in chunk {
+                if !query.matches(&event) {
+                    continue;
+                }
+                if skipped < query.offset {
+                    skipped += 1;
+                    continue;
+                }
+                if events.len() == query.limit {
+                    return Ok(QueryPage {
+                        events,
+                        has_more: true,
+                    });
+                }
+                events.push(event);
+            }
+            if exhausted {
+                return Ok(QueryPage {
+                    events,
+                    has_more: false,
+                });
+            }
+        }
+    }
+
     async fn fetch_events(
         &self,
         mut query: QueryBuilder<Postgres>,
@@ -367,6 +412,58 @@ fn read_error(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The SQL of a query's filters (all but `payload_filter`), after `cursor`, in the query's order.
+fn query_sql(
+    tenant: &TenantId,
+    query: &EventQuery,
+    cursor: Option<Position>,
+    limit: u64,
+    offset: u64,
+) -> QueryBuilder<Postgres> {
+    let mut q = QueryBuilder::new(format!(
+        "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "
+    ));
+    q.push_bind(tenant.as_str().to_owned());
+    if let Some(entity_id) = &query.entity_id {
+        q.push(" AND entity_id = ")
+            .push_bind(entity_id.as_str().to_owned());
+    }
+    if let Some(event_type) = &query.event_type {
+        q.push(" AND event_type = ")
+            .push_bind(event_type.as_str().to_owned());
+    }
+    if let Some(prefix) = &query.event_type_prefix {
+        q.push(" AND starts_with(event_type, ")
+            .push_bind(prefix.clone())
+            .push(")");
+    }
+    if let Some(since) = query.since {
+        q.push(" AND recorded_at >= ").push_bind(since);
+    }
+    if let Some(until) = query.until {
+        q.push(" AND recorded_at < ").push_bind(until);
+    }
+    if let Some(as_of) = query.as_of {
+        q.push(" AND recorded_at <= ").push_bind(as_of);
+    }
+    if let Some(cursor) = cursor {
+        let op = match query.order {
+            SortOrder::Asc => " AND position > ",
+            SortOrder::Desc => " AND position < ",
+        };
+        q.push(op).push_bind(to_i64(cursor.get()));
+    }
+    q.push(match query.order {
+        SortOrder::Asc => " ORDER BY position ASC",
+        SortOrder::Desc => " ORDER BY position DESC",
+    });
+    q.push(" LIMIT ")
+        .push_bind(to_i64(limit))
+        .push(" OFFSET ")
+        .push_bind(to_i64(offset));
+    q
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -411,43 +508,17 @@ impl EventStore for PostgresStore {
     }
 
     async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE tenant_id = "
-        ));
-        q.push_bind(tenant.as_str().to_owned());
-        if let Some(entity_id) = &query.entity_id {
-            q.push(" AND entity_id = ")
-                .push_bind(entity_id.as_str().to_owned());
+        if query.payload_filter.is_some() {
+            return self.query_filtering_payloads(tenant, &query).await;
         }
-        if let Some(event_type) = &query.event_type {
-            q.push(" AND event_type = ")
-                .push_bind(event_type.as_str().to_owned());
-        }
-        if let Some(since) = query.since {
-            q.push(" AND recorded_at >= ").push_bind(since);
-        }
-        if let Some(until) = query.until {
-            q.push(" AND recorded_at < ").push_bind(until);
-        }
-        if let Some(as_of) = query.as_of {
-            q.push(" AND recorded_at <= ").push_bind(as_of);
-        }
-        if let Some(cursor) = query.from_position {
-            let op = match query.order {
-                SortOrder::Asc => " AND position > ",
-                SortOrder::Desc => " AND position < ",
-            };
-            q.push(op).push_bind(to_i64(cursor.get()));
-        }
-        q.push(match query.order {
-            SortOrder::Asc => " ORDER BY position ASC",
-            SortOrder::Desc => " ORDER BY position DESC",
-        });
         // One more than asked tells whether more follow.
-        q.push(" LIMIT ")
-            .push_bind(to_i64(query.limit as u64 + 1))
-            .push(" OFFSET ")
-            .push_bind(to_i64(query.offset as u64));
+        let q = query_sql(
+            tenant,
+            &query,
+            query.from_position,
+            query.limit as u64 + 1,
+            query.offset as u64,
+        );
         let mut events = self.fetch_events(q).await?;
         let has_more = events.len() > query.limit;
         events.truncate(query.limit);
@@ -488,8 +559,13 @@ impl EventStore for PostgresStore {
         q.push(
             " ORDER BY entity_id, version DESC) \
              SELECT entity_id, version, event_type, recorded_at, COUNT(*) OVER () AS total \
-             FROM heads ORDER BY entity_id LIMIT ",
+             FROM heads ORDER BY recorded_at ",
         )
+        .push(match query.order {
+            EntityOrder::Asc => "ASC",
+            EntityOrder::Desc => "DESC",
+        })
+        .push(", entity_id LIMIT ")
         .push_bind(to_i64(query.limit as u64))
         .push(" OFFSET ")
         .push_bind(to_i64(query.offset as u64));
