@@ -23,7 +23,7 @@ use crate::routes::Routes;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
 
-/// The routes of this file (their access is declared in `access::ROUTE_ACCESS`).
+/// The identity routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
         // There is no self-registration: `register` is admin-only user creation.

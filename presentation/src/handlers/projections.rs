@@ -26,7 +26,7 @@ use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 
-/// The projection routes (their access is declared in [`crate::access::ROUTE_ACCESS`]).
+/// The projection routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/projections", Requires(Read), list)

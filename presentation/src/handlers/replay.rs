@@ -21,7 +21,7 @@ use crate::routes::Routes;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
 
-/// The replay routes (their access is declared in [`crate::access::ROUTE_ACCESS`]).
+/// The replay routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/replay", Requires(Read), list)

@@ -21,7 +21,7 @@ use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 
-/// The snapshot routes, merged into the main router (their access is in `ROUTE_ACCESS`).
+/// The snapshot routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
         .post("/api/v1/snapshots", Requires(Write), create)
