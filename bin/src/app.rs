@@ -6,7 +6,7 @@
 //! accepting, let in-flight requests (appends waiting for their fsync) finish, then shut the
 //! store down, which syncs everything acknowledged.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +36,8 @@ use allsource_infrastructure::{
     JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
     SystemClock,
 };
-use allsource_presentation::{AppState, AuthMode, HealthInfo, HttpLimits, Tenancy};
+use allsource_application::use_cases::{Admission, Compaction, Health};
+use allsource_presentation::{AppState, AuthMode, HttpLimits};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -231,10 +232,7 @@ impl Application {
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
-            health: HealthInfo {
-                version: env!("CARGO_PKG_VERSION"),
-                store: as_port,
-            },
+            health: Health::new(env!("CARGO_PKG_VERSION"), as_port),
             projections: Projections::new(projection_engine.clone(), quota_gate(tenants.as_ref())),
             replays: ReplayJobs::new(projection_engine),
             schemas,
@@ -246,10 +244,11 @@ impl Application {
             },
             identity: identity.clone(),
             snapshots,
-            compaction: compactor.clone(),
+            compaction: Compaction::new(compactor.clone()),
             audit: AuditTrail::new(audit_log.clone()),
             policies: policies.clone(),
-            tenancy,
+            admission: Admission::for_tenants(tenancy.tenants.clone(), tenancy.rate_limiter),
+            tenants: tenancy.tenants,
         });
         let router = allsource_presentation::router(
             state,
@@ -320,13 +319,9 @@ impl Application {
             tenants,
         } = self;
         tracing::info!(%addr, "listening");
-        // With the peer address, so that callers without credentials are rate-limited per client.
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .into_future();
+        // With the peer address (callers without credentials are rate-limited per client) and
+        // hyper's limits above the router's own (414/431 problem documents).
+        let server = allsource_presentation::serve(listener, router, shutdown);
         tokio::pin!(server);
         let mut runner = None;
         tokio::select! {
@@ -357,6 +352,12 @@ fn quota_gate(tenants: Option<&Tenants>) -> Arc<dyn QuotaGate> {
         Some(tenants) => Arc::new(tenants.clone()),
         None => Arc::new(Unlimited),
     }
+}
+
+/// The tenant use cases and the rate limiter.
+struct Tenancy {
+    tenants: Option<Tenants>,
+    rate_limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 /// Tenants (status, quotas, usage) over the state store, and the rate limiter of

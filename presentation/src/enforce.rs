@@ -1,12 +1,12 @@
-//! The policy route layer, [`enforce_policies`], which runs after
+//! The policy step of the request layer, [`enforce`], which runs after
 //! [`authorize`](crate::access::authorize): role-based access has let the request through, and
 //! the policy engine now sees it.
 //!
 //! The request's attributes: `method`, `route` (the matched pattern), `path`, `resource.<name>`
 //! for each path parameter, `request.<name>` for each query parameter, and
-//! `request.record_count`: the number of records the operation touches (1 for
-//! `POST /api/v1/events`, the number of events of `POST /api/v1/events/batch`, else the
-//! `limit` query parameter when it is a number). The caller's `role`, `tenant_id`, `user_id`
+//! `request.record_count`: the number of records the operation touches, as the route declares
+//! it ([`RecordCount`]: 1 for `POST /api/v1/events`, the number of events of
+//! `POST /api/v1/events/batch`, else the `limit` query parameter when it is a number). The caller's `role`, `tenant_id`, `user_id`
 //! are added by the engine.
 //!
 //! For a batch, the body is read here (within the body limit), its events counted without
@@ -17,8 +17,9 @@
 //! 429 `rate_limited` with `Retry-After` and `policy_id`; warnings → the request goes on, and
 //! the response carries one `X-Policy-Warning: <policy id>` header per warning.
 //!
-//! Not subject to policies: public routes (health, login), and the policy routes themselves,
-//! so that a bad policy can always be corrected.
+//! Not subject to policies: public routes (health, login), and routes declared
+//! [`exempt_from_policies`](crate::routes::Route::exempt_from_policies) (the policy routes
+//! themselves, so that a bad policy can always be corrected).
 
 use std::fmt;
 
@@ -26,52 +27,40 @@ use allsource_application::Caller;
 use allsource_application::use_cases::{Enforcement, Policies};
 use allsource_domain::policy::PolicyContext;
 use axum::body::{Body, to_bytes};
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequestParts, RawPathParams, Request};
+use axum::http::{HeaderValue, header};
 use serde::Deserializer;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::access::{Access, access_for};
 use crate::error::ApiError;
+use crate::routes::{PolicyScope, RecordCount, Route};
 use crate::{HttpLimits, REQUEST_ID_HEADER};
 
 /// The header naming a policy that warned about the request.
 pub const POLICY_WARNING_HEADER: &str = "x-policy-warning";
 
-/// The route whose body is read for its record count.
-const BATCH_ROUTE: &str = "/api/v1/events/batch";
-
-/// Route layer: evaluates the policies for the request (see the module docs).
-pub async fn enforce_policies(
-    State(policies): State<Policies>,
+/// The policy step (see the module docs): the request to serve and the warnings to put on its
+/// response.
+///
+/// # Errors
+/// The refusal (403, 429), or a body that cannot be read (413, 400), or 503 when the policies
+/// cannot be read.
+pub async fn enforce(
+    policies: &Policies,
+    route: &Route,
+    caller: Option<&Caller>,
     request: Request,
-    next: Next,
-) -> Response {
-    if !policies.enabled() {
-        return next.run(request).await;
-    }
-    let Some(route) = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-    else {
-        return next.run(request).await;
+) -> Result<(Request, Vec<HeaderValue>), ApiError> {
+    let Some(caller) = caller else {
+        return Ok((request, Vec::new()));
     };
-    // (A route missing from the access table never gets here: `authorize` refuses it.)
-    let exempt = route.starts_with("/api/v1/policies")
-        || access_for(request.method(), &route) == Some(Access::Public);
-    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-        return next.run(request).await;
-    };
-    if exempt {
-        return next.run(request).await;
+    if !policies.enabled() || route.policies == PolicyScope::Exempt {
+        return Ok((request, Vec::new()));
     }
     let (mut parts, body) = request.into_parts();
     let mut context = PolicyContext::new()
         .with("method", parts.method.as_str())
-        .with("route", route.as_str())
+        .with("route", route.path)
         .with("path", parts.uri.path());
     if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await {
         for (name, value) in &params {
@@ -90,65 +79,57 @@ pub async fn enforce_policies(
         .and_then(|v| v.as_str())
         .and_then(|s| s.parse::<u64>().ok());
     let mut body = body;
-    if parts.method == Method::POST && route == "/api/v1/events" {
-        context.set("request.record_count", 1);
-    } else if parts.method == Method::POST && route == BATCH_ROUTE {
-        let max = parts
-            .extensions
-            .get::<HttpLimits>()
-            .map_or(HttpLimits::DEFAULT_MAX_BODY_BYTES, |l| l.max_body_bytes);
-        let bytes = match read_bounded(&parts, body, max).await {
-            Ok(bytes) => bytes,
-            Err(e) => return e.into_response(),
-        };
-        if let Some(n) = count_events(&bytes) {
-            context.set("request.record_count", n);
+    match route.records {
+        RecordCount::One => context.set("request.record_count", 1),
+        RecordCount::EventsInBody => {
+            let max = parts
+                .extensions
+                .get::<HttpLimits>()
+                .map_or(HttpLimits::DEFAULT_MAX_BODY_BYTES, |l| l.max_body_bytes);
+            let bytes = read_bounded(&parts, body, max).await?;
+            if let Some(n) = count_events(&bytes) {
+                context.set("request.record_count", n);
+            }
+            body = Body::from(bytes);
         }
-        body = Body::from(bytes);
-    } else if let Some(limit) = limit {
-        context.set("request.record_count", limit);
+        RecordCount::FromLimit => {
+            if let Some(limit) = limit {
+                context.set("request.record_count", limit);
+            }
+        }
     }
     let request_id = parts
         .headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let warnings = match policies.enforce(&caller, context, request_id).await {
-        Ok(Enforcement::Allowed { warnings }) => warnings,
-        Ok(Enforcement::Denied { policy }) => {
-            return ApiError::forbidden(format!(
-                "refused by policy '{}' ({})",
-                policy.name, policy.id
-            ))
-            .with_member("policy_id", policy.id)
-            .with_member("policy_name", policy.name)
-            .into_response();
+    match policies.enforce(caller, context, request_id).await? {
+        Enforcement::Allowed { warnings } => {
+            // Policy ids are plain ASCII (checked when a policy is written).
+            let warnings = warnings
+                .iter()
+                .filter_map(|w| HeaderValue::from_str(&w.id).ok())
+                .collect();
+            Ok((Request::from_parts(parts, body), warnings))
         }
-        Ok(Enforcement::RateLimited {
+        Enforcement::Denied { policy } => Err(ApiError::forbidden(format!(
+            "refused by policy '{}' ({})",
+            policy.name, policy.id
+        ))
+        .with_member("policy_id", policy.id)
+        .with_member("policy_name", policy.name)),
+        Enforcement::RateLimited {
             policy,
             retry_after_secs,
-        }) => {
-            return ApiError::rate_limited(
-                format!(
-                    "over the rate of policy '{}' ({}); retry after {retry_after_secs} s",
-                    policy.name, policy.id
-                ),
-                retry_after_secs,
-            )
-            .with_member("policy_id", policy.id)
-            .into_response();
-        }
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let mut response = next.run(Request::from_parts(parts, body)).await;
-    let name = HeaderName::from_static(POLICY_WARNING_HEADER);
-    for warning in warnings {
-        // Policy ids are plain ASCII (checked when a policy is written).
-        if let Ok(value) = HeaderValue::from_str(&warning.id) {
-            response.headers_mut().append(name.clone(), value);
-        }
+        } => Err(ApiError::rate_limited(
+            format!(
+                "over the rate of policy '{}' ({}); retry after {retry_after_secs} s",
+                policy.name, policy.id
+            ),
+            retry_after_secs,
+        )
+        .with_member("policy_id", policy.id)),
     }
-    response
 }
 
 /// The body, at most `max` bytes (413 beyond, named as the JSON extractor names it).

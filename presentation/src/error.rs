@@ -41,6 +41,13 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not `application/json`.
     UnsupportedMediaType,
+    /// 414: the request target is over the server's limit (an extension).
+    UriTooLong,
+    /// 431: the request's headers are over the server's limit (an extension).
+    HeaderFieldsTooLarge,
+    /// Any other 4xx/5xx answered below the router without a body, made a problem document
+    /// with its own status (an extension; its status is the one answered, 400 nominally).
+    HttpError,
     /// 401: no credential, or one that is invalid, expired or revoked.
     Unauthorized,
     /// 403: authenticated, but not allowed (role, tenant deactivated, policy).
@@ -72,6 +79,9 @@ impl ErrorCode {
             Self::DuplicateEventId => "duplicate_event_id",
             Self::PayloadTooLarge => "payload_too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeaderFieldsTooLarge => "header_fields_too_large",
+            Self::HttpError => "http_error",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::Conflict => "conflict",
@@ -91,6 +101,9 @@ impl ErrorCode {
             Self::VersionConflict | Self::DuplicateEventId => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HttpError => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Conflict => StatusCode::CONFLICT,
@@ -111,6 +124,9 @@ impl ErrorCode {
             Self::DuplicateEventId => "Duplicate event id",
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
+            Self::UriTooLong => "URI too long",
+            Self::HeaderFieldsTooLarge => "Request header fields too large",
+            Self::HttpError => "HTTP error",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden => "Forbidden",
             Self::Conflict => "Conflict",
@@ -132,6 +148,9 @@ impl ErrorCode {
             Self::DuplicateEventId => "https://allsource.dev/problems/duplicate-event-id",
             Self::PayloadTooLarge => "https://allsource.dev/problems/payload-too-large",
             Self::UnsupportedMediaType => "https://allsource.dev/problems/unsupported-media-type",
+            Self::UriTooLong => "https://allsource.dev/problems/uri-too-long",
+            Self::HeaderFieldsTooLarge => "https://allsource.dev/problems/header-fields-too-large",
+            Self::HttpError => "https://allsource.dev/problems/http-error",
             Self::Unauthorized => "https://allsource.dev/problems/unauthorized",
             Self::Forbidden => "https://allsource.dev/problems/forbidden",
             Self::Conflict => "https://allsource.dev/problems/conflict",
@@ -167,6 +186,8 @@ pub struct ApiError {
     cause: Option<Cause>,
     /// `Retry-After` seconds (429; 503 always carries one).
     retry_after: Option<u64>,
+    /// The status answered when it is not the code's own ([`ErrorCode::HttpError`]).
+    status: Option<StatusCode>,
 }
 
 impl ApiError {
@@ -178,7 +199,46 @@ impl ApiError {
             members: Map::new(),
             cause: None,
             retry_after: None,
+            status: None,
         }
+    }
+
+    /// 414 `uri_too_long`.
+    pub fn uri_too_long(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::UriTooLong, detail)
+    }
+
+    /// 431 `header_fields_too_large`.
+    pub fn header_fields_too_large(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::HeaderFieldsTooLarge, detail)
+    }
+
+    /// The problem document for an error status answered without one below the router: the
+    /// code of that status when there is one, else `http_error` with the status kept.
+    pub fn for_status(status: StatusCode) -> Self {
+        let reason = status.canonical_reason().unwrap_or("error");
+        let detail = format!("the request could not be served: {reason}");
+        let code = match status {
+            StatusCode::BAD_REQUEST => ErrorCode::ValidationFailed,
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+            StatusCode::URI_TOO_LONG => ErrorCode::UriTooLong,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeaderFieldsTooLarge,
+            StatusCode::INTERNAL_SERVER_ERROR => ErrorCode::Internal,
+            StatusCode::SERVICE_UNAVAILABLE => ErrorCode::Unavailable,
+            _ => {
+                let mut error = Self::new(ErrorCode::HttpError, detail);
+                error.status = Some(status);
+                return error;
+            }
+        };
+        Self::new(code, detail)
     }
 
     /// 401 `unauthorized`. The detail says what is wrong with the credential, never whether
@@ -331,7 +391,7 @@ impl ApiError {
     }
 
     pub fn status(&self) -> StatusCode {
-        self.code.status()
+        self.status.unwrap_or(self.code.status())
     }
 
     pub fn detail(&self) -> &str {
@@ -464,10 +524,11 @@ impl IntoResponse for ApiError {
             None => {}
         }
         let code = self.code;
+        let status = self.status();
         let body = ProblemBody {
             type_uri: code.type_uri(),
             title: code.title(),
-            status: code.status().as_u16(),
+            status: status.as_u16(),
             detail: &self.detail,
             error: code.as_str(),
             errors: self
@@ -482,7 +543,7 @@ impl IntoResponse for ApiError {
         };
         // Serializing strings and numbers cannot fail; should it, the status still tells.
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut response = (code.status(), bytes).into_response();
+        let mut response = (status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

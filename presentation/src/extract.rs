@@ -5,7 +5,8 @@
 //!   Malformed JSON, unknown fields and type errors → 400 naming the field's path
 //!   (`events[3].entity_id`).
 //! - [`Params`]: query parameters into a struct with `deny_unknown_fields`, so an unknown or
-//!   repeated parameter is a 400 (a typo must never silently widen a query).
+//!   repeated parameter is a 400 (a typo must never silently widen a query); [`parse_query`],
+//!   the same for the request layer, which refuses any parameter on routes that declare none.
 //! - [`PathParam`]: the one path segment of a route.
 
 use axum::body::Bytes;
@@ -136,13 +137,20 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
-            .map(Self)
-            .map_err(|e| ApiError::invalid(field_name(e.path(), "query"), e.inner().to_string()))
+        parse_query(parts.uri.query()).map(Self)
     }
+}
+
+/// A query string into `T` (400 naming the parameter that does not fit, or the unknown one).
+///
+/// # Errors
+/// [`ApiError::invalid`] for an unknown, repeated or malformed parameter.
+pub fn parse_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, ApiError> {
+    let query = query.unwrap_or_default();
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| ApiError::invalid(field_name(e.path(), "query"), e.inner().to_string()))
 }
 
 /// The single path parameter of a route, percent-decoded.

@@ -57,46 +57,40 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod admission;
 pub mod auth;
 pub mod dto;
 pub mod enforce;
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod handlers;
-pub mod tenancy;
+pub mod limits;
+pub mod routes;
+pub mod serve;
 
-use std::sync::Arc;
-
-use allsource_application::ports::{Compactor, EventStore};
 use allsource_application::projections::{Projections, ReplayJobs};
-use allsource_application::use_cases::Snapshots;
 use allsource_application::use_cases::{
-    AppendEvents, AuditTrail, Policies, ReadEvents, SchemaRegistry,
+    Admission, AppendEvents, AuditTrail, Compaction, Health, Policies, ReadEvents, SchemaRegistry,
+    Snapshots, Tenants,
 };
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
-use axum::routing::{get, post};
 use axum::{Extension, Router, middleware};
+use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use access::{Access, AuthMode, ROUTE_ACCESS};
+pub use access::{Access, AuthMode};
 pub use auth::CallerExtractor;
 pub use error::ApiError;
-pub use tenancy::Tenancy;
+pub use limits::HeadLimits;
+pub use routes::{Route, Routes, served_routes};
+pub use serve::serve;
 
 /// The header that carries the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// What `/health` and `/health/ready` report.
-#[derive(Clone)]
-pub struct HealthInfo {
-    /// The server's version (`/health`'s `version`).
-    pub version: &'static str,
-    /// The store, for its backend name (`/health`) and readiness (`/health/ready`).
-    pub store: Arc<dyn EventStore>,
-}
 
 /// What the routes call, shared by every request: [`AppServices`] behind one `Arc`.
 ///
@@ -120,14 +114,18 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The use-case handles the routes call: no pools and no configuration.
+/// The use cases the routes call: no ports, no pools and no configuration.
 #[derive(Clone)]
 pub struct AppServices {
     pub append: AppendEvents,
     pub reads: ReadEvents,
-    pub health: HealthInfo,
+    /// `/health` and `/health/ready`.
+    pub health: Health,
     /// How callers are authenticated.
     pub auth: AuthMode,
+    /// Tenant status, rate limits and query quotas of every request ([`Admission::off`]
+    /// for none).
+    pub admission: Admission,
     /// Projections: definitions, status, state.
     pub projections: Projections,
     /// Replay (rebuild) jobs.
@@ -138,14 +136,15 @@ pub struct AppServices {
     pub identity: Option<allsource_application::use_cases::identity::Identity>,
     /// Snapshots of entity state (`/api/v1/snapshots`).
     pub snapshots: Snapshots,
-    /// Compaction of the store's files (a `NoCompaction` for backends without files).
-    pub compaction: Arc<dyn Compactor>,
+    /// Compaction of the store's files (over a `NoCompaction` for backends without files).
+    pub compaction: Compaction,
     /// The audit log (`GET /api/v1/audit`; refusals are recorded to it).
     pub audit: AuditTrail,
-    /// The policy engine (`/api/v1/policies`, and the policy route layer).
+    /// The policy engine (`/api/v1/policies`, and the policy step of every request).
     pub policies: Policies,
-    /// Tenants, quotas and rate limits ([`Tenancy::off`] for none).
-    pub tenancy: Tenancy,
+    /// The tenant use cases (`/api/v1/tenants...`); `None`: tenancy is off and those routes
+    /// answer 404.
+    pub tenants: Option<Tenants>,
 }
 
 /// HTTP-level limits.
@@ -170,52 +169,12 @@ impl Default for HttpLimits {
 
 /// The complete router of the REST API, with its middleware (see the crate docs).
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    use handlers::{compaction, entities, events, health};
-
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    Router::new()
-        .route("/api/v1/events", post(events::append_one))
-        .route("/api/v1/events/batch", post(events::append_batch))
-        .route("/api/v1/events/query", get(events::query))
-        .route("/api/v1/events/{event_id}", get(events::event))
-        .route("/api/v1/entities", get(entities::list))
-        .route("/api/v1/entities/{entity_id}/events", get(entities::stream))
-        .route("/api/v1/entities/{entity_id}/state", get(entities::state))
-        .route("/api/v1/event-types", get(entities::event_types))
-        .route("/api/v1/stats", get(entities::stats))
-        .route("/api/v1/compaction/trigger", post(compaction::trigger))
-        .route("/api/v1/compaction/stats", get(compaction::stats))
-        .route("/health", get(health::health))
-        .route("/health/ready", get(health::ready))
-        .merge(handlers::schemas::routes())
-        .merge(handlers::auth::routes())
-        .merge(handlers::snapshots::routes())
-        .merge(handlers::policies::routes())
-        .merge(handlers::audit::routes())
-        .merge(handlers::projections::routes())
-        .merge(handlers::replay::routes())
-        .merge(handlers::tenants::routes())
-        // Route layers apply to the routes registered so far and run after routing (the last
-        // added runs first): authenticate, then authorize against `access::ROUTE_ACCESS`, then
-        // the policies.
-        .route_layer(middleware::from_fn_with_state(
-            state.policies.clone(),
-            enforce::enforce_policies,
-        ))
-        .route_layer(middleware::from_fn(access::authorize))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            tenancy::guard,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            state.auth.clone(),
-            access::authenticate,
-        ))
+    routes::api_routes()
+        .into_router(&state)
         // After the routes: it applies to the routes registered so far.
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .fallback(handlers::not_found)
-        // For the route layers, which record refusals.
-        .layer(Extension(state.audit.clone()))
         .with_state(state)
         // `layer` wraps everything added before, so the last layer runs first: the request id
         // is set, then the span (which records it) opens, then panics are caught inside the
@@ -224,6 +183,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         // So that the 413 can name the limit.
         .layer(Extension(limits))
         .layer(CatchPanicLayer::custom(handlers::panicked))
+        // Our own limits on the request head (414, 431), and a problem document for any error
+        // answered without a body by what is below.
+        .layer(middleware::from_fn(limits::head_limits))
+        .layer(middleware::from_fn(limits::problem_for_bare_errors))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)

@@ -24,7 +24,7 @@ use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{AppState, AuthMode, HealthInfo, HttpLimits, router};
+use crate::{AppState, AuthMode, HttpLimits, router};
 
 type Recorded = Arc<Mutex<Vec<AuditRecord>>>;
 
@@ -105,16 +105,14 @@ fn authenticated_app() -> (Router, Recorded) {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
             snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
-            health: HealthInfo {
-                version: "0",
-                store,
-            },
+            health: allsource_application::use_cases::Health::new("0", store),
             auth: AuthMode::Enabled(Arc::new(auth)),
             projections,
             replays,
             identity: None,
-            compaction: Arc::new(NoCompaction::new("memory")),
-            tenancy: crate::Tenancy::off(),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            admission: allsource_application::use_cases::Admission::off(),
+            tenants: None,
             schemas: crate::tests::no_schemas(),
             audit: AuditTrail::new(audit.clone()),
             policies: engine(policy::defaults(), audit),
@@ -266,11 +264,39 @@ fn guarded(caller: Caller, policies: Policies) -> Router {
         .route("/api/v1/auth/users/{id}", delete(ok))
         .route("/api/v1/events/batch", post(ok))
         .route("/api/v1/replay", post(ok))
-        .route_layer(middleware::from_fn_with_state(
-            policies,
-            crate::enforce::enforce_policies,
-        ))
+        .route_layer(middleware::from_fn_with_state(policies, policy_step))
         .layer(Extension(caller))
+}
+
+/// The policy step of the request layer, with the served route's declaration.
+async fn policy_step(
+    axum::extract::State(policies): axum::extract::State<Policies>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let route = crate::served_routes()
+        .into_iter()
+        .find(|r| r.path == path && r.verb.method() == *request.method())
+        .expect("a served route");
+    let caller = request.extensions().get::<Caller>().cloned();
+    match crate::enforce::enforce(&policies, &route, caller.as_ref(), request).await {
+        Ok((request, warnings)) => {
+            let mut response = next.run(request).await;
+            for warning in warnings {
+                response
+                    .headers_mut()
+                    .append(crate::enforce::POLICY_WARNING_HEADER, warning);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn status_of(app: &Router, method: &str, path: &str) -> (StatusCode, Value) {

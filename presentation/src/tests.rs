@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::{AppState, HealthInfo, HttpLimits, router};
+use crate::{AppState, HttpLimits, router};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -81,10 +81,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
         AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), limits),
             reads: ReadEvents::new(Arc::clone(&store)),
-            health: HealthInfo {
-                version: "9.9.9",
-                store: Arc::clone(&store),
-            },
+            health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             projections: allsource_application::projections::Projections::new(
                 Arc::clone(&engine),
@@ -94,10 +91,11 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             schemas: no_schemas(),
             identity: None,
             snapshots: snapshots_with(store, untouched_state()),
-            compaction: Arc::new(NoCompaction::new("memory")),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
             audit: quiet_audit(),
             policies: no_policies(),
-            tenancy: crate::Tenancy::off(),
+            admission: allsource_application::use_cases::Admission::off(),
+            tenants: None,
         }),
         HttpLimits { max_body_bytes },
     )
@@ -1620,7 +1618,10 @@ async fn projection_and_replay_routes_need_their_permissions() {
     );
     for (method, pattern, path, access) in routes {
         assert_eq!(
-            crate::access::access_for(&method.parse().unwrap(), pattern),
+            crate::served_routes()
+                .iter()
+                .find(|r| r.verb.as_str() == method && r.path == pattern)
+                .map(|r| r.access),
             Some(access),
             "{method} {pattern}"
         );
@@ -1655,18 +1656,16 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
         AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
-            health: HealthInfo {
-                version: "9.9.9",
-                store: Arc::clone(&store),
-            },
+            health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             snapshots: snapshots_with(store, state),
             projections,
             replays,
             schemas: no_schemas(),
             identity: None,
-            tenancy: crate::Tenancy::off(),
-            compaction: Arc::new(NoCompaction::new("memory")),
+            admission: allsource_application::use_cases::Admission::off(),
+            tenants: None,
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
             audit: quiet_audit(),
             policies: no_policies(),
         }),

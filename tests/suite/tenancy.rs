@@ -1,7 +1,7 @@
 //! Tenancy, black-box: tenant CRUD and (de)activation, quota exhaustion and recovery (and the
 //! counters surviving a restart), rate-limit exhaustion and recovery (memory and Redis, two
-//! nodes sharing one Redis budget), and the two-tenant isolation matrix over every route of
-//! `ROUTE_ACCESS`.
+//! nodes sharing one Redis budget), and the two-tenant isolation matrix over every route the
+//! router serves (`served_routes`).
 //!
 //! The real server runs with authentication off (every request is an admin of `default`, the
 //! operator). The isolation matrix needs callers of two tenants, so it serves the real router
@@ -20,9 +20,7 @@ use allsource_infrastructure::audit::MemoryAuditLog;
 use allsource_infrastructure::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use allsource_infrastructure::state::MemoryStateStore;
 use allsource_infrastructure::{MemoryStore, SystemClock};
-use allsource_presentation::{
-    Access, AppState, AuthMode, HealthInfo, HttpLimits, ROUTE_ACCESS, Tenancy,
-};
+use allsource_presentation::{Access, AppState, AuthMode, HttpLimits, served_routes};
 use allsource_tests::problem::assert_problem;
 use allsource_tests::server::{Reply, TestServer, read};
 use serde_json::{Value, json};
@@ -576,10 +574,7 @@ impl Matrix {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
                     .with_guard(Arc::new(tenants.clone())),
                 reads,
-                health: HealthInfo {
-                    version: "test",
-                    store,
-                },
+                health: allsource_application::use_cases::Health::new("test", store),
                 auth: AuthMode::Enabled(Arc::new(auth)),
                 identity: None,
                 projections: allsource_application::projections::Projections::new(
@@ -594,7 +589,9 @@ impl Matrix {
                     allsource_application::use_cases::SchemaSettings::default(),
                 )),
                 snapshots,
-                compaction: Arc::new(allsource_application::ports::NoCompaction::new("memory")),
+                compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                    allsource_application::ports::NoCompaction::new("memory"),
+                )),
                 audit: allsource_application::use_cases::AuditTrail::new(audit.clone()),
                 policies: allsource_application::use_cases::Policies::new(
                     state.clone(),
@@ -602,18 +599,21 @@ impl Matrix {
                     clock.clone(),
                     true,
                 ),
-                tenancy: Tenancy {
-                    tenants: Some(tenants),
-                    rate_limiter: Some(limiter),
-                },
+                admission: allsource_application::use_cases::Admission::for_tenants(
+                    Some(tenants.clone()),
+                    Some(limiter),
+                ),
+                tenants: Some(tenants),
             }),
             HttpLimits::default(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        tokio::spawn(allsource_presentation::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
         Self {
             base,
             client: reqwest::Client::new(),
@@ -631,6 +631,14 @@ impl Matrix {
         )
         .await
     }
+}
+
+/// Every route the router serves: method, path pattern, access.
+fn served() -> Vec<(&'static str, &'static str, Access)> {
+    served_routes()
+        .iter()
+        .map(|r| (r.verb.as_str(), r.path, r.access))
+        .collect()
 }
 
 /// Tenant A's secrets: never in any answer to tenant B.
@@ -693,7 +701,7 @@ async fn two_tenants_across_every_route_see_and_touch_nothing_of_each_other() {
     let a_before = m.send("op", "GET", "/api/v1/tenants/acme", None).await.body;
 
     for token in ["b-admin", "b-dev", "b-key"] {
-        for (method, pattern, access) in ROUTE_ACCESS {
+        for (method, pattern, access) in &served() {
             let path = with_a_ids(pattern, &a_event_id);
             let r = m
                 .send(token, method, &path, body_for(method, pattern))
@@ -778,7 +786,7 @@ async fn a_deactivated_tenants_credentials_get_403_on_every_route_until_reactiva
         .await;
     assert_eq!(off.status, 200, "{}", off.body);
     for token in ["b-admin", "b-key"] {
-        for (method, pattern, access) in ROUTE_ACCESS {
+        for (method, pattern, access) in &served() {
             if *access == Access::Public {
                 continue;
             }

@@ -2,8 +2,11 @@
 //! they came from the request), validates it with field-level errors, applies the business rules,
 //! and calls the ports. Each error enum documents the HTTP status its variants map to.
 
+mod admission;
 mod append;
 mod audit;
+mod compaction;
+mod health;
 pub mod identity;
 mod params;
 mod policies;
@@ -12,6 +15,9 @@ mod schemas;
 mod snapshots;
 mod tenants;
 
+#[cfg(any(test, feature = "mocks"))]
+pub use admission::MockTenantLimits;
+pub use admission::{Admission, Admitted, Refusal, Refused, RequestKind, TenantLimits};
 #[cfg(any(test, feature = "mocks"))]
 pub use append::MockAppendGuard;
 pub use append::{
@@ -22,6 +28,8 @@ pub use audit::{
     AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,
     record_or_log,
 };
+pub use compaction::{Compaction, CompactionRequestError};
+pub use health::{Health, HealthReport};
 pub use params::FieldError;
 pub use policies::{
     ConditionInput, Enforcement, MAX_POLICIES, POLICY_NAMESPACE, Policies, PolicyError,

@@ -14,20 +14,25 @@ use allsource_application::ports::AuditRecord;
 use allsource_application::use_cases::{AuditQueryError, AuditQueryInput};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use allsource_domain::Permission::Admin;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
+use crate::access::Access::Requires;
 use crate::dto::timestamp;
+use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::Params;
 
 /// The audit routes, merged into the router.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/audit", get(query))
+pub fn routes() -> Routes {
+    Routes::new().add(
+        Route::get("/api/v1/audit", Requires(Admin)).with_query(),
+        query,
+    )
 }
 
 /// Query parameters of `GET /api/v1/audit`.

@@ -8,34 +8,37 @@ use allsource_application::use_cases::identity::{
     ApiKeyView, CreateApiKeyInput, CreateUserInput, Identity, IdentityError, LoginInput, MeView,
     TokenPair, UserView,
 };
+use allsource_domain::Permission::Admin;
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::{NoParams, timestamp};
+use crate::access::Access::{Authenticated, Public, Requires};
+use crate::dto::timestamp;
+use crate::routes::Routes;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params, PathParam};
+use crate::extract::{JsonBody, PathParam};
 
-/// The routes of this file (their access is declared in `access::ROUTE_ACCESS`).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/auth/register", post(create_user))
-        .route("/api/v1/auth/login", post(login))
-        .route("/api/v1/auth/refresh", post(refresh))
-        .route("/api/v1/auth/me", get(me))
-        .route(
-            "/api/v1/auth/api-keys",
-            post(create_api_key).get(list_api_keys),
-        )
-        .route("/api/v1/auth/api-keys/{id}", delete(revoke_api_key))
-        .route("/api/v1/auth/users", post(create_user).get(list_users))
-        .route("/api/v1/auth/users/{id}", get(get_user).delete(delete_user))
+/// The identity routes, with the access each needs.
+pub fn routes() -> Routes {
+    Routes::new()
+        // There is no self-registration: `register` is admin-only user creation.
+        .post("/api/v1/auth/register", Requires(Admin), create_user)
+        .post("/api/v1/auth/login", Public, login)
+        .post("/api/v1/auth/refresh", Public, refresh)
+        .get("/api/v1/auth/me", Authenticated, me)
+        // Any caller manages its own keys; the use case keeps the role at or below its own.
+        .post("/api/v1/auth/api-keys", Authenticated, create_api_key)
+        .get("/api/v1/auth/api-keys", Authenticated, list_api_keys)
+        .delete("/api/v1/auth/api-keys/{id}", Authenticated, revoke_api_key)
+        .post("/api/v1/auth/users", Requires(Admin), create_user)
+        .get("/api/v1/auth/users", Requires(Admin), list_users)
+        .get("/api/v1/auth/users/{id}", Requires(Admin), get_user)
+        .delete("/api/v1/auth/users/{id}", Requires(Admin), delete_user)
 }
 
 impl From<IdentityError> for ApiError {
@@ -212,7 +215,6 @@ impl From<MeView> for MeResponse {
 /// `POST /api/v1/auth/login` → 200 tokens.
 pub async fn login(
     State(state): State<AppState>,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let pair = identity(&state)?
@@ -228,7 +230,6 @@ pub async fn login(
 /// `POST /api/v1/auth/refresh` → 200 new tokens (the old refresh token is used up).
 pub async fn refresh(
     State(state): State<AppState>,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<RefreshRequest>,
 ) -> Result<Response, ApiError> {
     let pair = identity(&state)?.refresh(&request.refresh_token).await?;
@@ -238,7 +239,6 @@ pub async fn refresh(
 /// `GET /api/v1/auth/me` → who the credential stands for.
 pub async fn me(
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Json<MeResponse> {
     Json(MeResponse::from(Identity::me(&caller)))
 }
@@ -247,7 +247,6 @@ pub async fn me(
 pub async fn create_user(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<CreateUserRequest>,
 ) -> Result<Response, ApiError> {
     let user = identity(&state)?
@@ -268,7 +267,6 @@ pub async fn create_user(
 pub async fn list_users(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let users = identity(&state)?.list_users(&caller).await?;
     let users: Vec<UserResponse> = users.iter().map(UserResponse::from).collect();
@@ -280,7 +278,6 @@ pub async fn get_user(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let user = identity(&state)?.get_user(&caller, &id).await?;
     Ok(Json(UserResponse::from(&user)).into_response())
@@ -291,7 +288,6 @@ pub async fn delete_user(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     identity(&state)?.delete_user(&caller, &id).await?;
     Ok(Json(serde_json::json!({"id": id, "deleted": true})).into_response())
@@ -301,7 +297,6 @@ pub async fn delete_user(
 pub async fn create_api_key(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<CreateApiKeyRequest>,
 ) -> Result<Response, ApiError> {
     let created = identity(&state)?
@@ -323,7 +318,6 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let keys = identity(&state)?.list_api_keys(&caller).await?;
     let keys: Vec<ApiKeyResponse> = keys.iter().map(ApiKeyResponse::from).collect();
@@ -335,7 +329,6 @@ pub async fn revoke_api_key(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let key = identity(&state)?.revoke_api_key(&caller, &id).await?;
     Ok(Json(ApiKeyResponse::from(&key)).into_response())

@@ -7,6 +7,8 @@
 //! the same script can run against every node.
 
 use allsource_application::ports::{CompactionError, CompactionReport, CompactionStats};
+use allsource_application::use_cases::CompactionRequestError;
+use allsource_domain::Permission::Admin;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -14,15 +16,25 @@ use serde::Serialize;
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::{NoParams, timestamp};
+use crate::access::Access::Requires;
+use crate::dto::timestamp;
 use crate::error::ApiError;
-use crate::extract::Params;
+use crate::routes::Routes;
 
 impl From<CompactionError> for ApiError {
     fn from(e: CompactionError) -> Self {
         match e {
             CompactionError::Unavailable(reason) => ApiError::unavailable(reason),
             CompactionError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+impl From<CompactionRequestError> for ApiError {
+    fn from(e: CompactionRequestError) -> Self {
+        match e {
+            CompactionRequestError::Forbidden(why) => ApiError::forbidden(why),
+            CompactionRequestError::Compaction(e) => e.into(),
         }
     }
 }
@@ -138,31 +150,29 @@ impl From<&CompactionStats> for CompactionStatsDto {
     }
 }
 
+/// The compaction routes (operator routes: `admin`).
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/api/v1/compaction/trigger", Requires(Admin), trigger)
+        .get("/api/v1/compaction/stats", Requires(Admin), stats)
+}
+
 /// `POST /api/v1/compaction/trigger`: compacts now and answers what was done (200, also when
 /// nothing was merged). A request body, if any, is ignored.
 pub async fn trigger(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
-    let report = state.compaction.trigger().await?;
-    tracing::info!(
-        tenant = %caller.tenant().as_str(),
-        compacted = report.compacted,
-        files_before = report.files_before,
-        files_after = report.files_after,
-        "compaction triggered"
-    );
+    let report = state.compaction.trigger(&caller).await?;
     Ok(Json(CompactionReportDto::from(&report)).into_response())
 }
 
 /// `GET /api/v1/compaction/stats`: figures since the process started.
 pub async fn stats(
     State(state): State<AppState>,
-    CallerExtractor(_caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
+    CallerExtractor(caller): CallerExtractor,
 ) -> Result<Response, ApiError> {
-    let stats = state.compaction.stats().await?;
+    let stats = state.compaction.stats(&caller).await?;
     Ok(Json(CompactionStatsDto::from(&stats)).into_response())
 }
 
@@ -181,7 +191,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::{AppState, HealthInfo, HttpLimits, router};
+    use crate::{AppState, HttpLimits, router};
 
     fn app(compaction: Arc<dyn allsource_application::ports::Compactor>) -> axum::Router {
         let store: Arc<dyn EventStore> = Arc::new(MockEventStore::new());
@@ -195,14 +205,12 @@ mod tests {
                 append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
                 reads: ReadEvents::new(Arc::clone(&store)),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
-                health: HealthInfo {
-                    version: "9.9.9",
-                    store,
-                },
+                health: allsource_application::use_cases::Health::new("9.9.9", store),
                 auth: crate::AuthMode::Disabled,
                 identity: None,
-                tenancy: crate::Tenancy::off(),
-                compaction,
+                admission: allsource_application::use_cases::Admission::off(),
+            tenants: None,
+                compaction: allsource_application::use_cases::Compaction::new(compaction),
                 schemas: crate::tests::no_schemas(),
                 audit: crate::tests::quiet_audit(),
                 policies: crate::tests::no_policies(),

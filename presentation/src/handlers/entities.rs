@@ -5,14 +5,37 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
+use allsource_domain::Permission::Read;
+
 use crate::AppState;
+use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
 use crate::dto::{
-    EntitiesParams, EntitiesResponse, EventTypesResponse, NoParams, StateParams, StateResponse,
+    EntitiesParams, EntitiesResponse, EventTypesResponse, StateParams, StateResponse,
     StatsResponse, StreamParams, StreamResponse,
 };
 use crate::error::ApiError;
 use crate::extract::{Params, PathParam};
+use crate::routes::{Route, Routes};
+
+/// The entity and catalog routes.
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(
+            Route::get("/api/v1/entities", Requires(Read)).with_query(),
+            list,
+        )
+        .add(
+            Route::get("/api/v1/entities/{entity_id}/events", Requires(Read)).with_query(),
+            stream,
+        )
+        .add(
+            Route::get("/api/v1/entities/{entity_id}/state", Requires(Read)).with_query(),
+            state,
+        )
+        .get("/api/v1/event-types", Requires(Read), event_types)
+        .get("/api/v1/stats", Requires(Read), stats)
+}
 
 /// `GET /api/v1/entities/{entity_id}/events`: the entity's stream in version order (empty for
 /// an entity without events).
@@ -61,7 +84,6 @@ pub async fn list(
 pub async fn event_types(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let types = state.reads.event_types(&caller).await?;
     Ok(Json(EventTypesResponse::from(types.as_slice())).into_response())
@@ -71,7 +93,6 @@ pub async fn event_types(
 pub async fn stats(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let stats = state.reads.stats(&caller).await?;
     Ok(Json(StatsResponse::from(&stats)).into_response())

@@ -5,20 +5,42 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
+use allsource_domain::Permission::{Read, Write};
+
 use crate::AppState;
+use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
 use crate::dto::{
-    AppendBatchRequest, AppendEventRequest, BatchResponse, EventResponse, NoParams, QueryParams,
+    AppendBatchRequest, AppendEventRequest, BatchResponse, EventResponse, QueryParams,
     QueryResponse, ReceiptResponse,
 };
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
+use crate::routes::{RecordCount, Route, Routes};
+
+/// The event routes.
+pub fn routes() -> Routes {
+    Routes::new()
+        .add(
+            Route::post("/api/v1/events", Requires(Write)).records(RecordCount::One),
+            append_one,
+        )
+        .add(
+            Route::post("/api/v1/events/batch", Requires(Write))
+                .records(RecordCount::EventsInBody),
+            append_batch,
+        )
+        .add(
+            Route::get("/api/v1/events/query", Requires(Read)).with_query(),
+            query,
+        )
+        .get("/api/v1/events/{event_id}", Requires(Read), event)
+}
 
 /// `POST /api/v1/events`: one event → 200 with its receipt.
 pub async fn append_one(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<AppendEventRequest>,
 ) -> Result<Response, ApiError> {
     let receipt = state.append.one(&caller, request.into()).await?;
@@ -29,7 +51,6 @@ pub async fn append_one(
 pub async fn append_batch(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<AppendBatchRequest>,
 ) -> Result<Response, ApiError> {
     let reply = state
@@ -54,7 +75,6 @@ pub async fn event(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(event_id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let event = state.reads.event(&caller, &event_id).await?;
     Ok(Json(EventResponse::from(event.as_ref())).into_response())

@@ -23,25 +23,37 @@ use allsource_domain::policy::{self, Decision, Effect, Matched, Policy};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use allsource_domain::Permission::Admin;
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::NoParams;
+use crate::access::Access::Requires;
+use crate::routes::{Route, Routes};
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params, PathParam};
+use crate::extract::{JsonBody, PathParam};
 
 /// The policy routes, merged into the router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/policies", get(list).post(create))
-        .route("/api/v1/policies/evaluate", post(evaluate))
-        .route(
-            "/api/v1/policies/{id}",
-            get(one).put(replace).delete(remove),
+pub fn routes() -> Routes {
+    // Not subject to the policies themselves, so that a bad policy can always be corrected.
+    let route = |route: Route| route.exempt_from_policies();
+    Routes::new()
+        .add(route(Route::get("/api/v1/policies", Requires(Admin))), list)
+        .add(route(Route::post("/api/v1/policies", Requires(Admin))), create)
+        .add(
+            route(Route::post("/api/v1/policies/evaluate", Requires(Admin))),
+            evaluate,
+        )
+        .add(route(Route::get("/api/v1/policies/{id}", Requires(Admin))), one)
+        .add(
+            route(Route::put("/api/v1/policies/{id}", Requires(Admin))),
+            replace,
+        )
+        .add(
+            route(Route::delete("/api/v1/policies/{id}", Requires(Admin))),
+            remove,
         )
 }
 
@@ -170,7 +182,6 @@ impl From<PolicyError> for ApiError {
 pub async fn list(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let policies: Vec<PolicyResponse> = state
         .policies
@@ -186,7 +197,6 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<PolicyRequest>,
 ) -> Result<Response, ApiError> {
     let policy = state.policies.create(&caller, request.into()).await?;
@@ -198,7 +208,6 @@ pub async fn one(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let policy = state.policies.get(&caller, &id).await?;
     Ok(Json(PolicyResponse::from(policy)).into_response())
@@ -209,7 +218,6 @@ pub async fn replace(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<PolicyRequest>,
 ) -> Result<Response, ApiError> {
     let policy = state.policies.update(&caller, &id, request.into()).await?;
@@ -221,7 +229,6 @@ pub async fn remove(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     state.policies.delete(&caller, &id).await?;
     Ok(Json(json!({"id": id, "deleted": true})).into_response())
@@ -231,7 +238,6 @@ pub async fn remove(
 pub async fn evaluate(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<EvaluateRequest>,
 ) -> Result<Response, ApiError> {
     let decision = state

@@ -12,26 +12,41 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use allsource_domain::Permission::{ManagePipelines, Read};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::replay::job_json;
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::{NoParams, timestamp};
+use crate::access::Access::Requires;
+use crate::dto::timestamp;
+use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 
-/// The projection routes (their access is declared in [`crate::access::ROUTE_ACCESS`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/projections", get(list).post(create))
-        .route("/api/v1/projections/{name}", get(one).delete(delete))
-        .route("/api/v1/projections/{name}/state", get(state))
-        .route("/api/v1/projections/{name}/state/{key}", get(state_of_key))
-        .route("/api/v1/projections/{name}/rebuild", post(rebuild))
+/// The projection routes, with the access each needs.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/projections", Requires(Read), list)
+        .post("/api/v1/projections", Requires(ManagePipelines), create)
+        .get("/api/v1/projections/{name}", Requires(Read), one)
+        .delete("/api/v1/projections/{name}", Requires(ManagePipelines), delete)
+        .add(
+            Route::get("/api/v1/projections/{name}/state", Requires(Read)).with_query(),
+            state,
+        )
+        .get(
+            "/api/v1/projections/{name}/state/{key}",
+            Requires(Read),
+            state_of_key,
+        )
+        .post(
+            "/api/v1/projections/{name}/rebuild",
+            Requires(ManagePipelines),
+            rebuild,
+        )
 }
 
 impl From<ProjectionError> for ApiError {
@@ -116,7 +131,6 @@ fn key_json(view: KeyView) -> Value {
 pub async fn list(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let views = app.projections.list(&caller).await?;
     let items: Vec<Value> = views.iter().map(projection_json).collect();
@@ -143,7 +157,6 @@ pub async fn one(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(name): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let view = app.projections.get(&caller, &name).await?;
     Ok(Json(projection_json(&view)).into_response())
@@ -154,7 +167,6 @@ pub async fn delete(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(name): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     app.projections.delete(&caller, &name).await?;
     Ok(Json(json!({"name": name, "deleted": true})).into_response())
@@ -186,7 +198,6 @@ pub async fn state_of_key(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     NameAndKey(name, key): NameAndKey,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let view = app.projections.state_of(&caller, &name, &key).await?;
     Ok(Json(key_json(view)).into_response())
@@ -198,7 +209,6 @@ pub async fn rebuild(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(name): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let job = app
         .replays

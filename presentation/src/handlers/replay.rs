@@ -8,23 +8,27 @@ use allsource_application::projections::{ReplayError, ReplayInput, ReplayView};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use allsource_domain::Permission::{ManagePipelines, Read};
+use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::{NoParams, timestamp};
+use crate::access::Access::Requires;
+use crate::dto::timestamp;
+use crate::routes::Routes;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params, PathParam};
+use crate::extract::{JsonBody, PathParam};
 
-/// The replay routes (their access is declared in [`crate::access::ROUTE_ACCESS`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/replay", get(list).post(start))
-        .route("/api/v1/replay/{id}", get(one).delete(delete))
-        .route("/api/v1/replay/{id}/cancel", post(cancel))
+/// The replay routes, with the access each needs.
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/replay", Requires(Read), list)
+        .post("/api/v1/replay", Requires(ManagePipelines), start)
+        .get("/api/v1/replay/{id}", Requires(Read), one)
+        .delete("/api/v1/replay/{id}", Requires(ManagePipelines), delete)
+        .post("/api/v1/replay/{id}/cancel", Requires(ManagePipelines), cancel)
 }
 
 impl From<ReplayError> for ApiError {
@@ -100,7 +104,6 @@ pub async fn start(
 pub async fn list(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let jobs: Vec<Value> = app.replays.list(&caller).iter().map(job_json).collect();
     Ok(Json(json!({"total": jobs.len(), "jobs": jobs})).into_response())
@@ -111,7 +114,6 @@ pub async fn one(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let job = app.replays.get(&caller, &id)?;
     Ok(Json(job_json(&job)).into_response())
@@ -123,7 +125,6 @@ pub async fn cancel(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let job = app.replays.cancel(&caller, &id)?;
     let mut body = job_json(&job);
@@ -136,7 +137,6 @@ pub async fn delete(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     app.replays.delete(&caller, &id)?;
     Ok(Json(json!({"id": id, "deleted": true})).into_response())

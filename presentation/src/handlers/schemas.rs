@@ -21,25 +21,34 @@ use allsource_application::use_cases::{
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use allsource_domain::Permission::{ManageSchemas, Read};
+use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::NoParams;
+use crate::access::Access::Requires;
+use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 
 /// The registry's routes, merged into the router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/schemas", post(register).get(list))
-        .route("/api/v1/schemas/validate", post(validate))
-        .route("/api/v1/schemas/{subject}", get(schema))
-        .route("/api/v1/schemas/{subject}/versions", get(versions))
-        .route("/api/v1/schemas/{subject}/compatibility", put(configure))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/api/v1/schemas", Requires(ManageSchemas), register)
+        .get("/api/v1/schemas", Requires(Read), list)
+        .post("/api/v1/schemas/validate", Requires(Read), validate)
+        .add(
+            Route::get("/api/v1/schemas/{subject}", Requires(Read)).with_query(),
+            schema,
+        )
+        .get("/api/v1/schemas/{subject}/versions", Requires(Read), versions)
+        .put(
+            "/api/v1/schemas/{subject}/compatibility",
+            Requires(ManageSchemas),
+            configure,
+        )
 }
 
 impl From<SchemaError> for ApiError {
@@ -137,7 +146,6 @@ struct FieldErrorResponse {
 pub async fn register(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<RegisterSchemaRequest>,
 ) -> Result<Response, ApiError> {
     let registered = state
@@ -174,7 +182,6 @@ pub async fn register(
 pub async fn list(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let subjects = state.schemas.list(&caller).await?;
     let total = subjects.len();
@@ -212,7 +219,6 @@ pub async fn versions(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(subject): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let (subject, versions) = state.schemas.versions(&caller, &subject).await?;
     Ok(
@@ -225,7 +231,6 @@ pub async fn versions(
 pub async fn validate(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<ValidateRequest>,
 ) -> Result<Response, ApiError> {
     let report = state
@@ -261,7 +266,6 @@ pub async fn configure(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(subject): PathParam,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<ConfigureRequest>,
 ) -> Result<Response, ApiError> {
     let config = state

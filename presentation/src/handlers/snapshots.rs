@@ -8,22 +8,28 @@ use allsource_application::use_cases::{
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use allsource_domain::Permission::{Read, Write};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
+use crate::access::Access::Requires;
 use crate::dto::timestamp;
+use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 
-/// The snapshot routes, merged into the main router (their access is in `ROUTE_ACCESS`).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/snapshots", post(create).get(list))
-        .route("/api/v1/snapshots/{entity_id}/latest", get(latest))
+/// The snapshot routes, with the access each needs.
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/api/v1/snapshots", Requires(Write), create)
+        .add(
+            Route::get("/api/v1/snapshots", Requires(Read)).with_query(),
+            list,
+        )
+        .get("/api/v1/snapshots/{entity_id}/latest", Requires(Read), latest)
 }
 
 /// Body of `POST /api/v1/snapshots`.

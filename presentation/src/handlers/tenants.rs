@@ -14,30 +14,39 @@ use allsource_application::use_cases::{
     CreateTenantInput, TenantError, TenantStats, Tenants, UpdateTenantInput, quota_limit,
 };
 use allsource_domain::{QuotaOverrides, Quotas, Tenant};
+use allsource_domain::Permission::{ManageTenants, Read};
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
 use crate::auth::CallerExtractor;
-use crate::dto::{NoParams, timestamp};
+use crate::access::Access::Requires;
+use crate::dto::timestamp;
+use crate::routes::Routes;
 use crate::error::ApiError;
-use crate::extract::{JsonBody, Params, PathParam};
+use crate::extract::{JsonBody, PathParam};
 
 /// The tenant routes, merged into the router by `router()`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/tenants", get(list).post(create))
-        .route("/api/v1/tenants/{id}", get(read).put(update).delete(delete))
-        .route("/api/v1/tenants/{id}/stats", get(stats))
-        .route("/api/v1/tenants/{id}/quotas", get(quotas).put(set_quotas))
-        .route("/api/v1/tenants/{id}/activate", post(activate))
-        .route("/api/v1/tenants/{id}/deactivate", post(deactivate))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/tenants", Requires(ManageTenants), list)
+        .post("/api/v1/tenants", Requires(ManageTenants), create)
+        .get("/api/v1/tenants/{id}", Requires(ManageTenants), read)
+        .put("/api/v1/tenants/{id}", Requires(ManageTenants), update)
+        .delete("/api/v1/tenants/{id}", Requires(ManageTenants), delete)
+        .get("/api/v1/tenants/{id}/stats", Requires(Read), stats)
+        .get("/api/v1/tenants/{id}/quotas", Requires(ManageTenants), quotas)
+        .put("/api/v1/tenants/{id}/quotas", Requires(ManageTenants), set_quotas)
+        .post("/api/v1/tenants/{id}/activate", Requires(ManageTenants), activate)
+        .post(
+            "/api/v1/tenants/{id}/deactivate",
+            Requires(ManageTenants),
+            deactivate,
+        )
 }
 
 impl From<TenantError> for ApiError {
@@ -55,7 +64,6 @@ impl From<TenantError> for ApiError {
 
 fn tenants(state: &AppState) -> Result<&Tenants, ApiError> {
     state
-        .tenancy
         .tenants
         .as_ref()
         .ok_or_else(|| ApiError::not_found("tenancy is not enabled on this server"))
@@ -230,7 +238,6 @@ fn stats_response(s: &TenantStats) -> Value {
 pub async fn list(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let list = tenants(&state)?.list(&caller).await?;
     let body: Vec<TenantResponse> = list.iter().map(TenantResponse::from).collect();
@@ -241,7 +248,6 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<CreateTenantRequest>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?
@@ -262,7 +268,6 @@ pub async fn read(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?.get(&caller, &id).await?;
     Ok(Json(TenantResponse::from(&tenant)).into_response())
@@ -273,7 +278,6 @@ pub async fn update(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<UpdateTenantRequest>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?
@@ -294,7 +298,6 @@ pub async fn delete(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     tenants(&state)?.delete(&caller, &id).await?;
     Ok(Json(json!({"id": id, "deleted": true})).into_response())
@@ -305,7 +308,6 @@ pub async fn stats(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let stats = tenants(&state)?.stats(&caller, &id).await?;
     Ok(Json(stats_response(&stats)).into_response())
@@ -316,7 +318,6 @@ pub async fn quotas(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?.get(&caller, &id).await?;
     Ok(Json(quotas_response(&tenant)).into_response())
@@ -327,7 +328,6 @@ pub async fn set_quotas(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
     JsonBody(request): JsonBody<QuotasRequest>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?
@@ -341,7 +341,6 @@ pub async fn activate(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?.set_active(&caller, &id, true).await?;
     Ok(Json(TenantResponse::from(&tenant)).into_response())
@@ -352,7 +351,6 @@ pub async fn deactivate(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     PathParam(id): PathParam,
-    Params(NoParams {}): Params<NoParams>,
 ) -> Result<Response, ApiError> {
     let tenant = tenants(&state)?.set_active(&caller, &id, false).await?;
     Ok(Json(TenantResponse::from(&tenant)).into_response())

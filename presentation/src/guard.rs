@@ -1,0 +1,85 @@
+//! The one request layer every route is served behind. It receives the route's declaration
+//! ([`Route`]) with the state, so every step reads the route's access, admission and policy
+//! scope from it, with no lookup by path:
+//!
+//! 1. **Authentication** ([`access::authenticate`]): the credential becomes the request's
+//!    [`Caller`] (401/403 for a bad one; public routes pass without one).
+//! 2. **Admission** (the [`Admission`](allsource_application::use_cases::Admission) use case):
+//!    tenant status (403), rate limit (429 `rate_limited`), query quota (429
+//!    `quota_exceeded`). Every answer from here on, refusals included, carries the
+//!    `X-RateLimit-*` headers of the decision ([`admission`]).
+//! 3. **Authorization** ([`access::authorize`]): the caller's role must hold the route's
+//!    permission (403 naming it).
+//! 4. **Query parameters**: a route that declares none refuses any (400 naming the first).
+//! 5. **Policies** ([`enforce::enforce`]): deny → 403, rate limit → 429, warn →
+//!    `X-Policy-Warning` on the response.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::HeaderName;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::dto::NoParams;
+use crate::extract::parse_query;
+use crate::routes::Route;
+use crate::{AppState, access, admission, enforce};
+
+/// The state of the request layer: the services and the route it guards.
+#[derive(Clone)]
+pub struct Guarded {
+    pub state: AppState,
+    pub route: Route,
+}
+
+/// The request layer (see the module docs).
+pub async fn guard(
+    State(Guarded { state, route }): State<Guarded>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let caller = match access::authenticate(&state, route.access, &mut request).await {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let rate = match state
+        .admission
+        .admit(caller.as_ref(), client, route.admission)
+        .await
+    {
+        Ok(admitted) => admitted.rate,
+        Err(refused) => return admission::refusal(refused),
+    };
+    let response = match admitted(&state, &route, caller, request, next).await {
+        Ok(response) | Err(response) => response,
+    };
+    admission::with_rate_headers(response, rate.as_ref())
+}
+
+/// Steps 3 to 5, and the handler.
+async fn admitted(
+    state: &AppState,
+    route: &Route,
+    caller: Option<allsource_application::Caller>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    access::authorize(state, route, caller.as_ref(), &mut request).await?;
+    if !route.takes_query {
+        parse_query::<NoParams>(request.uri().query()).map_err(IntoResponse::into_response)?;
+    }
+    let (request, warnings) = enforce::enforce(&state.policies, route, caller.as_ref(), request)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let mut response = next.run(request).await;
+    let name = HeaderName::from_static(enforce::POLICY_WARNING_HEADER);
+    for warning in warnings {
+        response.headers_mut().append(name.clone(), warning);
+    }
+    Ok(response)
+}

@@ -1,0 +1,325 @@
+//! The route table: every route the server serves is declared once, in its handler module,
+//! with everything the request layers need to know about it.
+//!
+//! ```text
+//! Routes::new()
+//!     .get("/api/v1/stats", Requires(Read), entities::stats)
+//!     .add(Route::get("/api/v1/events/query", Requires(Read)).with_query(), events::query)
+//! ```
+//!
+//! A [`Route`] carries:
+//! - its [`Access`]: public, any credential, or a permission. There is no way to add a route
+//!   without one (closed by default).
+//! - whether it takes query parameters ([`Route::with_query`]). A route that declares none
+//!   refuses every query parameter with 400 `validation_failed` naming it, before its handler
+//!   runs; one that declares them parses them into a `deny_unknown_fields` struct
+//!   ([`Params`](crate::extract::Params)), which refuses unknown ones the same way.
+//! - its admission ([`RequestKind`]): health probes are [`Route::unlimited`]; a `GET` that
+//!   needs `read` counts as a query of the tenant's quota unless declared
+//!   [`Route::not_counted_as_query`]; everything else is rate-limited only.
+//! - whether the policies see it: public routes never; [`Route::exempt_from_policies`] for the
+//!   policy routes themselves, so that a bad policy can always be corrected.
+//! - its [`RecordCount`] for the policies' `request.record_count`.
+//!
+//! [`Routes::into_router`] wraps every route in the one request layer of [`guard`], which
+//! receives the route's declaration directly: authentication, admission, authorization and
+//! policies each read it without looking anything up. [`api_routes`] merges every handler
+//! module's table; the router serves it and [`served_routes`] lists it, so tests walk exactly
+//! what is served.
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware;
+use axum::routing::{MethodFilter, MethodRouter, on};
+
+use allsource_application::use_cases::RequestKind;
+use allsource_domain::Permission;
+
+use crate::AppState;
+use crate::access::Access;
+use crate::guard;
+
+/// An HTTP method a route can be declared for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
+        }
+    }
+
+    pub fn method(self) -> Method {
+        match self {
+            Self::Get => Method::GET,
+            Self::Post => Method::POST,
+            Self::Put => Method::PUT,
+            Self::Delete => Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Post => MethodFilter::POST,
+            Self::Put => MethodFilter::PUT,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// What the policies' `request.record_count` is for a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCount {
+    /// The `limit` query parameter, when it is a number.
+    FromLimit,
+    /// Exactly one record (a single append).
+    One,
+    /// The number of elements of the body's top-level `events` array (a batch): the body is
+    /// read by the policy step, within the body limit.
+    EventsInBody,
+}
+
+/// Whether the policy engine sees a route's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyScope {
+    Enforced,
+    Exempt,
+}
+
+/// One route's declaration (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub verb: Verb,
+    /// The path pattern, as axum matches it (`/api/v1/events/{event_id}`).
+    pub path: &'static str,
+    pub access: Access,
+    /// Whether the route takes query parameters.
+    pub takes_query: bool,
+    pub admission: RequestKind,
+    pub policies: PolicyScope,
+    pub records: RecordCount,
+}
+
+impl Route {
+    /// A route with the defaults the module docs describe.
+    pub const fn new(verb: Verb, path: &'static str, access: Access) -> Self {
+        let query = matches!(verb, Verb::Get)
+            && matches!(access, Access::Requires(Permission::Read));
+        Self {
+            verb,
+            path,
+            access,
+            takes_query: false,
+            admission: if query {
+                RequestKind::Query
+            } else {
+                RequestKind::Limited
+            },
+            policies: if matches!(access, Access::Public) {
+                PolicyScope::Exempt
+            } else {
+                PolicyScope::Enforced
+            },
+            records: RecordCount::FromLimit,
+        }
+    }
+
+    pub const fn get(path: &'static str, access: Access) -> Self {
+        Self::new(Verb::Get, path, access)
+    }
+
+    pub const fn post(path: &'static str, access: Access) -> Self {
+        Self::new(Verb::Post, path, access)
+    }
+
+    pub const fn put(path: &'static str, access: Access) -> Self {
+        Self::new(Verb::Put, path, access)
+    }
+
+    pub const fn delete(path: &'static str, access: Access) -> Self {
+        Self::new(Verb::Delete, path, access)
+    }
+
+    /// The route takes query parameters (its handler parses them with
+    /// [`Params`](crate::extract::Params)).
+    pub const fn with_query(mut self) -> Self {
+        self.takes_query = true;
+        self
+    }
+
+    /// Never rate-limited nor counted, without rate headers (health probes).
+    pub const fn unlimited(mut self) -> Self {
+        self.admission = RequestKind::Unlimited;
+        self
+    }
+
+    /// Rate-limited, but not counted against the query quota.
+    pub const fn not_counted_as_query(mut self) -> Self {
+        self.admission = RequestKind::Limited;
+        self
+    }
+
+    /// The policy engine does not see the route's requests.
+    pub const fn exempt_from_policies(mut self) -> Self {
+        self.policies = PolicyScope::Exempt;
+        self
+    }
+
+    /// How the policies count the records of a request.
+    pub const fn records(mut self, records: RecordCount) -> Self {
+        self.records = records;
+        self
+    }
+}
+
+/// Routes with their declarations, built by each handler module and merged into the router.
+#[derive(Default)]
+pub struct Routes {
+    entries: Vec<(Route, MethodRouter<AppState>)>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `route`, served by `handler`.
+    ///
+    /// # Panics
+    /// When the same method and path is declared twice (a programming error, caught by every
+    /// test that builds the router).
+    #[must_use]
+    pub fn add<H, T>(mut self, route: Route, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        assert!(
+            !self
+                .entries
+                .iter()
+                .any(|(r, _)| r.verb == route.verb && r.path == route.path),
+            "{} {} is declared twice",
+            route.verb.as_str(),
+            route.path
+        );
+        self.entries.push((route, on(route.verb.filter(), handler)));
+        self
+    }
+
+    #[must_use]
+    pub fn get<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Route::get(path, access), handler)
+    }
+
+    #[must_use]
+    pub fn post<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Route::post(path, access), handler)
+    }
+
+    #[must_use]
+    pub fn put<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Route::put(path, access), handler)
+    }
+
+    #[must_use]
+    pub fn delete<H, T>(self, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.add(Route::delete(path, access), handler)
+    }
+
+    /// Both tables in one.
+    ///
+    /// # Panics
+    /// When a method and path is in both.
+    #[must_use]
+    pub fn merge(mut self, other: Routes) -> Self {
+        for (route, handler) in other.entries {
+            assert!(
+                !self
+                    .entries
+                    .iter()
+                    .any(|(r, _)| r.verb == route.verb && r.path == route.path),
+                "{} {} is declared twice",
+                route.verb.as_str(),
+                route.path
+            );
+            self.entries.push((route, handler));
+        }
+        self
+    }
+
+    /// The declarations, in the order they were added.
+    pub fn table(&self) -> Vec<Route> {
+        self.entries.iter().map(|(route, _)| *route).collect()
+    }
+
+    /// The axum router of these routes, each behind the request layer [`guard::guard`] with its
+    /// declaration.
+    pub fn into_router(self, state: &AppState) -> Router<AppState> {
+        let mut router = Router::new();
+        for (route, handler) in self.entries {
+            let layered = handler.route_layer(middleware::from_fn_with_state(
+                guard::Guarded {
+                    state: state.clone(),
+                    route,
+                },
+                guard::guard,
+            ));
+            router = router.route(route.path, layered);
+        }
+        router
+    }
+}
+
+/// Every route of the API: the tables of all handler modules.
+pub fn api_routes() -> Routes {
+    use crate::handlers::{
+        audit, auth, compaction, entities, events, health, policies, projections, replay, schemas,
+        snapshots, tenants,
+    };
+    Routes::new()
+        .merge(health::routes())
+        .merge(events::routes())
+        .merge(entities::routes())
+        .merge(compaction::routes())
+        .merge(schemas::routes())
+        .merge(auth::routes())
+        .merge(snapshots::routes())
+        .merge(policies::routes())
+        .merge(audit::routes())
+        .merge(projections::routes())
+        .merge(replay::routes())
+        .merge(tenants::routes())
+}
+
+/// What the router serves: every route's method, path pattern and declaration.
+pub fn served_routes() -> Vec<Route> {
+    api_routes().table()
+}
