@@ -114,8 +114,8 @@ pub struct Route {
 impl Route {
     /// A route with the defaults the module docs describe.
     pub const fn new(verb: Verb, path: &'static str, access: Access) -> Self {
-        let query = matches!(verb, Verb::Get)
-            && matches!(access, Access::Requires(Permission::Read));
+        let query =
+            matches!(verb, Verb::Get) && matches!(access, Access::Requires(Permission::Read));
         Self {
             verb,
             path,
@@ -322,4 +322,62 @@ pub fn api_routes() -> Routes {
 /// What the router serves: every route's method, path pattern and declaration.
 pub fn served_routes() -> Vec<Route> {
     api_routes().table()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The user's API reference, `docs/API.md`: one `### METHOD /path` heading per route.
+    const API_REFERENCE: &str = include_str!("../../docs/API.md");
+
+    fn documented_routes() -> BTreeSet<(String, String)> {
+        API_REFERENCE
+            .lines()
+            .filter_map(|line| line.strip_prefix("### "))
+            .filter_map(|heading| {
+                let (method, path) = heading.split_once(' ')?;
+                matches!(method, "GET" | "POST" | "PUT" | "DELETE" | "PATCH")
+                    .then(|| (method.to_owned(), path.trim().to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_api_reference_lists_exactly_the_served_routes() {
+        let served: BTreeSet<_> = served_routes()
+            .iter()
+            .map(|r| (r.verb.as_str().to_owned(), r.path.to_owned()))
+            .collect();
+        let documented = documented_routes();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let not_served: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && not_served.is_empty(),
+            "docs/API.md is out of date.\nserved, not documented: {undocumented:?}\n\
+             documented, not served: {not_served:?}"
+        );
+    }
+
+    #[test]
+    fn every_route_heading_is_found() {
+        // A heading the parser could not read would silently drop out of the comparison.
+        let headings = API_REFERENCE
+            .lines()
+            .filter(|l| {
+                l.starts_with("### GET ")
+                    || l.starts_with("### POST ")
+                    || l.starts_with("### PUT ")
+                    || l.starts_with("### DELETE ")
+            })
+            .count();
+        assert_eq!(
+            headings,
+            documented_routes().len(),
+            "a route is documented twice"
+        );
+        assert!(headings > 50, "only {headings} route headings found");
+    }
 }

@@ -91,7 +91,9 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             schemas: no_schemas(),
             identity: None,
             snapshots: snapshots_with(store, untouched_state()),
-            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                NoCompaction::new("memory"),
+            )),
             audit: quiet_audit(),
             policies: no_policies(),
             admission: allsource_application::use_cases::Admission::off(),
@@ -1665,7 +1667,9 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             identity: None,
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
-            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                NoCompaction::new("memory"),
+            )),
             audit: quiet_audit(),
             policies: no_policies(),
         }),
