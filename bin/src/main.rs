@@ -1,6 +1,7 @@
 //! The `allsource` binary: `serve` runs the server, `repair` fixes a corrupt WAL, `bench` runs
 //! the HTTP load generator, `admin` manages users offline. All logic lives in the `allsource`
 //! library.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,7 +49,8 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Repair a data dir whose WAL the server refused as corrupt: cuts the WAL at the first bad
-    /// record and moves the cut bytes aside (nothing is deleted). Run with the server stopped.
+    /// record and moves the cut bytes aside (nothing is deleted). Refused while a server uses
+    /// the data dir.
     Repair {
         /// Data directory of the embedded store.
         #[arg(long, value_name = "DIR")]

@@ -552,7 +552,7 @@ fn totals_of(entries: &[ParquetEntry]) -> (u64, u64) {
 pub(crate) fn run_policy(
     compaction: Arc<Compaction>,
     stop: std::sync::mpsc::Receiver<()>,
-    _lock: Arc<fs::File>,
+    _lock: Arc<super::DataDirLock>,
 ) {
     let interval = compaction.config().interval;
     loop {
