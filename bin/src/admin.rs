@@ -28,7 +28,7 @@ use crate::settings::{Backend, Overrides, Settings};
 /// Administration commands (run them with the server stopped, for the embedded backend).
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a user with a role in a tenant (e.g. the first admin).
+    /// Create a user with a role in a tenant (e.g. the first admin)
     ///
     /// Example (choose your own password, at least 12 characters; refused while a server
     /// uses the data dir):

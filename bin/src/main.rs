@@ -30,7 +30,9 @@ enum Command {
     ///
     /// Settings come from built-in defaults, then the config file, then environment variables
     /// ALLSOURCE__SECTION__KEY (e.g. ALLSOURCE__SERVER__PORT=4000,
-    /// ALLSOURCE__STORAGE__BACKEND=memory), then these flags.
+    /// ALLSOURCE__STORAGE__BACKEND=memory), then these flags. Authentication is on: set
+    /// ALLSOURCE__AUTH__JWT__SECRET to at least 32 random bytes, or pass --dev for a local
+    /// server without it.
     Serve {
         /// Config file (TOML). Default: ./allsource.toml if it exists.
         #[arg(long, value_name = "FILE")]

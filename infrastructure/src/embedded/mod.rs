@@ -765,7 +765,12 @@ impl Sealer {
     fn run(self, segments: std::sync::mpsc::Receiver<PathBuf>) {
         while let Ok(segment) = segments.recv() {
             let wal_bytes = fs::metadata(&segment).map_or(0, |m| m.len());
-            let sealed = seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None);
+            // A panic while sealing is reported like a failure, and the thread goes on with
+            // the next segment: sealing never silently stops.
+            let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None)
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("sealing panicked")));
             match sealed {
                 Ok(entry) => {
                     // The Parquet counters move first: whoever sees the WAL segment count drop
