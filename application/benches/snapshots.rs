@@ -6,6 +6,7 @@
 //! memory and embedded read sides do), the state store is an in-memory map, so the numbers are
 //! the use case's own cost: reading the range, parsing and folding payloads, loading the
 //! snapshot.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

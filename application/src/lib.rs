@@ -14,6 +14,7 @@
 //! - [`quota`]: `QuotaGate` and `TenantGate`, the seams through which features consult the
 //!   tenant's quotas and status.
 //! - [`tenancy`]: who a request acts for ([`Caller`]).
+//! - [`supervise`]: background loops that are restarted (and logged) when they die.
 //! - [`auth`]: the [`Authenticate`](auth::Authenticate) trait the HTTP layer calls with a
 //!   request's credential.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod ports;
 pub mod projections;
 pub mod quota;
+pub mod supervise;
 pub mod tenancy;
 pub mod use_cases;
 

@@ -4,7 +4,6 @@
 //! state store: the embedded data dir (refused while a server holds it) or, with
 //! `storage.backend = "postgres"` from `--config`/the environment, the database.
 
-use std::fs::OpenOptions;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +16,7 @@ use allsource_application::use_cases::identity::{
 use allsource_domain::TenantId;
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::audit::MemoryAuditLog;
+use allsource_infrastructure::embedded::{DataDirLock, LockError};
 use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, SigningKey};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::state::FileStateStore;
@@ -28,11 +28,13 @@ use crate::settings::{Backend, Overrides, Settings};
 /// Administration commands (run them with the server stopped, for the embedded backend).
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
-    /// Create a user with a role in a tenant (e.g. the first admin).
+    /// Create a user with a role in a tenant (e.g. the first admin)
     ///
-    /// Example:
-    ///   echo "$PASSWORD" | allsource admin create-user --data-dir ./data \
-    ///       --username alice --password-stdin --role admin --tenant default
+    /// Example (choose your own password, at least 12 characters; refused while a server
+    /// uses the data dir):
+    ///
+    ///   printf '%s\n' 'correct horse battery' | allsource admin create-user --data-dir ./data --username alice --password-stdin --role admin --tenant default
+    #[command(verbatim_doc_comment)]
     CreateUser(CreateUserArgs),
 }
 
@@ -105,7 +107,7 @@ fn create_user(args: CreateUserArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Held until the user is written, so no server opens the dir meanwhile.
         let mut _lock = None;
-        let state: Arc<dyn StateStore> = match settings.backend()? {
+        let state: Arc<dyn StateStore> = match settings.storage.backend {
             Backend::Memory => anyhow::bail!(
                 "storage.backend = memory keeps no users across restarts; use the embedded or \
                  postgres backend"
@@ -114,19 +116,15 @@ fn create_user(args: CreateUserArgs) -> anyhow::Result<()> {
                 let dir = settings.storage.data_dir.clone();
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
-                let lock = OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(dir.join("LOCK"))
-                    .context("cannot open the data dir's LOCK file")?;
-                if lock.try_lock().is_err() {
-                    anyhow::bail!(
+                let lock = match DataDirLock::acquire(&dir) {
+                    Ok(lock) => lock,
+                    Err(LockError::InUse { .. }) => anyhow::bail!(
                         "the data dir {} is in use by a running server: stop it first, or \
                          create the user over HTTP (POST /api/v1/auth/users as an admin)",
                         dir.display()
-                    );
-                }
+                    ),
+                    Err(e) => return Err(e.into()),
+                };
                 _lock = Some(lock);
                 let state_dir = dir.join("state");
                 Arc::new(

@@ -17,6 +17,7 @@ use allsource_application::projections::{
     ProjectionEngine, ProjectionNotifier, ProjectionRunner, Projections, ReplayJobs,
 };
 use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
+use allsource_application::supervise::supervise;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
 use allsource_application::use_cases::{Admission, Compaction, Health};
 use allsource_application::use_cases::{
@@ -42,7 +43,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::settings::{Backend, DurabilityMode, Settings};
+use crate::settings::{Backend, DurabilityMode, RateLimitBackend, Settings};
 
 /// A bound, serving-ready AllSource server.
 pub struct Application {
@@ -120,18 +121,14 @@ impl Application {
     /// Invalid settings, a data dir that cannot be created, or an address that cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
-        let backend = settings.backend()?;
+        let backend = settings.storage.backend;
         if !settings.auth_enabled() {
             tracing::warn!(
                 "DEVELOPMENT MODE: authentication is off; every request acts as an admin of \
                  tenant 'default'. Never expose this server."
             );
         }
-        let store = Arc::new(StartingStore::new(match backend {
-            Backend::Embedded => "embedded",
-            Backend::Memory => "memory",
-            Backend::Postgres => "postgres",
-        }));
+        let store = Arc::new(StartingStore::new(backend.as_str()));
         let as_port: Arc<dyn EventStore> = store.clone();
         let state_store = Arc::new(StartingStateStore::new());
         let projection_engine = Arc::new(ProjectionEngine::new(
@@ -149,9 +146,7 @@ impl Application {
             Arc::new(SystemClock),
             SchemaSettings {
                 enforce_by_default: settings.schemas.enforce_by_default,
-                default_compatibility: allsource_domain::CompatibilityMode::parse(
-                    &settings.schemas.default_compatibility,
-                )?,
+                default_compatibility: settings.schemas.default_compatibility,
                 cache_ttl: std::time::Duration::from_millis(settings.schemas.cache_ttl_ms),
             },
         ));
@@ -213,13 +208,7 @@ impl Application {
             append = append.with_guard(Arc::new(tenants.clone()));
             // Usage changes left unwritten by busy moments are written within a second.
             let tenants = tenants.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-                loop {
-                    tick.tick().await;
-                    tenants.flush_all().await;
-                }
-            });
+            supervise("usage flush", move || flush_usage(tenants.clone()));
         }
         if snapshot_policy.every_n_events > 0 {
             let scheduler =
@@ -372,7 +361,7 @@ fn tenancy(
     let tenants = Tenants::new(state, audit, reads, clock.clone());
     let rate_limiter: Option<Arc<dyn RateLimiter>> = if !settings.rate_limit.enabled {
         None
-    } else if settings.rate_limit.backend == "redis" {
+    } else if settings.rate_limit.backend == RateLimitBackend::Redis {
         Some(Arc::new(RedisRateLimiter::new(
             &settings.rate_limit.redis_url,
         )?))
@@ -399,11 +388,7 @@ async fn finish(store: &StartingStore) -> anyhow::Result<()> {
 async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let started = Instant::now();
-    let mut compactor: Arc<dyn Compactor> = Arc::new(NoCompaction::new(match backend {
-        Backend::Embedded => "embedded",
-        Backend::Memory => "memory",
-        Backend::Postgres => "postgres",
-    }));
+    let mut compactor: Arc<dyn Compactor> = Arc::new(NoCompaction::new(backend.as_str()));
     let (store, state): (Arc<dyn EventStore>, Arc<dyn StateStore>) = match backend {
         Backend::Memory => {
             tracing::warn!("storage.backend = memory: events are lost when the process exits");
@@ -422,7 +407,7 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
             })?;
             let config = EmbeddedConfig {
                 data_dir,
-                durability: match settings.durability()? {
+                durability: match settings.durability() {
                     DurabilityMode::Fsync => Durability::Fsync,
                     DurabilityMode::Interval(ms) => Durability::IntervalMs(ms),
                     DurabilityMode::None => Durability::None,
@@ -494,10 +479,10 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
         tracing::warn!("policies.enabled = false: no policy is enforced");
     }
     if settings.audit.retention_days > 0 {
-        tokio::spawn(prune_audit(
-            target.audit.clone(),
-            settings.audit.retention_days,
-        ));
+        let (audit, retention_days) = (target.audit.clone(), settings.audit.retention_days);
+        supervise("audit pruning", move || {
+            prune_audit(audit.clone(), retention_days)
+        });
     }
     target.events.set(store);
     target.compactor.set(compactor);
@@ -564,6 +549,15 @@ fn compaction_config(settings: &Settings) -> anyhow::Result<CompactionConfig> {
             .then(|| std::time::Duration::from_secs(c.max_small_file_age_seconds)),
         failpoint,
     })
+}
+
+/// Writes the usage counters left unwritten by busy moments, every second.
+async fn flush_usage(tenants: Tenants) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        tenants.flush_all().await;
+    }
 }
 
 /// Removes audit records older than `retention_days`, at start and then hourly.

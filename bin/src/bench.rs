@@ -33,8 +33,8 @@ pub struct BenchArgs {
     /// Benchmark a running server at this URL instead of starting one in this process.
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
-    /// Storage backend of the in-process server: embedded or postgres.
-    #[arg(long, default_value = "embedded")]
+    /// Storage backend of the in-process server: embedded, memory or postgres.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "memory", "postgres"])]
     pub backend: String,
     /// Data dir of the in-process server (default: a temporary dir under the current directory,
     /// so it sits on the same disk as the project).
@@ -125,11 +125,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
         None => {
             let mut settings = Settings::for_tests(&data_dir);
-            settings.storage.backend = args.backend.clone();
+            settings.storage.backend = args.backend.parse().map_err(anyhow::Error::msg)?;
             settings.storage.postgres.max_connections = 32;
             settings.rate_limit.enabled = args.rate_limit != "off";
             if args.rate_limit == "redis" {
-                settings.rate_limit.backend = "redis".into();
+                settings.rate_limit.backend = crate::settings::RateLimitBackend::Redis;
             }
             if args.auth != "off" {
                 settings.auth.enabled = true;

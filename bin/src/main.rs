@@ -1,6 +1,7 @@
 //! The `allsource` binary: `serve` runs the server, `repair` fixes a corrupt WAL, `bench` runs
 //! the HTTP load generator, `admin` manages users offline. All logic lives in the `allsource`
 //! library.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,7 +30,9 @@ enum Command {
     ///
     /// Settings come from built-in defaults, then the config file, then environment variables
     /// ALLSOURCE__SECTION__KEY (e.g. ALLSOURCE__SERVER__PORT=4000,
-    /// ALLSOURCE__STORAGE__BACKEND=memory), then these flags.
+    /// ALLSOURCE__STORAGE__BACKEND=memory), then these flags. Authentication is on: set
+    /// ALLSOURCE__AUTH__JWT__SECRET to at least 32 random bytes, or pass --dev for a local
+    /// server without it.
     Serve {
         /// Config file (TOML). Default: ./allsource.toml if it exists.
         #[arg(long, value_name = "FILE")]
@@ -48,7 +51,8 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Repair a data dir whose WAL the server refused as corrupt: cuts the WAL at the first bad
-    /// record and moves the cut bytes aside (nothing is deleted). Run with the server stopped.
+    /// record and moves the cut bytes aside (nothing is deleted). Refused while a server uses
+    /// the data dir.
     Repair {
         /// Data directory of the embedded store.
         #[arg(long, value_name = "DIR")]

@@ -2,10 +2,12 @@
 //! or `--config PATH`), then environment variables `ALLSOURCE__SECTION__KEY`, then command-line
 //! flags. Validated once at start, with messages that name the key and the allowed values.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use config::{Config, Environment, File, FileFormat};
-use serde::Deserialize;
+use allsource_domain::CompatibilityMode;
+use config::{Config, ConfigError, Environment, File, FileFormat};
+use serde::{Deserialize, Deserializer};
 
 /// Every setting of the server. Field names are the config keys.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,11 +51,11 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     /// `storage.backend`: `embedded` (default), `memory` or `postgres`.
-    pub backend: String,
+    pub backend: Backend,
     /// `storage.data_dir`: where the embedded store keeps its files (created if missing).
     pub data_dir: PathBuf,
     /// `storage.durability`: `fsync` (default), `interval` or `none`.
-    pub durability: String,
+    pub durability: Durability,
     /// `storage.fsync_interval_ms`: with `durability = "interval"`, how often to sync.
     pub fsync_interval_ms: u64,
     /// `storage.segment_bytes`: WAL segment size before it is sealed into Parquet.
@@ -126,8 +128,9 @@ pub struct SchemaRegistrySettings {
     /// appended events of its type against its latest schema (default true).
     pub enforce_by_default: bool,
     /// `schemas.default_compatibility`: the mode of a subject registered without one:
-    /// `NONE`, `BACKWARD` (default), `FORWARD` or `FULL`.
-    pub default_compatibility: String,
+    /// `NONE`, `BACKWARD` (default), `FORWARD` or `FULL` (case-insensitive).
+    #[serde(deserialize_with = "compatibility")]
+    pub default_compatibility: CompatibilityMode,
     /// `schemas.cache_ttl_ms`: how long a node uses the enforced schemas of a tenant before
     /// reloading them; bounds how late a node sees a change made on another node (changes made
     /// on the node itself apply at once).
@@ -138,7 +141,7 @@ impl Default for SchemaRegistrySettings {
     fn default() -> Self {
         Self {
             enforce_by_default: true,
-            default_compatibility: "BACKWARD".into(),
+            default_compatibility: CompatibilityMode::Backward,
             cache_ttl_ms: 5000,
         }
     }
@@ -191,7 +194,7 @@ pub struct RateLimitSettings {
     pub enabled: bool,
     /// `rate_limit.backend`: `memory` (default; each node has its own budget) or `redis` (one
     /// budget shared by every node on the same Redis).
-    pub backend: String,
+    pub backend: RateLimitBackend,
     /// `rate_limit.redis_url`: the Redis of `backend = "redis"`.
     pub redis_url: String,
 }
@@ -200,10 +203,10 @@ pub struct RateLimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `log.level`: a tracing filter (`info`, `debug`, `allsource=debug,tower_http=info`).
-    /// `RUST_LOG` wins when set.
-    pub level: String,
+    /// `RUST_LOG` wins when set. Checked at start (see [`LogFilter`]).
+    pub level: LogFilter,
     /// `log.format`: `text` (default) or `json`.
-    pub format: String,
+    pub format: LogFormat,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -286,20 +289,174 @@ const SECRET_HELP: &str = "set ALLSOURCE__AUTH__JWT__SECRET (auth.jwt.secret) to
     random bytes, e.g. `export ALLSOURCE__AUTH__JWT__SECRET=$(openssl rand -base64 48)`, or run \
     with --dev for a local server without authentication";
 
-/// The storage backend, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Embedded,
-    Memory,
-    Postgres,
+/// Declares a setting with a fixed set of values: the enum, its names, `FromStr` and
+/// `Deserialize` (a value outside the set is refused with the allowed values), `Display`.
+macro_rules! setting_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// The values the setting accepts.
+            pub const ALLOWED: &'static [&'static str] = &[$($text),+];
+
+            /// The setting's value as written in the configuration.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(raw: &str) -> Result<Self, String> {
+                match raw {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(not_one_of(other, Self::ALLOWED)),
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                String::deserialize(deserializer)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
 }
 
-/// The durability mode, validated.
+fn not_one_of(value: &str, allowed: &[&str]) -> String {
+    format!("\"{value}\" is not one of: {}", allowed.join(", "))
+}
+
+setting_enum! {
+    /// `storage.backend`.
+    Backend {
+        /// The durable embedded store under `storage.data_dir` (default).
+        Embedded = "embedded",
+        /// Everything in memory, lost at exit.
+        Memory = "memory",
+        /// PostgreSQL at `storage.postgres.url`.
+        Postgres = "postgres",
+    }
+}
+
+setting_enum! {
+    /// `storage.durability`: when the embedded store acknowledges an append.
+    Durability {
+        /// After the group's data is synced (default).
+        Fsync = "fsync",
+        /// After `write`; synced every `storage.fsync_interval_ms`.
+        Interval = "interval",
+        /// Never synced except when a segment is sealed and at shutdown.
+        None = "none",
+    }
+}
+
+setting_enum! {
+    /// `log.format`.
+    LogFormat {
+        /// Human-readable lines (default).
+        Text = "text",
+        /// One JSON object per line.
+        Json = "json",
+    }
+}
+
+setting_enum! {
+    /// `rate_limit.backend`.
+    RateLimitBackend {
+        /// Each node has its own budget (default).
+        Memory = "memory",
+        /// One budget shared by every node on the same Redis.
+        Redis = "redis",
+    }
+}
+
+/// The durability mode with its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DurabilityMode {
     Fsync,
     Interval(u64),
     None,
+}
+
+/// Levels a `log.level` directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// `log.level`: a tracing filter that is known to be usable: comma-separated directives, each
+/// a level (`info`) or `target=level` (`allsource=debug`). A bare word that is not a level
+/// (`verbose`) would be read by tracing as a target name, and the server would log nothing
+/// else, so it is refused, as is anything tracing cannot parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// Checks `raw` (see the type's docs).
+    ///
+    /// # Errors
+    /// What is wrong, and what is allowed.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let help = format!(
+            "use a level ({}) or target=level directives separated by commas, e.g. \
+             \"allsource=debug,tower_http=info\"",
+            LOG_LEVELS.join(", ")
+        );
+        if raw.trim().is_empty() {
+            return Err(format!("must not be empty: {help}"));
+        }
+        for directive in raw.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let bare = !directive.contains(['=', '[']);
+            if bare && !LOG_LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+                return Err(format!("\"{directive}\" is not a level: {help}"));
+            }
+            if let Err(e) = directive.parse::<tracing_subscriber::filter::Directive>() {
+                return Err(format!(
+                    "\"{directive}\" is not a valid directive ({e}): {help}"
+                ));
+            }
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The filter as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFilter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Self::parse(&String::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for LogFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn compatibility<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<CompatibilityMode, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    CompatibilityMode::parse(&raw).map_err(|_| {
+        serde::de::Error::custom(not_one_of(&raw, &["NONE", "BACKWARD", "FORWARD", "FULL"]))
+    })
 }
 
 /// A setting that cannot be used; the message names the key and what is allowed.
@@ -311,7 +468,7 @@ pub struct SettingsError {
 }
 
 impl SettingsError {
-    fn new(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(key: &str, message: impl Into<String>) -> Self {
         Self {
             key: key.into(),
             message: message.into(),
@@ -453,9 +610,9 @@ impl Settings {
             builder = builder.set_override("dev", true)?;
         }
         let settings: Settings = builder
-            .build()?
-            .try_deserialize()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            .build()
+            .and_then(Config::try_deserialize)
+            .map_err(settings_error)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -591,8 +748,12 @@ impl Settings {
     /// # Errors
     /// The first invalid setting, naming its key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        self.backend()?;
-        self.durability()?;
+        if self.storage.durability == Durability::Interval && self.storage.fsync_interval_ms == 0 {
+            return Err(SettingsError::new(
+                "storage.fsync_interval_ms",
+                "must be at least 1 with durability = \"interval\"",
+            ));
+        }
         if self.server.host.trim().is_empty() {
             return Err(SettingsError::new("server.host", "must not be empty"));
         }
@@ -646,16 +807,6 @@ impl Settings {
                 "must be between 1 and 10000",
             ));
         }
-        if allsource_domain::CompatibilityMode::parse(&self.schemas.default_compatibility).is_err()
-        {
-            return Err(SettingsError::new(
-                "schemas.default_compatibility",
-                format!(
-                    "\"{}\" is not one of: NONE, BACKWARD, FORWARD, FULL",
-                    self.schemas.default_compatibility
-                ),
-            ));
-        }
         self.validate_auth()?;
         if !(1..=1000).contains(&self.snapshots.keep_per_entity) {
             return Err(SettingsError::new(
@@ -693,16 +844,7 @@ impl Settings {
                 "must be at most 36500 (0 keeps records forever)",
             ));
         }
-        if !matches!(self.rate_limit.backend.as_str(), "memory" | "redis") {
-            return Err(SettingsError::new(
-                "rate_limit.backend",
-                format!(
-                    "\"{}\" is not one of: memory, redis",
-                    self.rate_limit.backend
-                ),
-            ));
-        }
-        if self.rate_limit.backend == "redis"
+        if self.rate_limit.backend == RateLimitBackend::Redis
             && !(self.rate_limit.redis_url.starts_with("redis://")
                 || self.rate_limit.redis_url.starts_with("rediss://")
                 || self.rate_limit.redis_url.starts_with("redis+unix://"))
@@ -712,51 +854,51 @@ impl Settings {
                 "must be a redis://, rediss:// or redis+unix:// URL",
             ));
         }
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(SettingsError::new(
-                "log.format",
-                format!("\"{}\" is not one of: text, json", self.log.format),
-            ));
-        }
         Ok(())
     }
 
-    /// The storage backend.
-    ///
-    /// # Errors
-    /// `storage.backend` outside its allowed values.
-    pub fn backend(&self) -> Result<Backend, SettingsError> {
-        match self.storage.backend.as_str() {
-            "embedded" => Ok(Backend::Embedded),
-            "memory" => Ok(Backend::Memory),
-            "postgres" => Ok(Backend::Postgres),
-            other => Err(SettingsError::new(
-                "storage.backend",
-                format!("\"{other}\" is not one of: embedded, memory, postgres"),
-            )),
+    /// The durability mode with its interval (`storage.durability`,
+    /// `storage.fsync_interval_ms`).
+    pub fn durability(&self) -> DurabilityMode {
+        match self.storage.durability {
+            Durability::Fsync => DurabilityMode::Fsync,
+            Durability::Interval => DurabilityMode::Interval(self.storage.fsync_interval_ms),
+            Durability::None => DurabilityMode::None,
         }
     }
+}
 
-    /// The durability mode.
-    ///
-    /// # Errors
-    /// `storage.durability` outside its allowed values, or a zero interval.
-    pub fn durability(&self) -> Result<DurabilityMode, SettingsError> {
-        match self.storage.durability.as_str() {
-            "fsync" => Ok(DurabilityMode::Fsync),
-            "none" => Ok(DurabilityMode::None),
-            "interval" if self.storage.fsync_interval_ms > 0 => {
-                Ok(DurabilityMode::Interval(self.storage.fsync_interval_ms))
-            }
-            "interval" => Err(SettingsError::new(
-                "storage.fsync_interval_ms",
-                "must be at least 1 with durability = \"interval\"",
-            )),
-            other => Err(SettingsError::new(
-                "storage.durability",
-                format!("\"{other}\" is not one of: fsync, interval, none"),
-            )),
-        }
+/// A configuration error of the `config` crate as a [`SettingsError`] naming the key, where it
+/// names one.
+fn settings_error(error: ConfigError) -> anyhow::Error {
+    match error {
+        ConfigError::At {
+            error,
+            origin,
+            key: Some(key),
+        } => SettingsError::new(&key, with_origin(error.to_string(), origin.as_deref())).into(),
+        ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key: Some(key),
+        } => SettingsError::new(
+            &key,
+            with_origin(
+                format!("expected {expected}, found {unexpected}"),
+                origin.as_deref(),
+            ),
+        )
+        .into(),
+        ConfigError::NotFound(key) => SettingsError::new(&key, "missing").into(),
+        other => anyhow::anyhow!("invalid configuration: {other}"),
+    }
+}
+
+fn with_origin(message: String, origin: Option<&str>) -> String {
+    match origin {
+        Some(origin) => format!("{message} (in {origin})"),
+        None => message,
     }
 }
 
@@ -792,8 +934,11 @@ mod tests {
         assert_eq!(s.server.host, "127.0.0.1");
         assert_eq!(s.server.port, 3900);
         assert_eq!(s.storage.data_dir, PathBuf::from("./data"));
-        assert_eq!(s.backend().unwrap(), Backend::Embedded);
-        assert_eq!(s.durability().unwrap(), DurabilityMode::Fsync);
+        assert_eq!(s.storage.backend, Backend::Embedded);
+        assert_eq!(s.durability(), DurabilityMode::Fsync);
+        assert_eq!(s.log.level.as_str(), "info");
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.rate_limit.backend, RateLimitBackend::Memory);
         assert_eq!(s.limits.max_event_bytes, 1024 * 1024);
         assert!(!s.dev);
         assert!(s.policies.enabled);
@@ -834,9 +979,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.server.port, 4000);
         assert_eq!(s.server.host, "0.0.0.0");
-        assert_eq!(s.backend().unwrap(), Backend::Memory);
+        assert_eq!(s.storage.backend, Backend::Memory);
         assert_eq!(s.storage.data_dir, PathBuf::from("/var/lib/allsource"));
-        assert_eq!(s.durability().unwrap(), DurabilityMode::Interval(25));
+        assert_eq!(s.durability(), DurabilityMode::Interval(25));
         assert_eq!(s.limits.max_event_bytes, 2048);
         assert_eq!(s.storage.postgres.url, "postgres://u@db:5432/events");
         assert_eq!(s.storage.postgres.max_connections, 32);
@@ -854,7 +999,7 @@ mod tests {
         ])
         .unwrap();
         assert!(!s.schemas.enforce_by_default);
-        assert_eq!(s.schemas.default_compatibility, "full");
+        assert_eq!(s.schemas.default_compatibility, CompatibilityMode::Full);
         assert_eq!(s.schemas.cache_ttl_ms, 250);
         let err = load(&[("ALLSOURCE__SCHEMAS__DEFAULT_COMPATIBILITY", "SOMETIMES")])
             .unwrap_err()
@@ -927,6 +1072,65 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("storage.fsync_interval_ms"), "{err}");
+        let err = load(&[("ALLSOURCE__RATE_LIMIT__BACKEND", "memcached")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rate_limit.backend") && err.contains("memory, redis"),
+            "{err}"
+        );
+        let err = load(&[("ALLSOURCE__LOG__FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid setting log.format:") && err.contains("text, json"),
+            "{err}"
+        );
+        let err = load(&[("ALLSOURCE__SCHEMAS__DEFAULT_COMPATIBILITY", "SOMETIMES")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NONE, BACKWARD, FORWARD, FULL"), "{err}");
+    }
+
+    #[test]
+    fn invalid_log_filters_stop_the_start() {
+        for (level, shown) in [
+            ("verbose", "\"verbose\" is not a level"),
+            ("allsource=debug,loud", "\"loud\" is not a level"),
+            (
+                "allsource=sometimes",
+                "\"allsource=sometimes\" is not a valid directive",
+            ),
+            ("", "must not be empty"),
+        ] {
+            let err = load(&[("ALLSOURCE__LOG__LEVEL", level)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid setting log.level:")
+                    && err.contains(shown)
+                    && err.contains("trace, debug, info, warn, error, off"),
+                "{level}: {err}"
+            );
+        }
+        for level in [
+            "debug",
+            "WARN",
+            "allsource=debug,tower_http=info",
+            "info,allsource=trace",
+        ] {
+            let s = load(&[("ALLSOURCE__LOG__LEVEL", level)]).unwrap();
+            assert_eq!(s.log.level.as_str(), level);
+        }
+    }
+
+    #[test]
+    fn the_key_of_a_type_error_is_named_once() {
+        let err = load(&[("ALLSOURCE__SERVER__PORT", "seventy")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("invalid setting server.port:"), "{err}");
+        assert_eq!(err.matches("server.port").count(), 1, "{err}");
     }
 
     #[test]

@@ -471,8 +471,10 @@ pub fn is_default(id: &str) -> bool {
 
 /// Requests per minute and caller of the expensive operations (default policy 5).
 pub const EXPENSIVE_PER_MINUTE: u32 = 10;
-/// Records one operation may touch before default policy 3 warns.
-pub const LARGE_OPERATION_RECORDS: u64 = 10_000;
+/// Records one operation may touch before default policy 3 warns: a tenth of the largest batch
+/// and page the server accepts (10,000), and the default page size (1,000), so that a default
+/// read never warns and a large accepted one does.
+pub const LARGE_OPERATION_RECORDS: u64 = 1_000;
 
 /// The five default policies, seeded at start when absent.
 pub fn defaults() -> Vec<Policy> {
@@ -514,8 +516,8 @@ pub fn defaults() -> Vec<Policy> {
         ),
         policy(
             WARN_LARGE_OPERATIONS,
-            "Warn on operations over 10,000 records",
-            "A batch of more than 10,000 events, or a read with a limit over 10,000, goes \
+            "Warn on operations over 1,000 records",
+            "A batch of more than 1,000 events, or a read with a limit over 1,000, goes \
              through with a warning.",
             500,
             Effect::Warn,
@@ -862,12 +864,12 @@ mod tests {
                 &base("developer", "POST", "/api/v1/events/batch").with("request.record_count", n),
             )
         };
-        assert_eq!(batch(10_000).warnings, []);
+        assert_eq!(batch(1_000).warnings, []);
         assert_eq!(
-            batch(10_001).warnings[0].id,
+            batch(1_001).warnings[0].id,
             default_ids::WARN_LARGE_OPERATIONS
         );
-        assert!(!batch(10_001).denied());
+        assert!(!batch(1_001).denied());
         // 4. self-deletion
         let delete_user = base("admin", "DELETE", "/api/v1/auth/users/{id}");
         assert_eq!(

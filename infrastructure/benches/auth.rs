@@ -2,6 +2,7 @@
 //! --bench auth`): `Authenticate::authenticate` for a JWT access token (HS256 verify, claims
 //! parse, tenant check) and for an API key (SHA-256, one state-store read, tenant check), on
 //! the memory state store. An append's own cost is in the `engine` bench and docs/BENCHMARKS.md.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;

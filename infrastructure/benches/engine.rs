@@ -2,6 +2,7 @@
 //! --bench engine`): appends under each durability mode, with 1 and 64 concurrent appenders,
 //! single events and 100-event batches; reading a 100-event stream from a 1M-event store; and
 //! recovery speed. Memory per event is printed while the 1M-event store is built.
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

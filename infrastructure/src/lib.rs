@@ -22,6 +22,7 @@
 //! - [`snapshots`]: `BackgroundSnapshots`, the bounded, deduplicating background runner of
 //!   automatic snapshots.
 //! - [`rate_limit`]: adapters of the `RateLimiter` port (memory, Redis).
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod cache;

@@ -12,6 +12,7 @@
 //! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
 //! - [`harness`]: the storage backends the contract suite runs against.
 //! - [`problem`]: assertions on problem documents (`assert_problem`, `fields`).
+#![deny(unsafe_code)] // One exception, allowed where it is: `ServerProcess::terminate` sends SIGTERM.
 
 pub mod harness;
 pub mod pg;

@@ -157,6 +157,7 @@ impl ServerProcess {
     }
 
     /// SIGTERM, then waits for the exit.
+    #[allow(unsafe_code)]
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id() as libc::pid_t;

@@ -70,7 +70,7 @@ impl TestServer {
     /// Starts on an existing data dir (for restarts).
     pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::for_tests(dir.path());
-        settings.storage.durability = "none".into();
+        settings.storage.durability = allsource::settings::Durability::None;
         adjust(&mut settings);
         let app = Application::build(settings)
             .await

@@ -130,7 +130,8 @@ async fn trigger_compacts_and_nothing_read_back_changes() {
 
 #[tokio::test]
 async fn backends_without_files_answer_not_compacted() {
-    let server = TestServer::start_with(|s| s.storage.backend = "memory".into()).await;
+    let server =
+        TestServer::start_with(|s| s.storage.backend = allsource::settings::Backend::Memory).await;
     let report = server
         .post_json("/api/v1/compaction/trigger", &json!({}))
         .await;

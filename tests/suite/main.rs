@@ -16,6 +16,7 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
 //! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
 //!   matrix over every route.
+#![forbid(unsafe_code)]
 
 mod auth;
 mod compaction;

@@ -389,7 +389,7 @@ async fn warnings_let_the_request_through_with_a_header() {
     let small = server.get("/api/v1/events/query?limit=5").await;
     assert_eq!(small.status, 200);
     assert_eq!(small.header("x-policy-warning"), None);
-    // request.record_count is the query's limit, too: the default warning over 10,000.
+    // request.record_count is the query's limit, too: the default warning over 1,000.
     let huge = server.get("/api/v1/events/query?limit=10001").await;
     let warned: Vec<&str> = huge
         .headers
@@ -408,6 +408,38 @@ async fn warnings_let_the_request_through_with_a_header() {
     assert_eq!(warned.len(), 3, "{warned:?}");
     assert_eq!(warned[0]["details"]["policy_id"], id.as_str());
     assert_eq!(warned[0]["details"]["path"], "/api/v1/events/query");
+}
+
+#[tokio::test]
+async fn the_large_operation_warning_fires_on_requests_that_are_accepted() {
+    let server = TestServer::start().await;
+    let batch = |n: usize| {
+        let events: Vec<Value> = (0..n).map(|i| event(&format!("e{}", i % 10))).collect();
+        json!({ "events": events })
+    };
+    let warning = "default-warn-large-operations";
+    let large = server
+        .post_json("/api/v1/events/batch", &batch(1_001))
+        .await;
+    assert_eq!(large.status, 200, "{}", large.body);
+    assert_eq!(large.header("x-policy-warning"), Some(warning));
+    let ordinary = server
+        .post_json("/api/v1/events/batch", &batch(1_000))
+        .await;
+    assert_eq!(ordinary.status, 200, "{}", ordinary.body);
+    assert_eq!(ordinary.header("x-policy-warning"), None);
+    // The largest page a read may ask for is accepted, with the warning.
+    let large = server.get("/api/v1/events/query?limit=10000").await;
+    assert_eq!(large.status, 200, "{}", large.body);
+    assert_eq!(large.body["count"], 2_001);
+    assert_eq!(large.header("x-policy-warning"), Some(warning));
+    for ordinary in ["/api/v1/events/query", "/api/v1/events/query?limit=1000"] {
+        let reply = server.get(ordinary).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("x-policy-warning"), None, "{ordinary}");
+    }
+    let warned = audit(&server, "?action=policy.decision&outcome=warned").await;
+    assert_eq!(records(&warned).len(), 2, "{}", warned.body);
 }
 
 #[tokio::test]
@@ -569,7 +601,8 @@ async fn with_policies_disabled_nothing_is_enforced_but_management_works() {
 
 #[tokio::test]
 async fn the_memory_backend_keeps_policies_and_audit_too() {
-    let server = TestServer::start_with(|s| s.storage.backend = "memory".into()).await;
+    let server =
+        TestServer::start_with(|s| s.storage.backend = allsource::settings::Backend::Memory).await;
     assert_eq!(server.get("/api/v1/policies").await.body["total"], 5);
     create(
         &server,
@@ -591,7 +624,7 @@ async fn on_postgres_policies_and_audit_are_shared_by_the_database() {
     let url = db.url().to_owned();
     let on_postgres = |url: String| {
         move |s: &mut allsource::Settings| {
-            s.storage.backend = "postgres".into();
+            s.storage.backend = allsource::settings::Backend::Postgres;
             s.storage.postgres.url = url;
         }
     };

@@ -126,7 +126,7 @@ async fn start_node(
     data_dir: &std::path::Path,
 ) -> (String, tokio::sync::oneshot::Sender<()>) {
     let mut settings = Settings::for_tests(data_dir);
-    settings.storage.backend = "postgres".into();
+    settings.storage.backend = allsource::settings::Backend::Postgres;
     settings.storage.postgres.url = url.to_owned();
     settings.storage.postgres.acquire_timeout_ms = 1000;
     let app = Application::build(settings).await.expect("build");

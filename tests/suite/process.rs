@@ -298,6 +298,43 @@ fn help_explains_the_commands_and_flags() {
 }
 
 #[test]
+fn the_create_user_example_of_the_help_works_as_pasted() {
+    let help = Command::new(binary())
+        .args(["admin", "create-user", "--help"])
+        .output()
+        .expect("run");
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    let example = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.contains("| allsource admin create-user"))
+        .unwrap_or_else(|| panic!("an example in\n{text}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin_dir = binary().parent().expect("bin dir").to_path_buf();
+    let path = std::env::join_paths(std::iter::once(bin_dir).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
+    let pasted = Command::new("sh")
+        .args(["-c", example])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env_remove("ALLSOURCE__STORAGE__BACKEND")
+        .output()
+        .expect("run the example");
+    assert!(
+        pasted.status.success(),
+        "{example}\n{}",
+        String::from_utf8_lossy(&pasted.stderr)
+    );
+    let user: Value = serde_json::from_slice(&pasted.stdout).expect("the created user as JSON");
+    assert_eq!(user["username"], "alice");
+    assert_eq!(user["role"], "admin");
+    assert!(dir.path().join("data/state").is_dir());
+}
+
+#[test]
 fn invalid_settings_stop_the_start_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = Command::new(binary())
@@ -318,6 +355,149 @@ fn invalid_settings_stop_the_start_naming_the_key() {
         .expect("run");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+}
+
+/// Runs `command` to its end, or kills it after `within` (a server that should have refused to
+/// start must not hang the test).
+fn run_to_end(command: &mut Command, within: Duration) -> std::process::Output {
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().expect("wait").is_none() {
+        let _ = child.kill();
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn an_invalid_log_filter_stops_the_start_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (var, key) in [
+        ("ALLSOURCE__LOG__LEVEL", "log.level"),
+        ("RUST_LOG", "RUST_LOG"),
+    ] {
+        let output = run_to_end(
+            Command::new(binary())
+                .args(["serve", "--port", "0", "--data-dir"])
+                .arg(dir.path())
+                .env("ALLSOURCE__AUTH__ENABLED", "false")
+                .env_remove("RUST_LOG")
+                .env(var, "verbose"),
+            Duration::from_secs(20),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() && output.status.code().is_some(),
+            "{var}=verbose must stop the start: {:?}\n{stderr}",
+            output.status
+        );
+        assert!(
+            stderr.contains(&format!("invalid setting {key}:"))
+                && stderr.contains("\"verbose\" is not a level")
+                && stderr.contains("trace, debug, info, warn, error, off"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_io_error_names_each_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `wal` is a file where the store needs a directory.
+    std::fs::write(dir.path().join("wal"), b"not a directory").expect("write");
+    let output = run_to_end(
+        Command::new(binary())
+            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(dir.path())
+            .env("ALLSOURCE__AUTH__ENABLED", "false"),
+        Duration::from_secs(20),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("an error line in\n{stderr}"));
+    assert!(error.contains("wal"), "{error}");
+    // One I/O error, printed once (not once by a message that embeds it and again as its
+    // cause).
+    assert_eq!(error.matches("os error").count(), 1, "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_refuses_a_data_dir_in_use_by_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&data, &[("ALLSOURCE__STORAGE__DURABILITY", "fsync")]).await;
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let r = client
+            .post(format!("{}/api/v1/events", server.base))
+            .json(&json!({"entity_id": "r", "event_type": "t", "payload": {"i": i, "pad": "q".repeat(100)}}))
+            .send()
+            .await
+            .expect("append");
+        assert_eq!(r.status(), 200);
+    }
+    // Damage the live WAL, so that a repair would cut it if it ran.
+    let segment = std::fs::read_dir(data.join("wal"))
+        .expect("wal dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wal"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&segment, &bytes).expect("write");
+    let files = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = files(&data.join("wal"));
+
+    let refused = run_to_end(
+        Command::new(binary())
+            .args(["repair", "--data-dir"])
+            .arg(&data),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "repair ran on a live data dir: {stderr}"
+    );
+    assert!(
+        stderr.contains("in use by a running AllSource process")
+            && stderr.contains("stop the server")
+            && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).expect("read"),
+        bytes,
+        "the WAL is untouched"
+    );
+    assert_eq!(files(&data.join("wal")), before, "no file set aside");
+    // The server goes on serving.
+    let r = client
+        .get(format!("{}/api/v1/entities/r/events", server.base))
+        .send()
+        .await
+        .expect("read");
+    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]

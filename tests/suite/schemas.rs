@@ -532,7 +532,7 @@ async fn enforcement_follows_the_subject_flag() {
 async fn the_default_enforcement_and_mode_come_from_the_settings() {
     let server = TestServer::start_with(|s| {
         s.schemas.enforce_by_default = false;
-        s.schemas.default_compatibility = "FULL".into();
+        s.schemas.default_compatibility = allsource_domain::CompatibilityMode::Full;
     })
     .await;
     let created = register(&server, "t", json!({"type": "string"})).await;

@@ -446,7 +446,7 @@ async fn two_nodes_on_one_redis_share_the_tenants_budget() {
         return;
     };
     let redis = |s: &mut allsource::Settings| {
-        s.rate_limit.backend = "redis".into();
+        s.rate_limit.backend = allsource::settings::RateLimitBackend::Redis;
         s.rate_limit.redis_url = url.clone();
     };
     let (one, two) = (
@@ -478,7 +478,7 @@ async fn two_nodes_on_one_redis_share_the_tenants_budget() {
     assert_problem(&refusal.expect("node two refuses"), 429, "rate_limited");
     // Redis unreachable: requests pass (fail open).
     let lost = TestServer::start_with(|s| {
-        s.rate_limit.backend = "redis".into();
+        s.rate_limit.backend = allsource::settings::RateLimitBackend::Redis;
         s.rate_limit.redis_url = "redis://127.0.0.1:1".into();
     })
     .await;
@@ -489,11 +489,21 @@ async fn two_nodes_on_one_redis_share_the_tenants_budget() {
 #[tokio::test]
 async fn settings_of_the_rate_limit_are_checked() {
     let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("allsource.toml");
+    std::fs::write(&file, "[rate_limit]\nbackend = \"memcached\"\n").unwrap();
+    let dev = allsource::Overrides {
+        dev: true,
+        ..allsource::Overrides::default()
+    };
+    let e = allsource::Settings::load(Some(&file), dev)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rate_limit.backend") && e.contains("memory, redis"),
+        "{e}"
+    );
     let mut settings = allsource::Settings::for_tests(dir.path());
-    settings.rate_limit.backend = "memcached".into();
-    let e = settings.validate().unwrap_err().to_string();
-    assert!(e.contains("rate_limit.backend"), "{e}");
-    settings.rate_limit.backend = "redis".into();
+    settings.rate_limit.backend = allsource::settings::RateLimitBackend::Redis;
     settings.rate_limit.redis_url = "http://localhost".into();
     let e = settings.validate().unwrap_err().to_string();
     assert!(e.contains("rate_limit.redis_url"), "{e}");

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use super::engine::ProjectionEngine;
 use crate::Caller;
 use crate::ports::AppendReceipt;
+use crate::supervise::supervise;
 use crate::use_cases::{AppendError, AppendGuard};
 
 /// Starts the runner.
@@ -36,20 +37,27 @@ impl ProjectionRunner {
         }
     }
 
-    /// Spawns the runner on the current tokio runtime.
+    /// Spawns the runner on the current tokio runtime, [supervised](crate::supervise): a
+    /// panic while catching up is logged and the runner restarted.
     pub fn spawn(self) -> RunnerHandle {
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let engine = self.engine.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                self.engine.catch_up_all().await;
-                tokio::select! {
-                    () = self.engine.wake.notified() => {}
-                    () = tokio::time::sleep(self.poll_interval) => {}
-                    _ = stopped.changed() => return,
-                }
-                if *stopped.borrow() {
-                    return;
+        let poll_interval = self.poll_interval;
+        let runner = self.engine;
+        let task = supervise("projection runner", move || {
+            let engine = runner.clone();
+            let mut stopped = stopped.clone();
+            async move {
+                loop {
+                    if *stopped.borrow() {
+                        return;
+                    }
+                    engine.catch_up_all().await;
+                    tokio::select! {
+                        () = engine.wake.notified() => {}
+                        () = tokio::time::sleep(poll_interval) => {}
+                        _ = stopped.changed() => return,
+                    }
                 }
             }
         });
@@ -62,10 +70,8 @@ impl RunnerHandle {
     pub async fn stop(self) {
         self.engine.stop();
         let _ = self.stop.send(true);
-        if let Err(e) = self.task.await
-            && e.is_panic()
-        {
-            tracing::error!("the projection runner panicked");
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the projection runner's supervisor failed");
         }
     }
 }

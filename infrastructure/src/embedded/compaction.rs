@@ -552,17 +552,27 @@ fn totals_of(entries: &[ParquetEntry]) -> (u64, u64) {
 pub(crate) fn run_policy(
     compaction: Arc<Compaction>,
     stop: std::sync::mpsc::Receiver<()>,
-    _lock: Arc<fs::File>,
+    _lock: Arc<super::DataDirLock>,
 ) {
     let interval = compaction.config().interval;
     loop {
         match stop.recv_timeout(interval) {
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let Err(e) = compaction.run(Trigger::Policy) {
-                    tracing::error!(
+                // A pass that panics is logged like one that fails, and the thread goes on:
+                // the policy never silently stops.
+                let pass = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    compaction.run(Trigger::Policy)
+                }));
+                match pass {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::error!(
                         error = format!("{e:#}"),
                         "background compaction failed; the old files are kept"
-                    );
+                    ),
+                    Err(_) => tracing::error!(
+                        "background compaction panicked; the old files are kept, next pass \
+                         at the next interval"
+                    ),
                 }
             }
             _ => return,

@@ -16,7 +16,7 @@
 //! on disk after the restart; retrying it with the same ids is safe.)
 //!
 //! # Files under `data_dir`
-//! - `LOCK`: held (advisory lock) while a process uses the directory.
+//! - `LOCK`: the [`DataDirLock`], held while a process uses the directory.
 //! - `wal/<first position:020>.wal`: segments; see [`wal`] for the format.
 //! - `parquet/events-<first:020>-<last:020>.parquet`: sealed segments.
 //! - `manifest.json`: which Parquet files hold which positions.
@@ -46,10 +46,12 @@
 //! - [`manifest`]: the manifest.
 //! - [`compaction`]: merging small Parquet files (planner, merge, policy thread, `Compactor`).
 //! - [`intern`]: shared names while loading.
+//! - [`lock`]: the data dir's lock, shared with `allsource admin` and `allsource repair`.
 //! - [`repair`]: the `allsource repair` command.
 
 pub mod compaction;
 pub mod intern;
+pub mod lock;
 pub mod manifest;
 pub mod parquet_file;
 pub mod repair;
@@ -77,6 +79,7 @@ use crate::index::EventIndex;
 use compaction::Compaction;
 pub use compaction::{CompactionConfig, CompactionFailpoint, CompactionStep, EmbeddedCompactor};
 use intern::Interner;
+pub use lock::{DataDirLock, LockError};
 use manifest::{Manifest, ParquetEntry};
 pub use repair::{RepairReport, repair};
 use wal::ScanEnd;
@@ -135,12 +138,9 @@ impl Default for EmbeddedConfig {
 /// Why the store could not open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error(
-        "the data dir {} is in use by another AllSource process; stop it or choose another \
-         storage.data_dir",
-        dir.display()
-    )]
-    Locked { dir: PathBuf },
+    /// The data dir is in use by another process, or cannot be locked.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     #[error(
         "the WAL segment {} is corrupt at byte {offset} ({detail}). Nothing was changed. Back up \
          {}, then run `allsource repair --data-dir {}`: it cuts the WAL at that record and keeps \
@@ -153,7 +153,9 @@ pub enum OpenError {
         detail: String,
         data_dir: PathBuf,
     },
-    #[error("{0:#}")]
+    /// Anything else (I/O with the file it concerns). Transparent, so that a chain printer
+    /// (`{:#}`) prints each cause once.
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
@@ -231,16 +233,7 @@ impl EmbeddedStore {
         for dir in [wal_dir(&data_dir), parquet_dir(&data_dir)] {
             fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(data_dir.join("LOCK"))
-            .context("cannot open the LOCK file")?;
-        if lock.try_lock().is_err() {
-            return Err(OpenError::Locked { dir: data_dir });
-        }
-        let lock = Arc::new(lock);
+        let lock = Arc::new(DataDirLock::acquire(&data_dir)?);
 
         let counters = Arc::new(Counters::default());
         let index = Arc::new(EventIndex::new());
@@ -518,7 +511,7 @@ struct Writer {
     /// Set when the writer exits (stops the periodic syncer).
     done: Arc<AtomicBool>,
     /// Keeps the data dir locked while the writer runs.
-    _lock: Arc<File>,
+    _lock: Arc<DataDirLock>,
 }
 
 impl Drop for Writer {
@@ -765,14 +758,19 @@ struct Sealer {
     /// Held while a segment is sealed, so compaction never swaps the manifest meanwhile.
     manifest: Arc<Mutex<Manifest>>,
     counters: Arc<Counters>,
-    _lock: Arc<File>,
+    _lock: Arc<DataDirLock>,
 }
 
 impl Sealer {
     fn run(self, segments: std::sync::mpsc::Receiver<PathBuf>) {
         while let Ok(segment) = segments.recv() {
             let wal_bytes = fs::metadata(&segment).map_or(0, |m| m.len());
-            let sealed = seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None);
+            // A panic while sealing is reported like a failure, and the thread goes on with
+            // the next segment: sealing never silently stops.
+            let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None)
+            }))
+            .unwrap_or_else(|_| Err(anyhow!("sealing panicked")));
             match sealed {
                 Ok(entry) => {
                     // The Parquet counters move first: whoever sees the WAL segment count drop

@@ -3,6 +3,9 @@
 //! file `<segment>.corrupt-<unix time>`; later segments are renamed the same way (their events
 //! follow the lost ones, so keeping them would leave gaps in streams). The events before the
 //! corruption are kept as they are.
+//!
+//! Repair holds the data dir's [`DataDirLock`] while it works, so it refuses to run while a
+//! server (or another command) uses the directory, and no server can open it meanwhile.
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -12,6 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::intern::Interner;
+use super::lock::{DataDirLock, LockError};
 use super::wal::{self, ScanEnd};
 use super::{list_segments, sync_dir, wal_dir};
 
@@ -44,15 +48,25 @@ impl fmt::Display for RepairReport {
     }
 }
 
-/// Repairs the WAL of `data_dir`. Run it with the server stopped.
+/// Repairs the WAL of `data_dir`. Refused while a server uses the directory.
 ///
 /// # Errors
-/// I/O failures (nothing is half-done: each step is a copy before a cut).
+/// The data dir in use (nothing is changed), I/O failures (nothing is half-done: each step is
+/// a copy before a cut).
 pub fn repair(data_dir: &Path) -> anyhow::Result<RepairReport> {
     let mut report = RepairReport::default();
     if !wal_dir(data_dir).exists() {
         anyhow::bail!("{} holds no WAL (is it a data dir?)", data_dir.display());
     }
+    let _lock = match DataDirLock::acquire(data_dir) {
+        Ok(lock) => lock,
+        Err(LockError::InUse { .. }) => anyhow::bail!(
+            "the data dir {} is in use by a running AllSource process: stop the server before \
+             repairing (nothing was changed)",
+            data_dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -66,17 +80,22 @@ pub fn repair(data_dir: &Path) -> anyhow::Result<RepairReport> {
             ScanEnd::TornTail { offset } | ScanEnd::Corrupt { offset, .. } => offset,
         };
         let side = side_path(path, stamp);
-        let mut out = fs::File::create(&side)?;
-        out.write_all(&bytes[offset..])?;
-        out.sync_all()?;
-        let file = OpenOptions::new().write(true).open(path)?;
-        if offset < wal::HEADER_LEN {
-            file.set_len(0)?;
-            (&file).write_all(&wal::header())?;
-        } else {
-            file.set_len(offset as u64)?;
-        }
-        file.sync_all()?;
+        let mut out =
+            fs::File::create(&side).with_context(|| format!("cannot create {}", side.display()))?;
+        out.write_all(&bytes[offset..])
+            .and_then(|()| out.sync_all())
+            .with_context(|| format!("cannot write {}", side.display()))?;
+        let cut = || -> std::io::Result<()> {
+            let file = OpenOptions::new().write(true).open(path)?;
+            if offset < wal::HEADER_LEN {
+                file.set_len(0)?;
+                (&file).write_all(&wal::header())?;
+            } else {
+                file.set_len(offset as u64)?;
+            }
+            file.sync_all()
+        };
+        cut().with_context(|| format!("cannot cut {}", path.display()))?;
         report.cut_bytes += (bytes.len() - offset) as u64;
         report.set_aside.push(side);
         cut_from = Some(i + 1);
@@ -86,10 +105,12 @@ pub fn repair(data_dir: &Path) -> anyhow::Result<RepairReport> {
         for (_, path) in &segments[first_later..] {
             let side = side_path(path, stamp);
             report.cut_bytes += fs::metadata(path).map_or(0, |m| m.len());
-            fs::rename(path, &side)?;
+            fs::rename(path, &side)
+                .with_context(|| format!("cannot move {} to {}", path.display(), side.display()))?;
             report.set_aside.push(side);
         }
-        sync_dir(&wal_dir(data_dir))?;
+        sync_dir(&wal_dir(data_dir))
+            .with_context(|| format!("cannot sync {}", wal_dir(data_dir).display()))?;
     }
     Ok(report)
 }
@@ -98,4 +119,23 @@ fn side_path(path: &Path, stamp: u64) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".corrupt-{stamp}"));
     path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_while_the_data_dir_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(wal_dir(dir.path())).unwrap();
+        let held = DataDirLock::acquire(dir.path()).unwrap();
+        let err = repair(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("in use by a running AllSource process") && err.contains("nothing"),
+            "{err}"
+        );
+        drop(held);
+        assert!(repair(dir.path()).unwrap().set_aside.is_empty());
+    }
 }
