@@ -18,6 +18,7 @@ use allsource_application::projections::{
 };
 use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
+use allsource_application::use_cases::{Admission, Compaction, Health};
 use allsource_application::use_cases::{
     AppendEvents, AppendLimits, AuditTrail, Policies, ReadEvents, SchemaRegistry, SchemaSettings,
     SnapshotArchive, SnapshotPolicy, SnapshotTrigger, Snapshots, Tenants,
@@ -36,7 +37,6 @@ use allsource_infrastructure::{
     JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
     SystemClock,
 };
-use allsource_application::use_cases::{Admission, Compaction, Health};
 use allsource_presentation::{AppState, AuthMode, HttpLimits};
 use anyhow::Context;
 use tokio::net::TcpListener;

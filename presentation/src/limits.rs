@@ -128,7 +128,10 @@ mod tests {
 
     fn app() -> Router {
         Router::new()
-            .route("/timeout", get(|| async { bare(StatusCode::REQUEST_TIMEOUT) }))
+            .route(
+                "/timeout",
+                get(|| async { bare(StatusCode::REQUEST_TIMEOUT) }),
+            )
             .route("/gone", get(|| async { bare(StatusCode::BAD_GATEWAY) }))
             .route(
                 "/text",
@@ -139,7 +142,9 @@ mod tests {
             .layer(axum::middleware::from_fn(problem_for_bare_errors))
     }
 
-    async fn call(request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    async fn call(
+        request: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
         let response = app().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -203,6 +208,10 @@ mod tests {
             );
         }
         let (status, _, body) = call(request).await;
-        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "{body}");
+        assert_eq!(
+            status,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "{body}"
+        );
     }
 }

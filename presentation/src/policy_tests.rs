@@ -110,7 +110,9 @@ fn authenticated_app() -> (Router, Recorded) {
             projections,
             replays,
             identity: None,
-            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                NoCompaction::new("memory"),
+            )),
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
             schemas: crate::tests::no_schemas(),

@@ -114,8 +114,8 @@ pub struct Route {
 impl Route {
     /// A route with the defaults the module docs describe.
     pub const fn new(verb: Verb, path: &'static str, access: Access) -> Self {
-        let query = matches!(verb, Verb::Get)
-            && matches!(access, Access::Requires(Permission::Read));
+        let query =
+            matches!(verb, Verb::Get) && matches!(access, Access::Requires(Permission::Read));
         Self {
             verb,
             path,

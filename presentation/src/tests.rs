@@ -91,7 +91,9 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             schemas: no_schemas(),
             identity: None,
             snapshots: snapshots_with(store, untouched_state()),
-            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                NoCompaction::new("memory"),
+            )),
             audit: quiet_audit(),
             policies: no_policies(),
             admission: allsource_application::use_cases::Admission::off(),
@@ -1665,7 +1667,9 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             identity: None,
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
-            compaction: allsource_application::use_cases::Compaction::new(Arc::new(NoCompaction::new("memory"))),
+            compaction: allsource_application::use_cases::Compaction::new(Arc::new(
+                NoCompaction::new("memory"),
+            )),
             audit: quiet_audit(),
             policies: no_policies(),
         }),
@@ -1873,7 +1877,12 @@ async fn the_router_serves_every_declared_route_and_each_refuses_unknown_query_p
         // routes without parameters in the request layer, the others by their `Params`.
         let reply = send(app.clone(), request_for(route, "?bogus=1")).await;
         let what = format!("{} {}", route.verb.as_str(), route.path);
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.body
+        );
         let fields = reply.fields();
         assert_eq!(fields.len(), 1, "{what}: {}", reply.body);
         assert_eq!(fields[0].0, "bogus", "{what}: {}", reply.body);
@@ -1915,16 +1924,25 @@ fn route_declarations_carry_their_defaults_and_properties() {
     };
     // Reads that need `read` count as queries; health probes are never limited.
     assert_eq!(find("GET", "/api/v1/stats").admission, RequestKind::Query);
-    assert_eq!(find("POST", "/api/v1/events").admission, RequestKind::Limited);
+    assert_eq!(
+        find("POST", "/api/v1/events").admission,
+        RequestKind::Limited
+    );
     assert_eq!(find("GET", "/health").admission, RequestKind::Unlimited);
-    assert_eq!(find("GET", "/health/ready").admission, RequestKind::Unlimited);
+    assert_eq!(
+        find("GET", "/health/ready").admission,
+        RequestKind::Unlimited
+    );
     assert_eq!(
         find("GET", "/api/v1/tenants").admission,
         RequestKind::Limited,
         "manage_tenants reads are not queries"
     );
     // Public routes and the policy routes are not subject to policies.
-    assert_eq!(find("POST", "/api/v1/auth/login").policies, PolicyScope::Exempt);
+    assert_eq!(
+        find("POST", "/api/v1/auth/login").policies,
+        PolicyScope::Exempt
+    );
     for (verb, path) in [
         ("GET", "/api/v1/policies"),
         ("POST", "/api/v1/policies"),
@@ -1933,16 +1951,26 @@ fn route_declarations_carry_their_defaults_and_properties() {
         ("PUT", "/api/v1/policies/{id}"),
         ("DELETE", "/api/v1/policies/{id}"),
     ] {
-        assert_eq!(find(verb, path).policies, PolicyScope::Exempt, "{verb} {path}");
+        assert_eq!(
+            find(verb, path).policies,
+            PolicyScope::Exempt,
+            "{verb} {path}"
+        );
     }
-    assert_eq!(find("DELETE", "/api/v1/tenants/{id}").policies, PolicyScope::Enforced);
+    assert_eq!(
+        find("DELETE", "/api/v1/tenants/{id}").policies,
+        PolicyScope::Enforced
+    );
     // Record counts of the append routes.
     assert_eq!(find("POST", "/api/v1/events").records, RecordCount::One);
     assert_eq!(
         find("POST", "/api/v1/events/batch").records,
         RecordCount::EventsInBody
     );
-    assert_eq!(find("GET", "/api/v1/events/query").records, RecordCount::FromLimit);
+    assert_eq!(
+        find("GET", "/api/v1/events/query").records,
+        RecordCount::FromLimit
+    );
     // Exactly the routes that parse parameters take a query string.
     let with_query: Vec<_> = routes
         .iter()

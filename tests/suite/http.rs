@@ -739,11 +739,18 @@ async fn every_route_refuses_unknown_query_parameters_naming_them() {
         let path: String = route
             .path
             .split('/')
-            .map(|seg| if seg.starts_with('{') { "no-such-thing" } else { seg })
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "no-such-thing"
+                } else {
+                    seg
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
         let method = reqwest::Method::from_bytes(route.verb.as_str().as_bytes()).unwrap();
-        let body = matches!(method, reqwest::Method::POST | reqwest::Method::PUT).then(|| json!({}));
+        let body =
+            matches!(method, reqwest::Method::POST | reqwest::Method::PUT).then(|| json!({}));
         let reply = server
             .call(method, &format!("{path}?bogus=1"), None, body.as_ref())
             .await;

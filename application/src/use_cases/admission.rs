@@ -384,9 +384,11 @@ mod tests {
     #[tokio::test]
     async fn an_inactive_tenant_is_refused_before_any_bucket() {
         let mut tenants = MockTenantLimits::new();
-        tenants
-            .expect_active_rate_limit()
-            .returning(|_| Err(GateError::TenantInactive("tenant 'acme' is deactivated".into())));
+        tenants.expect_active_rate_limit().returning(|_| {
+            Err(GateError::TenantInactive(
+                "tenant 'acme' is deactivated".into(),
+            ))
+        });
         let mut limiter = MockRateLimiter::new();
         limiter.expect_check().never();
         let refused = admission(tenants, MockQuotaGate::new(), limiter)
@@ -470,7 +472,11 @@ mod tests {
         tenants.expect_active_rate_limit().never();
         let admission = admission(tenants, MockQuotaGate::new(), limiter);
         let known = admission
-            .admit(None, Some("10.0.0.7".parse().unwrap()), RequestKind::Limited)
+            .admit(
+                None,
+                Some("10.0.0.7".parse().unwrap()),
+                RequestKind::Limited,
+            )
             .await
             .unwrap();
         assert_eq!(known.rate, Some(decision(true, 1)));

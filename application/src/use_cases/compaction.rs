@@ -36,7 +36,10 @@ impl Compaction {
     ///
     /// # Errors
     /// `Forbidden` without `admin`; the compactor's errors.
-    pub async fn trigger(&self, caller: &Caller) -> Result<CompactionReport, CompactionRequestError> {
+    pub async fn trigger(
+        &self,
+        caller: &Caller,
+    ) -> Result<CompactionReport, CompactionRequestError> {
         Self::allowed(caller)?;
         let report = self.compactor.trigger().await?;
         tracing::info!(

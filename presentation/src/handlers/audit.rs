@@ -12,20 +12,20 @@
 
 use allsource_application::ports::AuditRecord;
 use allsource_application::use_cases::{AuditQueryError, AuditQueryInput};
-use axum::extract::State;
-use axum::response::{IntoResponse, Response};
 use allsource_domain::Permission::Admin;
 use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::Params;
+use crate::routes::{Route, Routes};
 
 /// The audit routes, merged into the router.
 pub fn routes() -> Routes {

@@ -16,12 +16,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::{Authenticated, Public, Requires};
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::Routes;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::routes::Routes;
 
 /// The identity routes, with the access each needs.
 pub fn routes() -> Routes {
@@ -237,9 +237,7 @@ pub async fn refresh(
 }
 
 /// `GET /api/v1/auth/me` → who the credential stands for.
-pub async fn me(
-    CallerExtractor(caller): CallerExtractor,
-) -> Json<MeResponse> {
+pub async fn me(CallerExtractor(caller): CallerExtractor) -> Json<MeResponse> {
     Json(MeResponse::from(Identity::me(&caller)))
 }
 

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::routes::Routes;
@@ -209,7 +209,7 @@ mod tests {
                 auth: crate::AuthMode::Disabled,
                 identity: None,
                 admission: allsource_application::use_cases::Admission::off(),
-            tenants: None,
+                tenants: None,
                 compaction: allsource_application::use_cases::Compaction::new(compaction),
                 schemas: crate::tests::no_schemas(),
                 audit: crate::tests::quiet_audit(),

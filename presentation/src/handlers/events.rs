@@ -26,8 +26,7 @@ pub fn routes() -> Routes {
             append_one,
         )
         .add(
-            Route::post("/api/v1/events/batch", Requires(Write))
-                .records(RecordCount::EventsInBody),
+            Route::post("/api/v1/events/batch", Requires(Write)).records(RecordCount::EventsInBody),
             append_batch,
         )
         .add(

@@ -19,21 +19,21 @@
 use std::collections::BTreeMap;
 
 use allsource_application::use_cases::{ConditionInput, PolicyError, PolicyInput};
+use allsource_domain::Permission::Admin;
 use allsource_domain::policy::{self, Decision, Effect, Matched, Policy};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use allsource_domain::Permission::Admin;
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
-use crate::routes::{Route, Routes};
+use crate::auth::CallerExtractor;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::routes::{Route, Routes};
 
 /// The policy routes, merged into the router.
 pub fn routes() -> Routes {
@@ -41,12 +41,18 @@ pub fn routes() -> Routes {
     let route = |route: Route| route.exempt_from_policies();
     Routes::new()
         .add(route(Route::get("/api/v1/policies", Requires(Admin))), list)
-        .add(route(Route::post("/api/v1/policies", Requires(Admin))), create)
+        .add(
+            route(Route::post("/api/v1/policies", Requires(Admin))),
+            create,
+        )
         .add(
             route(Route::post("/api/v1/policies/evaluate", Requires(Admin))),
             evaluate,
         )
-        .add(route(Route::get("/api/v1/policies/{id}", Requires(Admin))), one)
+        .add(
+            route(Route::get("/api/v1/policies/{id}", Requires(Admin))),
+            one,
+        )
         .add(
             route(Route::put("/api/v1/policies/{id}", Requires(Admin))),
             replace,

@@ -7,24 +7,24 @@
 use allsource_application::projections::{
     KeyView, ProjectionError, ProjectionView, ReplayInput, StateInput, StatePage,
 };
+use allsource_domain::Permission::{ManagePipelines, Read};
 use allsource_domain::projection::ProjectionSpec;
+use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use allsource_domain::Permission::{ManagePipelines, Read};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::replay::job_json;
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
+use crate::routes::{Route, Routes};
 
 /// The projection routes, with the access each needs.
 pub fn routes() -> Routes {
@@ -32,7 +32,11 @@ pub fn routes() -> Routes {
         .get("/api/v1/projections", Requires(Read), list)
         .post("/api/v1/projections", Requires(ManagePipelines), create)
         .get("/api/v1/projections/{name}", Requires(Read), one)
-        .delete("/api/v1/projections/{name}", Requires(ManagePipelines), delete)
+        .delete(
+            "/api/v1/projections/{name}",
+            Requires(ManagePipelines),
+            delete,
+        )
         .add(
             Route::get("/api/v1/projections/{name}/state", Requires(Read)).with_query(),
             state,

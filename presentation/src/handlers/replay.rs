@@ -5,21 +5,21 @@
 //! a completed job's effect (the swapped-in state) is durable.
 
 use allsource_application::projections::{ReplayError, ReplayInput, ReplayView};
+use allsource_domain::Permission::{ManagePipelines, Read};
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use allsource_domain::Permission::{ManagePipelines, Read};
-use axum::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::Routes;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::routes::Routes;
 
 /// The replay routes, with the access each needs.
 pub fn routes() -> Routes {
@@ -28,7 +28,11 @@ pub fn routes() -> Routes {
         .post("/api/v1/replay", Requires(ManagePipelines), start)
         .get("/api/v1/replay/{id}", Requires(Read), one)
         .delete("/api/v1/replay/{id}", Requires(ManagePipelines), delete)
-        .post("/api/v1/replay/{id}/cancel", Requires(ManagePipelines), cancel)
+        .post(
+            "/api/v1/replay/{id}/cancel",
+            Requires(ManagePipelines),
+            cancel,
+        )
 }
 
 impl From<ReplayError> for ApiError {

@@ -18,20 +18,20 @@
 use allsource_application::use_cases::{
     ConfigureSubjectInput, RegisterSchemaInput, SchemaError, SchemaView, ValidateInput,
 };
+use allsource_domain::Permission::{ManageSchemas, Read};
+use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use allsource_domain::Permission::{ManageSchemas, Read};
-use axum::Json;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
-use crate::routes::{Route, Routes};
+use crate::auth::CallerExtractor;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
+use crate::routes::{Route, Routes};
 
 /// The registry's routes, merged into the router.
 pub fn routes() -> Routes {
@@ -43,7 +43,11 @@ pub fn routes() -> Routes {
             Route::get("/api/v1/schemas/{subject}", Requires(Read)).with_query(),
             schema,
         )
-        .get("/api/v1/schemas/{subject}/versions", Requires(Read), versions)
+        .get(
+            "/api/v1/schemas/{subject}/versions",
+            Requires(Read),
+            versions,
+        )
         .put(
             "/api/v1/schemas/{subject}/compatibility",
             Requires(ManageSchemas),

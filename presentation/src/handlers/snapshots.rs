@@ -5,21 +5,21 @@
 use allsource_application::use_cases::{
     CreateSnapshotInput, ListSnapshotsInput, Snapshot, SnapshotError, SnapshotPage,
 };
+use allsource_domain::Permission::{Read, Write};
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use allsource_domain::Permission::{Read, Write};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::{Route, Routes};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
+use crate::routes::{Route, Routes};
 
 /// The snapshot routes, with the access each needs.
 pub fn routes() -> Routes {
@@ -29,7 +29,11 @@ pub fn routes() -> Routes {
             Route::get("/api/v1/snapshots", Requires(Read)).with_query(),
             list,
         )
-        .get("/api/v1/snapshots/{entity_id}/latest", Requires(Read), latest)
+        .get(
+            "/api/v1/snapshots/{entity_id}/latest",
+            Requires(Read),
+            latest,
+        )
 }
 
 /// Body of `POST /api/v1/snapshots`.

@@ -13,8 +13,8 @@
 use allsource_application::use_cases::{
     CreateTenantInput, TenantError, TenantStats, Tenants, UpdateTenantInput, quota_limit,
 };
-use allsource_domain::{QuotaOverrides, Quotas, Tenant};
 use allsource_domain::Permission::{ManageTenants, Read};
+use allsource_domain::{QuotaOverrides, Quotas, Tenant};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -23,12 +23,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::AppState;
-use crate::auth::CallerExtractor;
 use crate::access::Access::Requires;
+use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
-use crate::routes::Routes;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::routes::Routes;
 
 /// The tenant routes, merged into the router by `router()`.
 pub fn routes() -> Routes {
@@ -39,9 +39,21 @@ pub fn routes() -> Routes {
         .put("/api/v1/tenants/{id}", Requires(ManageTenants), update)
         .delete("/api/v1/tenants/{id}", Requires(ManageTenants), delete)
         .get("/api/v1/tenants/{id}/stats", Requires(Read), stats)
-        .get("/api/v1/tenants/{id}/quotas", Requires(ManageTenants), quotas)
-        .put("/api/v1/tenants/{id}/quotas", Requires(ManageTenants), set_quotas)
-        .post("/api/v1/tenants/{id}/activate", Requires(ManageTenants), activate)
+        .get(
+            "/api/v1/tenants/{id}/quotas",
+            Requires(ManageTenants),
+            quotas,
+        )
+        .put(
+            "/api/v1/tenants/{id}/quotas",
+            Requires(ManageTenants),
+            set_quotas,
+        )
+        .post(
+            "/api/v1/tenants/{id}/activate",
+            Requires(ManageTenants),
+            activate,
+        )
         .post(
             "/api/v1/tenants/{id}/deactivate",
             Requires(ManageTenants),
