@@ -3,7 +3,7 @@
 //! scope from it, with no lookup by path:
 //!
 //! 1. **Authentication** ([`access::authenticate`]): the credential becomes the request's
-//!    [`Caller`] (401/403 for a bad one; public routes pass without one).
+//!    [`Caller`](allsource_application::Caller) (401/403 for a bad one; public routes pass without one).
 //! 2. **Admission** (the [`Admission`](allsource_application::use_cases::Admission) use case):
 //!    tenant status (403), rate limit (429 `rate_limited`), query quota (429
 //!    `quota_exceeded`). Every answer from here on, refusals included, carries the

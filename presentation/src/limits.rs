@@ -1,7 +1,7 @@
 //! Limits on the request head, answered as problem documents with the request id, and a
 //! problem document for any error answered without one by the layers below the router.
 //!
-//! The server ([`crate::serve`]) sets hyper's own parser limits well above these, so that the
+//! The server ([`serve`](fn@crate::serve)) sets hyper's own parser limits well above these, so that the
 //! documented limits are ours and answer like every other error:
 //!
 //! | What | Limit | Answer |
