@@ -70,7 +70,7 @@ async fn admitted(
     next: Next,
 ) -> Result<Response, Response> {
     access::authorize(state, route, caller.as_ref(), &mut request).await?;
-    if !route.takes_query {
+    if !route.takes_query && request.uri().query().is_some() {
         parse_query::<NoParams>(request.uri().query()).map_err(IntoResponse::into_response)?;
     }
     let (request, warnings) = enforce::enforce(&state.policies, route, caller.as_ref(), request)
