@@ -511,6 +511,31 @@ struct ProblemBody<'a> {
     members: &'a Map<String, Value>,
 }
 
+impl ApiError {
+    /// The problem document, serialized.
+    pub fn body_bytes(&self) -> Vec<u8> {
+        let code = self.code;
+        let body = ProblemBody {
+            type_uri: code.type_uri(),
+            title: code.title(),
+            status: self.status().as_u16(),
+            detail: &self.detail,
+            error: code.as_str(),
+            errors: self
+                .errors
+                .iter()
+                .map(|e| FieldErrorBody {
+                    field: &e.field,
+                    message: &e.message,
+                })
+                .collect(),
+            members: &self.members,
+        };
+        // Serializing strings and numbers cannot fail; should it, the status still tells.
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // Logged here, inside the request's span, so the line carries the request id.
@@ -525,24 +550,7 @@ impl IntoResponse for ApiError {
         }
         let code = self.code;
         let status = self.status();
-        let body = ProblemBody {
-            type_uri: code.type_uri(),
-            title: code.title(),
-            status: status.as_u16(),
-            detail: &self.detail,
-            error: code.as_str(),
-            errors: self
-                .errors
-                .iter()
-                .map(|e| FieldErrorBody {
-                    field: &e.field,
-                    message: &e.message,
-                })
-                .collect(),
-            members: &self.members,
-        };
-        // Serializing strings and numbers cannot fail; should it, the status still tells.
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let bytes = self.body_bytes();
         let mut response = (status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(

@@ -3,7 +3,7 @@
 //! scope from it, with no lookup by path:
 //!
 //! 1. **Authentication** ([`access::authenticate`]): the credential becomes the request's
-//!    [`Caller`] (401/403 for a bad one; public routes pass without one).
+//!    [`Caller`](allsource_application::Caller) (401/403 for a bad one; public routes pass without one).
 //! 2. **Admission** (the [`Admission`](allsource_application::use_cases::Admission) use case):
 //!    tenant status (403), rate limit (429 `rate_limited`), query quota (429
 //!    `quota_exceeded`). Every answer from here on, refusals included, carries the
@@ -70,7 +70,7 @@ async fn admitted(
     next: Next,
 ) -> Result<Response, Response> {
     access::authorize(state, route, caller.as_ref(), &mut request).await?;
-    if !route.takes_query {
+    if !route.takes_query && request.uri().query().is_some() {
         parse_query::<NoParams>(request.uri().query()).map_err(IntoResponse::into_response)?;
     }
     let (request, warnings) = enforce::enforce(&state.policies, route, caller.as_ref(), request)

@@ -10,50 +10,59 @@
 //! # Public API
 //!
 //! ```text
-//! pub struct AppServices { pub append: AppendEvents, pub reads: ReadEvents,
-//!                          pub health: HealthInfo, pub auth: AuthMode,
-//!                          pub compaction: Arc<dyn Compactor>, pub audit: AuditTrail,
+//! pub struct AppServices { pub append: AppendEvents, pub reads: ReadEvents, pub health: Health,
+//!                          pub auth: AuthMode, pub admission: Admission,
+//!                          pub compaction: Compaction, pub audit: AuditTrail,
 //!                          pub policies: Policies, pub projections: Projections,
 //!                          pub replays: ReplayJobs, pub schemas: Arc<SchemaRegistry>,
 //!                          pub snapshots: Snapshots, pub identity: Option<Identity>,
-//!                          pub tenancy: Tenancy }
+//!                          pub tenants: Option<Tenants> }     // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
-//! pub struct HealthInfo { pub version: &'static str, pub store: Arc<dyn EventStore> }
 //! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
 //! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
+//! pub fn served_routes() -> Vec<Route>;    // what the router serves: method, path, access, ...
+//! pub async fn serve(listener: TcpListener, router: Router,
+//!                    shutdown: impl Future<Output = ()>) -> io::Result<()>;
 //! ```
 //!
 //! ```text
 //! let app = allsource_presentation::router(state, HttpLimits::default());
-//! axum::serve(listener, app).await?;
+//! allsource_presentation::serve(listener, app, shutdown_signal).await?;
 //! ```
 //!
-//! The router is complete: routes, a problem+json answer for unknown routes (404) and wrong
-//! methods (405), and these layers, outermost first:
+//! The router is complete: the routes of [`routes::api_routes`], a problem+json answer for
+//! unknown routes (404) and wrong methods (405), and these layers, outermost first:
 //! 1. `x-request-id`: kept when the client sent one, else a new UUID; copied onto the response.
 //! 2. A `tracing` span per request (`request` with `method`, `path`, `request_id`), so
 //!    everything logged while serving the request, including the cause of a 500, carries the id.
-//! 3. A panic in a handler becomes a 500 problem (logged, never shown).
-//! 4. The request body limit ([`HttpLimits::max_body_bytes`]); over it, 413 `payload_too_large`.
+//! 3. Any error answered below without a problem document becomes one ([`limits`]).
+//! 4. The request-head limits: target ≤ 8 KiB (414), headers ≤ 64 KiB and ≤ 100 lines (431).
+//! 5. A panic in a handler becomes a 500 problem (logged, never shown).
+//! 6. The request body limit ([`HttpLimits::max_body_bytes`]); over it, 413 `payload_too_large`.
+//! 7. Per route, after routing, the request layer of [`guard`]: authenticate, admission (tenant
+//!    status, rate limit, query quota), authorize, unknown query parameters, policies.
+//!
+//! # Adding a route
+//! Add it to its handler module's `routes()` with its access
+//! (`.get("/api/v1/x", Requires(Read), handler)`, or `.add(Route::get(..).with_query(), ..)`
+//! when it takes query parameters), and a test. Nothing else lists routes.
 //!
 //! # Layout
-//! - [`handlers`]: one function per route (`events`, `entities`, `compaction`, `health`,
-//!   `projections`, `replay`, `schemas`), and the fallbacks.
+//! - [`routes`]: [`Route`] (a route's declaration) and [`Routes`] (the builder each handler
+//!   module returns), [`served_routes`].
+//! - [`guard`]: the one request layer, with the route's declaration.
+//! - [`handlers`]: one function per route, each module with its `routes()`, and the fallbacks.
 //! - [`dto`]: request bodies and query parameters (unknown fields refused), response bodies
 //!   (field by field as in `API.md`).
 //! - [`error`]: [`ApiError`], the one error type of the crate, and its problem documents.
 //! - [`extract`]: extractors that fail with problem documents: JSON bodies (content type, size,
 //!   field paths of type errors), query parameters, path segments.
-//! - [`access`]: authentication and authorization route layers, and [`ROUTE_ACCESS`], the
-//!   permission every route needs.
+//! - [`access`]: [`Access`], [`AuthMode`], the authentication and authorization steps.
+//! - [`admission`]: the admission decision as headers and 403/429.
+//! - [`enforce`]: the policy step: deny → 403, rate limit → 429, warn → `X-Policy-Warning`.
 //! - [`auth`]: [`CallerExtractor`], the caller for handlers.
-//! - [`enforce`]: the policy route layer (after authorization): deny → 403, rate limit → 429,
-//!   warn → `X-Policy-Warning`.
-//! - [`handlers::audit`], [`handlers::policies`]: `GET /api/v1/audit`, `/api/v1/policies` CRUD
-//!   and the dry-run `POST /api/v1/policies/evaluate`.
-//! - [`tenancy`]: the route layer between authentication and authorization that refuses
-//!   deactivated tenants, rate-limits (`X-RateLimit-*`, 429 with `Retry-After`) and counts
-//!   queries against the tenant's quota; [`Tenancy`], what it needs.
+//! - [`limits`]: the request-head limits and problem documents for bare errors.
+//! - [`serve`](mod@serve): the server loop (hyper's own limits above ours, graceful shutdown).
 #![forbid(unsafe_code)]
 
 pub mod access;

@@ -1,7 +1,7 @@
 //! Limits on the request head, answered as problem documents with the request id, and a
 //! problem document for any error answered without one by the layers below the router.
 //!
-//! The server ([`crate::serve`]) sets hyper's own parser limits well above these, so that the
+//! The server ([`serve`](fn@crate::serve)) sets hyper's own parser limits well above these, so that the
 //! documented limits are ours and answer like every other error:
 //!
 //! | What | Limit | Answer |
@@ -12,9 +12,11 @@
 //!
 //! Beyond hyper's own limits ([`crate::serve::MAX_HEAD_BUFFER_BYTES`] for the whole head,
 //! [`crate::serve::MAX_HEADER_LINES`] header lines, and its fixed 65,534 bytes for the request
-//! target) and for a request head that does not parse as HTTP/1.1 at all, hyper answers
-//! itself (400, 414 or 431 without a body and without `x-request-id`) and closes the
-//! connection: no request exists yet for any layer to see.
+//! target) and for a request head that does not parse as HTTP/1.1, hyper answers itself (400,
+//! 414 or 431) before any request exists; [`crate::serve::ParserAnswers`] turns those answers
+//! into problem documents with a fresh `x-request-id` too. Not covered: when a client goes on
+//! sending a head over 1 MiB after that answer, the server closes a socket with unread data,
+//! and the client's TCP stack may discard the answer on the reset that follows.
 
 use axum::body::Body;
 use axum::extract::Request;

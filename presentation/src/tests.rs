@@ -1848,3 +1848,157 @@ async fn snapshot_store_unavailable_is_503() {
     );
     assert_eq!(reply.body["error"], "unavailable");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The route table
+
+/// A request of `route`'s method to a path of its pattern (parameters filled in).
+fn request_for(route: &crate::Route, query: &str) -> Request<Body> {
+    let path: String = route
+        .path
+        .split('/')
+        .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+        .collect::<Vec<_>>()
+        .join("/");
+    Request::builder()
+        .method(route.verb.method())
+        .uri(format!("{path}{query}"))
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_router_serves_every_declared_route_and_each_refuses_unknown_query_parameters() {
+    let app = app(untouched());
+    let routes = crate::served_routes();
+    for route in &routes {
+        // Refused before any handler runs (the store is untouched), naming the parameter:
+        // routes without parameters in the request layer, the others by their `Params`.
+        let reply = send(app.clone(), request_for(route, "?bogus=1")).await;
+        let what = format!("{} {}", route.verb.as_str(), route.path);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{what}: {}",
+            reply.body
+        );
+        let fields = reply.fields();
+        assert_eq!(fields.len(), 1, "{what}: {}", reply.body);
+        assert_eq!(fields[0].0, "bogus", "{what}: {}", reply.body);
+        assert!(fields[0].1.contains("bogus"), "{what}: {}", reply.body);
+    }
+    // Nothing else is served: a method no route declares for a path is 405.
+    for route in &routes {
+        let undeclared = [
+            crate::routes::Verb::Get,
+            crate::routes::Verb::Post,
+            crate::routes::Verb::Put,
+            crate::routes::Verb::Delete,
+        ]
+        .into_iter()
+        .find(|v| !routes.iter().any(|r| r.path == route.path && r.verb == *v));
+        let Some(verb) = undeclared else { continue };
+        let other = crate::Route::new(verb, route.path, route.access);
+        let reply = send(app.clone(), request_for(&other, "")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            verb.as_str(),
+            route.path
+        );
+    }
+}
+
+#[test]
+fn route_declarations_carry_their_defaults_and_properties() {
+    use crate::routes::{PolicyScope, RecordCount};
+    use allsource_application::use_cases::RequestKind;
+    let routes = crate::served_routes();
+    let find = |verb: &str, path: &str| {
+        *routes
+            .iter()
+            .find(|r| r.verb.as_str() == verb && r.path == path)
+            .unwrap_or_else(|| panic!("{verb} {path} is served"))
+    };
+    // Reads that need `read` count as queries; health probes are never limited.
+    assert_eq!(find("GET", "/api/v1/stats").admission, RequestKind::Query);
+    assert_eq!(
+        find("POST", "/api/v1/events").admission,
+        RequestKind::Limited
+    );
+    assert_eq!(find("GET", "/health").admission, RequestKind::Unlimited);
+    assert_eq!(
+        find("GET", "/health/ready").admission,
+        RequestKind::Unlimited
+    );
+    assert_eq!(
+        find("GET", "/api/v1/tenants").admission,
+        RequestKind::Limited,
+        "manage_tenants reads are not queries"
+    );
+    // Public routes and the policy routes are not subject to policies.
+    assert_eq!(
+        find("POST", "/api/v1/auth/login").policies,
+        PolicyScope::Exempt
+    );
+    for (verb, path) in [
+        ("GET", "/api/v1/policies"),
+        ("POST", "/api/v1/policies"),
+        ("POST", "/api/v1/policies/evaluate"),
+        ("GET", "/api/v1/policies/{id}"),
+        ("PUT", "/api/v1/policies/{id}"),
+        ("DELETE", "/api/v1/policies/{id}"),
+    ] {
+        assert_eq!(
+            find(verb, path).policies,
+            PolicyScope::Exempt,
+            "{verb} {path}"
+        );
+    }
+    assert_eq!(
+        find("DELETE", "/api/v1/tenants/{id}").policies,
+        PolicyScope::Enforced
+    );
+    // Record counts of the append routes.
+    assert_eq!(find("POST", "/api/v1/events").records, RecordCount::One);
+    assert_eq!(
+        find("POST", "/api/v1/events/batch").records,
+        RecordCount::EventsInBody
+    );
+    assert_eq!(
+        find("GET", "/api/v1/events/query").records,
+        RecordCount::FromLimit
+    );
+    // Exactly the routes that parse parameters take a query string.
+    let with_query: Vec<_> = routes
+        .iter()
+        .filter(|r| r.takes_query)
+        .map(|r| format!("{} {}", r.verb.as_str(), r.path))
+        .collect();
+    assert_eq!(
+        with_query,
+        [
+            "GET /api/v1/events/query",
+            "GET /api/v1/entities",
+            "GET /api/v1/entities/{entity_id}/events",
+            "GET /api/v1/entities/{entity_id}/state",
+            "GET /api/v1/schemas/{subject}",
+            "GET /api/v1/snapshots",
+            "GET /api/v1/audit",
+            "GET /api/v1/projections/{name}/state",
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "GET /api/v1/stats is declared twice")]
+fn a_route_declared_twice_cannot_be_built() {
+    use crate::access::Access;
+    use allsource_domain::Permission;
+    async fn h() {}
+    let _ = crate::Routes::new()
+        .get("/api/v1/stats", Access::Requires(Permission::Read), h)
+        .merge(crate::Routes::new().get("/api/v1/stats", Access::Public, h));
+}
