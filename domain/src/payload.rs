@@ -87,15 +87,19 @@ pub fn check_json(text: &str, max_nesting: usize) -> Result<(), JsonProblem> {
 /// closing quote.
 fn skip_string(bytes: &[u8], mut at: usize) -> Result<usize, JsonProblem> {
     loop {
-        match bytes.get(at) {
+        let rest = bytes.get(at..).ok_or(JsonProblem::Malformed)?;
+        let special = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')
+            .ok_or(JsonProblem::Malformed)?;
+        at += special;
+        if bytes[at] == b'"' {
+            return Ok(at + 1);
+        }
+        match bytes.get(at + 1) {
+            Some(b'u') => at = check_unicode_escape(bytes, at)?,
+            Some(_) => at += 2,
             None => return Err(JsonProblem::Malformed),
-            Some(b'"') => return Ok(at + 1),
-            Some(b'\\') => match bytes.get(at + 1) {
-                Some(b'u') => at = check_unicode_escape(bytes, at)?,
-                Some(_) => at += 2,
-                None => return Err(JsonProblem::Malformed),
-            },
-            Some(_) => at += 1,
         }
     }
 }

@@ -72,7 +72,10 @@ fn unreadable_payloads() -> Vec<(String, &'static str)> {
         ("1e999".into(), "finite 64-bit float"),
         (r#"{"n":-1e999}"#.into(), "finite 64-bit float"),
         (r#"{"n":[1e400000000]}"#.into(), "finite 64-bit float"),
-        (format!(r#"{{"n":{}}}"#, "9".repeat(400)), "finite 64-bit float"),
+        (
+            format!(r#"{{"n":{}}}"#, "9".repeat(400)),
+            "finite 64-bit float",
+        ),
         (r#""\ud800""#.into(), "lone UTF-16 surrogate"),
         (r#"{"s":"a\udc00b"}"#.into(), "lone UTF-16 surrogate"),
         (r#"{"\ud83d":1}"#.into(), "lone UTF-16 surrogate"),
@@ -203,7 +206,11 @@ async fn payloads_at_the_limit_read_back_the_same_everywhere_and_across_a_restar
         if versions.contains(&3) && versions.contains(&4) {
             break;
         }
-        assert!(Instant::now() < deadline, "no automatic snapshot: {}", list.body);
+        assert!(
+            Instant::now() < deadline,
+            "no automatic snapshot: {}",
+            list.body
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = read_paths(&server, "deep").await;
@@ -230,7 +237,10 @@ async fn payloads_at_the_limit_read_back_the_same_everywhere_and_across_a_restar
     let server = TestServer::start_in(dir, adjust).await;
     caught_up(&server, "keep").await;
     let after = read_paths(&server, "deep").await;
-    assert_eq!(after, before, "every read path answers the same after a restart");
+    assert_eq!(
+        after, before,
+        "every read path answers the same after a restart"
+    );
     // And the restarted server takes writes.
     let reply = append(&server, event("deep", r#"{"again":1}"#, None)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);

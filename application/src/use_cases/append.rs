@@ -601,10 +601,20 @@ mod tests {
         let too_deep = deep(allsource_domain::MAX_NESTING + 1);
         let deep_metadata = format!(r#"{{"m":{}}}"#, deep(allsource_domain::MAX_NESTING));
         for (payload, metadata, field, message) in [
-            (too_deep.as_str(), None, "payload", "more than 64 levels deep"),
+            (
+                too_deep.as_str(),
+                None,
+                "payload",
+                "more than 64 levels deep",
+            ),
             ("1e999", None, "payload", "finite 64-bit float: 1e999"),
             (r#"{"n":-1e400000000}"#, None, "payload", "finite"),
-            (r#"{"s":"\ud800"}"#, None, "payload", "lone UTF-16 surrogate"),
+            (
+                r#"{"s":"\ud800"}"#,
+                None,
+                "payload",
+                "lone UTF-16 surrogate",
+            ),
             (
                 "{}",
                 Some(deep_metadata.as_str()),
@@ -653,7 +663,8 @@ mod tests {
             "[".repeat(allsource_domain::MAX_NESTING),
             "]".repeat(allsource_domain::MAX_NESTING)
         );
-        let edgy = r#"{"big":18446744073709551615,"z":-0,"max":1e308,"tiny":1e-400,"s":"\ud83d\ude00"}"#;
+        let edgy =
+            r#"{"big":18446744073709551615,"z":-0,"max":1e308,"tiny":1e-400,"s":"\ud83d\ude00"}"#;
         let sent = [deep.clone(), edgy.to_owned()];
         let expected = sent.clone();
         let mut store = MockEventStore::new();

@@ -42,10 +42,10 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use super::memory::{StateKey, StateMap};
-use super::storable_text;
 #[cfg(test)]
 use super::READABLE_NESTING;
+use super::memory::{StateKey, StateMap};
+use super::storable_text;
 
 const LOG_NAME: &str = "state.log";
 /// Where whole records whose value cannot be read are copied at start.
@@ -638,7 +638,13 @@ mod tests {
         {
             let store = FileStateStore::open(dir.path()).unwrap();
             store
-                .put(&tenant(), "snapshots", "edge", nested(READABLE_NESTING), None)
+                .put(
+                    &tenant(),
+                    "snapshots",
+                    "edge",
+                    nested(READABLE_NESTING),
+                    None,
+                )
                 .await
                 .unwrap();
             let err = store
@@ -656,7 +662,13 @@ mod tests {
                     .contains("default/snapshots/deep cannot be stored"),
                 "{err}"
             );
-            assert!(store.get(&tenant(), "snapshots", "deep").await.unwrap().is_none());
+            assert!(
+                store
+                    .get(&tenant(), "snapshots", "deep")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             store
                 .put(&tenant(), "users", "alice", json!({"n": 1}), None)
                 .await
@@ -665,7 +677,13 @@ mod tests {
         let store = FileStateStore::open(dir.path()).expect("everything written reads back");
         let edge = store.get(&tenant(), "snapshots", "edge").await.unwrap();
         assert_eq!(edge.unwrap().value, nested(READABLE_NESTING));
-        assert!(store.get(&tenant(), "users", "alice").await.unwrap().is_some());
+        assert!(
+            store
+                .get(&tenant(), "users", "alice")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert!(!dir.path().join(QUARANTINE_NAME).exists());
     }
 
@@ -700,7 +718,11 @@ mod tests {
         let t1 = store.get(&tenant(), "tenants", "t1").await.unwrap();
         assert_eq!(t1.unwrap().value, json!("after"));
         assert!(
-            store.get(&tenant(), "snapshots", "deep").await.unwrap().is_none(),
+            store
+                .get(&tenant(), "snapshots", "deep")
+                .await
+                .unwrap()
+                .is_none(),
             "an older value is not served in place of the unreadable one"
         );
         let quarantined = fs::read(dir.path().join(QUARANTINE_NAME)).unwrap();
@@ -711,7 +733,12 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        assert!(!fs::read(&path).unwrap().windows(200).any(|w| w == &deep_text.as_bytes()[..200]));
+        assert!(
+            !fs::read(&path)
+                .unwrap()
+                .windows(200)
+                .any(|w| w == &deep_text.as_bytes()[..200])
+        );
         let store = FileStateStore::open(dir.path()).unwrap();
         let deep = store.get(&tenant(), "snapshots", "deep").await.unwrap();
         assert_eq!(deep.unwrap().value, json!({"new": true}));
