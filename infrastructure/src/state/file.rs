@@ -108,8 +108,9 @@ impl FileStateStore {
             quarantined,
         } = replay(&bytes).with_context(|| {
             format!(
-                "the state log {} is corrupt: move it aside to start without derived state \
-                 (projections and snapshots rebuild from events)",
+                "the state log {} is corrupt: besides projections and snapshots it holds \
+                 users, API keys, tenants, policies and schemas, which do not rebuild from \
+                 events; keep the file and restore the data dir from a backup",
                 path.display()
             )
         })?;
@@ -626,6 +627,10 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let err = FileStateStore::open(dir.path()).err().unwrap();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("restore the data dir from a backup"),
+            "the advice keeps users, keys and tenants: {err:#}"
+        );
     }
 
     fn nested(depth: usize) -> Value {
