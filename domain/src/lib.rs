@@ -14,6 +14,8 @@
 //!   a client asks to append.
 //! - [`expected_version`]: optimistic-concurrency expectations.
 //! - [`append`]: the pure append planner (expectations in order, idempotency by event id).
+//! - [`payload`]: what JSON an event's payload and metadata may hold (nesting, numbers,
+//!   escapes) so that every reader reads it the same.
 //! - [`state`]: the entity-state fold (top-level merge).
 //! - [`access`]: roles, permissions and the table joining them.
 //! - [`schema`]: schema-registry subjects, compatibility modes and the compatibility checker.
@@ -27,6 +29,7 @@ pub mod access;
 pub mod append;
 pub mod event;
 pub mod expected_version;
+pub mod payload;
 pub mod policy;
 pub mod projection;
 pub mod schema;
@@ -38,6 +41,7 @@ pub use access::{Permission, Role};
 pub use append::{AppendContext, AppendRejection, PlannedEvent, plan_append};
 pub use event::{Event, JsonPayload, ProposedEvent, same_content};
 pub use expected_version::ExpectedVersion;
+pub use payload::{JsonProblem, MAX_NESTING, check_json, check_payload};
 pub use schema::{CompatibilityMode, Incompatibility, SchemaVersion, Subject};
 pub use state::{EntityState, apply_payload};
 pub use tenant::{QuotaOverrides, Quotas, RateLimit, Tenant, TenantName, Tier};

@@ -9,6 +9,8 @@
 //! - `process`: the real binary as a child process: crash (SIGKILL) cycles, SIGTERM, CLI;
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes);
 //! - `policies`: the policy engine and the audit log over HTTP;
+//! - `payloads`: payload safety: what some reader could not read is refused at append; what
+//!   is accepted reads back the same on every read path and across restarts;
 //! - `projections`: projections and replay over HTTP, restarts and crashes between updates;
 //! - `schemas`: the schema registry's routes and enforcement at append.
 //! - `snapshots`: manual and automatic snapshots, and state reads through them.
@@ -22,6 +24,7 @@ mod auth;
 mod compaction;
 mod contract;
 mod http;
+mod payloads;
 mod policies;
 mod postgres;
 mod process;

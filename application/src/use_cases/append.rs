@@ -1,4 +1,5 @@
-//! Appending events: validation, size limits, id assignment, duplicate ids within a batch, and
+//! Appending events: validation (payload and metadata follow the rules every reader honours,
+//! [`allsource_domain::payload`]), size limits, id assignment, duplicate ids within a batch, and
 //! the mapping of the store's verdict to errors the API reports.
 
 use std::collections::HashSet;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use allsource_domain::{
     AppendRejection, EntityId, EventId, EventType, ExpectedVersion, JsonPayload, ProposedEvent,
+    check_payload,
 };
 
 use super::params::{Errors, FieldError};
@@ -301,17 +303,21 @@ impl AppendEvents {
                 }
                 Some(raw) => errors.check_named(|| name("event_type"), EventType::parse(raw)),
             };
-            let payload = input.payload;
-            if payload.is_none() {
-                errors.push(name("payload"), "is required");
-            }
+            let payload = match input.payload {
+                None => {
+                    errors.push(name("payload"), "is required");
+                    None
+                }
+                Some(p) => readable(p, || name("payload"), &mut errors),
+            };
             let metadata = match input.metadata {
                 Some(m) if m.get() == "null" => None,
                 Some(m) if !m.get().trim_start().starts_with('{') => {
                     errors.push(name("metadata"), "must be a JSON object");
                     None
                 }
-                other => other,
+                Some(m) => readable(m, || name("metadata"), &mut errors),
+                None => None,
             };
             let expected_version = match parse_expected(input.expected_version.as_ref()) {
                 Ok(v) => Some(v),
@@ -350,6 +356,22 @@ impl AppendEvents {
             return Err(e);
         }
         Ok(events)
+    }
+}
+
+/// The JSON if every reader can read it (see [`allsource_domain::payload`]); otherwise a field
+/// error.
+fn readable(
+    json: JsonPayload,
+    field: impl FnOnce() -> String,
+    errors: &mut Errors,
+) -> Option<JsonPayload> {
+    match check_payload(json.get()) {
+        Ok(()) => Some(json),
+        Err(problem) => {
+            errors.push(field(), problem.to_string());
+            None
+        }
     }
 }
 
@@ -569,6 +591,113 @@ mod tests {
         b.metadata = Some(raw(r#"{"c":1}"#));
         use_case(store)
             .batch(&Caller::default_tenant(), vec![a, b])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn payloads_and_metadata_no_reader_could_read_are_refused_by_field() {
+        let deep = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        let too_deep = deep(allsource_domain::MAX_NESTING + 1);
+        let deep_metadata = format!(r#"{{"m":{}}}"#, deep(allsource_domain::MAX_NESTING));
+        for (payload, metadata, field, message) in [
+            (
+                too_deep.as_str(),
+                None,
+                "payload",
+                "more than 64 levels deep",
+            ),
+            ("1e999", None, "payload", "finite 64-bit float: 1e999"),
+            (r#"{"n":-1e400000000}"#, None, "payload", "finite"),
+            (
+                r#"{"s":"\ud800"}"#,
+                None,
+                "payload",
+                "lone UTF-16 surrogate",
+            ),
+            (
+                "{}",
+                Some(deep_metadata.as_str()),
+                "metadata",
+                "more than 64 levels deep",
+            ),
+            ("{}", Some(r#"{"n":1e999}"#), "metadata", "finite"),
+            ("{}", Some(r#"{"\udc00":1}"#), "metadata", "surrogate"),
+        ] {
+            let mut bad = input("b", "t");
+            bad.payload = Some(raw(payload));
+            bad.metadata = metadata.map(raw);
+            let err = use_case(never_called())
+                .batch(&Caller::default_tenant(), vec![input("a", "t"), bad])
+                .await
+                .unwrap_err();
+            let AppendError::Invalid(errors) = err else {
+                panic!("{payload}: expected invalid, got {err:?}")
+            };
+            assert_eq!(errors.len(), 1, "{payload}: {errors:?}");
+            assert_eq!(errors[0].field, format!("events[1].{field}"));
+            assert!(
+                errors[0].message.contains(message),
+                "{payload}: {}",
+                errors[0].message
+            );
+
+            let mut one = input("a", "t");
+            one.payload = Some(raw(payload));
+            one.metadata = metadata.map(raw);
+            let err = use_case(never_called())
+                .one(&Caller::default_tenant(), one)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&err, AppendError::Invalid(e) if e[0].field == field),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn payloads_at_the_edges_of_the_rules_are_stored_as_sent() {
+        let deep = format!(
+            "{}1{}",
+            "[".repeat(allsource_domain::MAX_NESTING),
+            "]".repeat(allsource_domain::MAX_NESTING)
+        );
+        let edgy =
+            r#"{"big":18446744073709551615,"z":-0,"max":1e308,"tiny":1e-400,"s":"\ud83d\ude00"}"#;
+        let sent = [deep.clone(), edgy.to_owned()];
+        let expected = sent.clone();
+        let mut store = MockEventStore::new();
+        store
+            .expect_append()
+            .withf(move |_, events| {
+                events.iter().map(|e| e.payload.get()).eq(expected.iter())
+                    && events[1].metadata.as_ref().map(|m| m.get()) == Some(edgy)
+            })
+            .returning(|_, events| {
+                Ok(events
+                    .iter()
+                    .map(|e| AppendReceipt {
+                        event_id: e.id,
+                        entity_id: e.entity_id.clone(),
+                        version: Version::new(1),
+                        position: Position::new(1),
+                        timestamp: Utc::now(),
+                        duplicate: false,
+                    })
+                    .collect())
+            });
+        let inputs = sent
+            .iter()
+            .map(|p| {
+                let mut i = input("a", "t");
+                i.payload = Some(raw(p));
+                i.metadata = Some(raw(edgy));
+                i
+            })
+            .collect();
+        use_case(store)
+            .batch(&Caller::default_tenant(), inputs)
             .await
             .unwrap();
     }

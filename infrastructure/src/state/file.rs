@@ -8,6 +8,15 @@
 //! good ones is refused as corruption. When most records are dead (overwritten or deleted) the
 //! log is rewritten with only the live entries: temp file, sync, rename, sync the directory.
 //!
+//! **Values read back.** The log is read with the JSON parser's nesting limit
+//! ([`READABLE_NESTING`](super::READABLE_NESTING)), so a write whose value nests deeper is refused with an error instead
+//! of being written: whatever is in the log can be read. A record that is whole (its checksum
+//! holds) but whose value still cannot be read, as an older version could write, is not
+//! corruption: at start it is copied to `state.log.quarantine` next to the log (same record
+//! format), reported as an error naming its tenant, namespace and key, and its key is left out
+//! (an older value of the key is not served in its place); the log is then rewritten without
+//! it. Every other entry loads as usual.
+//!
 //! **Relaxed namespaces** ([`FileStateStore::relax`]) hold state that can be rebuilt from
 //! events, such as snapshots: their records are written but not synced on their own. The next
 //! synced record covers them (one file, written in order), and so does a sync at most once a
@@ -33,9 +42,14 @@ use async_trait::async_trait;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+#[cfg(test)]
+use super::READABLE_NESTING;
 use super::memory::{StateKey, StateMap};
+use super::storable_text;
 
 const LOG_NAME: &str = "state.log";
+/// Where whole records whose value cannot be read are copied at start.
+const QUARANTINE_NAME: &str = "state.log.quarantine";
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 /// Rewrite the log when it holds this many records and at least 3× the live entries.
@@ -87,10 +101,16 @@ impl FileStateStore {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .with_context(|| format!("cannot read {}", path.display()))?;
         }
-        let (map, records, valid_len) = replay(&bytes).with_context(|| {
+        let Replayed {
+            map,
+            records,
+            valid_len,
+            quarantined,
+        } = replay(&bytes).with_context(|| {
             format!(
-                "the state log {} is corrupt: move it aside to start without derived state \
-                 (projections and snapshots rebuild from events)",
+                "the state log {} is corrupt: besides projections and snapshots it holds \
+                 users, API keys, tenants, policies and schemas, which do not rebuild from \
+                 events; keep the file and restore the data dir from a backup",
                 path.display()
             )
         })?;
@@ -108,17 +128,27 @@ impl FileStateStore {
             file.set_len(valid_len as u64)?;
             file.sync_all()?;
         }
+        let map = Arc::new(RwLock::new(map));
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            file,
+            records,
+            unsynced: false,
+            last_sync: Instant::now(),
+            syncs: 0,
+            sync_every: RELAXED_SYNC_EVERY,
+        };
+        if !quarantined.is_empty() {
+            quarantine(dir, &bytes, &quarantined)?;
+            // The records are safe aside: drop them from the log, so the next start is clean.
+            // Should the rewrite fail, the next start quarantines them again.
+            if let Err(e) = log.compact(&map) {
+                tracing::warn!(error = %e, "cannot rewrite the state log without its quarantined records");
+            }
+        }
         Ok(Self {
-            map: Arc::new(RwLock::new(map)),
-            log: Arc::new(Mutex::new(Log {
-                dir: dir.to_path_buf(),
-                file,
-                records,
-                unsynced: false,
-                last_sync: Instant::now(),
-                syncs: 0,
-                sync_every: RELAXED_SYNC_EVERY,
-            })),
+            map,
+            log: Arc::new(Mutex::new(log)),
             relaxed: Arc::from(Vec::new()),
         })
     }
@@ -248,6 +278,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Encodes a record; refuses a value the log could not read back.
 fn encode(
     op: u8,
     tenant: &str,
@@ -256,16 +287,28 @@ fn encode(
     version: u64,
     value: Option<&Value>,
 ) -> anyhow::Result<Vec<u8>> {
+    let value = value
+        .map(|v| storable_text(v, tenant, namespace, key))
+        .transpose()?
+        .unwrap_or_default();
+    encode_text(op, tenant, namespace, key, version, &value)
+}
+
+/// Frames a record around a value's JSON text as given.
+fn encode_text(
+    op: u8,
+    tenant: &str,
+    namespace: &str,
+    key: &str,
+    version: u64,
+    value: &str,
+) -> anyhow::Result<Vec<u8>> {
     let mut body = vec![op];
     put_str(&mut body, tenant)?;
     put_str(&mut body, namespace)?;
     put_str(&mut body, key)?;
     body.extend_from_slice(&version.to_le_bytes());
-    let value = value
-        .map(serde_json::to_string)
-        .transpose()?
-        .unwrap_or_default();
-    put_str(&mut body, &value)?;
+    put_str(&mut body, value)?;
     let len = u32::try_from(body.len()).context("state record too large")?;
     let mut record = Vec::with_capacity(body.len() + 8);
     record.extend_from_slice(&len.to_le_bytes());
@@ -304,6 +347,12 @@ impl<'a> Cursor<'a> {
 enum Op {
     Put(StateKey, StateEntry),
     Delete(StateKey),
+    /// A whole put whose value cannot be parsed.
+    Unreadable {
+        key: StateKey,
+        version: u64,
+        reason: String,
+    },
 }
 
 /// Parses the record at `at`: `Some((op, next offset))` if it is whole and its checksum holds.
@@ -326,18 +375,44 @@ fn record_at(bytes: &[u8], at: usize) -> Option<(Op, usize)> {
     let version = b.u64()?;
     let value = b.str()?;
     match op {
-        OP_PUT => {
-            let value = serde_json::from_str(value).ok()?;
-            Some((Op::Put(key, StateEntry { value, version }), next))
-        }
+        OP_PUT => match serde_json::from_str(value) {
+            Ok(value) => Some((Op::Put(key, StateEntry { value, version }), next)),
+            Err(e) => Some((
+                Op::Unreadable {
+                    key,
+                    version,
+                    reason: e.to_string(),
+                },
+                next,
+            )),
+        },
         OP_DELETE => Some((Op::Delete(key), next)),
         _ => None,
     }
 }
 
-/// Replays a log: the map, the number of records, and the length of the valid prefix.
-fn replay(bytes: &[u8]) -> anyhow::Result<(StateMap, usize, usize)> {
+/// A whole record whose value cannot be read.
+struct Quarantined {
+    key: StateKey,
+    version: u64,
+    reason: String,
+    /// Where the record lies in the log.
+    bytes: std::ops::Range<usize>,
+}
+
+/// What replaying a log found.
+struct Replayed {
+    map: StateMap,
+    records: usize,
+    /// Length of the valid prefix (a torn tail is cut off after it).
+    valid_len: usize,
+    quarantined: Vec<Quarantined>,
+}
+
+/// Replays a log.
+fn replay(bytes: &[u8]) -> anyhow::Result<Replayed> {
     let mut map = StateMap::default();
+    let mut quarantined = Vec::new();
     let mut at = 0;
     let mut records = 0;
     while at < bytes.len() {
@@ -348,6 +423,19 @@ fn replay(bytes: &[u8]) -> anyhow::Result<(StateMap, usize, usize)> {
                     Op::Delete(key) => {
                         map.remove(&key);
                     }
+                    Op::Unreadable {
+                        key,
+                        version,
+                        reason,
+                    } => {
+                        map.remove(&key);
+                        quarantined.push(Quarantined {
+                            key,
+                            version,
+                            reason,
+                            bytes: at..next,
+                        });
+                    }
                 }
                 records += 1;
                 at = next;
@@ -357,11 +445,47 @@ fn replay(bytes: &[u8]) -> anyhow::Result<(StateMap, usize, usize)> {
                 if (at + 1..bytes.len()).any(|later| record_at(bytes, later).is_some()) {
                     bail!("bad record at byte {at} followed by valid records");
                 }
-                return Ok((map, records, at));
+                break;
             }
         }
     }
-    Ok((map, records, at))
+    Ok(Replayed {
+        map,
+        records,
+        valid_len: at,
+        quarantined,
+    })
+}
+
+/// Appends the quarantined records to the quarantine file (synced) and reports each.
+fn quarantine(dir: &Path, log: &[u8], records: &[Quarantined]) -> anyhow::Result<()> {
+    let path = dir.join(QUARANTINE_NAME);
+    let mut out = Vec::new();
+    for record in records {
+        out.extend_from_slice(&log[record.bytes.clone()]);
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    file.write_all(&out)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    for record in records {
+        let (tenant, namespace, key) = &record.key;
+        tracing::error!(
+            tenant = %tenant,
+            namespace = %namespace,
+            key = %key,
+            version = record.version,
+            reason = %record.reason,
+            quarantine = %path.display(),
+            "a state record cannot be read back: it is moved to the quarantine file and its key \
+             is left out; every other entry is loaded"
+        );
+    }
+    Ok(())
 }
 
 fn internal(e: anyhow::Error) -> StateError {
@@ -503,6 +627,131 @@ mod tests {
         fs::write(&path, &bytes).unwrap();
         let err = FileStateStore::open(dir.path()).err().unwrap();
         assert!(format!("{err:#}").contains("corrupt"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("restore the data dir from a backup"),
+            "the advice keeps users, keys and tenants: {err:#}"
+        );
+    }
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(1), |v, _| Value::Array(vec![v]))
+    }
+
+    #[tokio::test]
+    async fn refuses_to_write_a_value_it_could_not_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FileStateStore::open(dir.path()).unwrap();
+            store
+                .put(
+                    &tenant(),
+                    "snapshots",
+                    "edge",
+                    nested(READABLE_NESTING),
+                    None,
+                )
+                .await
+                .unwrap();
+            let err = store
+                .put(
+                    &tenant(),
+                    "snapshots",
+                    "deep",
+                    nested(READABLE_NESTING + 1),
+                    None,
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("default/snapshots/deep cannot be stored"),
+                "{err}"
+            );
+            assert!(
+                store
+                    .get(&tenant(), "snapshots", "deep")
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            store
+                .put(&tenant(), "users", "alice", json!({"n": 1}), None)
+                .await
+                .unwrap();
+        }
+        let store = FileStateStore::open(dir.path()).expect("everything written reads back");
+        let edge = store.get(&tenant(), "snapshots", "edge").await.unwrap();
+        assert_eq!(edge.unwrap().value, nested(READABLE_NESTING));
+        assert!(
+            store
+                .get(&tenant(), "users", "alice")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(!dir.path().join(QUARANTINE_NAME).exists());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_quarantined_and_every_other_entry_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOG_NAME);
+        {
+            let store = FileStateStore::open(dir.path()).unwrap();
+            store
+                .put(&tenant(), "users", "alice", json!({"n": 1}), None)
+                .await
+                .unwrap();
+            store
+                .put(&tenant(), "snapshots", "deep", json!({"old": true}), None)
+                .await
+                .unwrap();
+        }
+        // What an older writer could append: a whole record the reader cannot parse.
+        let deep_text = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let bad = encode_text(OP_PUT, "default", "snapshots", "deep", 2, &deep_text).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&bad);
+        bytes.extend_from_slice(
+            &encode(OP_PUT, "default", "tenants", "t1", 1, Some(&json!("after"))).unwrap(),
+        );
+        fs::write(&path, &bytes).unwrap();
+
+        let store = FileStateStore::open(dir.path()).expect("not fatal");
+        let alice = store.get(&tenant(), "users", "alice").await.unwrap();
+        assert_eq!(alice.unwrap().value, json!({"n": 1}));
+        let t1 = store.get(&tenant(), "tenants", "t1").await.unwrap();
+        assert_eq!(t1.unwrap().value, json!("after"));
+        assert!(
+            store
+                .get(&tenant(), "snapshots", "deep")
+                .await
+                .unwrap()
+                .is_none(),
+            "an older value is not served in place of the unreadable one"
+        );
+        let quarantined = fs::read(dir.path().join(QUARANTINE_NAME)).unwrap();
+        assert_eq!(quarantined, bad, "the record is kept aside as it was");
+        // The key can be written again, and the log no longer holds the record.
+        store
+            .put(&tenant(), "snapshots", "deep", json!({"new": true}), None)
+            .await
+            .unwrap();
+        drop(store);
+        assert!(
+            !fs::read(&path)
+                .unwrap()
+                .windows(200)
+                .any(|w| w == &deep_text.as_bytes()[..200])
+        );
+        let store = FileStateStore::open(dir.path()).unwrap();
+        let deep = store.get(&tenant(), "snapshots", "deep").await.unwrap();
+        assert_eq!(deep.unwrap().value, json!({"new": true}));
+        assert_eq!(
+            fs::read(dir.path().join(QUARANTINE_NAME)).unwrap(),
+            bad,
+            "a second start finds nothing more to quarantine"
+        );
     }
 
     #[tokio::test]
