@@ -6,14 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use allsource_domain::ProposedEvent;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::engine::ProjectionEngine;
 use crate::Caller;
 use crate::ports::AppendReceipt;
-use crate::use_cases::{AppendError, AppendGuard};
+use crate::use_cases::AppendGuard;
 
 /// Starts the runner.
 pub struct ProjectionRunner {
@@ -83,21 +82,7 @@ impl ProjectionNotifier {
 
 #[async_trait::async_trait]
 impl AppendGuard for ProjectionNotifier {
-    async fn before_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        _batch: bool,
-    ) -> Result<(), AppendError> {
-        Ok(())
-    }
-
-    async fn after_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    ) {
+    async fn after_append(&self, _caller: &Caller, receipts: &[AppendReceipt], _: &[usize]) {
         if receipts.iter().any(|r| !r.duplicate) {
             self.engine.wake();
         }

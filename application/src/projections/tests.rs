@@ -707,14 +707,14 @@ async fn the_runner_is_woken_by_appends_and_stops_cleanly() {
     assert_eq!(view.status.checkpoint, 0);
     // ...a duplicate-only append does not either...
     notifier
-        .after_append(&caller(), &[], &[receipt(true)])
+        .after_append(&caller(), &[receipt(true)], &[2])
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let view = w.projections.get(&caller(), "revenue").await.unwrap();
     assert_eq!(view.status.checkpoint, 0);
     // ...an acknowledged append does.
     notifier
-        .after_append(&caller(), &[], &[receipt(false)])
+        .after_append(&caller(), &[receipt(false)], &[2])
         .await;
     let mut caught_up = false;
     for _ in 0..500 {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use allsource_domain::{
     AppendRejection, EntityId, EventId, EventType, ExpectedVersion, JsonPayload, ProposedEvent,
+    same_content,
 };
+use serde_json::value::RawValue;
 
 use super::params::{Errors, FieldError};
 use crate::Caller;
@@ -106,32 +108,81 @@ pub enum AppendError {
     Internal(anyhow::Error),
 }
 
+/// What an [`AppendGuard`] sees of one event before the append: borrowed fields and sizes,
+/// never a copy of the event.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedEvent<'a> {
+    /// The event's place in the request (fields are named `events[index].…` in a batch).
+    pub index: usize,
+    pub entity_id: &'a EntityId,
+    pub event_type: &'a EventType,
+    /// The payload, borrowed (for validators).
+    pub payload: &'a RawValue,
+    /// Payload plus metadata, serialized (what quotas count).
+    pub body_bytes: usize,
+}
+
+impl<'a> GuardedEvent<'a> {
+    /// The view of the event at `index` of a request.
+    pub fn of(index: usize, event: &'a ProposedEvent) -> Self {
+        Self {
+            index,
+            entity_id: &event.entity_id,
+            event_type: &event.event_type,
+            payload: &event.payload,
+            body_bytes: event.body_bytes(),
+        }
+    }
+
+    /// Views of every event of a request, in request order.
+    pub fn all(events: &'a [ProposedEvent]) -> Vec<Self> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Self::of(i, e))
+            .collect()
+    }
+}
+
 /// A check that runs on every append after the events are validated and before the store sees
-/// them (schema enforcement, quotas), and is told what was appended afterwards (usage counting).
-/// The use case knows nothing of what the guards check; the composition root installs them.
+/// them (schema enforcement, quotas), and is told what was appended afterwards (usage counting,
+/// snapshots, projections). The use case knows nothing of what the guards check; the
+/// composition root installs them. Both methods do nothing unless a guard says otherwise.
+///
+/// Retries: a request's events that are exact retries of stored events (same id, same content)
+/// are answered with their original receipts whatever the guards think of them now. When a
+/// guard refuses with [`AppendError::SchemaViolation`] or [`AppendError::QuotaExceeded`], the
+/// use case looks the request's client-chosen ids up in the store and asks the guards again
+/// about the new events only; a request made only of retries is not put to the guards again.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait::async_trait]
 pub trait AppendGuard: Send + Sync {
     /// Refuses the whole append by returning an error (usually `SchemaViolation` or
-    /// `QuotaExceeded`). `batch` says how to name fields: `events[i].payload` or `payload`.
+    /// `QuotaExceeded`). `events` are the events to check, in request order (retries of stored
+    /// events may be left out); `batch` says how to name fields: `events[i].payload` or
+    /// `payload`.
     ///
     /// # Errors
     /// Any [`AppendError`]; the append is not made.
-    async fn before_append(
+    async fn before_append<'a>(
         &self,
-        caller: &Caller,
-        events: &[ProposedEvent],
-        batch: bool,
-    ) -> Result<(), AppendError>;
+        _caller: &Caller,
+        _events: &[GuardedEvent<'a>],
+        _batch: bool,
+    ) -> Result<(), AppendError> {
+        Ok(())
+    }
 
     /// Called after the store acknowledged the append, with the receipts in request order
-    /// (duplicates included, marked). Must not fail the append: it has happened.
+    /// (duplicates included, marked) and, in the same order, each event's payload plus
+    /// metadata size. Must not fail the append: it has happened.
     async fn after_append(
         &self,
-        caller: &Caller,
-        events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    );
+        _caller: &Caller,
+        _receipts: &[AppendReceipt],
+        _body_bytes: &[usize],
+    ) {
+    }
 }
 
 /// The append use case.
@@ -210,14 +261,19 @@ impl AppendEvents {
             });
         }
         let at = |index: usize| batch.then_some(index);
+        // Which ids the client chose (only those can be retries of stored events).
+        let client_ids: Vec<bool> = inputs.iter().map(|i| i.id.is_some()).collect();
         let events = self.validate(inputs, batch)?;
         let expected_count = events.len();
-        for guard in &self.guards {
-            guard.before_append(caller, &events, batch).await?;
+        if !self.guards.is_empty() {
+            self.guard(caller, &events, &client_ids, batch).await?;
         }
-        // The guards need the events after the append; without guards they are moved, not
-        // cloned (the hot path).
-        let kept = (!self.guards.is_empty()).then(|| events.clone());
+        // What the guards are told afterwards: sizes, not copies of the events.
+        let body_bytes: Vec<usize> = if self.guards.is_empty() {
+            Vec::new()
+        } else {
+            events.iter().map(ProposedEvent::body_bytes).collect()
+        };
         let receipts = self
             .store
             .append(caller.tenant(), events)
@@ -251,12 +307,70 @@ impl AppendEvents {
                 expected_count
             )));
         }
-        if let Some(events) = kept {
-            for guard in &self.guards {
-                guard.after_append(caller, &events, &receipts).await;
-            }
+        for guard in &self.guards {
+            guard.after_append(caller, &receipts, &body_bytes).await;
         }
         Ok(AppendReply { receipts })
+    }
+
+    /// Runs the guards. A refusal that a retry could cause (a schema or a quota that changed
+    /// since the first attempt) is looked at again without the events that are exact retries
+    /// of stored ones: they are answered by the store with their original receipts, whatever
+    /// the guards say about them now. Costs nothing while the guards accept.
+    async fn guard(
+        &self,
+        caller: &Caller,
+        events: &[ProposedEvent],
+        client_ids: &[bool],
+        batch: bool,
+    ) -> Result<(), AppendError> {
+        let all = GuardedEvent::all(events);
+        let refusal = match self.run_guards(caller, &all, batch).await {
+            Ok(()) => return Ok(()),
+            Err(e @ (AppendError::SchemaViolation(_) | AppendError::QuotaExceeded(_))) => e,
+            Err(other) => return Err(other),
+        };
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut retries = 0usize;
+        for (view, (event, client_id)) in all.iter().zip(events.iter().zip(client_ids)) {
+            if *client_id && self.is_retry(caller, event).await {
+                retries += 1;
+            } else {
+                fresh.push(*view);
+            }
+        }
+        if retries == 0 {
+            return Err(refusal);
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.run_guards(caller, &fresh, batch).await
+    }
+
+    async fn run_guards(
+        &self,
+        caller: &Caller,
+        events: &[GuardedEvent<'_>],
+        batch: bool,
+    ) -> Result<(), AppendError> {
+        for guard in &self.guards {
+            guard.before_append(caller, events, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the event is stored already with the same content. A store that cannot answer
+    /// says no: the refusal then stands.
+    async fn is_retry(&self, caller: &Caller, event: &ProposedEvent) -> bool {
+        match self.store.get_event(caller.tenant(), event.id).await {
+            Ok(Some(stored)) => same_content(&stored, event),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look a possible retry up");
+                false
+            }
+        }
     }
 
     /// Validates every event, reporting all field errors at once; size is checked per event and

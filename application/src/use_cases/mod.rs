@@ -16,7 +16,7 @@ mod tenants;
 pub use append::MockAppendGuard;
 pub use append::{
     AppendError, AppendEventInput, AppendEvents, AppendGuard, AppendLimits, AppendReply,
-    QuotaExceeded,
+    GuardedEvent, QuotaExceeded,
 };
 pub use audit::{
     AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,

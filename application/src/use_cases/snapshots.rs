@@ -24,13 +24,13 @@
 
 use std::sync::Arc;
 
-use allsource_domain::{EntityId, EntityState, Event, Position, ProposedEvent, TenantId, Version};
+use allsource_domain::{EntityId, EntityState, Event, Position, TenantId, Version};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::append::{AppendError, AppendGuard};
+use super::append::AppendGuard;
 use super::params::{self, Errors, FieldError};
 use crate::Caller;
 use crate::ports::{
@@ -675,21 +675,7 @@ impl SnapshotTrigger {
 
 #[async_trait]
 impl AppendGuard for SnapshotTrigger {
-    async fn before_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        _batch: bool,
-    ) -> Result<(), AppendError> {
-        Ok(())
-    }
-
-    async fn after_append(
-        &self,
-        caller: &Caller,
-        _events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    ) {
+    async fn after_append(&self, caller: &Caller, receipts: &[AppendReceipt], _: &[usize]) {
         for (entity_id, version) in self.due(receipts) {
             // A dropped job only means a later read folds more events.
             let _ = self

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use allsource_domain::{EventId, EventType};
+use allsource_domain::{EventId, EventType, ProposedEvent};
 use chrono::TimeZone;
 use proptest::prelude::*;
 use serde_json::json;
@@ -554,8 +554,8 @@ async fn after_append_schedules_without_failing_even_when_dropped() {
     trigger
         .after_append(
             &caller(),
-            &[],
             &[receipt("a", 9, false), receipt("a", 10, false)],
+            &[2, 2],
         )
         .await;
 }
