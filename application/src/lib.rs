@@ -16,6 +16,8 @@
 //! - [`tenancy`]: who a request acts for ([`Caller`]).
 //! - [`auth`]: the [`Authenticate`](auth::Authenticate) trait the HTTP layer calls with a
 //!   request's credential.
+//! - `testing` (feature `mocks`): an in-memory state store and a given/when/then helper for
+//!   use-case tests; the ports' mockall mocks are behind the same feature.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -23,6 +25,8 @@ pub mod ports;
 pub mod projections;
 pub mod quota;
 pub mod tenancy;
+#[cfg(any(test, feature = "mocks"))]
+pub mod testing;
 pub mod use_cases;
 
 pub use tenancy::{Caller, Principal};

@@ -816,4 +816,204 @@ mod tests {
                 .is_ok()
         );
     }
+    fn quota_exceeded() -> AppendError {
+        AppendError::QuotaExceeded(QuotaExceeded {
+            quota: "max_events_per_day".into(),
+            limit: 1,
+            used: 1,
+            retry_after_secs: 60,
+        })
+    }
+
+    /// The stored form of `input` (as if appended earlier at version 1).
+    fn stored(id: EventId, input: &AppendEventInput) -> Arc<allsource_domain::Event> {
+        Arc::new(
+            ProposedEvent {
+                id,
+                entity_id: EntityId::parse(input.entity_id.as_deref().unwrap()).unwrap(),
+                event_type: EventType::parse(input.event_type.as_deref().unwrap()).unwrap(),
+                payload: input.payload.clone().unwrap(),
+                metadata: None,
+                expected_version: ExpectedVersion::Any,
+            }
+            .into_event(
+                allsource_domain::TenantId::default_tenant(),
+                Version::new(1),
+                Position::new(7),
+                Utc::now(),
+            ),
+        )
+    }
+
+    /// A store holding `stored`; appends answer duplicates for it and new receipts otherwise.
+    fn store_holding(stored: Arc<allsource_domain::Event>) -> MockEventStore {
+        let mut store = MockEventStore::new();
+        let held = stored.clone();
+        store
+            .expect_get_event()
+            .returning(move |_, id| Ok((id == held.id).then(|| held.clone())));
+        store.expect_append().times(1).returning(move |_, events| {
+            Ok(events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if e.id == stored.id {
+                        AppendReceipt::for_event(&stored, true)
+                    } else {
+                        AppendReceipt {
+                            event_id: e.id,
+                            entity_id: e.entity_id.clone(),
+                            version: Version::new(2),
+                            position: Position::new(8 + i as u64),
+                            timestamp: Utc::now(),
+                            duplicate: false,
+                        }
+                    }
+                })
+                .collect())
+        });
+        store
+    }
+
+    #[tokio::test]
+    async fn a_retry_refused_by_a_quota_gets_its_original_receipt() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut guard = MockAppendGuard::new();
+        // Asked once, about the whole request; not again once it is known to be a retry.
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        guard.expect_after_append().times(1).return_const(());
+        let uc = use_case(store_holding(original.clone())).with_guard(Arc::new(guard));
+        let receipt = uc.one(&Caller::default_tenant(), retry).await.unwrap();
+        assert_eq!(receipt, AppendReceipt::for_event(&original, true));
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_puts_only_its_new_events_to_the_guards_again() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut guard = MockAppendGuard::new();
+        let mut seq = mockall::Sequence::new();
+        guard
+            .expect_before_append()
+            .withf(|_, events, batch| events.len() == 2 && *batch)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| {
+                Err(AppendError::SchemaViolation(vec![FieldError::new(
+                    "events[0].payload/a",
+                    "must be a string",
+                )]))
+            });
+        guard
+            .expect_before_append()
+            .withf(|_, events, _| {
+                events.len() == 1 && events[0].index == 1 && events[0].entity_id.as_str() == "b"
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        guard
+            .expect_after_append()
+            .withf(|_, receipts, sizes| {
+                receipts.len() == 2
+                    && receipts[0].duplicate
+                    && !receipts[1].duplicate
+                    && sizes == [7, 7]
+            })
+            .times(1)
+            .return_const(());
+        let uc = use_case(store_holding(original.clone())).with_guard(Arc::new(guard));
+        let reply = uc
+            .batch(&Caller::default_tenant(), vec![retry, input("b", "t")])
+            .await
+            .unwrap();
+        assert_eq!(reply.receipts[0], AppendReceipt::for_event(&original, true));
+        assert_eq!(reply.ingested(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_whose_new_events_are_refused_appends_nothing() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut store = MockEventStore::new();
+        store
+            .expect_get_event()
+            .returning(move |_, _| Ok(Some(original.clone())));
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(2)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let err = uc
+            .batch(&Caller::default_tenant(), vec![retry, input("b", "t")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::QuotaExceeded(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_stands_for_new_ids_other_content_and_other_errors() {
+        let caller = Caller::default_tenant();
+        // An id the store does not hold, and one it holds with other content: not retries.
+        let unknown = EventId::generate();
+        let taken = EventId::generate();
+        let mut other = input("a", "t");
+        other.payload = Some(raw(r#"{"a":2}"#));
+        let held = stored(taken, &other);
+        let mut store = MockEventStore::new();
+        store
+            .expect_get_event()
+            .returning(move |_, id| Ok((id == taken).then(|| held.clone())));
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let (mut a, mut b) = (input("a", "t"), input("a", "t"));
+        a.id = Some(unknown.to_string());
+        b.id = Some(taken.to_string());
+        assert!(matches!(
+            uc.batch(&caller, vec![a, b]).await,
+            Err(AppendError::QuotaExceeded(_))
+        ));
+        // Generated ids are never looked up, and a refusal a retry cannot explain (here a
+        // deactivated tenant) is not looked into.
+        let mut store = MockEventStore::new();
+        store.expect_get_event().never();
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        assert!(uc.one(&caller, input("a", "t")).await.is_err());
+        let mut store = MockEventStore::new();
+        store.expect_get_event().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .returning(|_, _, _| Err(AppendError::Forbidden("deactivated".into())));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let mut c = input("a", "t");
+        c.id = Some(EventId::generate().to_string());
+        assert!(matches!(
+            uc.one(&caller, c).await,
+            Err(AppendError::Forbidden(_))
+        ));
+    }
 }

@@ -672,3 +672,135 @@ async fn the_guard_answers_unavailable_when_the_state_store_is() {
         Err(AppendError::Unavailable(_))
     ));
 }
+
+/// A registry over an in-memory state store holding `subjects` (name, enforced, schema).
+async fn registry_over(
+    state: Arc<crate::testing::MemoryStateStore>,
+    validator: MockSchemaValidator,
+    ttl: Duration,
+    subjects: &[(&str, bool)],
+) -> SchemaRegistry {
+    for (subject, enforce) in subjects {
+        let mut value = stored("BACKWARD", *enforce, &[json!({})]);
+        value["subject"] = json!(subject);
+        state
+            .put(&caller().tenant().clone(), SCHEMA_NAMESPACE, subject, value, None)
+            .await
+            .unwrap();
+    }
+    SchemaRegistry::new(
+        state,
+        Arc::new(validator),
+        clock(),
+        SchemaSettings {
+            cache_ttl: ttl,
+            ..SchemaSettings::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_one_reload() {
+    let state = Arc::new(crate::testing::MemoryStateStore::new());
+    let uc = Arc::new(
+        registry_over(
+            state.clone(),
+            accepting_validator(),
+            Duration::from_secs(60),
+            &[("order.placed", true)],
+        )
+        .await,
+    );
+    state.set_latency(Some(Duration::from_millis(50)));
+    let appends: Vec<_> = (0..8)
+        .map(|_| {
+            let uc = uc.clone();
+            tokio::spawn(async move {
+                let events = [event("order.placed", r#"{"amount": 1}"#)];
+                uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+                    .await
+            })
+        })
+        .collect();
+    for append in appends {
+        append.await.unwrap().unwrap();
+    }
+    assert_eq!(state.lists(), 1, "one reload served every waiting append");
+}
+
+#[tokio::test]
+async fn a_failed_reload_keeps_the_schemas_loaded_before() {
+    let state = Arc::new(crate::testing::MemoryStateStore::new());
+    let uc = registry_over(
+        state.clone(),
+        accepting_validator(),
+        Duration::ZERO,
+        &[("order.placed", true), ("order.noted", false)],
+    )
+    .await;
+    let good = [event("order.noted", "{}")];
+    let bad = [event("order.placed", r#"{"amount": "1"}"#)];
+    uc.before_append(&caller(), &GuardedEvent::all(&good), false)
+        .await
+        .unwrap();
+    state.set_unavailable(true);
+    // Events of an unenforced type keep passing, and enforced ones are still checked.
+    uc.before_append(&caller(), &GuardedEvent::all(&good), false)
+        .await
+        .unwrap();
+    assert!(matches!(
+        uc.before_append(&caller(), &GuardedEvent::all(&bad), false)
+            .await,
+        Err(AppendError::SchemaViolation(_))
+    ));
+    // A tenant never loaded on this node has nothing to fall back on.
+    let other = Caller::new(allsource_domain::TenantId::parse("other").unwrap());
+    assert!(matches!(
+        uc.before_append(&other, &GuardedEvent::all(&good), false)
+            .await,
+        Err(AppendError::Unavailable(_))
+    ));
+    state.set_unavailable(false);
+    uc.before_append(&other, &GuardedEvent::all(&good), false)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_subject_that_cannot_be_enforced_refuses_only_its_own_events() {
+    let state = Arc::new(crate::testing::MemoryStateStore::new());
+    let mut validator = MockSchemaValidator::new();
+    validator
+        .expect_compile()
+        .returning(|_| Err(vec![SchemaIssue::new("", "no longer supported")]));
+    let uc = registry_over(
+        state.clone(),
+        validator,
+        Duration::from_secs(60),
+        &[("order.placed", true)],
+    )
+    .await;
+    // An unreadable record of another subject.
+    state
+        .put(
+            &caller().tenant().clone(),
+            SCHEMA_NAMESPACE,
+            "order.garbled",
+            json!({"not": "a subject"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let others = [event("order.noted", "{}")];
+    uc.before_append(&caller(), &GuardedEvent::all(&others), true)
+        .await
+        .unwrap();
+    for broken in ["order.placed", "order.garbled"] {
+        let events = [event("order.noted", "{}"), event(broken, "{}")];
+        assert!(matches!(
+            uc.before_append(&caller(), &GuardedEvent::all(&events), true)
+                .await,
+            Err(AppendError::Internal(_))
+        ));
+    }
+}
