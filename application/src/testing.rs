@@ -83,6 +83,11 @@ impl MemoryStateStore {
         });
     }
 
+    /// No call fails any more.
+    pub fn heal(&self) {
+        *self.failure.lock() = None;
+    }
+
     /// Successful writes so far.
     pub fn puts(&self) -> usize {
         self.puts.load(Ordering::SeqCst)
@@ -109,6 +114,16 @@ impl MemoryStateStore {
             .lock()
             .keys()
             .map(|(_, _, k)| k.clone())
+            .collect()
+    }
+
+    /// Every `namespace/key` of every tenant except those of namespace `except`, in order.
+    pub fn all_keys_outside(&self, except: &str) -> Vec<String> {
+        self.entries
+            .lock()
+            .keys()
+            .filter(|(_, n, _)| n != except)
+            .map(|(_, n, k)| format!("{n}/{k}"))
             .collect()
     }
 

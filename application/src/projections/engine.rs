@@ -220,6 +220,28 @@ impl ProjectionEngine {
             .clone()
     }
 
+    /// Forgets the in-process entries of a projection: its lock once nobody holds or waits for
+    /// it (a lock still in use stays, so that its holders keep excluding each other), and, when
+    /// `deleted`, its last error. Called after a delete, so the maps hold only projections that
+    /// exist or are in use.
+    pub(crate) fn forget(&self, tenant: &TenantId, name: &str, deleted: bool) {
+        let key = (tenant.clone(), name.to_owned());
+        {
+            let mut locks = self.locks.lock();
+            if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+                locks.remove(&key);
+            }
+        }
+        if deleted {
+            self.errors.lock().remove(&key);
+        }
+    }
+
+    /// Number of in-process locks and error reports held (for tests and metrics).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.locks.lock().len(), self.errors.lock().len())
+    }
+
     pub(crate) fn last_error(&self, tenant: &TenantId, name: &str) -> Option<String> {
         self.errors
             .lock()
@@ -532,25 +554,40 @@ impl ProjectionEngine {
     /// `Conflict` (retry later), storage failures.
     pub async fn catch_up(&self, tenant: &TenantId, name: &str) -> Result<u64, EngineError> {
         let lock = self.lock(tenant, name);
-        let _held = lock.lock().await;
+        let held = lock.lock().await;
         let outcome = self.catch_up_locked(tenant, name).await;
         match &outcome {
             Ok(_) | Err(EngineError::Conflict) => self.set_error(tenant, name, None),
             Err(e) => self.set_error(tenant, name, Some(e.to_string())),
         }
-        outcome
+        drop(held);
+        drop(lock);
+        match outcome {
+            // Deleted meanwhile: keep nothing for it.
+            Ok(None) => {
+                self.forget(tenant, name, true);
+                Ok(0)
+            }
+            Ok(Some(read)) => Ok(read),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn catch_up_locked(&self, tenant: &TenantId, name: &str) -> Result<u64, EngineError> {
+    /// `None` when the projection does not exist (any more).
+    async fn catch_up_locked(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<u64>, EngineError> {
         let Some(head) = self.head(tenant, name).await? else {
-            return Ok(0);
+            return Ok(None);
         };
         let namespace = state_namespace(name, &head.generation);
         let mut checkpoint = self.checkpoint(tenant, name, &head.generation).await?;
         let mut read = 0;
         loop {
             if self.is_stopping() {
-                return Ok(read);
+                return Ok(Some(read));
             }
             let page = self
                 .events
@@ -564,7 +601,7 @@ impl ProjectionEngine {
                 )
                 .await?;
             let Some(last) = page.events.last().map(|e| e.position.get()) else {
-                return Ok(read);
+                return Ok(Some(read));
             };
             read += page.events.len() as u64;
             self.apply(tenant, &head.definition, &namespace, &page.events)
@@ -574,7 +611,7 @@ impl ProjectionEngine {
                 .await?;
             checkpoint.position = last;
             if !page.has_more {
-                return Ok(read);
+                return Ok(Some(read));
             }
         }
     }
