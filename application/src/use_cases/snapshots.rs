@@ -18,7 +18,8 @@
 //! - Automatic: [`SnapshotTrigger`], an [`AppendGuard`], sees every acknowledged event and, when
 //!   an entity's version reaches a multiple of `every_n_events`, asks the
 //!   [`SnapshotScheduler`] for a snapshot at exactly that version. The append never waits for it
-//!   and never fails because of it.
+//!   and never fails because of it. [`BackgroundSnapshots`] is the scheduler: a bounded,
+//!   deduplicating queue worked off by one tokio task.
 //! - After every snapshot written, only the `keep_per_entity` newest (by version) are kept.
 //! - A snapshot store that cannot answer never fails a state read: the read folds everything.
 
@@ -684,6 +685,9 @@ impl AppendGuard for SnapshotTrigger {
         }
     }
 }
+
+mod background;
+pub use background::{BackgroundSnapshots, SnapshotJobStats};
 
 #[cfg(test)]
 mod tests;
