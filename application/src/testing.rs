@@ -25,9 +25,9 @@ use parking_lot::Mutex;
 use serde_json::Value;
 
 use crate::ports::{
-    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount,
-    QueryPage, SortOrder, StateEntry, StateError, StateStore, StoreAppendError, StoreError,
-    StoreStats, StreamRange,
+    AppendReceipt, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount, QueryPage,
+    SortOrder, StateEntry, StateError, StateStore, StoreAppendError, StoreError, StoreStats,
+    StreamRange,
 };
 
 type Key = (String, String, String);

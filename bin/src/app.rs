@@ -220,8 +220,10 @@ impl Application {
             });
         }
         if snapshot_policy.every_n_events > 0 {
-            let scheduler =
-                allsource_application::use_cases::BackgroundSnapshots::start(snapshots.clone(), settings.snapshots.queue_capacity);
+            let scheduler = allsource_application::use_cases::BackgroundSnapshots::start(
+                snapshots.clone(),
+                settings.snapshots.queue_capacity,
+            );
             append = append.with_guard(Arc::new(SnapshotTrigger::new(
                 snapshot_policy.every_n_events,
                 scheduler,

@@ -29,7 +29,7 @@ use allsource_domain::{Event, TenantId};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::ports::{EventQuery, EventStore, SortOrder, StateError, StateStore, StoreError};
+use crate::ports::{EventQuery, EventStore, SortOrder, StateStore, StorageFailure};
 
 /// Namespace of the head records.
 pub const DEFINITIONS: &str = "projections";
@@ -73,24 +73,20 @@ pub enum EngineError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<StateError> for EngineError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::VersionConflict { .. } => Self::Conflict,
-            StateError::Unavailable(why) => Self::Unavailable(why),
-            StateError::Internal(e) => Self::Internal(e),
-        }
+impl StorageFailure for EngineError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
+    }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+    /// Every projection write is optimistic: the runner tries again; a use case answers 409.
+    fn version_conflict(_: u64, _: u64) -> Self {
+        Self::Conflict
     }
 }
 
-impl From<StoreError> for EngineError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Internal(e) => Self::Internal(e),
-        }
-    }
-}
+crate::storage_errors!(EngineError);
 
 /// A registered projection as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,11 +31,7 @@ struct World {
 fn world_with(quotas: Arc<dyn QuotaGate>, batch: usize) -> World {
     let log = Given::tenant("acme");
     let state = Arc::new(MemoryStateStore::new());
-    let engine = Arc::new(ProjectionEngine::new(
-        log.store(),
-        state.clone(),
-        batch,
-    ));
+    let engine = Arc::new(ProjectionEngine::new(log.store(), state.clone(), batch));
     World {
         projections: Projections::new(engine.clone(), quotas),
         log,
@@ -79,7 +75,8 @@ fn orders(w: &World, n: usize) {
             "order.placed",
             json!({"customer": customer, "amount": 10}),
         );
-        w.log.push(&format!("order-{i}"), "order.shipped", json!({}));
+        w.log
+            .push(&format!("order-{i}"), "order.shipped", json!({}));
     }
 }
 
@@ -583,7 +580,8 @@ async fn finished_replays_are_bounded_per_tenant_and_in_time() {
     let w = world();
     w.projections.create(&caller(), revenue()).await.unwrap();
     orders(&w, 2);
-    let jobs = ReplayJobs::with_retention(w.engine.clone(), 2, std::time::Duration::from_secs(3600));
+    let jobs =
+        ReplayJobs::with_retention(w.engine.clone(), 2, std::time::Duration::from_secs(3600));
     let mut ids = Vec::new();
     for _ in 0..4 {
         let started = jobs.start(&caller(), replay_of("revenue")).await.unwrap();

@@ -37,9 +37,9 @@ pub use schemas::{
     SubjectSummary, ValidateInput, ValidationReport,
 };
 pub use snapshots::{
-    BackgroundSnapshots, CreateSnapshotInput, DEFAULT_SNAPSHOT_LIMIT, ListSnapshotsInput, MAX_SNAPSHOT_LIMIT,
-    NAMESPACE as SNAPSHOT_NAMESPACE, Snapshot, SnapshotArchive, SnapshotError, SnapshotOrigin,
-    SnapshotJobStats, SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
+    BackgroundSnapshots, CreateSnapshotInput, DEFAULT_SNAPSHOT_LIMIT, ListSnapshotsInput,
+    MAX_SNAPSHOT_LIMIT, NAMESPACE as SNAPSHOT_NAMESPACE, Snapshot, SnapshotArchive, SnapshotError,
+    SnapshotJobStats, SnapshotOrigin, SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
 };
 pub use tenants::{
     CreateTenantInput, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE, TenantError,

@@ -36,7 +36,7 @@ use super::params::{self, Errors, FieldError};
 use crate::Caller;
 use crate::ports::{
     AppendReceipt, Clock, EventStore, SnapshotScheduler, StateEntry, StateError, StateStore,
-    StoreError, StreamRange,
+    StorageFailure, StoreError, StreamRange,
 };
 
 /// The state-store namespace of snapshots.
@@ -386,25 +386,17 @@ pub enum SnapshotError {
     Internal(anyhow::Error),
 }
 
-impl From<StoreError> for SnapshotError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Internal(e) => Self::Internal(e),
-        }
+impl StorageFailure for SnapshotError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
     }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+    // No snapshot write asks for a version, so a conflict is a bug (the default, 500).
 }
 
-impl From<StateError> for SnapshotError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::Unavailable(why) => Self::Unavailable(why),
-            // No snapshot write asks for a version, so a conflict is a bug.
-            StateError::VersionConflict { .. } => Self::Internal(e.into()),
-            StateError::Internal(e) => Self::Internal(e),
-        }
-    }
-}
+crate::storage_errors!(SnapshotError);
 
 impl From<Errors> for SnapshotError {
     fn from(e: Errors) -> Self {

@@ -35,8 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use allsource_domain::{
-    Permission, QuotaOverrides, Quotas, RateLimit, Tenant, TenantId, TenantName,
-    Tier,
+    Permission, QuotaOverrides, Quotas, RateLimit, Tenant, TenantId, TenantName, Tier,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -70,7 +70,11 @@ impl EnforcementCache {
     }
 
     fn reload_lock(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
-        self.reloads.lock().entry(tenant.clone()).or_default().clone()
+        self.reloads
+            .lock()
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
     }
 }
 

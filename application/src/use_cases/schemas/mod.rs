@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::params::{Errors, FieldError};
-use crate::ports::{Clock, SchemaIssue, SchemaValidator, StateError, StateStore};
+use crate::ports::{Clock, SchemaIssue, SchemaValidator, StateStore, StorageFailure};
 use enforcement::EnforcementCache;
 
 /// The state-store namespace of the registry.
@@ -116,14 +116,17 @@ pub enum SchemaError {
     Internal(anyhow::Error),
 }
 
-impl From<StateError> for SchemaError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::Unavailable(why) => Self::Unavailable(why),
-            other => Self::Internal(anyhow::Error::new(other)),
-        }
+impl StorageFailure for SchemaError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
     }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+    // A lost optimistic write is retried where it happens (`store`).
 }
+
+crate::storage_errors!(SchemaError);
 
 /// A registration as the client sent it.
 #[derive(Debug, Default, Clone)]
@@ -227,7 +230,6 @@ impl StoredSubject {
     }
 }
 
-
 /// The schema registry use case; also the [`AppendGuard`] that enforces schemas.
 pub struct SchemaRegistry {
     state: Arc<dyn StateStore>,
@@ -260,7 +262,6 @@ impl SchemaRegistry {
             cache: EnforcementCache::default(),
         }
     }
-
 }
 
 fn not_registered(subject: &Subject) -> SchemaError {

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use super::*;
-use crate::use_cases::append::{AppendError, AppendGuard, GuardedEvent};
 use crate::Caller;
-use crate::ports::CompiledSchema;
-use allsource_domain::ProposedEvent;
+use crate::ports::{CompiledSchema, StateError};
 use crate::ports::{
     MockCompiledSchema, MockSchemaValidator, MockStateStore, StateEntry, clock::MockClock,
 };
+use crate::use_cases::append::{AppendError, AppendGuard, GuardedEvent};
+use allsource_domain::ProposedEvent;
 use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion};
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -122,9 +122,7 @@ async fn event_type_names_the_subject_and_settings_can_be_given() {
     state
         .expect_put()
         .withf(|_, _, key, value, _| {
-            key == "user.created"
-                && value["compatibility"] == "FULL"
-                && value["enforce"] == false
+            key == "user.created" && value["compatibility"] == "FULL" && value["enforce"] == false
         })
         .returning(|_, _, _, _, _| Ok(1));
     let registered = registry(state, accepting_validator())
@@ -393,12 +391,12 @@ async fn get_versions_and_list() {
     let value = stored("FORWARD", false, &[v1.clone(), v2.clone()]);
     let mut state = MockStateStore::new();
     let for_get = value.clone();
-    state.expect_get().returning(move |_, _, key| {
-        Ok((key == "order.placed").then(|| entry(for_get.clone(), 2)))
-    });
-    state.expect_list().returning(move |_, _, _, _, _| {
-        Ok(vec![("order.placed".into(), entry(value.clone(), 2))])
-    });
+    state
+        .expect_get()
+        .returning(move |_, _, key| Ok((key == "order.placed").then(|| entry(for_get.clone(), 2))));
+    state
+        .expect_list()
+        .returning(move |_, _, _, _, _| Ok(vec![("order.placed".into(), entry(value.clone(), 2))]));
     let uc = registry(state, MockSchemaValidator::new());
     let latest = uc.get(&caller(), "order.placed", None).await.unwrap();
     assert_eq!((latest.version, &latest.schema), (2, &v2));
@@ -433,15 +431,13 @@ async fn get_versions_and_list() {
 async fn configure_changes_mode_and_enforcement() {
     let value = stored("BACKWARD", true, &[json!({})]);
     let mut state = MockStateStore::new();
-    state.expect_get().returning(move |_, _, key| {
-        Ok((key == "order.placed").then(|| entry(value.clone(), 3)))
-    });
+    state
+        .expect_get()
+        .returning(move |_, _, key| Ok((key == "order.placed").then(|| entry(value.clone(), 3))));
     state
         .expect_put()
         .withf(|_, _, _, value, expected| {
-            *expected == Some(3)
-                && value["compatibility"] == "NONE"
-                && value["enforce"] == false
+            *expected == Some(3) && value["compatibility"] == "NONE" && value["enforce"] == false
         })
         .times(1)
         .returning(|_, _, _, _, _| Ok(4));
@@ -484,9 +480,9 @@ async fn configure_changes_mode_and_enforcement() {
 async fn validate_reports_payload_errors_without_failing() {
     let value = stored("BACKWARD", false, &[json!({}), json!({"title": "2"})]);
     let mut state = MockStateStore::new();
-    state.expect_get().returning(move |_, _, key| {
-        Ok((key == "order.placed").then(|| entry(value.clone(), 2)))
-    });
+    state
+        .expect_get()
+        .returning(move |_, _, key| Ok((key == "order.placed").then(|| entry(value.clone(), 2))));
     let uc = registry(state, accepting_validator());
     let input = |payload: Value, version: Option<u64>| ValidateInput {
         subject: Some("order.placed".into()),
@@ -575,7 +571,11 @@ async fn the_guard_refuses_a_batch_naming_every_bad_payload() {
     );
     // single events are named without the batch prefix; the cache answers (one list)
     let err = uc
-        .before_append(&caller(), &GuardedEvent::all(&[event("order.placed", "{}")]), false)
+        .before_append(
+            &caller(),
+            &GuardedEvent::all(&[event("order.placed", "{}")]),
+            false,
+        )
         .await
         .unwrap_err();
     assert!(matches!(&err, AppendError::SchemaViolation(e) if e[0].field == "payload/amount"));
@@ -592,8 +592,9 @@ async fn a_huge_bad_batch_reports_a_bounded_number_of_errors() {
     let events: Vec<_> = (0..MAX_APPEND_VIOLATIONS + 50)
         .map(|_| event("order.placed", "{}"))
         .collect();
-    let Err(AppendError::SchemaViolation(errors)) =
-        uc.before_append(&caller(), &GuardedEvent::all(&events), true).await
+    let Err(AppendError::SchemaViolation(errors)) = uc
+        .before_append(&caller(), &GuardedEvent::all(&events), true)
+        .await
     else {
         panic!("expected a schema violation");
     };
@@ -625,11 +626,15 @@ async fn registration_and_configuration_drop_the_cached_schemas() {
     state.expect_put().returning(|_, _, _, _, _| Ok(2));
     let uc = registry(state, accepting_validator());
     let events = [event("order.placed", r#"{"amount": 1}"#)];
-    uc.before_append(&caller(), &GuardedEvent::all(&events), false).await.unwrap();
+    uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+        .await
+        .unwrap();
     uc.register(&caller(), register_input(json!({"title": "v2"})))
         .await
         .unwrap();
-    uc.before_append(&caller(), &GuardedEvent::all(&events), false).await.unwrap();
+    uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+        .await
+        .unwrap();
     uc.configure(
         &caller(),
         "order.placed",
@@ -640,7 +645,9 @@ async fn registration_and_configuration_drop_the_cached_schemas() {
     )
     .await
     .unwrap();
-    uc.before_append(&caller(), &GuardedEvent::all(&events), false).await.unwrap();
+    uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -655,8 +662,12 @@ async fn the_cache_expires_after_its_ttl() {
         },
     );
     let events = [event("order.placed", r#"{"amount": 1}"#)];
-    uc.before_append(&caller(), &GuardedEvent::all(&events), false).await.unwrap();
-    uc.before_append(&caller(), &GuardedEvent::all(&events), false).await.unwrap();
+    uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+        .await
+        .unwrap();
+    uc.before_append(&caller(), &GuardedEvent::all(&events), false)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -684,7 +695,13 @@ async fn registry_over(
         let mut value = stored("BACKWARD", *enforce, &[json!({})]);
         value["subject"] = json!(subject);
         state
-            .put(&caller().tenant().clone(), SCHEMA_NAMESPACE, subject, value, None)
+            .put(
+                &caller().tenant().clone(),
+                SCHEMA_NAMESPACE,
+                subject,
+                value,
+                None,
+            )
             .await
             .unwrap();
     }

@@ -2,7 +2,6 @@
 //! round-trips values through JSON text, as the durable adapters do), and the property test:
 //! state through snapshots equals the full fold.
 
-
 use allsource_domain::{EventId, EventType, ProposedEvent};
 use chrono::TimeZone;
 use proptest::prelude::*;

@@ -11,9 +11,9 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::Principal;
-use crate::use_cases::GuardedEvent;
 use crate::ports::clock::MockClock;
 use crate::ports::{MockAuditLog, MockEventStore, MockStateStore, StateEntry};
+use crate::use_cases::GuardedEvent;
 
 type Map = Arc<Mutex<BTreeMap<(String, String, String), StateEntry>>>;
 
@@ -359,7 +359,11 @@ async fn deactivation_takes_effect_at_once_despite_the_cache() {
     let one = proposed(1, "1");
     assert!(matches!(
         tenants
-            .before_append(&user_of("nobody", Role::ServiceAccount), &GuardedEvent::all(&one), false)
+            .before_append(
+                &user_of("nobody", Role::ServiceAccount),
+                &GuardedEvent::all(&one),
+                false
+            )
             .await,
         Err(AppendError::Forbidden(_))
     ));
@@ -471,7 +475,10 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let two = proposed(2, "{\"a\":1}");
-    tenants.before_append(&caller, &GuardedEvent::all(&two), true).await.unwrap();
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
     tenants
         .after_append(&caller, &receipts(&two, false), &sizes(&two))
         .await;
@@ -480,8 +487,13 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
         .after_append(&caller, &receipts(&two, true), &sizes(&two))
         .await;
     let one = proposed(1, "1");
-    tenants.before_append(&caller, &GuardedEvent::all(&one), false).await.unwrap();
-    let Err(AppendError::QuotaExceeded(q)) = tenants.before_append(&caller, &GuardedEvent::all(&two), true).await
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&one), false)
+        .await
+        .unwrap();
+    let Err(AppendError::QuotaExceeded(q)) = tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
     else {
         panic!("expected quota exceeded");
     };
@@ -491,7 +503,9 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
     );
     assert_eq!(q.retry_after_secs, 12 * 3600, "until midnight UTC");
     let big = proposed(1, &format!("\"{}\"", "x".repeat(990)));
-    let Err(AppendError::QuotaExceeded(q)) = tenants.before_append(&caller, &GuardedEvent::all(&big), false).await
+    let Err(AppendError::QuotaExceeded(q)) = tenants
+        .before_append(&caller, &GuardedEvent::all(&big), false)
+        .await
     else {
         panic!("expected quota exceeded");
     };
@@ -499,8 +513,16 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
     assert_eq!(q.used, 14);
     // A new day: events per day start again, storage does not.
     w.advance_secs(12 * 3600);
-    tenants.before_append(&caller, &GuardedEvent::all(&two), true).await.unwrap();
-    assert!(tenants.before_append(&caller, &GuardedEvent::all(&big), false).await.is_err());
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
+    assert!(
+        tenants
+            .before_append(&caller, &GuardedEvent::all(&big), false)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -601,7 +623,10 @@ async fn a_write_failure_keeps_the_delta_for_flush_all() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let two = proposed(2, "1");
-    tenants.before_append(&caller, &GuardedEvent::all(&two), true).await.unwrap();
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
     // Another flush is in flight: flush_all leaves this tenant to it.
     let cell = tenants.cell(&tid("acme"));
     tenants.loaded_cell(&tid("acme")).await.unwrap();
@@ -628,7 +653,10 @@ async fn appends_are_counted_at_once_and_written_by_flush_all() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let three = proposed(3, "1");
-    tenants.before_append(&caller, &GuardedEvent::all(&three), true).await.unwrap();
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&three), true)
+        .await
+        .unwrap();
     tenants
         .after_append(&caller, &receipts(&three, false), &sizes(&three))
         .await;
