@@ -1,5 +1,7 @@
-//! Appending events: validation, size limits, id assignment, duplicate ids within a batch, and
-//! the mapping of the store's verdict to errors the API reports.
+//! Appending events: validation, size limits, id assignment, duplicate ids within a batch, the
+//! guards (schemas, quotas; see [`AppendGuard`] for how retries of stored events keep their
+//! receipts whatever the guards say), and the mapping of the store's verdict to errors the API
+//! reports.
 
 use std::collections::HashSet;
 use std::sync::Arc;
