@@ -3,8 +3,8 @@
 //!
 //! # The cache
 //! Per tenant, the compiled latest schema of every *enforced* subject, loaded from the state
-//! store at the tenant's first append and reloaded after [`SchemaSettings::cache_ttl`]
-//! (`super::SchemaSettings`). A tenant without enforced subjects costs a map lookup per append.
+//! store at the tenant's first append and reloaded after
+//! [`SchemaSettings::cache_ttl`](super::SchemaSettings::cache_ttl). A tenant without enforced subjects costs a map lookup per append.
 //!
 //! - **One reload at a time.** When a tenant's entry expires, one append reloads it; the
 //!   appends that arrive meanwhile wait for that reload and use its result instead of each

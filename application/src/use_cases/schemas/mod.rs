@@ -230,7 +230,8 @@ impl StoredSubject {
     }
 }
 
-/// The schema registry use case; also the [`AppendGuard`] that enforces schemas.
+/// The schema registry use case; also the [`AppendGuard`](super::AppendGuard) that enforces
+/// schemas (see the `enforcement` module).
 pub struct SchemaRegistry {
     state: Arc<dyn StateStore>,
     validator: Arc<dyn SchemaValidator>,
