@@ -17,6 +17,8 @@
 //! - [`supervise`]: background loops that are restarted (and logged) when they die.
 //! - [`auth`]: the [`Authenticate`](auth::Authenticate) trait the HTTP layer calls with a
 //!   request's credential.
+//! - `testing` (feature `mocks`): an in-memory state store and a given/when/then helper for
+//!   use-case tests; the ports' mockall mocks are behind the same feature.
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -25,6 +27,8 @@ pub mod projections;
 pub mod quota;
 pub mod supervise;
 pub mod tenancy;
+#[cfg(any(test, feature = "mocks"))]
+pub mod testing;
 pub mod use_cases;
 
 pub use tenancy::{Caller, Principal};

@@ -32,7 +32,6 @@ use allsource_infrastructure::embedded::{
 use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, SigningKey};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
-use allsource_infrastructure::snapshots::BackgroundSnapshots;
 use allsource_infrastructure::state::{FileStateStore, MemoryStateStore, PostgresStateStore};
 use allsource_infrastructure::{
     JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
@@ -211,8 +210,10 @@ impl Application {
             supervise("usage flush", move || flush_usage(tenants.clone()));
         }
         if snapshot_policy.every_n_events > 0 {
-            let scheduler =
-                BackgroundSnapshots::start(snapshots.clone(), settings.snapshots.queue_capacity);
+            let scheduler = allsource_application::use_cases::BackgroundSnapshots::start(
+                snapshots.clone(),
+                settings.snapshots.queue_capacity,
+            );
             append = append.with_guard(Arc::new(SnapshotTrigger::new(
                 snapshot_policy.every_n_events,
                 scheduler,

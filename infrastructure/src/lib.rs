@@ -19,8 +19,6 @@
 //! - [`audit`]: adapters of the `AuditLog` port.
 //! - [`schema`]: `JsonSchemaValidator`, the `SchemaValidator` port on the `jsonschema` crate
 //!   (draft 2020-12, no remote references).
-//! - [`snapshots`]: `BackgroundSnapshots`, the bounded, deduplicating background runner of
-//!   automatic snapshots.
 //! - [`rate_limit`]: adapters of the `RateLimiter` port (memory, Redis).
 #![forbid(unsafe_code)]
 
@@ -34,7 +32,6 @@ pub mod memory;
 pub mod postgres;
 pub mod rate_limit;
 pub mod schema;
-pub mod snapshots;
 pub mod startup;
 pub mod state;
 

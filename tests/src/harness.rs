@@ -1,9 +1,12 @@
 //! The storage backends the `EventStore` contract suite runs against. Each test gets a fresh
-//! store; durable backends can be closed and reopened on the same data.
+//! store; durable backends can be closed and reopened on the same data. `Cached` runs the
+//! suite through the `CachedStore` decorator (over the embedded store, so that reopening is
+//! checked too): a decorator must keep the contract of what it wraps.
 
 use std::sync::Arc;
 
 use allsource_application::ports::EventStore;
+use allsource_infrastructure::cache::{CacheConfig, CachedStore};
 use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::{MemoryStore, SystemClock};
@@ -15,6 +18,8 @@ pub enum Harness {
     Memory,
     Embedded(tempfile::TempDir),
     Postgres(TestDatabase),
+    /// The moka cache decorator over another harness's store.
+    Cached(Box<Harness>),
 }
 
 impl Harness {
@@ -26,6 +31,12 @@ impl Harness {
         Some(Self::Embedded(tempfile::tempdir().expect("tempdir")))
     }
 
+    /// The cache decorator over a fresh embedded store. A small capacity makes entries get
+    /// evicted during the tests.
+    pub async fn cached() -> Option<Self> {
+        Some(Self::Cached(Box::new(Self::embedded().await?)))
+    }
+
     /// `None` (after a loud message) when PostgreSQL is unreachable and not required.
     pub async fn postgres() -> Option<Self> {
         TestDatabase::create().await.map(Self::Postgres)
@@ -33,13 +44,24 @@ impl Harness {
 
     /// Whether [`open`](Self::open) after a shutdown sees the same data.
     pub fn durable(&self) -> bool {
-        !matches!(self, Self::Memory)
+        match self {
+            Self::Memory => false,
+            Self::Cached(inner) => inner.durable(),
+            Self::Embedded(_) | Self::Postgres(_) => true,
+        }
     }
 
     /// Opens a store on this harness's data. Small WAL segments make the embedded store seal
     /// Parquet files during the tests.
     pub async fn open(&self) -> Arc<dyn EventStore> {
         match self {
+            Self::Cached(inner) => Arc::new(CachedStore::new(
+                Box::pin(inner.open()).await,
+                CacheConfig {
+                    max_capacity: 64,
+                    ttl: std::time::Duration::from_secs(60),
+                },
+            )),
             Self::Memory => Arc::new(MemoryStore::new(Arc::new(SystemClock))),
             Self::Embedded(dir) => {
                 let config = EmbeddedConfig {

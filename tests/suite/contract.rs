@@ -1,5 +1,5 @@
 //! The `EventStore` contract suite: one set of cases, run against every adapter (memory,
-//! embedded, postgres) through the [`Harness`]. Adding an adapter is one line in
+//! embedded, postgres) and the cache decorator (`cached`) through the [`Harness`]. Adding an adapter is one line in
 //! `all_backends!`.
 
 use std::collections::{HashMap, HashSet};
@@ -971,6 +971,7 @@ macro_rules! all_backends {
         contract_suite!(memory => Harness::memory(); $($case),*);
         contract_suite!(embedded => Harness::embedded(); $($case),*);
         contract_suite!(postgres => Harness::postgres(); $($case),*);
+        contract_suite!(cached => Harness::cached(); $($case),*);
     };
 }
 

@@ -609,3 +609,44 @@ async fn draft_2020_12_schemas_are_enforced() {
         .await;
     assert_problem(&long, 422, "validation_failed");
 }
+
+#[tokio::test]
+async fn a_retry_of_a_stored_event_gets_its_receipt_after_its_schema_was_enforced() {
+    let server = TestServer::start().await;
+    let id = "0192f0c4-3a51-7d2c-9a0e-2b7a5c1d9e01";
+    let event = json!({"id": id, "entity_id": "order-1", "event_type": "order.placed",
+                       "payload": {"amount_cents": "not a number"}});
+    let first = server.post_json("/api/v1/events", &event).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body["duplicate"], false);
+    // The stored event no longer satisfies the enforced schema...
+    let created = register(&server, "order.placed", order_schema()).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    // ...yet its retry is answered with the original receipt, not 422.
+    let retry = server.post_json("/api/v1/events", &event).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["duplicate"], true);
+    for field in ["event_id", "entity_id", "version", "position", "timestamp"] {
+        assert_eq!(retry.body[field], first.body[field], "{field}");
+    }
+    // In a batch, the retry is answered and the new events are still checked.
+    let good = json!({"entity_id": "order-2", "event_type": "order.placed",
+                      "payload": {"amount_cents": 5, "currency": "EUR"}});
+    let bad = json!({"entity_id": "order-3", "event_type": "order.placed",
+                     "payload": {"amount_cents": -1, "currency": "EUR"}});
+    let refused = server
+        .post_json("/api/v1/events/batch", &json!({"events": [event, bad]}))
+        .await;
+    assert_problem(&refused, 422, "validation_failed");
+    assert_eq!(fields(&refused), ["events[1].payload/amount_cents"]);
+    let mixed = server
+        .post_json("/api/v1/events/batch", &json!({"events": [event, good]}))
+        .await;
+    assert_eq!(mixed.status, 200, "{}", mixed.body);
+    assert_eq!(mixed.body["ingested"], 1);
+    assert_eq!(mixed.body["events"][0]["duplicate"], true);
+    assert_eq!(mixed.body["events"][0]["position"], first.body["position"]);
+    assert_eq!(stream_len(&server, "order-1").await, 1);
+    assert_eq!(stream_len(&server, "order-2").await, 1);
+    assert_eq!(total_events(&server).await, 2);
+}

@@ -1,14 +1,14 @@
 //! Ports: the traits through which use cases reach the outside world (`EventStore`,
-//! `StateStore`, `EntityStateCache`, `AuditLog`, `Compactor`, `Clock`, `SchemaValidator`).
-//! Adapters live in
-//! `StateStore`, `EntityStateCache`, `AuditLog`, `RateLimiter`, `Clock`). Adapters live in
-//! `allsource-infrastructure`; every adapter of [`EventStore`] passes the one contract suite in
-//! `allsource-tests`.
+//! `StateStore`, `EntityStateCache`, `AuditLog`, `Compactor`, `RateLimiter`, `Clock`,
+//! `SchemaValidator`, `SnapshotScheduler`). Adapters live in `allsource-infrastructure`; every
+//! adapter of [`EventStore`] passes the one contract suite in `allsource-tests`.
+//! [`failure`] maps the storage ports' failures into use-case errors, one way for all.
 
 pub mod audit;
 pub mod clock;
 pub mod compactor;
 pub mod event_store;
+pub mod failure;
 pub mod rate_limit;
 pub mod schema_validator;
 pub mod snapshot_scheduler;
@@ -25,6 +25,7 @@ pub use compactor::{
     CompactionError, CompactionPolicy, CompactionReport, CompactionStats, Compactor, NoCompaction,
 };
 pub use event_store::*;
+pub use failure::StorageFailure;
 #[cfg(any(test, feature = "mocks"))]
 pub use rate_limit::MockRateLimiter;
 pub use rate_limit::{RateDecision, RateLimitError, RateLimiter, TokenBucket};

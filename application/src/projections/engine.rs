@@ -29,7 +29,7 @@ use allsource_domain::{Event, TenantId};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::ports::{EventQuery, EventStore, SortOrder, StateError, StateStore, StoreError};
+use crate::ports::{EventQuery, EventStore, SortOrder, StateStore, StorageFailure};
 
 /// Namespace of the head records.
 pub const DEFINITIONS: &str = "projections";
@@ -73,24 +73,20 @@ pub enum EngineError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<StateError> for EngineError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::VersionConflict { .. } => Self::Conflict,
-            StateError::Unavailable(why) => Self::Unavailable(why),
-            StateError::Internal(e) => Self::Internal(e),
-        }
+impl StorageFailure for EngineError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
+    }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+    /// Every projection write is optimistic: the runner tries again; a use case answers 409.
+    fn version_conflict(_: u64, _: u64) -> Self {
+        Self::Conflict
     }
 }
 
-impl From<StoreError> for EngineError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Internal(e) => Self::Internal(e),
-        }
-    }
-}
+crate::storage_errors!(EngineError);
 
 /// A registered projection as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +214,28 @@ impl ProjectionEngine {
             .entry((tenant.clone(), name.to_owned()))
             .or_default()
             .clone()
+    }
+
+    /// Forgets the in-process entries of a projection: its lock once nobody holds or waits for
+    /// it (a lock still in use stays, so that its holders keep excluding each other), and, when
+    /// `deleted`, its last error. Called after a delete, so the maps hold only projections that
+    /// exist or are in use.
+    pub(crate) fn forget(&self, tenant: &TenantId, name: &str, deleted: bool) {
+        let key = (tenant.clone(), name.to_owned());
+        {
+            let mut locks = self.locks.lock();
+            if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+                locks.remove(&key);
+            }
+        }
+        if deleted {
+            self.errors.lock().remove(&key);
+        }
+    }
+
+    /// Number of in-process locks and error reports held (for tests and metrics).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.locks.lock().len(), self.errors.lock().len())
     }
 
     pub(crate) fn last_error(&self, tenant: &TenantId, name: &str) -> Option<String> {
@@ -532,25 +550,40 @@ impl ProjectionEngine {
     /// `Conflict` (retry later), storage failures.
     pub async fn catch_up(&self, tenant: &TenantId, name: &str) -> Result<u64, EngineError> {
         let lock = self.lock(tenant, name);
-        let _held = lock.lock().await;
+        let held = lock.lock().await;
         let outcome = self.catch_up_locked(tenant, name).await;
         match &outcome {
             Ok(_) | Err(EngineError::Conflict) => self.set_error(tenant, name, None),
             Err(e) => self.set_error(tenant, name, Some(e.to_string())),
         }
-        outcome
+        drop(held);
+        drop(lock);
+        match outcome {
+            // Deleted meanwhile: keep nothing for it.
+            Ok(None) => {
+                self.forget(tenant, name, true);
+                Ok(0)
+            }
+            Ok(Some(read)) => Ok(read),
+            Err(e) => Err(e),
+        }
     }
 
-    async fn catch_up_locked(&self, tenant: &TenantId, name: &str) -> Result<u64, EngineError> {
+    /// `None` when the projection does not exist (any more).
+    async fn catch_up_locked(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Option<u64>, EngineError> {
         let Some(head) = self.head(tenant, name).await? else {
-            return Ok(0);
+            return Ok(None);
         };
         let namespace = state_namespace(name, &head.generation);
         let mut checkpoint = self.checkpoint(tenant, name, &head.generation).await?;
         let mut read = 0;
         loop {
             if self.is_stopping() {
-                return Ok(read);
+                return Ok(Some(read));
             }
             let page = self
                 .events
@@ -564,7 +597,7 @@ impl ProjectionEngine {
                 )
                 .await?;
             let Some(last) = page.events.last().map(|e| e.position.get()) else {
-                return Ok(read);
+                return Ok(Some(read));
             };
             read += page.events.len() as u64;
             self.apply(tenant, &head.definition, &namespace, &page.events)
@@ -574,7 +607,7 @@ impl ProjectionEngine {
                 .await?;
             checkpoint.position = last;
             if !page.has_more {
-                return Ok(read);
+                return Ok(Some(read));
             }
         }
     }

@@ -275,6 +275,13 @@ impl Projections {
         let tenant = caller.tenant();
         let name = parse_name(name)?;
         let name = name.as_str();
+        let outcome = self.delete_locked(tenant, name).await;
+        // The lock is released: drop what this node kept about the projection.
+        self.engine.forget(tenant, name, outcome.is_ok());
+        outcome
+    }
+
+    async fn delete_locked(&self, tenant: &TenantId, name: &str) -> Result<(), ProjectionError> {
         let lock = self.engine.lock(tenant, name);
         let _held = lock.lock().await;
         // Read under the lock: a rebuild may have swapped generations just before.

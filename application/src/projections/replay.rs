@@ -16,12 +16,15 @@
 //!
 //! Jobs and their progress are kept in memory (a restart forgets them; an unfinished job's
 //! generation is never swapped in and is left unreferenced); their effect, once completed, is
-//! durable.
+//! durable. A finished job (completed, cancelled or failed) is kept for
+//! [`FINISHED_JOB_RETENTION`], and at most the [`MAX_FINISHED_JOBS`] newest per tenant are kept:
+//! older ones are forgotten as if deleted. Running jobs are never forgotten (at most one runs
+//! per projection).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use allsource_domain::{Position, TenantId};
 use chrono::{DateTime, Utc};
@@ -30,6 +33,12 @@ use super::engine::{self, EngineError, ProjectionEngine};
 use crate::Caller;
 use crate::ports::EventQuery;
 use crate::use_cases::FieldError;
+
+/// At most this many finished jobs are kept per tenant (the newest).
+pub const MAX_FINISHED_JOBS: usize = 100;
+
+/// A finished job is forgotten this long after it finished.
+pub const FINISHED_JOB_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// What a job does now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,13 +133,27 @@ struct Job {
 pub struct ReplayJobs {
     engine: Arc<ProjectionEngine>,
     jobs: Arc<parking_lot::Mutex<HashMap<String, Job>>>,
+    retention: Retention,
+}
+
+/// How many finished jobs are kept, and how long.
+#[derive(Debug, Clone, Copy)]
+struct Retention {
+    per_tenant: usize,
+    age: Duration,
 }
 
 impl ReplayJobs {
     pub fn new(engine: Arc<ProjectionEngine>) -> Self {
+        Self::with_retention(engine, MAX_FINISHED_JOBS, FINISHED_JOB_RETENTION)
+    }
+
+    /// Keeps at most `per_tenant` finished jobs per tenant, each for at most `age`.
+    pub fn with_retention(engine: Arc<ProjectionEngine>, per_tenant: usize, age: Duration) -> Self {
         Self {
             engine,
             jobs: Arc::new(parking_lot::Mutex::new(HashMap::new())),
+            retention: Retention { per_tenant, age },
         }
     }
 
@@ -209,6 +232,7 @@ impl ReplayJobs {
         let cancel = Arc::new(AtomicBool::new(false));
         {
             let mut jobs = self.jobs.lock();
+            prune(&mut jobs, self.retention);
             let busy = jobs.values().any(|j| {
                 let v = j.view.lock();
                 j.tenant == tenant
@@ -230,6 +254,7 @@ impl ReplayJobs {
             );
         }
         let engine = self.engine.clone();
+        let (jobs, retention) = (Arc::clone(&self.jobs), self.retention);
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = run(&engine, &tenant, &shared, &cancel, started).await;
@@ -257,15 +282,17 @@ impl ReplayJobs {
                     });
                 }
             }
+            drop(v);
+            prune(&mut jobs.lock(), retention);
         });
         Ok(view)
     }
 
     /// The caller's tenant's jobs, oldest first.
     pub fn list(&self, caller: &Caller) -> Vec<ReplayView> {
-        let mut views: Vec<ReplayView> = self
-            .jobs
-            .lock()
+        let mut jobs = self.jobs.lock();
+        prune(&mut jobs, self.retention);
+        let mut views: Vec<ReplayView> = jobs
             .values()
             .filter(|j| &j.tenant == caller.tenant())
             .map(|j| j.view.lock().clone())
@@ -326,6 +353,31 @@ impl ReplayJobs {
         }
         jobs.remove(id);
         Ok(())
+    }
+}
+
+/// Forgets finished jobs past their retention, and beyond the newest `per_tenant` of each
+/// tenant.
+fn prune(jobs: &mut HashMap<String, Job>, retention: Retention) {
+    let now = Utc::now();
+    let age = chrono::Duration::from_std(retention.age).unwrap_or(chrono::Duration::MAX);
+    let mut finished: HashMap<TenantId, Vec<(DateTime<Utc>, String)>> = HashMap::new();
+    for (id, job) in jobs.iter() {
+        if let Some(at) = job.view.lock().finished_at {
+            finished
+                .entry(job.tenant.clone())
+                .or_default()
+                .push((at, id.clone()));
+        }
+    }
+    for (_, mut done) in finished {
+        // Newest first; ids (v7) break ties in start order.
+        done.sort_by(|a, b| b.cmp(a));
+        for (rank, (at, id)) in done.into_iter().enumerate() {
+            if rank >= retention.per_tenant || now.signed_duration_since(at) > age {
+                jobs.remove(&id);
+            }
+        }
     }
 }
 

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use allsource_domain::ProposedEvent;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -14,7 +13,7 @@ use super::engine::ProjectionEngine;
 use crate::Caller;
 use crate::ports::AppendReceipt;
 use crate::supervise::supervise;
-use crate::use_cases::{AppendError, AppendGuard};
+use crate::use_cases::AppendGuard;
 
 /// Starts the runner.
 pub struct ProjectionRunner {
@@ -89,21 +88,7 @@ impl ProjectionNotifier {
 
 #[async_trait::async_trait]
 impl AppendGuard for ProjectionNotifier {
-    async fn before_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        _batch: bool,
-    ) -> Result<(), AppendError> {
-        Ok(())
-    }
-
-    async fn after_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    ) {
+    async fn after_append(&self, _caller: &Caller, receipts: &[AppendReceipt], _: &[usize]) {
         if receipts.iter().any(|r| !r.duplicate) {
             self.engine.wake();
         }

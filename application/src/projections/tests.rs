@@ -1,117 +1,17 @@
-//! Use-case tests of projections and replay: a mocked event store over a list of events, a
-//! small in-memory state store that can be told to fail, and mocked quotas.
+//! Use-case tests of projections and replay: a given log of events, the in-memory state store
+//! of [`crate::testing`] (told to fail where a test needs it), and mocked quotas.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use allsource_domain::projection::ProjectionSpec;
-use allsource_domain::{
-    EntityId, Event, EventId, EventType, Position, ProposedEvent, TenantId, Version,
-};
-use async_trait::async_trait;
-use chrono::DateTime;
+use allsource_domain::{EntityId, EventId, Position, TenantId, Version};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::ports::{
-    EventQuery, MockEventStore, QueryPage, SortOrder, StateEntry, StateError, StateStore,
-};
+use crate::ports::StateError;
 use crate::quota::{MockQuotaGate, QuotaExceeded, Unlimited};
-
-type Log = Arc<parking_lot::Mutex<Vec<Arc<Event>>>>;
-
-/// A state store in memory; `fail_checkpoints_after` makes checkpoint writes fail after that
-/// many successes (a crash between writing keys and writing the checkpoint).
-#[derive(Default)]
-struct FakeState {
-    map: parking_lot::Mutex<BTreeMap<(String, String, String), StateEntry>>,
-    checkpoint_writes_left: parking_lot::Mutex<Option<usize>>,
-    puts: AtomicUsize,
-}
-
-#[async_trait]
-impl StateStore for FakeState {
-    async fn get(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        key: &str,
-    ) -> Result<Option<StateEntry>, StateError> {
-        Ok(self
-            .map
-            .lock()
-            .get(&(t.to_string(), ns.to_owned(), key.to_owned()))
-            .cloned())
-    }
-
-    async fn put(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        key: &str,
-        value: Value,
-        expected: Option<u64>,
-    ) -> Result<u64, StateError> {
-        if ns == engine::CHECKPOINTS {
-            let mut left = self.checkpoint_writes_left.lock();
-            if let Some(n) = left.as_mut() {
-                if *n == 0 {
-                    return Err(StateError::Unavailable("disk gone".into()));
-                }
-                *n -= 1;
-            }
-        }
-        self.puts.fetch_add(1, Ordering::SeqCst);
-        let mut map = self.map.lock();
-        let k = (t.to_string(), ns.to_owned(), key.to_owned());
-        let current = map.get(&k).map_or(0, |e| e.version);
-        if let Some(expected) = expected
-            && expected != current
-        {
-            return Err(StateError::VersionConflict { expected, current });
-        }
-        map.insert(
-            k,
-            StateEntry {
-                value,
-                version: current + 1,
-            },
-        );
-        Ok(current + 1)
-    }
-
-    async fn delete(&self, t: &TenantId, ns: &str, key: &str) -> Result<bool, StateError> {
-        Ok(self
-            .map
-            .lock()
-            .remove(&(t.to_string(), ns.to_owned(), key.to_owned()))
-            .is_some())
-    }
-
-    async fn list(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<(String, StateEntry)>, StateError> {
-        Ok(self
-            .map
-            .lock()
-            .iter()
-            .filter(|((tt, nn, k), _)| {
-                tt == t.as_str()
-                    && nn == ns
-                    && prefix.as_deref().is_none_or(|p| k.starts_with(p))
-                    && after.as_deref().is_none_or(|a| k.as_str() > a)
-            })
-            .take(limit)
-            .map(|((_, _, k), v)| (k.clone(), v.clone()))
-            .collect())
-    }
-}
+use crate::testing::{Given, MemoryStateStore};
 
 fn tenant() -> TenantId {
     TenantId::parse("acme").unwrap()
@@ -121,71 +21,17 @@ fn caller() -> Caller {
     Caller::new(tenant())
 }
 
-/// An event store over `log`; queries of another tenant than `acme` fail the test.
-fn store(log: Log) -> MockEventStore {
-    let mut store = MockEventStore::new();
-    store.expect_query().returning(move |t, q: EventQuery| {
-        assert_eq!(
-            t.as_str(),
-            "acme",
-            "projections read only the caller's tenant"
-        );
-        let events = log.lock().clone();
-        let mut matching: Vec<Arc<Event>> = events
-            .into_iter()
-            .filter(|e| q.matches(e) && q.after_cursor(e.position))
-            .collect();
-        if q.order == SortOrder::Desc {
-            matching.reverse();
-        }
-        let has_more = matching.len() > q.offset + q.limit;
-        Ok(QueryPage {
-            events: matching.into_iter().skip(q.offset).take(q.limit).collect(),
-            has_more,
-        })
-    });
-    store
-}
-
-fn push(log: &Log, entity: &str, ty: &str, payload: Value) {
-    let mut events = log.lock();
-    let position = events.len() as u64 + 1;
-    let version = events
-        .iter()
-        .filter(|e| e.entity_id.as_str() == entity)
-        .count() as u64
-        + 1;
-    let proposed = ProposedEvent {
-        id: EventId::generate(),
-        entity_id: EntityId::parse(entity).unwrap(),
-        event_type: EventType::parse(ty).unwrap(),
-        payload: serde_json::value::RawValue::from_string(payload.to_string()).unwrap(),
-        metadata: None,
-        expected_version: allsource_domain::ExpectedVersion::Any,
-    };
-    events.push(Arc::new(proposed.into_event(
-        tenant(),
-        Version::new(version),
-        Position::new(position),
-        DateTime::from_timestamp_micros(1_700_000_000_000_000 + position as i64 * 1000).unwrap(),
-    )));
-}
-
 struct World {
-    log: Log,
-    state: Arc<FakeState>,
+    log: Given,
+    state: Arc<MemoryStateStore>,
     engine: Arc<ProjectionEngine>,
     projections: Projections,
 }
 
 fn world_with(quotas: Arc<dyn QuotaGate>, batch: usize) -> World {
-    let log: Log = Arc::default();
-    let state = Arc::new(FakeState::default());
-    let engine = Arc::new(ProjectionEngine::new(
-        Arc::new(store(log.clone())),
-        state.clone(),
-        batch,
-    ));
+    let log = Given::tenant("acme");
+    let state = Arc::new(MemoryStateStore::new());
+    let engine = Arc::new(ProjectionEngine::new(log.store(), state.clone(), batch));
     World {
         projections: Projections::new(engine.clone(), quotas),
         log,
@@ -224,13 +70,13 @@ async fn state_of(w: &World, name: &str) -> BTreeMap<String, Value> {
 fn orders(w: &World, n: usize) {
     for i in 0..n {
         let customer = if i % 2 == 0 { "alice" } else { "bob" };
-        push(
-            &w.log,
+        w.log.push(
             &format!("order-{i}"),
             "order.placed",
             json!({"customer": customer, "amount": 10}),
         );
-        push(&w.log, &format!("order-{i}"), "order.shipped", json!({}));
+        w.log
+            .push(&format!("order-{i}"), "order.shipped", json!({}));
     }
 }
 
@@ -270,7 +116,7 @@ async fn an_invalid_definition_lists_its_fields_and_touches_nothing() {
     };
     let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(names, ["name", "fields.a.path"]);
-    assert_eq!(w.state.puts.load(Ordering::SeqCst), 0);
+    assert_eq!(w.state.puts(), 0);
 }
 
 #[tokio::test]
@@ -319,14 +165,7 @@ async fn delete_releases_the_quota_and_the_state() {
         w.projections.delete(&caller(), "revenue").await,
         Err(ProjectionError::NotFound(_))
     ));
-    let left: Vec<_> = w
-        .state
-        .map
-        .lock()
-        .keys()
-        .filter(|(_, ns, _)| ns != engine::TENANTS)
-        .cloned()
-        .collect();
+    let left = w.state.all_keys_outside(engine::TENANTS);
     assert!(left.is_empty(), "state left behind: {left:?}");
 }
 
@@ -368,7 +207,7 @@ async fn a_crash_between_state_and_checkpoint_never_double_counts() {
     w.projections.create(&caller(), revenue()).await.unwrap();
     orders(&w, 6);
     // The first page's keys are written, then the checkpoint write fails.
-    *w.state.checkpoint_writes_left.lock() = Some(0);
+    w.state.fail_puts_after(engine::CHECKPOINTS, 0);
     let err = w.engine.catch_up(&tenant(), "revenue").await.unwrap_err();
     assert!(matches!(err, EngineError::Unavailable(_)));
     let view = w.projections.get(&caller(), "revenue").await.unwrap();
@@ -376,10 +215,10 @@ async fn a_crash_between_state_and_checkpoint_never_double_counts() {
     assert!(view.status.last_error.is_some());
     // Three more failures at later pages.
     for allowed in [1, 2, 3] {
-        *w.state.checkpoint_writes_left.lock() = Some(allowed);
+        w.state.fail_puts_after(engine::CHECKPOINTS, allowed);
         let _ = w.engine.catch_up(&tenant(), "revenue").await;
     }
-    *w.state.checkpoint_writes_left.lock() = None;
+    w.state.heal();
     w.engine.catch_up(&tenant(), "revenue").await.unwrap();
     let state = state_of(&w, "revenue").await;
     assert_eq!(state["alice"], json!({"orders": 3, "total": 30}));
@@ -431,7 +270,7 @@ async fn state_pages_by_key() {
         .await
         .unwrap();
     orders(&w, 2);
-    push(&w.log, "x", "other", json!(1));
+    w.log.push("x", "other", json!(1));
     w.engine.catch_up_all().await;
     let page = w
         .projections
@@ -472,7 +311,7 @@ async fn storage_failures_are_reported_as_unavailable() {
         .expect_get()
         .returning(|_, _, _| Err(StateError::Unavailable("down".into())));
     let engine = Arc::new(ProjectionEngine::new(
-        Arc::new(store(Log::default())),
+        Given::tenant("acme").store(),
         Arc::new(state),
         10,
     ));
@@ -556,11 +395,10 @@ async fn a_rebuild_equals_the_live_state_and_replaying_twice_equals_once() {
     // Old generations are gone: only the live one has keys.
     let namespaces: std::collections::BTreeSet<_> = w
         .state
-        .map
-        .lock()
-        .keys()
-        .filter(|(_, ns, _)| ns.starts_with("projection-state:revenue:"))
-        .map(|(_, ns, _)| ns.clone())
+        .all_keys_outside("")
+        .into_iter()
+        .filter(|key| key.starts_with("projection-state:revenue:"))
+        .filter_map(|key| key.split_once('/').map(|(ns, _)| ns.to_owned()))
         .collect();
     assert_eq!(namespaces.len(), 1);
     assert_eq!(jobs.list(&caller()).len(), 3);
@@ -707,14 +545,14 @@ async fn the_runner_is_woken_by_appends_and_stops_cleanly() {
     assert_eq!(view.status.checkpoint, 0);
     // ...a duplicate-only append does not either...
     notifier
-        .after_append(&caller(), &[], &[receipt(true)])
+        .after_append(&caller(), &[receipt(true)], &[2])
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let view = w.projections.get(&caller(), "revenue").await.unwrap();
     assert_eq!(view.status.checkpoint, 0);
     // ...an acknowledged append does.
     notifier
-        .after_append(&caller(), &[], &[receipt(false)])
+        .after_append(&caller(), &[receipt(false)], &[2])
         .await;
     let mut caught_up = false;
     for _ in 0..500 {
@@ -735,4 +573,59 @@ async fn the_runner_is_woken_by_appends_and_stops_cleanly() {
     orders(&w, 2);
     assert_eq!(w.engine.catch_up(&tenant(), "revenue").await.unwrap(), 0);
     assert!(notifier.before_append(&caller(), &[], false).await.is_ok());
+}
+
+#[tokio::test]
+async fn finished_replays_are_bounded_per_tenant_and_in_time() {
+    let w = world();
+    w.projections.create(&caller(), revenue()).await.unwrap();
+    orders(&w, 2);
+    let jobs =
+        ReplayJobs::with_retention(w.engine.clone(), 2, std::time::Duration::from_secs(3600));
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let started = jobs.start(&caller(), replay_of("revenue")).await.unwrap();
+        wait(&jobs, &started.id).await;
+        ids.push(started.id);
+    }
+    let kept: Vec<String> = jobs.list(&caller()).into_iter().map(|v| v.id).collect();
+    assert_eq!(kept, ids[2..], "the two newest finished jobs are kept");
+    assert!(matches!(
+        jobs.get(&caller(), &ids[0]),
+        Err(ReplayError::NotFound(_))
+    ));
+    // A retention of zero forgets a job as soon as it has finished.
+    let jobs = ReplayJobs::with_retention(w.engine.clone(), 100, std::time::Duration::ZERO);
+    let started = jobs.start(&caller(), replay_of("revenue")).await.unwrap();
+    for _ in 0..500 {
+        if jobs.list(&caller()).is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    panic!("job {} was kept past its retention", started.id);
+}
+
+#[tokio::test]
+async fn deleting_a_projection_forgets_its_lock_and_its_error() {
+    let w = world();
+    w.projections.create(&caller(), revenue()).await.unwrap();
+    orders(&w, 2);
+    w.state.fail_puts_after(engine::CHECKPOINTS, 0);
+    assert!(w.engine.catch_up(&tenant(), "revenue").await.is_err());
+    w.state.heal();
+    assert_eq!(w.engine.tracked(), (1, 1), "a lock and an error");
+    w.projections.delete(&caller(), "revenue").await.unwrap();
+    assert_eq!(w.engine.tracked(), (0, 0));
+    // Names that do not exist leave nothing behind either.
+    assert!(w.projections.delete(&caller(), "ghost").await.is_err());
+    assert_eq!(w.engine.catch_up(&tenant(), "ghost").await.unwrap(), 0);
+    assert_eq!(w.engine.tracked(), (0, 0));
+    // A lock still held by someone is kept, so that its holders keep excluding each other.
+    let held = w.engine.lock(&tenant(), "busy");
+    w.engine.forget(&tenant(), "busy", true);
+    assert_eq!(w.engine.tracked().0, 1);
+    drop(held);
+    w.engine.forget(&tenant(), "busy", true);
+    assert_eq!(w.engine.tracked().0, 0);
 }

@@ -1,14 +1,17 @@
 //! Appending events: validation (payload and metadata follow the rules every reader honours,
-//! [`allsource_domain::payload`]), size limits, id assignment, duplicate ids within a batch, and
-//! the mapping of the store's verdict to errors the API reports.
+//! [`allsource_domain::payload`]), size limits, id assignment, duplicate ids within a batch, the
+//! guards (schemas, quotas; see [`AppendGuard`] for how retries of stored events keep their
+//! receipts whatever the guards say), and the mapping of the store's verdict to errors the API
+//! reports.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use allsource_domain::{
     AppendRejection, EntityId, EventId, EventType, ExpectedVersion, JsonPayload, ProposedEvent,
-    check_payload,
+    check_payload, same_content,
 };
+use serde_json::value::RawValue;
 
 use super::params::{Errors, FieldError};
 use crate::Caller;
@@ -108,32 +111,81 @@ pub enum AppendError {
     Internal(anyhow::Error),
 }
 
+/// What an [`AppendGuard`] sees of one event before the append: borrowed fields and sizes,
+/// never a copy of the event.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedEvent<'a> {
+    /// The event's place in the request (fields are named `events[index].…` in a batch).
+    pub index: usize,
+    pub entity_id: &'a EntityId,
+    pub event_type: &'a EventType,
+    /// The payload, borrowed (for validators).
+    pub payload: &'a RawValue,
+    /// Payload plus metadata, serialized (what quotas count).
+    pub body_bytes: usize,
+}
+
+impl<'a> GuardedEvent<'a> {
+    /// The view of the event at `index` of a request.
+    pub fn of(index: usize, event: &'a ProposedEvent) -> Self {
+        Self {
+            index,
+            entity_id: &event.entity_id,
+            event_type: &event.event_type,
+            payload: &event.payload,
+            body_bytes: event.body_bytes(),
+        }
+    }
+
+    /// Views of every event of a request, in request order.
+    pub fn all(events: &'a [ProposedEvent]) -> Vec<Self> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Self::of(i, e))
+            .collect()
+    }
+}
+
 /// A check that runs on every append after the events are validated and before the store sees
-/// them (schema enforcement, quotas), and is told what was appended afterwards (usage counting).
-/// The use case knows nothing of what the guards check; the composition root installs them.
+/// them (schema enforcement, quotas), and is told what was appended afterwards (usage counting,
+/// snapshots, projections). The use case knows nothing of what the guards check; the
+/// composition root installs them. Both methods do nothing unless a guard says otherwise.
+///
+/// Retries: a request's events that are exact retries of stored events (same id, same content)
+/// are answered with their original receipts whatever the guards think of them now. When a
+/// guard refuses with [`AppendError::SchemaViolation`] or [`AppendError::QuotaExceeded`], the
+/// use case looks the request's client-chosen ids up in the store and asks the guards again
+/// about the new events only; a request made only of retries is not put to the guards again.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait::async_trait]
 pub trait AppendGuard: Send + Sync {
     /// Refuses the whole append by returning an error (usually `SchemaViolation` or
-    /// `QuotaExceeded`). `batch` says how to name fields: `events[i].payload` or `payload`.
+    /// `QuotaExceeded`). `events` are the events to check, in request order (retries of stored
+    /// events may be left out); `batch` says how to name fields: `events[i].payload` or
+    /// `payload`.
     ///
     /// # Errors
     /// Any [`AppendError`]; the append is not made.
-    async fn before_append(
+    async fn before_append<'a>(
         &self,
-        caller: &Caller,
-        events: &[ProposedEvent],
-        batch: bool,
-    ) -> Result<(), AppendError>;
+        _caller: &Caller,
+        _events: &[GuardedEvent<'a>],
+        _batch: bool,
+    ) -> Result<(), AppendError> {
+        Ok(())
+    }
 
     /// Called after the store acknowledged the append, with the receipts in request order
-    /// (duplicates included, marked). Must not fail the append: it has happened.
+    /// (duplicates included, marked) and, in the same order, each event's payload plus
+    /// metadata size. Must not fail the append: it has happened.
     async fn after_append(
         &self,
-        caller: &Caller,
-        events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    );
+        _caller: &Caller,
+        _receipts: &[AppendReceipt],
+        _body_bytes: &[usize],
+    ) {
+    }
 }
 
 /// The append use case.
@@ -212,14 +264,19 @@ impl AppendEvents {
             });
         }
         let at = |index: usize| batch.then_some(index);
+        // Which ids the client chose (only those can be retries of stored events).
+        let client_ids: Vec<bool> = inputs.iter().map(|i| i.id.is_some()).collect();
         let events = self.validate(inputs, batch)?;
         let expected_count = events.len();
-        for guard in &self.guards {
-            guard.before_append(caller, &events, batch).await?;
+        if !self.guards.is_empty() {
+            self.guard(caller, &events, &client_ids, batch).await?;
         }
-        // The guards need the events after the append; without guards they are moved, not
-        // cloned (the hot path).
-        let kept = (!self.guards.is_empty()).then(|| events.clone());
+        // What the guards are told afterwards: sizes, not copies of the events.
+        let body_bytes: Vec<usize> = if self.guards.is_empty() {
+            Vec::new()
+        } else {
+            events.iter().map(ProposedEvent::body_bytes).collect()
+        };
         let receipts = self
             .store
             .append(caller.tenant(), events)
@@ -253,12 +310,70 @@ impl AppendEvents {
                 expected_count
             )));
         }
-        if let Some(events) = kept {
-            for guard in &self.guards {
-                guard.after_append(caller, &events, &receipts).await;
-            }
+        for guard in &self.guards {
+            guard.after_append(caller, &receipts, &body_bytes).await;
         }
         Ok(AppendReply { receipts })
+    }
+
+    /// Runs the guards. A refusal that a retry could cause (a schema or a quota that changed
+    /// since the first attempt) is looked at again without the events that are exact retries
+    /// of stored ones: they are answered by the store with their original receipts, whatever
+    /// the guards say about them now. Costs nothing while the guards accept.
+    async fn guard(
+        &self,
+        caller: &Caller,
+        events: &[ProposedEvent],
+        client_ids: &[bool],
+        batch: bool,
+    ) -> Result<(), AppendError> {
+        let all = GuardedEvent::all(events);
+        let refusal = match self.run_guards(caller, &all, batch).await {
+            Ok(()) => return Ok(()),
+            Err(e @ (AppendError::SchemaViolation(_) | AppendError::QuotaExceeded(_))) => e,
+            Err(other) => return Err(other),
+        };
+        let mut fresh = Vec::with_capacity(events.len());
+        let mut retries = 0usize;
+        for (view, (event, client_id)) in all.iter().zip(events.iter().zip(client_ids)) {
+            if *client_id && self.is_retry(caller, event).await {
+                retries += 1;
+            } else {
+                fresh.push(*view);
+            }
+        }
+        if retries == 0 {
+            return Err(refusal);
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.run_guards(caller, &fresh, batch).await
+    }
+
+    async fn run_guards(
+        &self,
+        caller: &Caller,
+        events: &[GuardedEvent<'_>],
+        batch: bool,
+    ) -> Result<(), AppendError> {
+        for guard in &self.guards {
+            guard.before_append(caller, events, batch).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the event is stored already with the same content. A store that cannot answer
+    /// says no: the refusal then stands.
+    async fn is_retry(&self, caller: &Caller, event: &ProposedEvent) -> bool {
+        match self.store.get_event(caller.tenant(), event.id).await {
+            Ok(Some(stored)) => same_content(&stored, event),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not look a possible retry up");
+                false
+            }
+        }
     }
 
     /// Validates every event, reporting all field errors at once; size is checked per event and
@@ -830,5 +945,205 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+    fn quota_exceeded() -> AppendError {
+        AppendError::QuotaExceeded(QuotaExceeded {
+            quota: "max_events_per_day".into(),
+            limit: 1,
+            used: 1,
+            retry_after_secs: 60,
+        })
+    }
+
+    /// The stored form of `input` (as if appended earlier at version 1).
+    fn stored(id: EventId, input: &AppendEventInput) -> Arc<allsource_domain::Event> {
+        Arc::new(
+            ProposedEvent {
+                id,
+                entity_id: EntityId::parse(input.entity_id.as_deref().unwrap()).unwrap(),
+                event_type: EventType::parse(input.event_type.as_deref().unwrap()).unwrap(),
+                payload: input.payload.clone().unwrap(),
+                metadata: None,
+                expected_version: ExpectedVersion::Any,
+            }
+            .into_event(
+                allsource_domain::TenantId::default_tenant(),
+                Version::new(1),
+                Position::new(7),
+                Utc::now(),
+            ),
+        )
+    }
+
+    /// A store holding `stored`; appends answer duplicates for it and new receipts otherwise.
+    fn store_holding(stored: Arc<allsource_domain::Event>) -> MockEventStore {
+        let mut store = MockEventStore::new();
+        let held = stored.clone();
+        store
+            .expect_get_event()
+            .returning(move |_, id| Ok((id == held.id).then(|| held.clone())));
+        store.expect_append().times(1).returning(move |_, events| {
+            Ok(events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    if e.id == stored.id {
+                        AppendReceipt::for_event(&stored, true)
+                    } else {
+                        AppendReceipt {
+                            event_id: e.id,
+                            entity_id: e.entity_id.clone(),
+                            version: Version::new(2),
+                            position: Position::new(8 + i as u64),
+                            timestamp: Utc::now(),
+                            duplicate: false,
+                        }
+                    }
+                })
+                .collect())
+        });
+        store
+    }
+
+    #[tokio::test]
+    async fn a_retry_refused_by_a_quota_gets_its_original_receipt() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut guard = MockAppendGuard::new();
+        // Asked once, about the whole request; not again once it is known to be a retry.
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        guard.expect_after_append().times(1).return_const(());
+        let uc = use_case(store_holding(original.clone())).with_guard(Arc::new(guard));
+        let receipt = uc.one(&Caller::default_tenant(), retry).await.unwrap();
+        assert_eq!(receipt, AppendReceipt::for_event(&original, true));
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_puts_only_its_new_events_to_the_guards_again() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut guard = MockAppendGuard::new();
+        let mut seq = mockall::Sequence::new();
+        guard
+            .expect_before_append()
+            .withf(|_, events, batch| events.len() == 2 && *batch)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| {
+                Err(AppendError::SchemaViolation(vec![FieldError::new(
+                    "events[0].payload/a",
+                    "must be a string",
+                )]))
+            });
+        guard
+            .expect_before_append()
+            .withf(|_, events, _| {
+                events.len() == 1 && events[0].index == 1 && events[0].entity_id.as_str() == "b"
+            })
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _, _| Ok(()));
+        guard
+            .expect_after_append()
+            .withf(|_, receipts, sizes| {
+                receipts.len() == 2
+                    && receipts[0].duplicate
+                    && !receipts[1].duplicate
+                    && sizes == [7, 7]
+            })
+            .times(1)
+            .return_const(());
+        let uc = use_case(store_holding(original.clone())).with_guard(Arc::new(guard));
+        let reply = uc
+            .batch(&Caller::default_tenant(), vec![retry, input("b", "t")])
+            .await
+            .unwrap();
+        assert_eq!(reply.receipts[0], AppendReceipt::for_event(&original, true));
+        assert_eq!(reply.ingested(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_whose_new_events_are_refused_appends_nothing() {
+        let id = EventId::generate();
+        let mut retry = input("a", "t");
+        retry.id = Some(id.to_string());
+        let original = stored(id, &retry);
+        let mut store = MockEventStore::new();
+        store
+            .expect_get_event()
+            .returning(move |_, _| Ok(Some(original.clone())));
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(2)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let err = uc
+            .batch(&Caller::default_tenant(), vec![retry, input("b", "t")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AppendError::QuotaExceeded(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_stands_for_new_ids_other_content_and_other_errors() {
+        let caller = Caller::default_tenant();
+        // An id the store does not hold, and one it holds with other content: not retries.
+        let unknown = EventId::generate();
+        let taken = EventId::generate();
+        let mut other = input("a", "t");
+        other.payload = Some(raw(r#"{"a":2}"#));
+        let held = stored(taken, &other);
+        let mut store = MockEventStore::new();
+        store
+            .expect_get_event()
+            .returning(move |_, id| Ok((id == taken).then(|| held.clone())));
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let (mut a, mut b) = (input("a", "t"), input("a", "t"));
+        a.id = Some(unknown.to_string());
+        b.id = Some(taken.to_string());
+        assert!(matches!(
+            uc.batch(&caller, vec![a, b]).await,
+            Err(AppendError::QuotaExceeded(_))
+        ));
+        // Generated ids are never looked up, and a refusal a retry cannot explain (here a
+        // deactivated tenant) is not looked into.
+        let mut store = MockEventStore::new();
+        store.expect_get_event().never();
+        store.expect_append().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .times(1)
+            .returning(|_, _, _| Err(quota_exceeded()));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        assert!(uc.one(&caller, input("a", "t")).await.is_err());
+        let mut store = MockEventStore::new();
+        store.expect_get_event().never();
+        let mut guard = MockAppendGuard::new();
+        guard
+            .expect_before_append()
+            .returning(|_, _, _| Err(AppendError::Forbidden("deactivated".into())));
+        let uc = use_case(store).with_guard(Arc::new(guard));
+        let mut c = input("a", "t");
+        c.id = Some(EventId::generate().to_string());
+        assert!(matches!(
+            uc.one(&caller, c).await,
+            Err(AppendError::Forbidden(_))
+        ));
     }
 }

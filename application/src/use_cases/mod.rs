@@ -22,7 +22,7 @@ pub use admission::{Admission, Admitted, Refusal, Refused, RequestKind, TenantLi
 pub use append::MockAppendGuard;
 pub use append::{
     AppendError, AppendEventInput, AppendEvents, AppendGuard, AppendLimits, AppendReply,
-    QuotaExceeded,
+    GuardedEvent, QuotaExceeded,
 };
 pub use audit::{
     AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,
@@ -45,9 +45,9 @@ pub use schemas::{
     SubjectSummary, ValidateInput, ValidationReport,
 };
 pub use snapshots::{
-    CreateSnapshotInput, DEFAULT_SNAPSHOT_LIMIT, ListSnapshotsInput, MAX_SNAPSHOT_LIMIT,
-    NAMESPACE as SNAPSHOT_NAMESPACE, Snapshot, SnapshotArchive, SnapshotError, SnapshotOrigin,
-    SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
+    BackgroundSnapshots, CreateSnapshotInput, DEFAULT_SNAPSHOT_LIMIT, ListSnapshotsInput,
+    MAX_SNAPSHOT_LIMIT, NAMESPACE as SNAPSHOT_NAMESPACE, Snapshot, SnapshotArchive, SnapshotError,
+    SnapshotJobStats, SnapshotOrigin, SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
 };
 pub use tenants::{
     CreateTenantInput, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE, TenantError,

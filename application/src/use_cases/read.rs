@@ -11,7 +11,7 @@ use super::snapshots::{SnapshotArchive, fold_from_snapshot};
 use crate::Caller;
 use crate::ports::{
     EntityListQuery, EntityOrder, EntityPage, EntityStateCache, EventQuery, EventStore,
-    EventTypeCount, NoStateCache, QueryPage, SortOrder, StoreError, StoreStats, StreamRange,
+    EventTypeCount, NoStateCache, QueryPage, SortOrder, StoreStats, StreamRange,
 };
 
 /// Page size of queries when the client gives none.
@@ -38,14 +38,16 @@ pub enum ReadError {
     Internal(anyhow::Error),
 }
 
-impl From<StoreError> for ReadError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Internal(e) => Self::Internal(e),
-        }
+impl crate::ports::StorageFailure for ReadError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
+    }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
     }
 }
+
+crate::storage_errors!(ReadError);
 
 impl From<Errors> for ReadError {
     fn from(e: Errors) -> Self {
@@ -435,7 +437,7 @@ fn parse_payload_filter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::MockEventStore;
+    use crate::ports::{MockEventStore, StoreError};
     use allsource_domain::{ProposedEvent, TenantId, Version};
     use chrono::TimeZone;
     use serde_json::json;

@@ -18,24 +18,25 @@
 //! - Automatic: [`SnapshotTrigger`], an [`AppendGuard`], sees every acknowledged event and, when
 //!   an entity's version reaches a multiple of `every_n_events`, asks the
 //!   [`SnapshotScheduler`] for a snapshot at exactly that version. The append never waits for it
-//!   and never fails because of it.
+//!   and never fails because of it. [`BackgroundSnapshots`] is the scheduler: a bounded,
+//!   deduplicating queue worked off by one tokio task.
 //! - After every snapshot written, only the `keep_per_entity` newest (by version) are kept.
 //! - A snapshot store that cannot answer never fails a state read: the read folds everything.
 
 use std::sync::Arc;
 
-use allsource_domain::{EntityId, EntityState, Event, Position, ProposedEvent, TenantId, Version};
+use allsource_domain::{EntityId, EntityState, Event, Position, TenantId, Version};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::append::{AppendError, AppendGuard};
+use super::append::AppendGuard;
 use super::params::{self, Errors, FieldError};
 use crate::Caller;
 use crate::ports::{
     AppendReceipt, Clock, EventStore, SnapshotScheduler, StateEntry, StateError, StateStore,
-    StoreError, StreamRange,
+    StorageFailure, StoreError, StreamRange,
 };
 
 /// The state-store namespace of snapshots.
@@ -385,25 +386,17 @@ pub enum SnapshotError {
     Internal(anyhow::Error),
 }
 
-impl From<StoreError> for SnapshotError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Internal(e) => Self::Internal(e),
-        }
+impl StorageFailure for SnapshotError {
+    fn unavailable(why: String) -> Self {
+        Self::Unavailable(why)
     }
+    fn internal(error: anyhow::Error) -> Self {
+        Self::Internal(error)
+    }
+    // No snapshot write asks for a version, so a conflict is a bug (the default, 500).
 }
 
-impl From<StateError> for SnapshotError {
-    fn from(e: StateError) -> Self {
-        match e {
-            StateError::Unavailable(why) => Self::Unavailable(why),
-            // No snapshot write asks for a version, so a conflict is a bug.
-            StateError::VersionConflict { .. } => Self::Internal(e.into()),
-            StateError::Internal(e) => Self::Internal(e),
-        }
-    }
-}
+crate::storage_errors!(SnapshotError);
 
 impl From<Errors> for SnapshotError {
     fn from(e: Errors) -> Self {
@@ -675,21 +668,7 @@ impl SnapshotTrigger {
 
 #[async_trait]
 impl AppendGuard for SnapshotTrigger {
-    async fn before_append(
-        &self,
-        _caller: &Caller,
-        _events: &[ProposedEvent],
-        _batch: bool,
-    ) -> Result<(), AppendError> {
-        Ok(())
-    }
-
-    async fn after_append(
-        &self,
-        caller: &Caller,
-        _events: &[ProposedEvent],
-        receipts: &[AppendReceipt],
-    ) {
+    async fn after_append(&self, caller: &Caller, receipts: &[AppendReceipt], _: &[usize]) {
         for (entity_id, version) in self.due(receipts) {
             // A dropped job only means a later read folds more events.
             let _ = self
@@ -698,6 +677,9 @@ impl AppendGuard for SnapshotTrigger {
         }
     }
 }
+
+mod background;
+pub use background::{BackgroundSnapshots, SnapshotJobStats};
 
 #[cfg(test)]
 mod tests;

@@ -35,15 +35,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use allsource_domain::{
-    Permission, ProposedEvent, QuotaOverrides, Quotas, RateLimit, Tenant, TenantId, TenantName,
-    Tier,
+    Permission, QuotaOverrides, Quotas, RateLimit, Tenant, TenantId, TenantName, Tier,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::append::{AppendError, AppendGuard};
+use super::append::{AppendError, AppendGuard, GuardedEvent};
 use super::params::{Errors, FieldError};
 use super::read::ReadEvents;
 use crate::Caller;
@@ -1089,10 +1088,10 @@ impl QuotaGate for Tenants {
 
 #[async_trait]
 impl AppendGuard for Tenants {
-    async fn before_append(
+    async fn before_append<'a>(
         &self,
         caller: &Caller,
-        events: &[ProposedEvent],
+        events: &[GuardedEvent<'a>],
         _batch: bool,
     ) -> Result<(), AppendError> {
         let gate = |e: GateError| match e {
@@ -1108,7 +1107,7 @@ impl AppendGuard for Tenants {
         let cell = self.loaded_cell(caller.tenant()).await.map_err(gate)?;
         let now = self.now();
         let count = events.len() as u64;
-        let bytes: u64 = events.iter().map(|e| e.body_bytes() as u64).sum();
+        let bytes: u64 = events.iter().map(|e| e.body_bytes as u64).sum();
         let c = lock(&cell);
         for (kind, amount) in [
             (QuotaKind::EventsPerDay, count),
@@ -1129,15 +1128,15 @@ impl AppendGuard for Tenants {
     async fn after_append(
         &self,
         caller: &Caller,
-        events: &[ProposedEvent],
         receipts: &[AppendReceipt],
+        body_bytes: &[usize],
     ) {
-        let (count, bytes) = events
+        let (count, bytes) = body_bytes
             .iter()
             .zip(receipts)
             .filter(|(_, r)| !r.duplicate)
-            .fold((0i64, 0i64), |(n, b), (e, _)| {
-                (n + 1, b + e.body_bytes() as i64)
+            .fold((0i64, 0i64), |(n, b), (bytes, _)| {
+                (n + 1, b + *bytes as i64)
             });
         if count == 0 {
             return;

@@ -1,11 +1,8 @@
-//! Snapshot use cases with mocked ports, a fake state store (that round-trips values through
-//! JSON text, as the durable adapters do), and the property test: state through snapshots equals
-//! the full fold.
+//! Snapshot use cases with mocked ports, the in-memory state store of [`crate::testing`] (which
+//! round-trips values through JSON text, as the durable adapters do), and the property test:
+//! state through snapshots equals the full fold.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use allsource_domain::{EventId, EventType};
+use allsource_domain::{EventId, EventType, ProposedEvent};
 use chrono::TimeZone;
 use proptest::prelude::*;
 use serde_json::json;
@@ -13,7 +10,8 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::ports::clock::MockClock;
-use crate::ports::{MockEventStore, MockSnapshotScheduler, MockStateStore, StateEntry};
+use crate::ports::{MockEventStore, MockSnapshotScheduler, MockStateStore};
+use crate::testing::MemoryStateStore;
 use crate::use_cases::{EntityStateInput, ReadError, ReadEvents};
 
 // ---------------------------------------------------------------------------------------------
@@ -75,102 +73,6 @@ fn tenant() -> TenantId {
 
 fn entity(raw: &str) -> EntityId {
     EntityId::parse(raw).unwrap()
-}
-
-/// (tenant, namespace, key) → (JSON text, version).
-type TextEntries = BTreeMap<(String, String, String), (String, u64)>;
-
-/// A state store in memory that stores values as JSON text, as the durable adapters do.
-#[derive(Default)]
-struct TextStateStore {
-    entries: Mutex<TextEntries>,
-}
-
-impl TextStateStore {
-    fn keys(&self) -> Vec<String> {
-        self.entries
-            .lock()
-            .unwrap()
-            .keys()
-            .map(|(_, _, k)| k.clone())
-            .collect()
-    }
-}
-
-#[async_trait]
-impl StateStore for TextStateStore {
-    async fn get(
-        &self,
-        tenant: &TenantId,
-        namespace: &str,
-        key: &str,
-    ) -> Result<Option<StateEntry>, StateError> {
-        let k = (tenant.to_string(), namespace.to_owned(), key.to_owned());
-        Ok(self
-            .entries
-            .lock()
-            .unwrap()
-            .get(&k)
-            .map(|(text, version)| StateEntry {
-                value: serde_json::from_str(text).unwrap(),
-                version: *version,
-            }))
-    }
-
-    async fn put(
-        &self,
-        tenant: &TenantId,
-        namespace: &str,
-        key: &str,
-        value: Value,
-        _expected: Option<u64>,
-    ) -> Result<u64, StateError> {
-        let k = (tenant.to_string(), namespace.to_owned(), key.to_owned());
-        let mut entries = self.entries.lock().unwrap();
-        let version = entries.get(&k).map_or(1, |(_, v)| v + 1);
-        entries.insert(k, (value.to_string(), version));
-        Ok(version)
-    }
-
-    async fn delete(
-        &self,
-        tenant: &TenantId,
-        namespace: &str,
-        key: &str,
-    ) -> Result<bool, StateError> {
-        let k = (tenant.to_string(), namespace.to_owned(), key.to_owned());
-        Ok(self.entries.lock().unwrap().remove(&k).is_some())
-    }
-
-    async fn list(
-        &self,
-        tenant: &TenantId,
-        namespace: &str,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<(String, StateEntry)>, StateError> {
-        let entries = self.entries.lock().unwrap();
-        Ok(entries
-            .iter()
-            .filter(|((t, n, k), _)| {
-                *t == tenant.as_str()
-                    && n == namespace
-                    && prefix.as_deref().is_none_or(|p| k.starts_with(p))
-                    && after.as_deref().is_none_or(|a| k.as_str() > a)
-            })
-            .take(limit)
-            .map(|((_, _, k), (text, version))| {
-                (
-                    k.clone(),
-                    StateEntry {
-                        value: serde_json::from_str(text).unwrap(),
-                        version: *version,
-                    },
-                )
-            })
-            .collect())
-    }
 }
 
 fn five_events() -> Vec<Arc<Event>> {
@@ -246,7 +148,7 @@ fn stored_form_round_trips_and_foreign_values_are_skipped() {
 
 #[tokio::test]
 async fn create_snapshots_the_current_state_and_latest_finds_it() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let uc = snapshots_over(five_events(), state.clone(), 3);
     let snapshot = uc.create(&caller(), create_input("o-1")).await.unwrap();
     assert_eq!(snapshot.state.version, Version::new(5));
@@ -259,13 +161,13 @@ async fn create_snapshots_the_current_state_and_latest_finds_it() {
         snapshot.state.state,
         json!({"status": "shipped", "total": 1.5, "items": [1, 2]})
     );
-    assert_eq!(state.keys(), ["o-1/00000000000000000005"]);
+    assert_eq!(state.all_keys(), ["o-1/00000000000000000005"]);
     assert_eq!(uc.latest(&caller(), "o-1").await.unwrap(), snapshot);
 }
 
 #[tokio::test]
 async fn create_as_of_snapshots_the_past_state() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let uc = snapshots_over(five_events(), state, 3);
     let snapshot = uc
         .create(
@@ -293,7 +195,7 @@ async fn create_as_of_snapshots_the_past_state() {
 
 #[tokio::test]
 async fn create_folds_only_the_tail_after_the_newest_snapshot() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let first = snapshots_over(five_events()[..3].to_vec(), state.clone(), 3);
     first.create(&caller(), create_input("o-1")).await.unwrap();
     let mut events = MockEventStore::new();
@@ -311,14 +213,14 @@ async fn create_folds_only_the_tail_after_the_newest_snapshot() {
 
 #[tokio::test]
 async fn only_the_newest_k_are_kept() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let events = five_events();
     for version in 1..=5 {
         let uc = snapshots_over(events[..version].to_vec(), state.clone(), 2);
         uc.create(&caller(), create_input("o-1")).await.unwrap();
     }
     assert_eq!(
-        state.keys(),
+        state.all_keys(),
         ["o-1/00000000000000000004", "o-1/00000000000000000005"]
     );
 }
@@ -401,7 +303,7 @@ async fn create_reports_an_unavailable_event_store() {
         .returning(|_, _, _| Err(StoreError::Unavailable("recovering".into())));
     let uc = Snapshots::new(
         Arc::new(events),
-        Arc::new(TextStateStore::default()),
+        Arc::new(MemoryStateStore::new()),
         clock(),
         SnapshotPolicy::default(),
     );
@@ -432,7 +334,7 @@ async fn latest_without_snapshots_is_not_found() {
 
 #[tokio::test]
 async fn list_pages_through_all_entities_with_a_cursor() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     for name in ["a", "b", "c"] {
         let events: Vec<_> = (1..=2)
             .map(|v| event(name, v, v as i64, r#"{"x":1}"#))
@@ -554,15 +456,15 @@ async fn after_append_schedules_without_failing_even_when_dropped() {
     trigger
         .after_append(
             &caller(),
-            &[],
             &[receipt("a", 9, false), receipt("a", 10, false)],
+            &[2, 2],
         )
         .await;
 }
 
 #[tokio::test]
 async fn take_automatic_snapshots_exactly_the_version_asked() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let uc = snapshots_over(five_events(), state.clone(), 3);
     let snapshot = uc
         .take_automatic(&tenant(), &entity("o-1"), Version::new(4))
@@ -577,7 +479,7 @@ async fn take_automatic_snapshots_exactly_the_version_asked() {
             .unwrap()
             .is_none()
     );
-    assert_eq!(state.keys(), ["o-1/00000000000000000004"]);
+    assert_eq!(state.all_keys(), ["o-1/00000000000000000004"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,7 +487,7 @@ async fn take_automatic_snapshots_exactly_the_version_asked() {
 
 #[tokio::test]
 async fn state_read_folds_only_the_tail_after_the_newest_snapshot() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     snapshots_over(five_events()[..3].to_vec(), state.clone(), 3)
         .create(&caller(), create_input("o-1"))
         .await
@@ -608,7 +510,7 @@ async fn state_read_folds_only_the_tail_after_the_newest_snapshot() {
 
 #[tokio::test]
 async fn state_read_as_of_skips_snapshots_newer_than_as_of() {
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     snapshots_over(five_events()[..4].to_vec(), state.clone(), 3)
         .create(&caller(), create_input("o-1"))
         .await
@@ -652,7 +554,7 @@ async fn state_read_survives_an_unavailable_snapshot_store() {
 #[tokio::test]
 async fn state_read_of_an_unknown_entity_is_still_not_found() {
     let view = ReadEvents::new(Arc::new(stream_store(vec![])))
-        .with_snapshots(SnapshotArchive::new(Arc::new(TextStateStore::default())))
+        .with_snapshots(SnapshotArchive::new(Arc::new(MemoryStateStore::new())))
         .entity_state(&caller(), "nobody", EntityStateInput::default())
         .await;
     assert!(matches!(view, Err(ReadError::NotFound(_))));
@@ -727,7 +629,7 @@ fn events_of(case: &Case) -> Vec<Arc<Event>> {
 
 async fn check(case: Case) -> Result<(), TestCaseError> {
     let events = events_of(&case);
-    let state = Arc::new(TextStateStore::default());
+    let state = Arc::new(MemoryStateStore::new());
     let uc = snapshots_over(events.clone(), state.clone(), 10);
     for &version in &case.snapshot_at {
         uc.take_automatic(&tenant(), &entity("p"), Version::new(version as u64))

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, Role};
+use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, ProposedEvent, Role};
 use chrono::TimeZone;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -13,6 +13,7 @@ use super::*;
 use crate::Principal;
 use crate::ports::clock::MockClock;
 use crate::ports::{MockAuditLog, MockEventStore, MockStateStore, StateEntry};
+use crate::use_cases::GuardedEvent;
 
 type Map = Arc<Mutex<BTreeMap<(String, String, String), StateEntry>>>;
 
@@ -164,6 +165,10 @@ fn proposed(n: usize, payload: &str) -> Vec<ProposedEvent> {
             expected_version: ExpectedVersion::Any,
         })
         .collect()
+}
+
+fn sizes(events: &[ProposedEvent]) -> Vec<usize> {
+    events.iter().map(ProposedEvent::body_bytes).collect()
 }
 
 fn receipts(events: &[ProposedEvent], duplicate: bool) -> Vec<AppendReceipt> {
@@ -354,7 +359,11 @@ async fn deactivation_takes_effect_at_once_despite_the_cache() {
     let one = proposed(1, "1");
     assert!(matches!(
         tenants
-            .before_append(&user_of("nobody", Role::ServiceAccount), &one, false)
+            .before_append(
+                &user_of("nobody", Role::ServiceAccount),
+                &GuardedEvent::all(&one),
+                false
+            )
             .await,
         Err(AppendError::Forbidden(_))
     ));
@@ -466,17 +475,25 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let two = proposed(2, "{\"a\":1}");
-    tenants.before_append(&caller, &two, true).await.unwrap();
     tenants
-        .after_append(&caller, &two, &receipts(&two, false))
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
+    tenants
+        .after_append(&caller, &receipts(&two, false), &sizes(&two))
         .await;
     // Re-sent duplicates do not count.
     tenants
-        .after_append(&caller, &two, &receipts(&two, true))
+        .after_append(&caller, &receipts(&two, true), &sizes(&two))
         .await;
     let one = proposed(1, "1");
-    tenants.before_append(&caller, &one, false).await.unwrap();
-    let Err(AppendError::QuotaExceeded(q)) = tenants.before_append(&caller, &two, true).await
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&one), false)
+        .await
+        .unwrap();
+    let Err(AppendError::QuotaExceeded(q)) = tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
     else {
         panic!("expected quota exceeded");
     };
@@ -486,7 +503,9 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
     );
     assert_eq!(q.retry_after_secs, 12 * 3600, "until midnight UTC");
     let big = proposed(1, &format!("\"{}\"", "x".repeat(990)));
-    let Err(AppendError::QuotaExceeded(q)) = tenants.before_append(&caller, &big, false).await
+    let Err(AppendError::QuotaExceeded(q)) = tenants
+        .before_append(&caller, &GuardedEvent::all(&big), false)
+        .await
     else {
         panic!("expected quota exceeded");
     };
@@ -494,8 +513,16 @@ async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
     assert_eq!(q.used, 14);
     // A new day: events per day start again, storage does not.
     w.advance_secs(12 * 3600);
-    tenants.before_append(&caller, &two, true).await.unwrap();
-    assert!(tenants.before_append(&caller, &big, false).await.is_err());
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
+    assert!(
+        tenants
+            .before_append(&caller, &GuardedEvent::all(&big), false)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -596,12 +623,15 @@ async fn a_write_failure_keeps_the_delta_for_flush_all() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let two = proposed(2, "1");
-    tenants.before_append(&caller, &two, true).await.unwrap();
+    tenants
+        .before_append(&caller, &GuardedEvent::all(&two), true)
+        .await
+        .unwrap();
     // Another flush is in flight: flush_all leaves this tenant to it.
     let cell = tenants.cell(&tid("acme"));
     tenants.loaded_cell(&tid("acme")).await.unwrap();
     tenants
-        .after_append(&caller, &two, &receipts(&two, false))
+        .after_append(&caller, &receipts(&two, false), &sizes(&two))
         .await;
     lock(&cell).flushing = true;
     tenants.flush_all().await;
@@ -623,9 +653,12 @@ async fn appends_are_counted_at_once_and_written_by_flush_all() {
         .unwrap();
     let caller = user_of("acme", Role::ServiceAccount);
     let three = proposed(3, "1");
-    tenants.before_append(&caller, &three, true).await.unwrap();
     tenants
-        .after_append(&caller, &three, &receipts(&three, false))
+        .before_append(&caller, &GuardedEvent::all(&three), true)
+        .await
+        .unwrap();
+    tenants
+        .after_append(&caller, &receipts(&three, false), &sizes(&three))
         .await;
     let here = tenants.stats(&operator(), "acme").await.unwrap();
     assert_eq!(here.usage[0].used, 3, "this node counts at once");

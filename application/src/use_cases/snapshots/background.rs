@@ -1,5 +1,6 @@
 //! `BackgroundSnapshots`: the [`SnapshotScheduler`] that takes automatic snapshots on a tokio
-//! task, off the append path.
+//! task, off the append path. It has no I/O of its own: it calls [`Snapshots`], which reaches
+//! storage through the ports.
 //!
 //! - **Bounded.** Jobs wait in a channel of fixed capacity; when it is full, `schedule` drops
 //!   the job at once (counted in [`SnapshotJobStats::dropped`]) instead of making the append
@@ -15,11 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use allsource_application::ports::SnapshotScheduler;
-use allsource_application::use_cases::Snapshots;
 use allsource_domain::{EntityId, TenantId, Version};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+
+use super::Snapshots;
+use crate::ports::SnapshotScheduler;
 
 type Job = (TenantId, EntityId);
 
@@ -114,16 +116,22 @@ impl SnapshotScheduler for BackgroundSnapshots {
 mod tests {
     use std::time::Duration;
 
-    use allsource_application::Caller;
-    use allsource_application::ports::{EventStore, StateStore};
-    use allsource_application::use_cases::{
-        AppendEventInput, AppendEvents, AppendLimits, SnapshotPolicy, SnapshotTrigger,
-    };
     use serde_json::json;
 
     use super::*;
-    use crate::state::MemoryStateStore;
-    use crate::{MemoryStore, SystemClock};
+    use crate::Caller;
+    use crate::ports::{Clock, EventStore, StateStore};
+    use crate::testing::{Given, MemoryStateStore};
+    use crate::use_cases::{
+        AppendEventInput, AppendEvents, AppendLimits, SnapshotPolicy, SnapshotTrigger,
+    };
+
+    struct SystemClock;
+    impl Clock for SystemClock {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            chrono::Utc::now()
+        }
+    }
 
     fn input(entity: &str, n: u64) -> AppendEventInput {
         AppendEventInput {
@@ -148,7 +156,7 @@ mod tests {
 
     #[tokio::test]
     async fn appends_every_n_events_leave_snapshots_in_the_state_store() {
-        let events: Arc<dyn EventStore> = Arc::new(MemoryStore::new(Arc::new(SystemClock)));
+        let events: Arc<dyn EventStore> = Given::tenant("default").store();
         let state: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
         let policy = SnapshotPolicy {
             every_n_events: 5,
@@ -192,9 +200,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_drops_jobs_and_a_waiting_entity_is_merged() {
-        let events: Arc<dyn EventStore> = Arc::new(MemoryStore::new(Arc::new(SystemClock)));
         let snapshots = Snapshots::new(
-            events,
+            Given::tenant("default").store(),
             Arc::new(MemoryStateStore::new()),
             Arc::new(SystemClock),
             SnapshotPolicy::default(),
