@@ -9,8 +9,13 @@ use chrono::TimeZone;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use allsource_domain::{ProposedEvent, QuotaOverrides, Tier};
+
 use super::*;
 use crate::Principal;
+use crate::ports::AppendReceipt;
+use crate::quota::{QuotaGate, TenantGate};
+use crate::use_cases::append::{AppendError, AppendGuard};
 use crate::ports::clock::MockClock;
 use crate::ports::{MockAuditLog, MockEventStore, MockStateStore, StateEntry};
 
