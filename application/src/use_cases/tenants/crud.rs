@@ -196,6 +196,7 @@ impl Tenants {
             return Ok(tenant);
         }
         let name = TenantName::parse(id.as_str()).map_err(|e| TenantError::Internal(e.into()))?;
+        self.purge_members(id).await?;
         let tenant = Tenant::new(id.clone(), name, tier, self.now());
         match self.write(&tenant, 0).await {
             Ok(_) => {
@@ -304,11 +305,29 @@ impl Tenants {
         if !errors.0.is_empty() {
             return Err(TenantError::Invalid(errors.0));
         }
+        if id.is_reserved() {
+            return Err(TenantError::Invalid(vec![FieldError::new(
+                "id",
+                format!(
+                    "is reserved: ids starting with '{}' belong to the installation",
+                    TenantId::RESERVED_PREFIX
+                ),
+            )]));
+        }
         if id == TenantId::default_tenant() {
             return Err(TenantError::Conflict(
                 "tenant 'default' exists already".into(),
             ));
         }
+        if self.load(&id).await?.is_some() {
+            return Err(TenantError::Conflict(format!(
+                "tenant '{}' exists already",
+                id.as_str()
+            )));
+        }
+        // Whatever an earlier tenant of this id left behind (an interrupted deletion) goes
+        // first: a new tenant starts with no users, keys or logins.
+        self.purge_members(&id).await?;
         let tenant = Tenant::new(id, name, tier, self.now());
         self.write(&tenant, 0).await.map_err(|e| match e {
             TenantError::Conflict(_) => {
@@ -444,8 +463,9 @@ impl Tenants {
         Ok(tenant)
     }
 
-    /// `DELETE /api/v1/tenants/{id}`: the record and its usage counters. Its credentials are
-    /// refused from then on (unknown tenant); its events stay in the store.
+    /// `DELETE /api/v1/tenants/{id}`: the record, its usage counters, and (through the
+    /// registered [`TenantMembers`](super::TenantMembers)) its users, API keys and logins.
+    /// Its credentials are refused from then on; its events stay in the store.
     ///
     /// # Errors
     /// `Forbidden`, `NotFound`, `Conflict` for `default`.
@@ -465,6 +485,9 @@ impl Tenants {
             )
             .await?;
         self.invalidate(&tenant.id);
+        // The record is gone, so every credential of the tenant is refused from here on;
+        // then what the tenant's users, keys and logins left behind goes too.
+        self.purge_members(&tenant.id).await?;
         self.inner
             .store
             .delete(&tenant.id, USAGE_NAMESPACE, USAGE_KEY)

@@ -12,6 +12,15 @@
 //! - Stats of one's own tenant need only `read`.
 //! - Tenant `default` always exists (it is created with the `unlimited` tier when missing) and
 //!   can be neither deleted nor deactivated (`409`).
+//! - Ids starting with `_` are reserved for the installation ([`TenantId::is_reserved`]:
+//!   `_identity`, `_system`, ...) and refused on create (`400` naming `id`).
+//!
+//! # Deleting a tenant
+//! Deleting a tenant deletes its record and usage counters, and tells every registered
+//! [`TenantMembers`] (the identity use cases: users, API keys, logins, access tokens) to let
+//! go of what they keep for it. Creating a tenant tells them too, before the record is
+//! written, so a re-created tenant of the same id starts with no identities even if an earlier
+//! deletion was interrupted. Its events stay in the store.
 //!
 //! # Storage
 //! Tenant records live in the state store under tenant `default`, namespace `tenants`, key =
@@ -41,6 +50,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use allsource_domain::{Tenant, TenantId};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::params::FieldError;
@@ -68,6 +78,18 @@ pub const USAGE_NAMESPACE: &str = "tenant_usage";
 /// How long a tenant record read from the state store is trusted. Changes made through this
 /// node invalidate it at once; changes made on another node take effect here within this time.
 pub const TENANT_CACHE_MILLIS: i64 = 2_000;
+
+/// What another use case keeps per tenant and lets go of with it.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TenantMembers: Send + Sync {
+    /// Deletes or revokes everything kept for the tenant. Idempotent: it runs when a tenant is
+    /// deleted and again before a tenant of that id is created.
+    ///
+    /// # Errors
+    /// `Unavailable`/`Internal` storage errors; the tenant use case reports them.
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<(), GateError>;
+}
 
 /// Why a tenant use case failed.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +185,8 @@ struct Inner {
     /// Tenant id → (record or known absence, when it was read in ms).
     cache: Mutex<HashMap<TenantId, Cached>>,
     usage: Mutex<HashMap<TenantId, Arc<Mutex<UsageCell>>>>,
+    /// Told when a tenant goes (and before one is created).
+    members: Mutex<Vec<Arc<dyn TenantMembers>>>,
 }
 
 /// The tenant use cases, and the tenant and quota gates.
@@ -186,8 +210,28 @@ impl Tenants {
                 clock,
                 cache: Mutex::new(HashMap::new()),
                 usage: Mutex::new(HashMap::new()),
+                members: Mutex::new(Vec::new()),
             }),
         }
+    }
+
+    /// Registers what else keeps state per tenant (the composition root registers the
+    /// identity use cases): it is purged with every deleted tenant.
+    pub fn add_members(&self, members: Arc<dyn TenantMembers>) {
+        lock(&self.inner.members).push(members);
+    }
+
+    /// Purges the tenant from every registered [`TenantMembers`].
+    async fn purge_members(&self, id: &TenantId) -> Result<(), TenantError> {
+        let members: Vec<_> = lock(&self.inner.members).clone();
+        for member in members {
+            member.purge_tenant(id).await.map_err(|e| match e {
+                GateError::Unavailable(why) => TenantError::Unavailable(why),
+                GateError::Internal(cause) => TenantError::Internal(cause),
+                other => TenantError::Internal(anyhow::anyhow!(other.to_string())),
+            })?;
+        }
+        Ok(())
     }
 
     fn now(&self) -> DateTime<Utc> {

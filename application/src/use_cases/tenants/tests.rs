@@ -579,6 +579,7 @@ async fn storage_failures_are_unavailable() {
             reads: tenants.inner.reads.clone(),
             cache: Mutex::default(),
             usage: Mutex::default(),
+            members: Mutex::default(),
         }),
     };
     assert!(matches!(
