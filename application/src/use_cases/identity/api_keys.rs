@@ -171,10 +171,7 @@ impl Identity {
         // the parent) that ran meanwhile did not see this key, so it is revoked here.
         let orphan = match (caller.user_id(), &parent) {
             (Some(user_id), _) if self.user_revoked(tenant.as_str(), user_id).await? => true,
-            (_, Some(parent)) => !self
-                .parent_key(&tenant, &parent.id)
-                .await
-                .is_ok_and(|p| p.revoked_at.is_none()),
+            (_, Some(parent)) => self.parent_key(&tenant, &parent.id).await.is_err(),
             _ => false,
         };
         if orphan {
@@ -332,7 +329,7 @@ impl Identity {
         Ok(())
     }
 
-    /// The record of the caller's own key (the parent of a key it creates).
+    /// The record of the caller's own key (the parent of a key it creates), if not revoked.
     async fn parent_key(
         &self,
         tenant: &TenantId,
@@ -352,6 +349,9 @@ impl Identity {
             .await?
             .ok_or_else(gone)?
             .value;
+        if key.revoked_at.is_some() {
+            return Err(gone());
+        }
         Ok(key)
     }
 }
