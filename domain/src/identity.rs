@@ -113,10 +113,16 @@ mod tests {
     #[test]
     fn usernames_are_trimmed_and_lower_cased() {
         assert_eq!(Username::parse("Root").unwrap().as_str(), "root");
-        assert_eq!(Username::parse("  Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
+        assert_eq!(
+            Username::parse("  Alice@Example.COM ").unwrap().as_str(),
+            "alice@example.com"
+        );
         assert_eq!(Username::parse("a").unwrap().to_string(), "a");
         assert_eq!(Username::parse("A.b_c-d@9").unwrap().as_str(), "a.b_c-d@9");
-        assert_eq!(Username::parse("ROOT").unwrap(), Username::parse("root").unwrap());
+        assert_eq!(
+            Username::parse("ROOT").unwrap(),
+            Username::parse("root").unwrap()
+        );
         assert_eq!(Username::normalize(" MiXeD "), "mixed");
         // Normalisation of an invalid name is still defined (the throttle keys on it).
         assert_eq!(Username::normalize(" Not Valid! "), "not valid!");

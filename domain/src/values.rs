@@ -280,7 +280,10 @@ mod tests {
         assert_eq!(TenantId::parse("_identity").unwrap(), TenantId::identity());
         assert_eq!(TenantId::parse("_system").unwrap(), TenantId::system());
         for reserved in ["_identity", "_system", "_", "_anything", "__x"] {
-            assert!(TenantId::parse(reserved).unwrap().is_reserved(), "{reserved}");
+            assert!(
+                TenantId::parse(reserved).unwrap().is_reserved(),
+                "{reserved}"
+            );
         }
         for open in ["default", "acme", "a_", "a_b", "-x", "x-_"] {
             assert!(!TenantId::parse(open).unwrap().is_reserved(), "{open}");

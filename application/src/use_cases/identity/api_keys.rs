@@ -57,7 +57,6 @@ pub struct CreatedApiKey {
     pub view: ApiKeyView,
 }
 
-
 /// Input of API key creation, raw.
 #[derive(Debug, Clone, Default)]
 pub struct CreateApiKeyInput {
@@ -253,12 +252,7 @@ impl Identity {
         key: ApiKeyRecord,
     ) -> Result<ApiKeyView, IdentityError> {
         let view = self.revoke_one(caller, digest, key).await?;
-        let parent = self
-            .inner
-            .store
-            .api_key(digest)
-            .await?
-            .map(|v| v.value);
+        let parent = self.inner.store.api_key(digest).await?.map(|v| v.value);
         if let Some(parent) = parent {
             self.revoke_children(caller, &parent).await?;
         }

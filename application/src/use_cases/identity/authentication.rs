@@ -33,7 +33,6 @@ pub struct MeView {
     pub api_key_name: Option<String>,
 }
 
-
 impl Identity {
     /// Who the caller is.
     pub fn me(caller: &Caller) -> MeView {

@@ -25,10 +25,10 @@ mod service;
 mod sessions;
 mod store;
 mod tenants;
-mod throttle;
-mod users;
 #[cfg(test)]
 mod tests;
+mod throttle;
+mod users;
 
 pub use api_keys::{ApiKeyView, CreateApiKeyInput, CreatedApiKey};
 pub use authentication::MeView;

@@ -11,11 +11,11 @@ use super::ports::{PasswordHasher, Secrets, TokenSigner};
 use super::revocations::Revocations;
 use super::store::IdentityStore;
 use super::throttle::LoginThrottle;
+use crate::Caller;
 use crate::auth::AuthError;
 use crate::ports::{AuditLog, AuditRecord, Clock, StateError, StateStore};
 use crate::quota::{GateError, QuotaExceeded, QuotaGate, TenantGate};
 use crate::use_cases::FieldError;
-use crate::Caller;
 use allsource_domain::Permission;
 
 /// The prefix of every API key.

@@ -363,7 +363,9 @@ impl IdentityStore {
         let record = FamilyIndexRecord {
             family_id: family_id.to_owned(),
         };
-        self.put(USER_FAMILIES, &key, &record, None).await.map(|_| ())
+        self.put(USER_FAMILIES, &key, &record, None)
+            .await
+            .map(|_| ())
     }
 
     /// The families of the user (`Some`) or of every user of the tenant (`None`), with their

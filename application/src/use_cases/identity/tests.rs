@@ -17,7 +17,7 @@ use crate::quota::{GateError, MockQuotaGate, MockTenantGate, QuotaExceeded, Quot
 use crate::{Caller, Principal};
 
 #[derive(Default)]
-struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
+pub(super) struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
 
 #[async_trait]
 impl StateStore for FakeState {
@@ -100,7 +100,12 @@ struct Setup {
 impl Setup {
     /// Another node over the same state store and clock (or this one after a restart).
     fn node(&self) -> Identity {
-        identity_over(self.state.clone(), self.clock.clone(), Arc::new(hasher()), 3)
+        identity_over(
+            self.state.clone(),
+            self.clock.clone(),
+            Arc::new(hasher()),
+            3,
+        )
     }
 
     fn advance_millis(&self, ms: i64) {
@@ -835,7 +840,10 @@ async fn a_deleted_users_access_token_stops_at_once_and_mints_no_key() {
         .create_api_key(&bob, key_input("before", None, None))
         .await
         .unwrap();
-    s.identity.delete_user(&admin(), bob.user_id().unwrap()).await.unwrap();
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
     let token = || Credential::Bearer(pair.access_token.clone());
     // The access token is refused at once, long before it expires.
     assert!(revoked(s.identity.authenticate(token()).await));
@@ -847,12 +855,19 @@ async fn a_deleted_users_access_token_stops_at_once_and_mints_no_key() {
         .unwrap_err();
     assert!(matches!(err, IdentityError::Unauthorized(_)), "{err:?}");
     assert!(
-        s.identity.list_api_keys(&admin()).await.unwrap().iter().all(|k| k.name != "after"),
+        s.identity
+            .list_api_keys(&admin())
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.name != "after"),
         "no key was left behind"
     );
     // The key made before is revoked, and so is the refresh token.
     assert!(revoked(
-        s.identity.authenticate(Credential::ApiKey(before.key.clone())).await
+        s.identity
+            .authenticate(Credential::ApiKey(before.key.clone()))
+            .await
     ));
     assert!(matches!(
         s.identity.refresh(&pair.refresh_token).await,
@@ -884,7 +899,10 @@ async fn a_key_minted_while_its_user_is_deleted_on_another_node_is_revoked() {
             .await
             .is_ok()
     );
-    s.identity.delete_user(&admin(), bob.user_id().unwrap()).await.unwrap();
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
     // Within its reload interval, the other node still has the old list in memory, but key
     // creation reads the store: nothing is minted.
     let err = other_node
@@ -901,7 +919,10 @@ async fn another_node_refuses_a_revoked_token_within_the_reload_bound() {
     let (pair, bob) = logged_in(&s, "bob", "developer").await;
     let token = || Credential::Bearer(pair.access_token.clone());
     assert!(other_node.authenticate(token()).await.is_ok());
-    s.identity.delete_user(&admin(), bob.user_id().unwrap()).await.unwrap();
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
     s.advance_millis(REVOCATION_RELOAD_MILLIS);
     assert!(revoked(other_node.authenticate(token()).await));
 }
@@ -917,22 +938,50 @@ async fn reuse_detection_stops_the_access_tokens_of_the_family_at_once() {
         .await
         .unwrap();
     let bearer = |t: &str| Credential::Bearer(t.to_owned());
-    assert!(s.identity.authenticate(bearer(&second.access_token)).await.is_ok());
+    assert!(
+        s.identity
+            .authenticate(bearer(&second.access_token))
+            .await
+            .is_ok()
+    );
     // The first refresh token comes back: a thief. The whole login is revoked …
     assert!(s.identity.refresh(&first.refresh_token).await.is_err());
-    assert!(revoked(s.identity.authenticate(bearer(&first.access_token)).await));
-    assert!(revoked(s.identity.authenticate(bearer(&second.access_token)).await));
-    assert!(revoked(s.node().authenticate(bearer(&second.access_token)).await));
+    assert!(revoked(
+        s.identity.authenticate(bearer(&first.access_token)).await
+    ));
+    assert!(revoked(
+        s.identity.authenticate(bearer(&second.access_token)).await
+    ));
+    assert!(revoked(
+        s.node().authenticate(bearer(&second.access_token)).await
+    ));
     // … and only that login.
-    assert!(s.identity.authenticate(bearer(&other_login.access_token)).await.is_ok());
+    assert!(
+        s.identity
+            .authenticate(bearer(&other_login.access_token))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
 async fn revocations_expire_when_the_tokens_they_match_have() {
     let s = setup();
     let (pair, bob) = logged_in(&s, "bob", "developer").await;
-    s.identity.delete_user(&admin(), bob.user_id().unwrap()).await.unwrap();
-    assert_eq!(s.state.0.lock().unwrap().keys().filter(|k| k.1 == "auth.revoked").count(), 1);
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.1 == "auth.revoked")
+            .count(),
+        1
+    );
     // Past the token's lifetime and the slack, the entry is pruned on the next reload.
     s.advance_millis((IdentityConfig::default().access_ttl_secs + 61) * 1000);
     // (The token itself is expired by then: the mock signer does not check `exp`, so the
@@ -941,7 +990,16 @@ async fn revocations_expire_when_the_tokens_they_match_have() {
         .identity
         .authenticate(Credential::Bearer(pair.access_token))
         .await;
-    assert_eq!(s.state.0.lock().unwrap().keys().filter(|k| k.1 == "auth.revoked").count(), 0);
+    assert_eq!(
+        s.state
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.1 == "auth.revoked")
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -971,14 +1029,20 @@ async fn a_key_made_by_a_key_never_outlives_or_exceeds_it() {
     assert_eq!(child.view.role, Role::Developer);
     let later = s
         .identity
-        .create_api_key(&by_key, key_input("later", None, Some("2030-01-01T00:00:00Z")))
+        .create_api_key(
+            &by_key,
+            key_input("later", None, Some("2030-01-01T00:00:00Z")),
+        )
         .await
         .unwrap();
     assert_eq!(later.view.expires_at, limit);
     // An earlier one is kept.
     let earlier = s
         .identity
-        .create_api_key(&by_key, key_input("earlier", None, Some("2026-11-23T12:30:00Z")))
+        .create_api_key(
+            &by_key,
+            key_input("earlier", None, Some("2026-11-23T12:30:00Z")),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1000,7 +1064,10 @@ async fn a_key_made_by_a_key_never_outlives_or_exceeds_it() {
         .unwrap();
     let grandchild = s
         .identity
-        .create_api_key(&child_caller, key_input("grandchild", Some("readonly"), None))
+        .create_api_key(
+            &child_caller,
+            key_input("grandchild", Some("readonly"), None),
+        )
         .await
         .unwrap();
     assert_eq!(grandchild.view.expires_at, limit);
@@ -1008,8 +1075,16 @@ async fn a_key_made_by_a_key_never_outlives_or_exceeds_it() {
         .revoke_api_key(&admin(), &parent.view.id)
         .await
         .unwrap();
-    for key in [parent.key, child.key, later.key, earlier.key, grandchild.key] {
-        assert!(revoked(s.identity.authenticate(Credential::ApiKey(key)).await));
+    for key in [
+        parent.key,
+        child.key,
+        later.key,
+        earlier.key,
+        grandchild.key,
+    ] {
+        assert!(revoked(
+            s.identity.authenticate(Credential::ApiKey(key)).await
+        ));
     }
     // And a revoked key creates nothing.
     assert!(matches!(
@@ -1043,7 +1118,9 @@ async fn a_key_of_a_key_without_expiry_expires_when_the_parent_is_revoked() {
         .revoke_api_key(&by_key, &parent.view.id)
         .await
         .unwrap();
-    assert!(revoked(s.identity.authenticate(Credential::ApiKey(child.key)).await));
+    assert!(revoked(
+        s.identity.authenticate(Credential::ApiKey(child.key)).await
+    ));
 }
 
 /// A hasher that counts the passwords it verifies and takes its time doing so.
@@ -1088,11 +1165,16 @@ async fn parallel_wrong_passwords_verify_at_most_the_limit() {
         }
     }
     let verified = hasher.0.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(verified <= 3, "{verified} passwords verified with a limit of 3");
+    assert!(
+        verified <= 3,
+        "{verified} passwords verified with a limit of 3"
+    );
     assert_eq!((unauthorized, throttled), (3, 21));
     // The right password waits too.
     assert!(matches!(
-        identity.login(login_input("target", "a good long password")).await,
+        identity
+            .login(login_input("target", "a good long password"))
+            .await,
         Err(IdentityError::Throttled { .. })
     ));
 }

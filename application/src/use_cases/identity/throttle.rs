@@ -58,9 +58,9 @@ impl LoginThrottle {
             list.pop_front();
         }
         if list.len() >= self.max {
-            let wait = list
-                .front()
-                .map_or(1, |oldest| (*oldest + self.window - now).num_seconds().max(1));
+            let wait = list.front().map_or(1, |oldest| {
+                (*oldest + self.window - now).num_seconds().max(1)
+            });
             return Err(u64::try_from(wait).unwrap_or(1));
         }
         list.push_back(now);
@@ -97,7 +97,9 @@ mod tests {
         // Another username has its own slots.
         throttle.reserve("alice", t0()).unwrap();
         // The window passes.
-        throttle.reserve("root", t0() + Duration::seconds(60)).unwrap();
+        throttle
+            .reserve("root", t0() + Duration::seconds(60))
+            .unwrap();
     }
 
     #[test]

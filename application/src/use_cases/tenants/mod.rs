@@ -56,14 +56,16 @@ use chrono::{DateTime, Utc};
 use super::params::FieldError;
 use super::read::ReadEvents;
 use crate::Caller;
-use crate::ports::{AuditLog, AuditOutcome, AuditRecord, Clock, StateError, StateStore, StoreStats};
+use crate::ports::{
+    AuditLog, AuditOutcome, AuditRecord, Clock, StateError, StateStore, StoreStats,
+};
 use crate::quota::{GateError, QuotaKind};
-use usage::UsageCell;
 #[cfg(doc)]
 use crate::{
     quota::{QuotaGate, TenantGate},
     use_cases::append::AppendGuard,
 };
+use usage::UsageCell;
 
 mod crud;
 mod gates;
@@ -167,7 +169,6 @@ pub struct TenantStats {
     pub usage: Vec<QuotaUsage>,
     pub events: StoreStats,
 }
-
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain counters behind, still usable.

@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use super::*;
 use crate::Principal;
 use crate::ports::AppendReceipt;
-use crate::quota::{QuotaGate, TenantGate};
-use crate::use_cases::append::{AppendError, AppendGuard};
 use crate::ports::clock::MockClock;
 use crate::ports::{MockAuditLog, MockEventStore, MockStateStore, StateEntry};
+use crate::quota::{QuotaGate, TenantGate};
+use crate::use_cases::append::{AppendError, AppendGuard};
 
 type Map = Arc<Mutex<BTreeMap<(String, String, String), StateEntry>>>;
 
@@ -682,11 +682,18 @@ async fn reserved_ids_are_refused_on_create_naming_the_field() {
         };
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].field, "id");
-        assert!(errors[0].message.contains("reserved"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("reserved"),
+            "{}",
+            errors[0].message
+        );
     }
     assert!(w.actions().is_empty());
     // An underscore elsewhere is fine.
-    tenants.create(&operator(), create("a_b", "free")).await.unwrap();
+    tenants
+        .create(&operator(), create("a_b", "free"))
+        .await
+        .unwrap();
 }
 
 /// Records the tenants it was told to purge.
@@ -707,7 +714,10 @@ async fn deleting_a_tenant_purges_its_members_and_creating_one_purges_first() {
     let tenants = w.node();
     let purged = Arc::new(Purged::default());
     tenants.add_members(purged.clone());
-    tenants.create(&operator(), create("acme", "free")).await.unwrap();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
     // Creating an existing tenant is refused before anything is purged.
     assert!(matches!(
         tenants.create(&operator(), create("acme", "free")).await,
@@ -716,11 +726,19 @@ async fn deleting_a_tenant_purges_its_members_and_creating_one_purges_first() {
     assert_eq!(*lock(&purged.0), ["acme"]);
     tenants.delete(&operator(), "acme").await.unwrap();
     assert_eq!(*lock(&purged.0), ["acme", "acme"]);
-    tenants.create(&operator(), create("acme", "free")).await.unwrap();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
     assert_eq!(*lock(&purged.0), ["acme", "acme", "acme"]);
     // Refused changes purge nothing.
     assert!(tenants.delete(&operator(), "default").await.is_err());
-    assert!(tenants.delete(&user_of("acme", Role::Admin), "acme").await.is_err());
+    assert!(
+        tenants
+            .delete(&user_of("acme", Role::Admin), "acme")
+            .await
+            .is_err()
+    );
     assert_eq!(lock(&purged.0).len(), 3);
 }
 
@@ -735,7 +753,10 @@ async fn a_failed_purge_fails_the_deletion_and_the_next_create_retries_it() {
     }
     let w = World::new();
     let tenants = w.node();
-    tenants.create(&operator(), create("acme", "free")).await.unwrap();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
     tenants.add_members(Arc::new(Down));
     assert!(matches!(
         tenants.delete(&operator(), "acme").await,

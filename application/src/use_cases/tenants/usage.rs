@@ -220,7 +220,10 @@ impl Tenants {
     }
 
     /// The tenant's usage cell, its counters read from the state store on first use.
-    pub(super) async fn loaded_cell(&self, id: &TenantId) -> Result<Arc<Mutex<UsageCell>>, GateError> {
+    pub(super) async fn loaded_cell(
+        &self,
+        id: &TenantId,
+    ) -> Result<Arc<Mutex<UsageCell>>, GateError> {
         let cell = self.cell(id);
         if lock(&cell).loaded {
             return Ok(cell);
@@ -250,7 +253,11 @@ impl Tenants {
     }
 
     /// Writes the cell's delta. If a write is in flight already, it will take this delta too.
-    pub(super) async fn flush(&self, id: &TenantId, cell: &Mutex<UsageCell>) -> Result<(), GateError> {
+    pub(super) async fn flush(
+        &self,
+        id: &TenantId,
+        cell: &Mutex<UsageCell>,
+    ) -> Result<(), GateError> {
         {
             let mut c = lock(cell);
             if c.flushing {
@@ -339,7 +346,12 @@ impl Tenants {
         }
     }
 
-    pub(super) fn exceeded(kind: QuotaKind, limit: u64, used: u64, now: DateTime<Utc>) -> QuotaExceeded {
+    pub(super) fn exceeded(
+        kind: QuotaKind,
+        limit: u64,
+        used: u64,
+        now: DateTime<Utc>,
+    ) -> QuotaExceeded {
         QuotaExceeded {
             quota: kind.as_str().to_owned(),
             limit,
