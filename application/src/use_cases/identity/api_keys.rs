@@ -6,17 +6,15 @@
 //! or missing `expires_at` becomes the parent's), and revoking the parent revokes its children.
 //! A key created for a user who is deleted meanwhile is revoked before it is handed out.
 
-use allsource_domain::{Role, TenantId};
+use allsource_domain::{Permission, Role, TenantId};
 use chrono::{DateTime, Utc};
 
 use super::service::{API_KEY_PREFIX, Identity, IdentityError, parse_stored_role};
 use super::store::ApiKeyRecord;
-use crate::Caller;
-use crate::Principal;
 use crate::ports::{AuditOutcome, AuditRecord};
 use crate::quota::QuotaKind;
 use crate::use_cases::FieldError;
-use allsource_domain::Permission;
+use crate::{Caller, Principal};
 
 /// An API key as shown over the API (never the key or its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]

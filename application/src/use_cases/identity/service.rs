@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use allsource_domain::{Password, Role};
+use allsource_domain::{Password, Permission, Role};
 use chrono::{DateTime, Utc};
 
 use super::ports::{PasswordHasher, Secrets, TokenSigner};
@@ -16,7 +16,6 @@ use crate::auth::AuthError;
 use crate::ports::{AuditLog, AuditRecord, Clock, StateError, StateStore};
 use crate::quota::{GateError, QuotaExceeded, QuotaGate, TenantGate};
 use crate::use_cases::FieldError;
-use allsource_domain::Permission;
 
 /// The prefix of every API key.
 pub const API_KEY_PREFIX: &str = "ask_";
