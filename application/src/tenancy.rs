@@ -3,6 +3,12 @@
 //!
 //! A `Caller` is made by authentication (presentation's auth layer, from a JWT or an API key)
 //! or, with authentication off, is [`Caller::default_tenant`]: an admin of tenant `default`.
+//!
+//! # Operators
+//! The one rule of who operates the installation is [`Caller::is_operator`]: a holder of
+//! `manage_tenants` in tenant `default` (today: its admins, and every caller when
+//! authentication is off). Operators manage tenants and policies, create users in any tenant
+//! and read any tenant's audit log; everybody else acts within their own tenant only.
 
 use allsource_domain::{Permission, Role, TenantId};
 
@@ -70,6 +76,12 @@ impl Caller {
         self.role.allows(permission)
     }
 
+    /// Whether the caller operates the installation: holds `manage_tenants` in the operator
+    /// tenant `default`. The only definition of "operator"; every use case asks this.
+    pub fn is_operator(&self) -> bool {
+        self.tenant == TenantId::default_tenant() && self.can(Permission::ManageTenants)
+    }
+
     /// The id of the user behind the caller: the user, or the owner of the API key.
     pub fn user_id(&self) -> Option<&str> {
         match &self.principal {
@@ -101,6 +113,30 @@ mod tests {
         assert!(caller.can(Permission::ManageTenants));
         assert_eq!(caller.actor(), "system");
         assert_eq!(caller.user_id(), None);
+        assert!(caller.is_operator());
+    }
+
+    #[test]
+    fn operators_hold_manage_tenants_in_tenant_default_only() {
+        let user = |tenant: &str, role| {
+            Caller::authenticated(
+                TenantId::parse(tenant).unwrap(),
+                role,
+                Principal::User {
+                    user_id: "u".into(),
+                    username: "u".into(),
+                },
+            )
+        };
+        assert!(user("default", Role::Admin).is_operator());
+        for role in [Role::Developer, Role::Readonly, Role::ServiceAccount] {
+            assert!(!user("default", role).is_operator(), "{role}");
+        }
+        for role in Role::ALL {
+            assert!(!user("acme", role).is_operator(), "{role}");
+        }
+        assert!(!Caller::new(TenantId::parse("acme").unwrap()).is_operator());
+        assert!(!Caller::new(TenantId::identity()).is_operator());
     }
 
     #[test]

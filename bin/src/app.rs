@@ -87,15 +87,12 @@ fn build_identity(
         .collect();
     let jwt = &settings.auth.jwt;
     let signer = JwtSigner::new(keys, jwt.retired_kids.clone(), &jwt.issuer)?;
-    let operator_tenant = allsource_domain::TenantId::parse(&settings.auth.bootstrap_admin.tenant)
-        .map_err(|e| anyhow::anyhow!("invalid setting auth.bootstrap_admin.tenant: {}", e.0))?;
     let config = IdentityConfig {
         issuer: jwt.issuer.clone(),
         access_ttl_secs: i64::try_from(jwt.access_ttl_seconds).unwrap_or(i64::MAX),
         refresh_ttl_secs: i64::try_from(jwt.refresh_ttl_seconds).unwrap_or(i64::MAX),
         max_login_failures: settings.auth.login.max_failures,
         login_window_secs: i64::try_from(settings.auth.login.window_seconds).unwrap_or(i64::MAX),
-        operator_tenant,
     };
     let deps = IdentityDeps {
         state,
@@ -110,7 +107,12 @@ fn build_identity(
             None => Arc::new(Unlimited),
         },
     };
-    Ok(Some(Identity::new(deps, config)))
+    let identity = Identity::new(deps, config);
+    if let Some(tenants) = tenants {
+        // A deleted tenant takes its users, keys and logins with it.
+        tenants.add_members(identity.tenant_members());
+    }
+    Ok(Some(identity))
 }
 
 impl Application {

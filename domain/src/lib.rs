@@ -23,12 +23,14 @@
 //!   five default policies.
 //! - [`projection`]: declarative projections: definitions, reducers, keyed state.
 //! - [`tenant`]: tenants, tiers, quotas and rate limits.
+//! - [`identity`]: the value objects of identity, [`Username`] and [`Password`].
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod append;
 pub mod event;
 pub mod expected_version;
+pub mod identity;
 pub mod payload;
 pub mod policy;
 pub mod projection;
@@ -41,6 +43,7 @@ pub use access::{Permission, Role};
 pub use append::{AppendContext, AppendRejection, PlannedEvent, plan_append};
 pub use event::{Event, JsonPayload, ProposedEvent, same_content};
 pub use expected_version::ExpectedVersion;
+pub use identity::{Password, Username};
 pub use payload::{JsonProblem, MAX_NESTING, check_json, check_payload};
 pub use schema::{CompatibilityMode, Incompatibility, SchemaVersion, Subject};
 pub use state::{EntityState, apply_payload};

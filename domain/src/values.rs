@@ -28,9 +28,31 @@ pub struct TenantId(Arc<str>);
 impl TenantId {
     pub const MAX_LEN: usize = 64;
 
-    /// The tenant every request acts as when authentication is off.
+    /// The first character of every reserved tenant id: ids starting with it belong to the
+    /// installation itself and are never created through the API.
+    pub const RESERVED_PREFIX: char = '_';
+
+    /// The tenant every request acts as when authentication is off, and the operator tenant:
+    /// holders of `manage_tenants` in it manage the installation.
     pub fn default_tenant() -> Self {
         Self(Arc::from("default"))
+    }
+
+    /// Reserved: where users, API keys, refresh tokens and revocations are stored.
+    pub fn identity() -> Self {
+        Self(Arc::from("_identity"))
+    }
+
+    /// Reserved: bookkeeping of the installation (such as which tenants have projections).
+    pub fn system() -> Self {
+        Self(Arc::from("_system"))
+    }
+
+    /// Whether the id is reserved for the installation (`_identity`, `_system` and every other
+    /// id that starts with `_`): such a tenant is never created, and no credential is ever
+    /// issued for it.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with(Self::RESERVED_PREFIX)
     }
 
     pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
@@ -249,6 +271,24 @@ mod tests {
         assert!(TenantId::parse(&"x".repeat(64)).is_ok());
         assert!(TenantId::parse(&"x".repeat(65)).is_err());
         assert_eq!(TenantId::default_tenant().as_str(), "default");
+    }
+
+    #[test]
+    fn reserved_tenant_ids_are_the_underscore_prefixed_ones() {
+        assert_eq!(TenantId::identity().as_str(), "_identity");
+        assert_eq!(TenantId::system().as_str(), "_system");
+        assert_eq!(TenantId::parse("_identity").unwrap(), TenantId::identity());
+        assert_eq!(TenantId::parse("_system").unwrap(), TenantId::system());
+        for reserved in ["_identity", "_system", "_", "_anything", "__x"] {
+            assert!(
+                TenantId::parse(reserved).unwrap().is_reserved(),
+                "{reserved}"
+            );
+        }
+        for open in ["default", "acme", "a_", "a_b", "-x", "x-_"] {
+            assert!(!TenantId::parse(open).unwrap().is_reserved(), "{open}");
+        }
+        assert!(!TenantId::default_tenant().is_reserved());
     }
 
     #[test]

@@ -697,6 +697,141 @@ async fn nobody_escalates_above_their_role() {
 }
 
 #[tokio::test]
+async fn a_deleted_users_token_stops_at_once_and_mints_no_key_even_after_a_restart() {
+    let server = TestServer::start_with_auth(|_| {}).await;
+    let admin = admin_token(&server).await;
+    let bob = user_token(&server, &admin, "bob", "developer").await;
+    let bob_id = me(&server, &bob).await.body["user_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deleted = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/users/{bob_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    // The leftover access token (valid for 15 more minutes) is refused at once …
+    assert_status(&me(&server, &bob).await, 401, "unauthorized");
+    // … and mints no key.
+    let minted = create_key(&server, &bob, json!({"name": "backdoor"})).await;
+    assert_status(&minted, 401, "unauthorized");
+    let keys = server
+        .call(Method::GET, "/api/v1/auth/api-keys", Some(&admin), None)
+        .await;
+    assert!(!keys.body.to_string().contains("backdoor"), "{}", keys.body);
+    // After a restart too.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, allsource_tests::server::enable_auth).await;
+    assert_status(&me(&server, &bob).await, 401, "unauthorized");
+    assert_status(
+        &create_key(&server, &bob, json!({"name": "backdoor"})).await,
+        401,
+        "unauthorized",
+    );
+}
+
+#[tokio::test]
+async fn a_reused_refresh_token_stops_the_logins_access_tokens_at_once() {
+    let server = TestServer::start_with_auth(|_| {}).await;
+    let first = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let refresh = |token: &str| {
+        let body = json!({"refresh_token": token});
+        let server = &server;
+        async move {
+            server
+                .call(Method::POST, "/api/v1/auth/refresh", None, Some(&body))
+                .await
+        }
+    };
+    let r1 = first.body["refresh_token"].as_str().unwrap();
+    let second = refresh(r1).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let access = second.body["access_token"].as_str().unwrap();
+    assert_eq!(me(&server, access).await.status, 200);
+    let other = admin_token(&server).await;
+    // The first refresh token comes back: the login is revoked, its access tokens with it.
+    assert_status(&refresh(r1).await, 401, "unauthorized");
+    assert_status(&me(&server, access).await, 401, "unauthorized");
+    let first_access = first.body["access_token"].as_str().unwrap();
+    assert_status(&me(&server, first_access).await, 401, "unauthorized");
+    // Another login of the same user is not affected.
+    assert_eq!(me(&server, &other).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_key_made_by_a_key_never_outlives_it() {
+    let server = TestServer::start_with_auth(|_| {}).await;
+    let admin = admin_token(&server).await;
+    let expires = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let parent = create_key(
+        &server,
+        &admin,
+        json!({"name": "parent", "role": "developer", "expires_at": expires}),
+    )
+    .await;
+    assert_eq!(parent.status, 201, "{}", parent.body);
+    let parent_key = parent.body["key"].as_str().unwrap().to_owned();
+    let parent_id = parent.body["id"].as_str().unwrap().to_owned();
+    let parent_expiry = parent.body["expires_at"].clone();
+    // No expiry asked: the child gets its parent's. A later one is clamped to it.
+    let child = create_key(&server, &parent_key, json!({"name": "child"})).await;
+    assert_eq!(child.status, 201, "{}", child.body);
+    assert_eq!(child.body["expires_at"], parent_expiry, "{}", child.body);
+    let later = create_key(
+        &server,
+        &parent_key,
+        json!({"name": "later", "expires_at": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(later.body["expires_at"], parent_expiry, "{}", later.body);
+    // Never a role above the parent's.
+    assert_status(
+        &create_key(&server, &parent_key, json!({"name": "up", "role": "admin"})).await,
+        403,
+        "forbidden",
+    );
+    // Revoking the parent revokes its children.
+    let child_key = child.body["key"].as_str().unwrap().to_owned();
+    assert_eq!(me(&server, &child_key).await.status, 200);
+    let revoke = server
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/auth/api-keys/{parent_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 200, "{}", revoke.body);
+    assert_status(&me(&server, &child_key).await, 401, "unauthorized");
+    let later_key = later.body["key"].as_str().unwrap();
+    assert_status(&me(&server, later_key).await, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_never_exceed_the_throttle() {
+    let server = TestServer::start_with_auth(|s| s.auth.login.max_failures = 3).await;
+    let guesses = (0..16).map(|i| {
+        let server = &server;
+        async move { login(server, ADMIN_USERNAME, &format!("wrong guess {i}")).await }
+    });
+    let replies = futures::future::join_all(guesses).await;
+    let verified = replies.iter().filter(|r| r.status == 401).count();
+    let throttled = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        (verified, throttled),
+        (3, 13),
+        "statuses: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn a_tenant_key_writes_its_own_tenant_and_nothing_else() {
     let server = TestServer::start_with_auth(|_| {}).await;
     let admin = admin_token(&server).await;

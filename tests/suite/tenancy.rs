@@ -869,3 +869,125 @@ async fn api_keys_have_a_bucket_of_their_own_inside_the_tenants() {
         "the key's requests came out of the tenant's bucket: {remaining}"
     );
 }
+
+#[tokio::test]
+async fn reserved_tenant_ids_are_refused_naming_the_field() {
+    let server = TestServer::start().await;
+    for reserved in ["_identity", "_system", "_anything"] {
+        let refused = call(
+            &server,
+            "POST",
+            "/api/v1/tenants",
+            Some(json!({"id": reserved})),
+        )
+        .await;
+        assert_problem(&refused, 400, "validation_failed");
+        assert_eq!(refused.body["errors"][0]["field"], "id", "{}", refused.body);
+        let listed = call(&server, "GET", "/api/v1/tenants", None).await;
+        assert!(
+            !listed.body.to_string().contains(reserved),
+            "{}",
+            listed.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_tenant_takes_its_identities_and_a_recreated_one_starts_empty() {
+    use allsource_tests::server::{ADMIN_PASSWORD, ADMIN_USERNAME};
+    let server = TestServer::start_with_auth(|_| {}).await;
+    let as_user = |method: &'static str, path: String, token: String, body: Option<Value>| {
+        let server = &server;
+        async move {
+            send(
+                &server.client,
+                &server.base,
+                method,
+                &path,
+                Some(&token),
+                body.as_ref(),
+            )
+            .await
+        }
+    };
+    let login = |username: &'static str, password: &'static str| {
+        let server = &server;
+        async move {
+            let body = json!({"username": username, "password": password});
+            send(
+                &server.client,
+                &server.base,
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let root = login(ADMIN_USERNAME, ADMIN_PASSWORD).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tenant = json!({"id": "acme"});
+    let created = as_user(
+        "POST",
+        "/api/v1/tenants".into(),
+        root.clone(),
+        Some(tenant.clone()),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let carol = json!({"username": "carol", "password": "carol password 123", "role": "admin",
+                       "tenant_id": "acme"});
+    let user = as_user(
+        "POST",
+        "/api/v1/auth/users".into(),
+        root.clone(),
+        Some(carol.clone()),
+    )
+    .await;
+    assert_eq!(user.status, 201, "{}", user.body);
+    let session = login("carol", "carol password 123").await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let token = session.body["access_token"].as_str().unwrap().to_owned();
+    let refresh = session.body["refresh_token"].as_str().unwrap().to_owned();
+    let key = as_user(
+        "POST",
+        "/api/v1/auth/api-keys".into(),
+        token.clone(),
+        Some(json!({"name": "ci"})),
+    )
+    .await;
+    assert_eq!(key.status, 201, "{}", key.body);
+    let key = key.body["key"].as_str().unwrap().to_owned();
+    let me = |credential: String| as_user("GET", "/api/v1/auth/me".into(), credential, None);
+    assert_eq!(me(token.clone()).await.status, 200);
+    assert_eq!(me(key.clone()).await.status, 200);
+
+    let deleted = as_user("DELETE", "/api/v1/tenants/acme".into(), root.clone(), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    // Re-created with the same id: nothing of the old tenant's identities works.
+    let again = as_user("POST", "/api/v1/tenants".into(), root.clone(), Some(tenant)).await;
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_problem(&me(token.clone()).await, 401, "unauthorized");
+    assert_problem(&me(key.clone()).await, 401, "unauthorized");
+    assert_problem(
+        &login("carol", "carol password 123").await,
+        401,
+        "unauthorized",
+    );
+    let refreshed = send(
+        &server.client,
+        &server.base,
+        "POST",
+        "/api/v1/auth/refresh",
+        None,
+        Some(&json!({"refresh_token": refresh})),
+    )
+    .await;
+    assert_problem(&refreshed, 401, "unauthorized");
+    // The username is free again, and the new tenant's first user starts afresh.
+    let user = as_user("POST", "/api/v1/auth/users".into(), root, Some(carol)).await;
+    assert_eq!(user.status, 201, "{}", user.body);
+}

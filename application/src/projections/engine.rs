@@ -44,7 +44,7 @@ pub const LAG_COUNT_CAP: usize = 1000;
 
 /// The tenant under which cross-tenant bookkeeping is kept.
 pub fn system_tenant() -> TenantId {
-    TenantId::parse("_system").unwrap_or_else(|_| TenantId::default_tenant())
+    TenantId::system()
 }
 
 /// Namespace of one generation's state.

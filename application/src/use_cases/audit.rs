@@ -104,7 +104,7 @@ impl AuditTrail {
         input: AuditQueryInput,
     ) -> Result<AuditPage, AuditQueryError> {
         let mut errors = Errors::default();
-        let operator = caller.tenant().as_str() == TenantId::default_tenant().as_str();
+        let operator = caller.is_operator();
         let tenant_id = match input.tenant_id.as_deref() {
             None => Some(caller.tenant().as_str().to_owned()),
             Some(t) if t == caller.tenant().as_str() => Some(t.to_owned()),

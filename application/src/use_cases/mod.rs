@@ -51,5 +51,5 @@ pub use snapshots::{
 };
 pub use tenants::{
     CreateTenantInput, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE, TenantError,
-    TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput, quota_limit,
+    TenantMembers, TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput, quota_limit,
 };

@@ -534,9 +534,7 @@ fn sort(policies: &mut [Policy]) {
 }
 
 fn operator_only(caller: &Caller) -> Result<(), PolicyError> {
-    let operator = caller.tenant().as_str() == TenantId::default_tenant().as_str()
-        && caller.can(allsource_domain::Permission::Admin);
-    if operator {
+    if caller.is_operator() {
         Ok(())
     } else {
         Err(PolicyError::Forbidden(

@@ -18,6 +18,7 @@ fn claims(exp_in: i64) -> AccessClaims {
         iat: now,
         iss: "allsource".into(),
         jti: "j1".into(),
+        fid: Some("f1".into()),
     }
 }
 
@@ -32,6 +33,20 @@ fn signed_tokens_verify_and_carry_the_kid() {
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some("k2"));
     assert_eq!(signer.verify(&token).unwrap(), claims(60));
+}
+
+#[test]
+fn the_family_id_round_trips_and_older_tokens_without_one_still_verify() {
+    let signer = JwtSigner::new(vec![key("k1", 1)], vec![], "allsource").unwrap();
+    let token = signer.sign(&claims(60)).unwrap();
+    assert_eq!(signer.verify(&token).unwrap().fid.as_deref(), Some("f1"));
+    let mut older = claims(60);
+    older.fid = None;
+    let token = signer.sign(&older).unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let decoded = URL_SAFE_NO_PAD.decode(payload).unwrap();
+    assert!(!String::from_utf8(decoded).unwrap().contains("fid"));
+    assert_eq!(signer.verify(&token).unwrap().fid, None);
 }
 
 #[test]

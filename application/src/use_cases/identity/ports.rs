@@ -21,6 +21,10 @@ pub struct AccessClaims {
     pub iss: String,
     /// A unique token id.
     pub jti: String,
+    /// The refresh-token family (the login) the token was issued in: revoking the family
+    /// (reuse detected) refuses its access tokens at once. Absent in tokens of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<String>,
 }
 
 /// Why a token was refused. Every variant answers 401.

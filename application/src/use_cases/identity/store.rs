@@ -1,5 +1,5 @@
 //! The identity records and where they live in the [`StateStore`]: all of them under the
-//! reserved tenant [`IDENTITY_TENANT`], so that a tenant's own derived state never mixes with
+//! reserved tenant `_identity` ([`TenantId::identity`]), so that a tenant's own derived state never mixes with
 //! credentials, and usernames are unique per deployment (login needs no tenant).
 //!
 //! | namespace         | key                     | value                                   |
@@ -10,6 +10,8 @@
 //! | `auth.api_key_ids`| `<tenant>/<key id>`     | [`KeyIdRecord`] (the digest)            |
 //! | `auth.refresh`    | SHA-256 of the token    | [`RefreshRecord`]                       |
 //! | `auth.families`   | family id               | [`FamilyRecord`]                        |
+//! | `auth.user_families` | `<tenant>/<user id>/<family id>` | [`FamilyIndexRecord`] (an index to revoke a user's logins) |
+//! | `auth.revoked`    | `user/<tenant>/<user id>`, `family/<family id>` | [`RevocationRecord`] (until when it matters) |
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ports::{StateError, StateStore};
 
-/// The reserved tenant under which identity records are stored.
+/// The reserved tenant under which identity records are stored ([`TenantId::identity`]).
 pub const IDENTITY_TENANT: &str = "_identity";
 
 const USERS: &str = "auth.users";
@@ -29,6 +31,8 @@ const API_KEYS: &str = "auth.api_keys";
 const API_KEY_IDS: &str = "auth.api_key_ids";
 const REFRESH: &str = "auth.refresh";
 const FAMILIES: &str = "auth.families";
+const USER_FAMILIES: &str = "auth.user_families";
+const REVOKED: &str = "auth.revoked";
 const PAGE: usize = 500;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +65,9 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The key that created this one, if a key did: revoking the parent revokes the child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_key_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +83,19 @@ pub struct RefreshRecord {
     pub expires_at: DateTime<Utc>,
     /// Set when the token was exchanged; a second use is a reuse.
     pub used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FamilyIndexRecord {
+    pub family_id: String,
+}
+
+/// An entry of the revocation list: access tokens it matches are refused until `until`, when
+/// every token it could match has expired anyway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub revoked_at: DateTime<Utc>,
+    pub until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,9 +132,7 @@ impl IdentityStore {
     pub fn new(state: Arc<dyn StateStore>) -> Self {
         Self {
             state,
-            // A constant that satisfies the tenant id rules.
-            tenant: TenantId::parse(IDENTITY_TENANT)
-                .unwrap_or_else(|_| unreachable!("'{IDENTITY_TENANT}' is a valid tenant id")),
+            tenant: TenantId::identity(),
         }
     }
 
@@ -161,6 +179,23 @@ impl IdentityStore {
             for (_, entry) in page {
                 out.push(decode(entry.value)?);
             }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn list_keys(&self, ns: &str, prefix: Option<String>) -> Result<Vec<String>, StateError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .state
+                .list(&self.tenant, ns, prefix.clone(), after.clone(), PAGE)
+                .await?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            out.extend(page.into_iter().map(|(k, _)| k));
             if done {
                 return Ok(out);
             }
@@ -315,5 +350,102 @@ impl IdentityStore {
 
     pub async fn family(&self, id: &str) -> Result<Option<FamilyRecord>, StateError> {
         Ok(self.get(FAMILIES, id).await?.map(|v| v.value))
+    }
+
+    /// Records that the family belongs to the user (so that deleting the user revokes it).
+    pub async fn index_family(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        family_id: &str,
+    ) -> Result<(), StateError> {
+        let key = format!("{tenant}/{user_id}/{family_id}");
+        let record = FamilyIndexRecord {
+            family_id: family_id.to_owned(),
+        };
+        self.put(USER_FAMILIES, &key, &record, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// The families of the user (`Some`) or of every user of the tenant (`None`), with their
+    /// index keys.
+    pub async fn families_of(
+        &self,
+        tenant: &str,
+        user_id: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let prefix = match user_id {
+            Some(user) => format!("{tenant}/{user}/"),
+            None => format!("{tenant}/"),
+        };
+        let keys = self.list_keys(USER_FAMILIES, Some(prefix)).await?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                let family = k.rsplit('/').next()?.to_owned();
+                Some((k, family))
+            })
+            .collect())
+    }
+
+    pub async fn delete_family_index(&self, index_key: &str) -> Result<(), StateError> {
+        self.state
+            .delete(&self.tenant, USER_FAMILIES, index_key)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes the key and its id index.
+    pub async fn delete_api_key(&self, digest: &str, key: &ApiKeyRecord) -> Result<(), StateError> {
+        self.state.delete(&self.tenant, API_KEYS, digest).await?;
+        self.state
+            .delete(
+                &self.tenant,
+                API_KEY_IDS,
+                &format!("{}/{}", key.tenant_id, key.id),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn put_revocation(
+        &self,
+        key: &str,
+        record: &RevocationRecord,
+    ) -> Result<(), StateError> {
+        self.put(REVOKED, key, record, None).await.map(|_| ())
+    }
+
+    /// The whole revocation list (it holds only entries younger than an access token's life,
+    /// plus expired ones not yet pruned).
+    pub async fn revocations(&self) -> Result<Vec<(String, RevocationRecord)>, StateError> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .state
+                .list(&self.tenant, REVOKED, None, after.clone(), PAGE)
+                .await?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|(k, _)| k.clone());
+            for (key, entry) in page {
+                out.push((key, decode(entry.value)?));
+            }
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn revocation(&self, key: &str) -> Result<Option<RevocationRecord>, StateError> {
+        Ok(self.get(REVOKED, key).await?.map(|v| v.value))
+    }
+
+    pub async fn delete_revocation(&self, key: &str) -> Result<(), StateError> {
+        self.state
+            .delete(&self.tenant, REVOKED, key)
+            .await
+            .map(|_| ())
     }
 }

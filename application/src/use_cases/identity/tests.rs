@@ -17,7 +17,7 @@ use crate::quota::{GateError, MockQuotaGate, MockTenantGate, QuotaExceeded, Quot
 use crate::{Caller, Principal};
 
 #[derive(Default)]
-struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
+pub(super) struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
 
 #[async_trait]
 impl StateStore for FakeState {
@@ -94,6 +94,48 @@ impl crate::ports::Clock for FixedClock {
 struct Setup {
     identity: Identity,
     clock: Arc<FixedClock>,
+    state: Arc<FakeState>,
+}
+
+impl Setup {
+    /// Another node over the same state store and clock (or this one after a restart).
+    fn node(&self) -> Identity {
+        identity_over(
+            self.state.clone(),
+            self.clock.clone(),
+            Arc::new(hasher()),
+            3,
+        )
+    }
+
+    fn advance_millis(&self, ms: i64) {
+        let mut now = self.clock.0.lock().unwrap();
+        *now += chrono::Duration::milliseconds(ms);
+    }
+}
+
+fn identity_over(
+    state: Arc<FakeState>,
+    clock: Arc<FixedClock>,
+    hasher: Arc<dyn super::ports::PasswordHasher>,
+    max_login_failures: usize,
+) -> Identity {
+    Identity::new(
+        IdentityDeps {
+            state,
+            hasher,
+            signer: Arc::new(signer()),
+            secrets: Arc::new(secrets()),
+            audit: Arc::new(audit()),
+            clock,
+            quotas: Arc::new(open_quotas()),
+            tenants: Arc::new(active_tenants()),
+        },
+        IdentityConfig {
+            max_login_failures,
+            ..IdentityConfig::default()
+        },
+    )
 }
 
 fn hasher() -> MockPasswordHasher {
@@ -106,10 +148,10 @@ fn hasher() -> MockPasswordHasher {
 
 fn secrets() -> MockSecrets {
     let mut s = MockSecrets::new();
-    let counter = Arc::new(Mutex::new(0u32));
-    s.expect_random_token().returning(move || {
-        let mut c = counter.lock().unwrap();
-        *c += 1;
+    // Unique across every node of a test (nodes share one state store).
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    s.expect_random_token().returning(|| {
+        let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         format!("random{c}")
     });
     s.expect_digest().returning(|x| format!("sha:{x}"));
@@ -139,9 +181,10 @@ fn setup_with(quotas: MockQuotaGate, tenants: MockTenantGate, audit: MockAuditLo
     let clock = Arc::new(FixedClock(Mutex::new(
         Utc.with_ymd_and_hms(2026, 11, 23, 12, 0, 0).unwrap(),
     )));
+    let state = Arc::new(FakeState::default());
     let identity = Identity::new(
         IdentityDeps {
-            state: Arc::new(FakeState::default()),
+            state: state.clone(),
             hasher: Arc::new(hasher()),
             signer: Arc::new(signer()),
             secrets: Arc::new(secrets()),
@@ -155,7 +198,11 @@ fn setup_with(quotas: MockQuotaGate, tenants: MockTenantGate, audit: MockAuditLo
             ..IdentityConfig::default()
         },
     );
-    Setup { identity, clock }
+    Setup {
+        identity,
+        clock,
+        state,
+    }
 }
 
 fn open_quotas() -> MockQuotaGate {
@@ -750,4 +797,482 @@ fn usernames_and_passwords_are_checked() {
     assert!(check_password("twelve chars").is_ok());
     assert!(check_password("eleven char").is_err());
     assert!(check_password(&"x".repeat(1025)).is_err());
+}
+
+/// A user of `role` in tenant `default`, logged in: its token pair and the caller its access
+/// token stands for.
+async fn logged_in(s: &Setup, name: &str, role: &str) -> (TokenPair, Caller) {
+    s.identity
+        .create_user(&admin(), user_input(name, role))
+        .await
+        .unwrap();
+    let pair = s
+        .identity
+        .login(login_input(name, "a good long password"))
+        .await
+        .unwrap();
+    let caller = s
+        .identity
+        .authenticate(Credential::Bearer(pair.access_token.clone()))
+        .await
+        .unwrap();
+    (pair, caller)
+}
+
+fn key_input(name: &str, role: Option<&str>, expires_at: Option<&str>) -> CreateApiKeyInput {
+    CreateApiKeyInput {
+        name: name.into(),
+        role: role.map(Into::into),
+        expires_at: expires_at.map(Into::into),
+    }
+}
+
+fn revoked(result: Result<Caller, AuthError>) -> bool {
+    matches!(result, Err(AuthError::Unauthorized(_)))
+}
+
+#[tokio::test]
+async fn a_deleted_users_access_token_stops_at_once_and_mints_no_key() {
+    let s = setup();
+    let (pair, bob) = logged_in(&s, "bob", "developer").await;
+    let before = s
+        .identity
+        .create_api_key(&bob, key_input("before", None, None))
+        .await
+        .unwrap();
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
+    let token = || Credential::Bearer(pair.access_token.clone());
+    // The access token is refused at once, long before it expires.
+    assert!(revoked(s.identity.authenticate(token()).await));
+    // A caller authenticated just before the deletion (a request in flight) mints nothing.
+    let err = s
+        .identity
+        .create_api_key(&bob, key_input("after", None, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Unauthorized(_)), "{err:?}");
+    assert!(
+        s.identity
+            .list_api_keys(&admin())
+            .await
+            .unwrap()
+            .iter()
+            .all(|k| k.name != "after"),
+        "no key was left behind"
+    );
+    // The key made before is revoked, and so is the refresh token.
+    assert!(revoked(
+        s.identity
+            .authenticate(Credential::ApiKey(before.key.clone()))
+            .await
+    ));
+    assert!(matches!(
+        s.identity.refresh(&pair.refresh_token).await,
+        Err(IdentityError::Unauthorized(_))
+    ));
+    // After a restart (a new node over the same store) too.
+    let restarted = s.node();
+    assert!(revoked(restarted.authenticate(token()).await));
+    assert!(revoked(
+        restarted.authenticate(Credential::ApiKey(before.key)).await
+    ));
+}
+
+#[tokio::test]
+async fn a_key_minted_while_its_user_is_deleted_on_another_node_is_revoked() {
+    let s = setup();
+    let other_node = s.node();
+    let (_, bob) = logged_in(&s, "bob", "developer").await;
+    // The other node has loaded its revocation list before the deletion.
+    assert!(
+        other_node
+            .authenticate(Credential::Bearer(
+                s.identity
+                    .login(login_input("bob", "a good long password"))
+                    .await
+                    .unwrap()
+                    .access_token
+            ))
+            .await
+            .is_ok()
+    );
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
+    // Within its reload interval, the other node still has the old list in memory, but key
+    // creation reads the store: nothing is minted.
+    let err = other_node
+        .create_api_key(&bob, key_input("late", None, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdentityError::Unauthorized(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn another_node_refuses_a_revoked_token_within_the_reload_bound() {
+    let s = setup();
+    let other_node = s.node();
+    let (pair, bob) = logged_in(&s, "bob", "developer").await;
+    let token = || Credential::Bearer(pair.access_token.clone());
+    assert!(other_node.authenticate(token()).await.is_ok());
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
+    s.advance_millis(REVOCATION_RELOAD_MILLIS);
+    assert!(revoked(other_node.authenticate(token()).await));
+}
+
+#[tokio::test]
+async fn reuse_detection_stops_the_access_tokens_of_the_family_at_once() {
+    let s = setup();
+    let (first, _) = logged_in(&s, "ann", "developer").await;
+    let second = s.identity.refresh(&first.refresh_token).await.unwrap();
+    let other_login = s
+        .identity
+        .login(login_input("ann", "a good long password"))
+        .await
+        .unwrap();
+    let bearer = |t: &str| Credential::Bearer(t.to_owned());
+    assert!(
+        s.identity
+            .authenticate(bearer(&second.access_token))
+            .await
+            .is_ok()
+    );
+    // The first refresh token comes back: a thief. The whole login is revoked …
+    assert!(s.identity.refresh(&first.refresh_token).await.is_err());
+    assert!(revoked(
+        s.identity.authenticate(bearer(&first.access_token)).await
+    ));
+    assert!(revoked(
+        s.identity.authenticate(bearer(&second.access_token)).await
+    ));
+    assert!(revoked(
+        s.node().authenticate(bearer(&second.access_token)).await
+    ));
+    // … and only that login.
+    assert!(
+        s.identity
+            .authenticate(bearer(&other_login.access_token))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn revocations_expire_when_the_tokens_they_match_have() {
+    let s = setup();
+    let (pair, bob) = logged_in(&s, "bob", "developer").await;
+    s.identity
+        .delete_user(&admin(), bob.user_id().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.state
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.1 == "auth.revoked")
+            .count(),
+        1
+    );
+    // Past the token's lifetime and the slack, the entry is pruned on the next reload.
+    s.advance_millis((IdentityConfig::default().access_ttl_secs + 61) * 1000);
+    // (The token itself is expired by then: the mock signer does not check `exp`, so the
+    // refusal here would come from the revocation list alone, which has let it go.)
+    let _ = s
+        .identity
+        .authenticate(Credential::Bearer(pair.access_token))
+        .await;
+    assert_eq!(
+        s.state
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.1 == "auth.revoked")
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_key_made_by_a_key_never_outlives_or_exceeds_it() {
+    let s = setup();
+    let parent = s
+        .identity
+        .create_api_key(
+            &admin(),
+            key_input("parent", Some("developer"), Some("2026-11-23T13:00:00Z")),
+        )
+        .await
+        .unwrap();
+    let by_key = s
+        .identity
+        .authenticate(Credential::ApiKey(parent.key.clone()))
+        .await
+        .unwrap();
+    let limit = parent.view.expires_at;
+    // No expiry asked, or a later one: the parent's.
+    let child = s
+        .identity
+        .create_api_key(&by_key, key_input("child", None, None))
+        .await
+        .unwrap();
+    assert_eq!(child.view.expires_at, limit);
+    assert_eq!(child.view.role, Role::Developer);
+    let later = s
+        .identity
+        .create_api_key(
+            &by_key,
+            key_input("later", None, Some("2030-01-01T00:00:00Z")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(later.view.expires_at, limit);
+    // An earlier one is kept.
+    let earlier = s
+        .identity
+        .create_api_key(
+            &by_key,
+            key_input("earlier", None, Some("2026-11-23T12:30:00Z")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        earlier.view.expires_at.unwrap().to_rfc3339(),
+        "2026-11-23T12:30:00+00:00"
+    );
+    // Never a role above the parent's.
+    assert!(matches!(
+        s.identity
+            .create_api_key(&by_key, key_input("up", Some("admin"), None))
+            .await,
+        Err(IdentityError::Forbidden(_))
+    ));
+    // A grandchild, then the parent is revoked: the whole line goes.
+    let child_caller = s
+        .identity
+        .authenticate(Credential::ApiKey(child.key.clone()))
+        .await
+        .unwrap();
+    let grandchild = s
+        .identity
+        .create_api_key(
+            &child_caller,
+            key_input("grandchild", Some("readonly"), None),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grandchild.view.expires_at, limit);
+    s.identity
+        .revoke_api_key(&admin(), &parent.view.id)
+        .await
+        .unwrap();
+    for key in [
+        parent.key,
+        child.key,
+        later.key,
+        earlier.key,
+        grandchild.key,
+    ] {
+        assert!(revoked(
+            s.identity.authenticate(Credential::ApiKey(key)).await
+        ));
+    }
+    // And a revoked key creates nothing.
+    assert!(matches!(
+        s.identity
+            .create_api_key(&child_caller, key_input("orphan", None, None))
+            .await,
+        Err(IdentityError::Unauthorized(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_key_of_a_key_without_expiry_expires_when_the_parent_is_revoked() {
+    let s = setup();
+    let parent = s
+        .identity
+        .create_api_key(&admin(), key_input("parent", None, None))
+        .await
+        .unwrap();
+    let by_key = s
+        .identity
+        .authenticate(Credential::ApiKey(parent.key.clone()))
+        .await
+        .unwrap();
+    let child = s
+        .identity
+        .create_api_key(&by_key, key_input("child", None, None))
+        .await
+        .unwrap();
+    assert_eq!(child.view.expires_at, None);
+    s.identity
+        .revoke_api_key(&by_key, &parent.view.id)
+        .await
+        .unwrap();
+    assert!(revoked(
+        s.identity.authenticate(Credential::ApiKey(child.key)).await
+    ));
+}
+
+/// A hasher that counts the passwords it verifies and takes its time doing so.
+struct CountingHasher(std::sync::atomic::AtomicUsize);
+
+#[async_trait]
+impl super::ports::PasswordHasher for CountingHasher {
+    async fn hash(&self, password: &str) -> anyhow::Result<String> {
+        Ok(format!("hash:{password}"))
+    }
+    async fn verify(&self, password: &str, hash: &str) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        hash == format!("hash:{password}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_passwords_verify_at_most_the_limit() {
+    let s = setup();
+    let hasher = Arc::new(CountingHasher(std::sync::atomic::AtomicUsize::new(0)));
+    let identity = identity_over(s.state.clone(), s.clock.clone(), hasher.clone(), 3);
+    identity
+        .create_user(&admin(), user_input("target", "developer"))
+        .await
+        .unwrap();
+    let mut guesses = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let identity = identity.clone();
+        guesses.spawn(async move {
+            identity
+                .login(login_input("target", &format!("guess number {i}")))
+                .await
+        });
+    }
+    let (mut unauthorized, mut throttled) = (0, 0);
+    while let Some(result) = guesses.join_next().await {
+        match result.unwrap() {
+            Err(IdentityError::Unauthorized(_)) => unauthorized += 1,
+            Err(IdentityError::Throttled { .. }) => throttled += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    let verified = hasher.0.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        verified <= 3,
+        "{verified} passwords verified with a limit of 3"
+    );
+    assert_eq!((unauthorized, throttled), (3, 21));
+    // The right password waits too.
+    assert!(matches!(
+        identity
+            .login(login_input("target", "a good long password"))
+            .await,
+        Err(IdentityError::Throttled { .. })
+    ));
+}
+
+#[tokio::test]
+async fn purging_a_tenant_deletes_its_users_keys_and_logins() {
+    let s = setup();
+    let operator = admin();
+    s.identity
+        .create_user(
+            &operator,
+            CreateUserInput {
+                tenant_id: Some("acme".into()),
+                ..user_input("carol", "admin")
+            },
+        )
+        .await
+        .unwrap();
+    let pair = s
+        .identity
+        .login(login_input("carol", "a good long password"))
+        .await
+        .unwrap();
+    let carol = s
+        .identity
+        .authenticate(Credential::Bearer(pair.access_token.clone()))
+        .await
+        .unwrap();
+    assert_eq!(carol.tenant().as_str(), "acme");
+    let key = s
+        .identity
+        .create_api_key(&carol, key_input("ci", None, None))
+        .await
+        .unwrap();
+    let acme = Caller::new(tenant("acme"));
+    let system_key = s
+        .identity
+        .create_api_key(&acme, key_input("system", None, None))
+        .await
+        .unwrap();
+    // Another tenant's user is not touched.
+    let (other, _) = logged_in(&s, "dave", "developer").await;
+
+    s.identity.purge_tenant(&tenant("acme")).await.unwrap();
+    assert!(s.identity.list_users(&acme).await.unwrap().is_empty());
+    assert!(s.identity.list_api_keys(&acme).await.unwrap().is_empty());
+    for credential in [
+        Credential::Bearer(pair.access_token.clone()),
+        Credential::ApiKey(key.key),
+        Credential::ApiKey(system_key.key),
+    ] {
+        assert!(revoked(s.identity.authenticate(credential).await));
+    }
+    assert!(s.identity.refresh(&pair.refresh_token).await.is_err());
+    assert!(
+        s.identity
+            .login(login_input("carol", "a good long password"))
+            .await
+            .is_err()
+    );
+    // Idempotent, and the name is free again.
+    s.identity.purge_tenant(&tenant("acme")).await.unwrap();
+    s.identity
+        .create_user(
+            &operator,
+            CreateUserInput {
+                tenant_id: Some("acme".into()),
+                ..user_input("carol", "admin")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        s.identity
+            .authenticate(Credential::Bearer(other.access_token))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn reserved_tenants_get_no_users() {
+    let s = setup();
+    for reserved in ["_identity", "_system", "_x"] {
+        let err = s
+            .identity
+            .create_user(
+                &admin(),
+                CreateUserInput {
+                    tenant_id: Some(reserved.into()),
+                    ..user_input("eve", "admin")
+                },
+            )
+            .await
+            .unwrap_err();
+        let IdentityError::Validation(fields) = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(fields[0].field, "tenant_id", "{reserved}");
+    }
 }

@@ -9,11 +9,17 @@ use chrono::TimeZone;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use allsource_domain::{QuotaOverrides, Tier};
+use async_trait::async_trait;
+
 use super::*;
 use crate::Principal;
+use crate::ports::AppendReceipt;
 use crate::ports::clock::MockClock;
 use crate::ports::{MockAuditLog, MockEventStore, MockStateStore, StateEntry};
+use crate::quota::{QuotaGate, TenantGate};
 use crate::use_cases::GuardedEvent;
+use crate::use_cases::append::{AppendError, AppendGuard};
 
 type Map = Arc<Mutex<BTreeMap<(String, String, String), StateEntry>>>;
 
@@ -601,6 +607,7 @@ async fn storage_failures_are_unavailable() {
             reads: tenants.inner.reads.clone(),
             cache: Mutex::default(),
             usage: Mutex::default(),
+            members: Mutex::default(),
         }),
     };
     assert!(matches!(
@@ -694,4 +701,105 @@ async fn ensure_creates_once_and_keeps_an_existing_tenant() {
     );
     assert_eq!(w.actions(), ["tenant.create", "tenant.update"]);
     tenants.check_active(&tid("acme")).await.unwrap();
+}
+
+#[tokio::test]
+async fn reserved_ids_are_refused_on_create_naming_the_field() {
+    let w = World::new();
+    let tenants = w.node();
+    for reserved in ["_identity", "_system", "_", "_mine"] {
+        let Err(TenantError::Invalid(errors)) =
+            tenants.create(&operator(), create(reserved, "free")).await
+        else {
+            panic!("{reserved} was not refused");
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].field, "id");
+        assert!(
+            errors[0].message.contains("reserved"),
+            "{}",
+            errors[0].message
+        );
+    }
+    assert!(w.actions().is_empty());
+    // An underscore elsewhere is fine.
+    tenants
+        .create(&operator(), create("a_b", "free"))
+        .await
+        .unwrap();
+}
+
+/// Records the tenants it was told to purge.
+#[derive(Default)]
+struct Purged(Mutex<Vec<String>>);
+
+#[async_trait]
+impl TenantMembers for Purged {
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<(), GateError> {
+        lock(&self.0).push(tenant.as_str().to_owned());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_purges_its_members_and_creating_one_purges_first() {
+    let w = World::new();
+    let tenants = w.node();
+    let purged = Arc::new(Purged::default());
+    tenants.add_members(purged.clone());
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
+    // Creating an existing tenant is refused before anything is purged.
+    assert!(matches!(
+        tenants.create(&operator(), create("acme", "free")).await,
+        Err(TenantError::Conflict(_))
+    ));
+    assert_eq!(*lock(&purged.0), ["acme"]);
+    tenants.delete(&operator(), "acme").await.unwrap();
+    assert_eq!(*lock(&purged.0), ["acme", "acme"]);
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
+    assert_eq!(*lock(&purged.0), ["acme", "acme", "acme"]);
+    // Refused changes purge nothing.
+    assert!(tenants.delete(&operator(), "default").await.is_err());
+    assert!(
+        tenants
+            .delete(&user_of("acme", Role::Admin), "acme")
+            .await
+            .is_err()
+    );
+    assert_eq!(lock(&purged.0).len(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_purge_fails_the_deletion_and_the_next_create_retries_it() {
+    struct Down;
+    #[async_trait]
+    impl TenantMembers for Down {
+        async fn purge_tenant(&self, _: &TenantId) -> Result<(), GateError> {
+            Err(GateError::Unavailable("identity storage down".into()))
+        }
+    }
+    let w = World::new();
+    let tenants = w.node();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
+    tenants.add_members(Arc::new(Down));
+    assert!(matches!(
+        tenants.delete(&operator(), "acme").await,
+        Err(TenantError::Unavailable(_))
+    ));
+    // The record is gone (its credentials are refused), and it cannot be re-created while
+    // what it left behind cannot be purged.
+    assert!(tenants.check_active(&tid("acme")).await.is_err());
+    assert!(matches!(
+        tenants.create(&operator(), create("acme", "free")).await,
+        Err(TenantError::Unavailable(_))
+    ));
 }
