@@ -265,8 +265,8 @@ pub struct BootstrapAdminSettings {
     pub username: String,
     /// `auth.bootstrap_admin.password` (`ALLSOURCE__AUTH__BOOTSTRAP_ADMIN__PASSWORD`).
     pub password: String,
-    /// `auth.bootstrap_admin.tenant`: the admin's tenant, the operator tenant whose admins
-    /// may create users in other tenants (default `default`).
+    /// `auth.bootstrap_admin.tenant`: the admin's tenant (default `default`). Only admins of
+    /// `default` are operators (`Caller::is_operator`); another tenant gets an ordinary admin.
     pub tenant: String,
 }
 
