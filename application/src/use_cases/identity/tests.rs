@@ -1,88 +1,21 @@
-//! Use-case tests: crypto, audit and gates are mockall mocks; the state store is a small
-//! in-memory fake (the real adapters pass the state-store contract suite).
+//! Use-case tests: crypto, audit and gates are mockall mocks; the state store is the shared
+//! in-memory one of `crate::testing` (the real adapters pass the state-store contract suite).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use allsource_domain::{Role, TenantId};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
-use serde_json::Value;
 
 use super::ports::{AccessClaims, MockPasswordHasher, MockSecrets, MockTokenSigner, TokenError};
 use super::*;
 use crate::auth::{AuthError, Authenticate, Credential};
-use crate::ports::{MockAuditLog, StateEntry, StateError, StateStore};
+use crate::ports::MockAuditLog;
 use crate::quota::{GateError, MockQuotaGate, MockTenantGate, QuotaExceeded, QuotaKind};
 use crate::{Caller, Principal};
 
-#[derive(Default)]
-pub(super) struct FakeState(Mutex<BTreeMap<(String, String, String), StateEntry>>);
-
-#[async_trait]
-impl StateStore for FakeState {
-    async fn get(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        key: &str,
-    ) -> Result<Option<StateEntry>, StateError> {
-        let map = self.0.lock().unwrap();
-        Ok(map.get(&(t.to_string(), ns.into(), key.into())).cloned())
-    }
-    async fn put(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        key: &str,
-        value: Value,
-        expected: Option<u64>,
-    ) -> Result<u64, StateError> {
-        let mut map = self.0.lock().unwrap();
-        let k = (t.to_string(), ns.to_owned(), key.to_owned());
-        let current = map.get(&k).map_or(0, |e| e.version);
-        if let Some(expected) = expected
-            && expected != current
-        {
-            return Err(StateError::VersionConflict { expected, current });
-        }
-        map.insert(
-            k,
-            StateEntry {
-                value,
-                version: current + 1,
-            },
-        );
-        Ok(current + 1)
-    }
-    async fn delete(&self, t: &TenantId, ns: &str, key: &str) -> Result<bool, StateError> {
-        let mut map = self.0.lock().unwrap();
-        Ok(map
-            .remove(&(t.to_string(), ns.into(), key.into()))
-            .is_some())
-    }
-    async fn list(
-        &self,
-        t: &TenantId,
-        ns: &str,
-        prefix: Option<String>,
-        after: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<(String, StateEntry)>, StateError> {
-        let map = self.0.lock().unwrap();
-        Ok(map
-            .iter()
-            .filter(|((tt, n, k), _)| {
-                tt == t.as_str()
-                    && n == ns
-                    && prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str()))
-                    && after.as_ref().is_none_or(|a| k > a)
-            })
-            .take(limit)
-            .map(|((_, _, k), e)| (k.clone(), e.clone()))
-            .collect())
-    }
-}
+/// The shared in-memory state store of the use-case tests.
+pub(super) type FakeState = crate::testing::MemoryStateStore;
 
 struct FixedClock(Mutex<DateTime<Utc>>);
 impl crate::ports::Clock for FixedClock {
@@ -972,16 +905,7 @@ async fn revocations_expire_when_the_tokens_they_match_have() {
         .delete_user(&admin(), bob.user_id().unwrap())
         .await
         .unwrap();
-    assert_eq!(
-        s.state
-            .0
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|k| k.1 == "auth.revoked")
-            .count(),
-        1
-    );
+    assert_eq!(s.state.keys(&TenantId::identity(), "auth.revoked").len(), 1);
     // Past the token's lifetime and the slack, the entry is pruned on the next reload.
     s.advance_millis((IdentityConfig::default().access_ttl_secs + 61) * 1000);
     // (The token itself is expired by then: the mock signer does not check `exp`, so the
@@ -990,16 +914,7 @@ async fn revocations_expire_when_the_tokens_they_match_have() {
         .identity
         .authenticate(Credential::Bearer(pair.access_token))
         .await;
-    assert_eq!(
-        s.state
-            .0
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|k| k.1 == "auth.revoked")
-            .count(),
-        0
-    );
+    assert_eq!(s.state.keys(&TenantId::identity(), "auth.revoked").len(), 0);
 }
 
 #[tokio::test]

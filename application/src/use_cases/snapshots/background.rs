@@ -8,7 +8,9 @@
 //! - **Deduplicated.** At most one job per (tenant, entity) waits at a time; scheduling an
 //!   entity that is already waiting raises the version of the waiting job, so a hot entity
 //!   costs one snapshot per turn of the worker, at its newest due version.
-//! - **Never fatal.** A failing snapshot is logged and counted; nothing else happens.
+//! - **Never fatal.** A failing snapshot is logged and counted; nothing else happens. A worker
+//!   that panics is logged and restarted by [`supervise`] on the same queue (its job is lost,
+//!   which only means a later read folds more).
 //!
 //! One worker runs the jobs in order. It stops when the scheduler is dropped.
 
@@ -22,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::Snapshots;
 use crate::ports::SnapshotScheduler;
+use crate::supervise::supervise;
 
 type Job = (TenantId, EntityId);
 
@@ -50,26 +53,37 @@ impl BackgroundSnapshots {
     /// # Panics
     /// Outside a tokio runtime.
     pub fn start(snapshots: Snapshots, capacity: usize) -> Arc<Self> {
-        let (queue, mut jobs) = mpsc::channel::<Job>(capacity.max(1));
+        let (queue, jobs) = mpsc::channel::<Job>(capacity.max(1));
         let pending: Arc<Mutex<HashMap<Job, Version>>> = Arc::default();
         let stats: Arc<SnapshotJobStats> = Arc::default();
         let (worker_pending, worker_stats) = (Arc::clone(&pending), Arc::clone(&stats));
-        tokio::spawn(async move {
-            while let Some(job) = jobs.recv().await {
-                let Some(version) = worker_pending.lock().remove(&job) else {
-                    continue;
-                };
-                let (tenant, entity_id) = job;
-                match snapshots.take_automatic(&tenant, &entity_id, version).await {
-                    Ok(_) => {
-                        worker_stats.taken.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(error) => {
-                        worker_stats.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            %tenant, entity_id = %entity_id, version = version.get(), %error,
-                            "automatic snapshot failed"
-                        );
+        // The receiver outlives a worker that dies: the supervisor starts a new one on it.
+        let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+        supervise("snapshot worker", move || {
+            let (jobs, pending, stats) = (
+                Arc::clone(&jobs),
+                Arc::clone(&worker_pending),
+                Arc::clone(&worker_stats),
+            );
+            let snapshots = snapshots.clone();
+            async move {
+                let mut jobs = jobs.lock().await;
+                while let Some(job) = jobs.recv().await {
+                    let Some(version) = pending.lock().remove(&job) else {
+                        continue;
+                    };
+                    let (tenant, entity_id) = job;
+                    match snapshots.take_automatic(&tenant, &entity_id, version).await {
+                        Ok(_) => {
+                            stats.taken.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                %tenant, entity_id = %entity_id, version = version.get(), %error,
+                                "automatic snapshot failed"
+                            );
+                        }
                     }
                 }
             }
@@ -222,5 +236,46 @@ mod tests {
         // Entity `a` has no version 10: the job runs, writes nothing, and fails nothing.
         eventually(async || scheduler.waiting() == 0).await;
         eventually(async || scheduler.stats().taken.load(Ordering::Relaxed) == 1).await;
+    }
+
+    /// A clock whose first reading panics, as a bug in a job would.
+    struct PanicsOnce(std::sync::atomic::AtomicBool);
+    impl Clock for PanicsOnce {
+        fn now(&self) -> chrono::DateTime<chrono::Utc> {
+            assert!(
+                self.0.swap(true, Ordering::SeqCst),
+                "a bug in a snapshot job"
+            );
+            chrono::Utc::now()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_panics_is_restarted_on_the_same_queue() {
+        let given = Given::tenant("default")
+            .event("a", "t", json!({"n": 1}))
+            .event("b", "t", json!({"n": 2}));
+        let clock = Arc::new(PanicsOnce(Default::default()));
+        let snapshots = Snapshots::new(
+            given.store(),
+            Arc::new(MemoryStateStore::new()),
+            Arc::clone(&clock) as Arc<dyn Clock>,
+            SnapshotPolicy::default(),
+        );
+        let scheduler = BackgroundSnapshots::start(snapshots.clone(), 16);
+        let tenant = TenantId::default_tenant();
+        let (a, b) = (EntityId::parse("a").unwrap(), EntityId::parse("b").unwrap());
+        assert!(scheduler.schedule(&tenant, &a, Version::new(1)));
+        eventually(async || clock.0.load(Ordering::SeqCst)).await;
+        // The job of `a` died with its worker; the next one is served by the restarted worker.
+        assert!(scheduler.schedule(&tenant, &b, Version::new(1)));
+        eventually(async || scheduler.stats().taken.load(Ordering::Relaxed) == 1).await;
+        let newest = snapshots
+            .archive()
+            .newest(&tenant, &b, None, None)
+            .await
+            .unwrap()
+            .expect("b's snapshot");
+        assert_eq!(newest.state.state, json!({"n": 2}));
     }
 }
