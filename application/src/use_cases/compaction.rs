@@ -1,11 +1,10 @@
-//! [`Compaction`]: merging the store's small files on demand, and its figures, for callers
-//! allowed to do it (the `admin` permission: compaction works on the whole node's files).
+//! [`Compaction`]: merging the store's small files on demand, and its figures, for operators
+//! only ([`Caller::is_operator`]): compaction works on the whole node's files, every tenant's,
+//! so an admin of another tenant may neither trigger it nor read its figures.
 //! Backends without files (memory, postgres) answer through a
 //! [`NoCompaction`](crate::ports::NoCompaction).
 
 use std::sync::Arc;
-
-use allsource_domain::Permission;
 
 use crate::ports::{CompactionError, CompactionReport, CompactionStats, Compactor};
 use crate::tenancy::Caller;
@@ -13,7 +12,7 @@ use crate::tenancy::Caller;
 /// Why a compaction request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CompactionRequestError {
-    /// 403: the caller's role lacks `admin`.
+    /// 403: the caller is not an operator.
     #[error("{0}")]
     Forbidden(String),
     /// The compactor's own failures (503, 500).
@@ -35,7 +34,7 @@ impl Compaction {
     /// Compacts now and reports what was done (also when nothing was merged).
     ///
     /// # Errors
-    /// `Forbidden` without `admin`; the compactor's errors.
+    /// `Forbidden` for a caller who is not an operator; the compactor's errors.
     pub async fn trigger(
         &self,
         caller: &Caller,
@@ -55,20 +54,21 @@ impl Compaction {
     /// Figures since the process started.
     ///
     /// # Errors
-    /// `Forbidden` without `admin`; the compactor's errors.
+    /// `Forbidden` for a caller who is not an operator; the compactor's errors.
     pub async fn stats(&self, caller: &Caller) -> Result<CompactionStats, CompactionRequestError> {
         Self::allowed(caller)?;
         Ok(self.compactor.stats().await?)
     }
 
     fn allowed(caller: &Caller) -> Result<(), CompactionRequestError> {
-        if caller.can(Permission::Admin) {
+        if caller.is_operator() {
             Ok(())
         } else {
-            Err(CompactionRequestError::Forbidden(format!(
-                "role '{}' may not compact the store's files",
-                caller.role()
-            )))
+            Err(CompactionRequestError::Forbidden(
+                "compaction works on every tenant's files: only operators (admins of tenant \
+                 'default') may trigger it or read its figures"
+                    .into(),
+            ))
         }
     }
 }
@@ -91,20 +91,33 @@ mod tests {
         )
     }
 
+    fn admin_of(tenant: &str) -> Caller {
+        Caller::authenticated(
+            TenantId::parse(tenant).unwrap(),
+            Role::Admin,
+            Principal::User {
+                user_id: "a".into(),
+                username: "a".into(),
+            },
+        )
+    }
+
     #[tokio::test]
-    async fn callers_without_admin_reach_no_compactor() {
+    async fn callers_who_are_not_operators_reach_no_compactor() {
         let mut compactor = MockCompactor::new();
         compactor.expect_trigger().never();
         compactor.expect_stats().never();
         let compaction = Compaction::new(Arc::new(compactor));
-        assert!(matches!(
-            compaction.trigger(&reader()).await,
-            Err(CompactionRequestError::Forbidden(_))
-        ));
-        assert!(matches!(
-            compaction.stats(&reader()).await,
-            Err(CompactionRequestError::Forbidden(_))
-        ));
+        for caller in [reader(), admin_of("acme")] {
+            assert!(matches!(
+                compaction.trigger(&caller).await,
+                Err(CompactionRequestError::Forbidden(_))
+            ));
+            assert!(matches!(
+                compaction.stats(&caller).await,
+                Err(CompactionRequestError::Forbidden(_))
+            ));
+        }
     }
 
     #[tokio::test]
@@ -116,7 +129,7 @@ mod tests {
             .returning(|| Err(CompactionError::Unavailable("recovering".into())));
         let compaction = Compaction::new(Arc::new(compactor));
         assert!(matches!(
-            compaction.trigger(&Caller::default_tenant()).await,
+            compaction.trigger(&admin_of("default")).await,
             Err(CompactionRequestError::Compaction(
                 CompactionError::Unavailable(_)
             ))
