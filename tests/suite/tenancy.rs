@@ -299,6 +299,11 @@ async fn quotas_refuse_with_429_naming_the_quota_and_recover_when_raised() {
             .is_some_and(|s| (1..=86_400).contains(&s))
     );
     assert_rate_headers(&refused);
+    // With the quota used up, a retry of a stored event still gets its original receipt.
+    let retry = server.post_json("/api/v1/events", &first).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["duplicate"], true);
+    assert_eq!(retry.body["version"], 1);
     // Nothing was appended by the refused requests.
     let stream = server.get("/api/v1/entities/e/events").await;
     assert_eq!(stream.body["count"], 3);
