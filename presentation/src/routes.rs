@@ -205,6 +205,14 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
+        self.assert_new(&route);
+        self.entries.push((route, on(route.verb.filter(), handler)));
+        self
+    }
+
+    /// # Panics
+    /// When `route`'s method and path is declared already.
+    fn assert_new(&self, route: &Route) {
         assert!(
             !self
                 .entries
@@ -214,8 +222,6 @@ impl Routes {
             route.verb.as_str(),
             route.path
         );
-        self.entries.push((route, on(route.verb.filter(), handler)));
-        self
     }
 
     #[must_use]
@@ -261,15 +267,7 @@ impl Routes {
     #[must_use]
     pub fn merge(mut self, other: Routes) -> Self {
         for (route, handler) in other.entries {
-            assert!(
-                !self
-                    .entries
-                    .iter()
-                    .any(|(r, _)| r.verb == route.verb && r.path == route.path),
-                "{} {} is declared twice",
-                route.verb.as_str(),
-                route.path
-            );
+            self.assert_new(&route);
             self.entries.push((route, handler));
         }
         self
