@@ -523,23 +523,28 @@ mod tests {
         }
     }
 
+    /// The receipts of a store that appends every event, numbered from 1.
+    fn fresh_receipts(events: &[ProposedEvent]) -> Vec<AppendReceipt> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| AppendReceipt {
+                event_id: e.id,
+                entity_id: e.entity_id.clone(),
+                version: Version::new(i as u64 + 1),
+                position: Position::new(i as u64 + 1),
+                timestamp: Utc::now(),
+                duplicate: false,
+            })
+            .collect()
+    }
+
     /// A store that accepts everything and numbers events from 1.
     fn accepting_store() -> MockEventStore {
         let mut store = MockEventStore::new();
-        store.expect_append().returning(|_, events| {
-            Ok(events
-                .iter()
-                .enumerate()
-                .map(|(i, e)| AppendReceipt {
-                    event_id: e.id,
-                    entity_id: e.entity_id.clone(),
-                    version: Version::new(i as u64 + 1),
-                    position: Position::new(i as u64 + 1),
-                    timestamp: Utc::now(),
-                    duplicate: false,
-                })
-                .collect())
-        });
+        store
+            .expect_append()
+            .returning(|_, events| Ok(fresh_receipts(&events)));
         store
     }
 
@@ -566,19 +571,7 @@ mod tests {
                     && events[0].id.as_uuid().get_version_num() == 7
                     && events[1].expected_version == ExpectedVersion::Exact(0)
             })
-            .returning(|_, events| {
-                Ok(events
-                    .iter()
-                    .map(|e| AppendReceipt {
-                        event_id: e.id,
-                        entity_id: e.entity_id.clone(),
-                        version: Version::new(1),
-                        position: Position::new(1),
-                        timestamp: Utc::now(),
-                        duplicate: false,
-                    })
-                    .collect())
-            });
+            .returning(|_, events| Ok(fresh_receipts(&events)));
         let mut second = input("b", "t");
         second.expected_version = Some(json!(0));
         let reply = use_case(store)
@@ -687,19 +680,7 @@ mod tests {
                 events[0].metadata.is_none()
                     && events[1].metadata.as_ref().map(|m| m.get()) == Some(r#"{"c":1}"#)
             })
-            .returning(|_, events| {
-                Ok(events
-                    .iter()
-                    .map(|e| AppendReceipt {
-                        event_id: e.id,
-                        entity_id: e.entity_id.clone(),
-                        version: Version::new(1),
-                        position: Position::new(1),
-                        timestamp: Utc::now(),
-                        duplicate: false,
-                    })
-                    .collect())
-            });
+            .returning(|_, events| Ok(fresh_receipts(&events)));
         let mut a = input("a", "t");
         a.metadata = Some(raw("null"));
         let mut b = input("b", "t");
@@ -789,19 +770,7 @@ mod tests {
                 events.iter().map(|e| e.payload.get()).eq(expected.iter())
                     && events[1].metadata.as_ref().map(|m| m.get()) == Some(edgy)
             })
-            .returning(|_, events| {
-                Ok(events
-                    .iter()
-                    .map(|e| AppendReceipt {
-                        event_id: e.id,
-                        entity_id: e.entity_id.clone(),
-                        version: Version::new(1),
-                        position: Position::new(1),
-                        timestamp: Utc::now(),
-                        duplicate: false,
-                    })
-                    .collect())
-            });
+            .returning(|_, events| Ok(fresh_receipts(&events)));
         let inputs = sent
             .iter()
             .map(|p| {

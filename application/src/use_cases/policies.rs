@@ -600,6 +600,16 @@ fn build(id: String, input: PolicyInput) -> Result<Policy, PolicyError> {
     };
     let mut conditions = Vec::with_capacity(input.conditions.len());
     for (i, c) in input.conditions.into_iter().enumerate() {
+        // Stored inside the policy set's record: a value deeper than a payload may be could
+        // not be written (nor read back) by the state store.
+        if let Err(problem) =
+            allsource_domain::check_json(&c.value.to_string(), allsource_domain::MAX_NESTING)
+        {
+            errors.push(FieldError::new(
+                format!("conditions[{i}].value"),
+                problem.to_string(),
+            ));
+        }
         match Operator::parse(&c.operator) {
             Some(operator) => conditions.push(Condition {
                 attribute: c.attribute,
@@ -808,6 +818,13 @@ mod tests {
         domain.name = String::new();
         domain.conditions[0].attribute = "colour".into();
         assert_eq!(fields(domain).await, ["name", "conditions[0].attribute"]);
+        let mut deep = input("deny");
+        let mut value = json!(1);
+        for _ in 0..=allsource_domain::MAX_NESTING {
+            value = json!([value]);
+        }
+        deep.conditions[0].value = value;
+        assert_eq!(fields(deep).await, ["conditions[0].value"]);
     }
 
     #[tokio::test]

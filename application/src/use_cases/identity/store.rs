@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{StateError, StateStore};
+use crate::ports::{StateEntry, StateError, StateStore};
 
 /// The reserved tenant under which identity records are stored ([`TenantId::identity`]).
 pub const IDENTITY_TENANT: &str = "_identity";
@@ -167,25 +167,28 @@ impl IdentityStore {
         ns: &str,
         prefix: Option<String>,
     ) -> Result<Vec<T>, StateError> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self
-                .state
-                .list(&self.tenant, ns, prefix.clone(), after.clone(), PAGE)
-                .await?;
-            let done = page.len() < PAGE;
-            after = page.last().map(|(k, _)| k.clone());
-            for (_, entry) in page {
-                out.push(decode(entry.value)?);
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        self.list_entries(ns, prefix)
+            .await?
+            .into_iter()
+            .map(|(_, entry)| decode(entry.value))
+            .collect()
     }
 
     async fn list_keys(&self, ns: &str, prefix: Option<String>) -> Result<Vec<String>, StateError> {
+        Ok(self
+            .list_entries(ns, prefix)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// Every entry of the namespace (under `prefix`), page by page.
+    async fn list_entries(
+        &self,
+        ns: &str,
+        prefix: Option<String>,
+    ) -> Result<Vec<(String, StateEntry)>, StateError> {
         let mut out = Vec::new();
         let mut after = None;
         loop {
@@ -195,7 +198,7 @@ impl IdentityStore {
                 .await?;
             let done = page.len() < PAGE;
             after = page.last().map(|(k, _)| k.clone());
-            out.extend(page.into_iter().map(|(k, _)| k));
+            out.extend(page);
             if done {
                 return Ok(out);
             }

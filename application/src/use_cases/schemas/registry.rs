@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use allsource_domain::schema::check_compatibility;
-use allsource_domain::{CompatibilityMode, SchemaVersion, Subject, TenantId};
+use allsource_domain::{
+    CompatibilityMode, MAX_NESTING, SchemaVersion, Subject, TenantId, check_json,
+};
 use serde_json::Value;
 
 use super::{
@@ -79,6 +81,13 @@ impl SchemaRegistry {
                 "only draft 2020-12 is supported: omit $schema or use \
                  https://json-schema.org/draft/2020-12/schema",
             );
+        }
+        // The schema is stored inside a subject record: deeper than an event payload may be, it
+        // could not be written (nor read back) by the state store.
+        if let Some(schema) = &schema
+            && let Err(problem) = check_json(&schema.to_string(), MAX_NESTING)
+        {
+            errors.push("schema", problem.to_string());
         }
         let (Some(subject), Some(schema), true) = (subject, schema, errors.is_empty()) else {
             return Err(SchemaError::Invalid(errors.0));

@@ -211,6 +211,25 @@ async fn a_schema_that_does_not_compile_is_invalid_with_pointers() {
 }
 
 #[tokio::test]
+async fn a_schema_nested_deeper_than_a_payload_may_be_is_invalid_and_never_stored() {
+    let mut deep = json!({"type": "object"});
+    for _ in 0..allsource_domain::MAX_NESTING {
+        deep = json!({ "properties": { "a": deep } });
+    }
+    let mut validator = MockSchemaValidator::new();
+    validator.expect_compile().never();
+    let mut state = MockStateStore::new();
+    state.expect_put().never();
+    let Err(SchemaError::Invalid(errors)) = registry(state, validator)
+        .register(&caller(), register_input(deep))
+        .await
+    else {
+        panic!("expected invalid");
+    };
+    assert_eq!(fields(&errors), ["schema"]);
+}
+
+#[tokio::test]
 async fn re_registering_an_existing_schema_returns_its_version_and_writes_nothing() {
     let v1 = object(json!({"a": {"type": "string"}}), &["a"]);
     let v2 = object(
