@@ -11,6 +11,8 @@
 //!   enforces schemas), policies, the audit trail. Each validates its raw input and reports
 //!   field-level errors.
 //! - [`projections`]: declarative projections kept up to date by a runner, and replay jobs.
+//! - [`subscriptions`]: following the log: the commit feed and the subscription (catch-up,
+//!   then live, no gap and no duplicate at the seam) behind every real-time door.
 //! - [`quota`]: `QuotaGate` and `TenantGate`, the seams through which features consult the
 //!   tenant's quotas and status.
 //! - [`tenancy`]: who a request acts for ([`Caller`]).
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod ports;
 pub mod projections;
 pub mod quota;
+pub mod subscriptions;
 pub mod supervise;
 pub mod tenancy;
 #[cfg(any(test, feature = "mocks"))]

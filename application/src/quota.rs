@@ -22,16 +22,23 @@ pub enum QuotaKind {
     Projections,
     /// Registered pipelines.
     Pipelines,
+    /// Open WebSocket/SSE subscriptions on this node (counted in memory, never stored: a
+    /// restart closes them all).
+    Subscriptions,
+    /// Registered webhooks.
+    Webhooks,
 }
 
 impl QuotaKind {
-    pub const ALL: [QuotaKind; 6] = [
+    pub const ALL: [QuotaKind; 8] = [
         QuotaKind::EventsPerDay,
         QuotaKind::StorageBytes,
         QuotaKind::QueriesPerHour,
         QuotaKind::ApiKeys,
         QuotaKind::Projections,
         QuotaKind::Pipelines,
+        QuotaKind::Subscriptions,
+        QuotaKind::Webhooks,
     ];
 
     /// The quota's name in the API (`quota` member of a 429, quota fields).
@@ -43,6 +50,8 @@ impl QuotaKind {
             QuotaKind::ApiKeys => "max_api_keys",
             QuotaKind::Projections => "max_projections",
             QuotaKind::Pipelines => "max_pipelines",
+            QuotaKind::Subscriptions => "max_subscriptions",
+            QuotaKind::Webhooks => "max_webhooks",
         }
     }
 }

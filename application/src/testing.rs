@@ -1,7 +1,8 @@
 //! Test support (feature `mocks`, and this crate's own tests): an in-memory [`StateStore`] that
 //! keeps the port's contract and can be told to be slow or to fail, and [`Given`], a
 //! given/when/then helper that builds a tenant's log of events and serves it as an
-//! [`EventStore`].
+//! [`EventStore`]; [`SharedLog`], a log of several tenants that publishes its commits to a
+//! [`CommitFeed`], for the followers of the log.
 //!
 //! ```ignore
 //! let given = Given::tenant("acme").event("order-1", "order.placed", json!({"amount": 10}));
@@ -29,6 +30,7 @@ use crate::ports::{
     SortOrder, StateEntry, StateError, StateStore, StoreAppendError, StoreError, StoreStats,
     StreamRange,
 };
+use crate::subscriptions::CommitFeed;
 
 type Key = (String, String, String);
 
@@ -468,6 +470,217 @@ impl EventStore for Given {
 
     fn backend(&self) -> &'static str {
         "given"
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A log of several tenants whose appends are published to a [`CommitFeed`], as a store
+/// adapter publishes them: the followers' tests run over it. Each [`SharedLog::append`] is one
+/// commit group; publishing happens under the log's lock, so groups reach the feed in
+/// position order, as from a store's single writer.
+pub struct SharedLog {
+    log: Mutex<Vec<Arc<Event>>>,
+    feed: Arc<CommitFeed>,
+    /// Queries answer `Unavailable` while set.
+    pub fail_queries: std::sync::atomic::AtomicBool,
+    /// Queries served so far.
+    pub queries: AtomicUsize,
+}
+
+impl SharedLog {
+    /// An empty log whose feed keeps `capacity` groups for its slowest subscriber.
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            log: Mutex::new(Vec::new()),
+            feed: Arc::new(CommitFeed::new(capacity)),
+            fail_queries: std::sync::atomic::AtomicBool::new(false),
+            queries: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn feed(&self) -> Arc<CommitFeed> {
+        Arc::clone(&self.feed)
+    }
+
+    /// Appends `(entity, event_type)` events of `tenant` as one commit group and publishes it.
+    ///
+    /// # Panics
+    /// On an invalid tenant, entity or type (a test's mistake).
+    pub fn append(&self, tenant: &str, events: &[(&str, &str)]) -> Vec<Arc<Event>> {
+        let mut log = self.log.lock();
+        let added = Self::push_all(&mut log, tenant, events);
+        self.feed.publish_events(added.clone());
+        added
+    }
+
+    /// Appends like [`Self::append`] but publishes nothing: a lost notification (a NOTIFY that
+    /// never arrived), which the next published group reveals as a gap.
+    pub fn append_unpublished(&self, tenant: &str, events: &[(&str, &str)]) -> Vec<Arc<Event>> {
+        let mut log = self.log.lock();
+        Self::push_all(&mut log, tenant, events)
+    }
+
+    fn push_all(
+        log: &mut Vec<Arc<Event>>,
+        tenant: &str,
+        events: &[(&str, &str)],
+    ) -> Vec<Arc<Event>> {
+        let tenant = TenantId::parse(tenant).expect("a valid tenant id in a test");
+        let mut added = Vec::with_capacity(events.len());
+        for (entity, event_type) in events {
+            let entity_id = EntityId::parse(entity).expect("a valid entity id in a test");
+            let version = log
+                .iter()
+                .filter(|e| e.tenant_id == tenant && e.entity_id == entity_id)
+                .count() as u64
+                + 1;
+            let position = log.len() as u64 + 1;
+            let proposed = ProposedEvent {
+                id: EventId::generate(),
+                entity_id,
+                event_type: EventType::parse(event_type).expect("a valid event type in a test"),
+                payload: serde_json::value::to_raw_value(&serde_json::json!({"n": position}))
+                    .expect("JSON"),
+                metadata: None,
+                expected_version: ExpectedVersion::Any,
+            };
+            let event = Arc::new(proposed.into_event(
+                tenant.clone(),
+                Version::new(version),
+                Position::new(position),
+                timestamp(position),
+            ));
+            log.push(Arc::clone(&event));
+            added.push(event);
+        }
+        added
+    }
+
+    /// Everything appended, all tenants, in position order.
+    pub fn events(&self) -> Vec<Arc<Event>> {
+        self.log.lock().clone()
+    }
+}
+
+#[async_trait]
+impl EventStore for SharedLog {
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        events: Vec<ProposedEvent>,
+    ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
+        let mut log = self.log.lock();
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut added = Vec::with_capacity(events.len());
+        for event in events {
+            let version = log
+                .iter()
+                .filter(|e| e.tenant_id == *tenant && e.entity_id == event.entity_id)
+                .count() as u64
+                + 1;
+            let position = log.len() as u64 + 1;
+            let stored = Arc::new(event.into_event(
+                tenant.clone(),
+                Version::new(version),
+                Position::new(position),
+                timestamp(position),
+            ));
+            receipts.push(AppendReceipt::for_event(&stored, false));
+            log.push(Arc::clone(&stored));
+            added.push(stored);
+        }
+        self.feed.publish_events(added);
+        Ok(receipts)
+    }
+
+    async fn read_stream(
+        &self,
+        tenant: &TenantId,
+        entity_id: &EntityId,
+        range: StreamRange,
+    ) -> Result<Vec<Arc<Event>>, StoreError> {
+        Ok(self
+            .log
+            .lock()
+            .iter()
+            .filter(|e| {
+                e.tenant_id == *tenant
+                    && e.entity_id == *entity_id
+                    && range.contains(e.version.get())
+            })
+            .take(range.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn query(&self, tenant: &TenantId, q: EventQuery) -> Result<QueryPage, StoreError> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        if self.fail_queries.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable("told to fail".into()));
+        }
+        let mut matching: Vec<Arc<Event>> = self
+            .log
+            .lock()
+            .iter()
+            .filter(|e| e.tenant_id == *tenant && q.matches(e) && q.after_cursor(e.position))
+            .cloned()
+            .collect();
+        if q.order == SortOrder::Desc {
+            matching.reverse();
+        }
+        let has_more = matching.len() > q.offset + q.limit;
+        Ok(QueryPage {
+            events: matching.into_iter().skip(q.offset).take(q.limit).collect(),
+            has_more,
+        })
+    }
+
+    async fn get_event(
+        &self,
+        tenant: &TenantId,
+        id: EventId,
+    ) -> Result<Option<Arc<Event>>, StoreError> {
+        Ok(self
+            .log
+            .lock()
+            .iter()
+            .find(|e| e.tenant_id == *tenant && e.id == id)
+            .cloned())
+    }
+
+    async fn list_entities(
+        &self,
+        _tenant: &TenantId,
+        _query: EntityListQuery,
+    ) -> Result<EntityPage, StoreError> {
+        Err(StoreError::Internal(anyhow::anyhow!(
+            "the shared log does not list entities"
+        )))
+    }
+
+    async fn event_types(&self, _tenant: &TenantId) -> Result<Vec<EventTypeCount>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn stats(&self, tenant: &TenantId) -> Result<StoreStats, StoreError> {
+        let log = self.log.lock();
+        let own: Vec<_> = log.iter().filter(|e| e.tenant_id == *tenant).collect();
+        Ok(StoreStats {
+            total_events: own.len() as u64,
+            last_position: own.last().map_or(0, |e| e.position.get()),
+            ..StoreStats::default()
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    fn backend(&self) -> &'static str {
+        "shared"
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {

@@ -17,6 +17,7 @@ use allsource_application::projections::{
     ProjectionEngine, ProjectionNotifier, ProjectionRunner, Projections, ReplayJobs,
 };
 use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
+use allsource_application::subscriptions::CommitFeed;
 use allsource_application::supervise::supervise;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
 use allsource_application::use_cases::{Admission, Compaction, Health};
@@ -68,6 +69,8 @@ struct Stores {
     policies: Policies,
     /// Pruned by `audit.retention_days`.
     audit: Arc<StateAuditLog>,
+    /// Where the opened store announces its commits to the followers of the log.
+    feed: Arc<CommitFeed>,
 }
 
 /// The identity use cases over the (starting) state store, with auth on.
@@ -130,6 +133,8 @@ impl Application {
             );
         }
         let store = Arc::new(StartingStore::new(backend.as_str()));
+        // Commit notifications of the store (opened later, by recovery) for every follower.
+        let feed = Arc::new(CommitFeed::default());
         let as_port: Arc<dyn EventStore> = store.clone();
         let state_store = Arc::new(StartingStateStore::new());
         let projection_engine = Arc::new(ProjectionEngine::new(
@@ -263,6 +268,7 @@ impl Application {
                 compactor,
                 policies,
                 audit: audit_log,
+                feed,
             },
         ));
         Ok(Self {
@@ -396,7 +402,7 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
         Backend::Memory => {
             tracing::warn!("storage.backend = memory: events are lost when the process exits");
             (
-                Arc::new(MemoryStore::new(clock)),
+                Arc::new(MemoryStore::new(clock).with_feed(target.feed.clone())),
                 Arc::new(MemoryStateStore::new()),
             )
         }
@@ -420,8 +426,9 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
                 ..EmbeddedConfig::default()
             };
             let state_dir = settings.storage.data_dir.join("state");
+            let feed = target.feed.clone();
             let opened = tokio::task::spawn_blocking(move || {
-                let events = EmbeddedStore::open(config, clock)?;
+                let events = EmbeddedStore::open_with_feed(config, clock, Some(feed))?;
                 // Snapshots can be rebuilt from events: their writes ride on the next sync
                 // instead of an fsync each (see FileStateStore's docs).
                 let state = FileStateStore::open(&state_dir)?

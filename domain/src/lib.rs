@@ -22,6 +22,8 @@
 //! - [`policy`]: the policy language (conditions, effects, priorities), its evaluation and the
 //!   five default policies.
 //! - [`projection`]: declarative projections: definitions, reducers, keyed state.
+//! - [`subscription`]: what followers of the log ask for: type filters (`x`, `x.*`, `*`),
+//!   an entity, consumer names.
 //! - [`tenant`]: tenants, tiers, quotas and rate limits.
 //! - [`identity`]: the value objects of identity, [`Username`] and [`Password`].
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ pub mod policy;
 pub mod projection;
 pub mod schema;
 pub mod state;
+pub mod subscription;
 pub mod tenant;
 pub mod values;
 
@@ -47,5 +50,6 @@ pub use identity::{Password, Username};
 pub use payload::{JsonProblem, MAX_NESTING, check_json, check_payload};
 pub use schema::{CompatibilityMode, Incompatibility, SchemaVersion, Subject};
 pub use state::{EntityState, apply_payload};
+pub use subscription::{ConsumerName, EventFilter, TypeFilter, TypeFilters};
 pub use tenant::{QuotaOverrides, Quotas, RateLimit, Tenant, TenantName, Tier};
 pub use values::{EntityId, EventId, EventType, InvalidValue, Position, TenantId, Version};

@@ -3,11 +3,14 @@
 //! A tier is a preset of quotas and a rate limit. A tenant may override single quotas; what
 //! holds for it is the tier's preset with its overrides laid over it ([`Tenant::quotas`]).
 //!
-//! | tier           | events/day | storage  | queries/hour | API keys | projections | pipelines | req/s (burst) |
-//! |----------------|-----------:|---------:|-------------:|---------:|------------:|----------:|--------------:|
-//! | `free`         |     10 000 |  100 MiB |        1 000 |        2 |           5 |         2 |       10 (20) |
-//! | `professional` |  1 000 000 |   10 GiB |      100 000 |       25 |          50 |        20 |   500 (1 000) |
-//! | `unlimited`    |          ∞ |        ∞ |            ∞ |        ∞ |           ∞ |         ∞ | 100 000 (200 000) |
+//! | tier           | events/day | storage  | queries/hour | API keys | projections | pipelines | subscriptions | webhooks | req/s (burst) |
+//! |----------------|-----------:|---------:|-------------:|---------:|------------:|----------:|--------------:|---------:|--------------:|
+//! | `free`         |     10 000 |  100 MiB |        1 000 |        2 |           5 |         2 |             5 |        2 |       10 (20) |
+//! | `professional` |  1 000 000 |   10 GiB |      100 000 |       25 |          50 |        20 |           200 |       20 |   500 (1 000) |
+//! | `unlimited`    |          ∞ |        ∞ |            ∞ |        ∞ |           ∞ |         ∞ |             ∞ |        ∞ | 100 000 (200 000) |
+//!
+//! `subscriptions` counts the tenant's open followers of the log on one node (WebSocket and SSE
+//! connections); `webhooks` counts registered webhooks.
 //!
 //! Why these numbers: `free` lets one developer try the product (a few thousand events a day,
 //! an interactive client at 10 requests a second) without letting a forgotten script hurt the
@@ -75,6 +78,8 @@ impl Tier {
                 max_api_keys: Some(2),
                 max_projections: Some(5),
                 max_pipelines: Some(2),
+                max_subscriptions: Some(5),
+                max_webhooks: Some(2),
             },
             Tier::Professional => Quotas {
                 max_events_per_day: Some(1_000_000),
@@ -83,6 +88,8 @@ impl Tier {
                 max_api_keys: Some(25),
                 max_projections: Some(50),
                 max_pipelines: Some(20),
+                max_subscriptions: Some(200),
+                max_webhooks: Some(20),
             },
             Tier::Unlimited => Quotas::UNLIMITED,
         }
@@ -122,6 +129,9 @@ pub struct Quotas {
     pub max_api_keys: Option<u64>,
     pub max_projections: Option<u64>,
     pub max_pipelines: Option<u64>,
+    /// Open WebSocket/SSE subscriptions at once, on one node.
+    pub max_subscriptions: Option<u64>,
+    pub max_webhooks: Option<u64>,
 }
 
 impl Quotas {
@@ -132,6 +142,8 @@ impl Quotas {
         max_api_keys: None,
         max_projections: None,
         max_pipelines: None,
+        max_subscriptions: None,
+        max_webhooks: None,
     };
 }
 
@@ -145,6 +157,8 @@ pub struct QuotaOverrides {
     pub max_api_keys: Option<Option<u64>>,
     pub max_projections: Option<Option<u64>>,
     pub max_pipelines: Option<Option<u64>>,
+    pub max_subscriptions: Option<Option<u64>>,
+    pub max_webhooks: Option<Option<u64>>,
 }
 
 impl QuotaOverrides {
@@ -159,6 +173,8 @@ impl QuotaOverrides {
             max_api_keys: self.max_api_keys.unwrap_or(base.max_api_keys),
             max_projections: self.max_projections.unwrap_or(base.max_projections),
             max_pipelines: self.max_pipelines.unwrap_or(base.max_pipelines),
+            max_subscriptions: self.max_subscriptions.unwrap_or(base.max_subscriptions),
+            max_webhooks: self.max_webhooks.unwrap_or(base.max_webhooks),
         }
     }
 }

@@ -14,6 +14,8 @@ use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use allsource_application::subscriptions::CommitFeed;
+
 use crate::index::EventIndex;
 
 /// The in-memory event store.
@@ -22,6 +24,7 @@ pub struct MemoryStore {
     writer: Mutex<()>,
     clock: Arc<dyn Clock>,
     closed: AtomicBool,
+    feed: Option<Arc<CommitFeed>>,
 }
 
 impl MemoryStore {
@@ -31,7 +34,17 @@ impl MemoryStore {
             writer: Mutex::new(()),
             clock,
             closed: AtomicBool::new(false),
+            feed: None,
         }
+    }
+
+    /// Publishes every append to `feed` once it is visible (under the writer lock, so in
+    /// position order).
+    #[must_use]
+    pub fn with_feed(mut self, feed: Arc<CommitFeed>) -> Self {
+        feed.start_at(self.index.last_position());
+        self.feed = Some(feed);
+        self
     }
 }
 
@@ -52,9 +65,13 @@ impl EventStore for MemoryStore {
             .index
             .planner()
             .stage(tenant, events, self.clock.now())?;
+        let published = self.feed.is_some().then(|| staged.new_events.clone());
         self.index
             .publish(staged.new_events)
             .map_err(|e| StoreAppendError::Internal(anyhow::anyhow!(e)))?;
+        if let (Some(feed), Some(events)) = (&self.feed, published) {
+            feed.publish_events(events);
+        }
         Ok(staged.receipts)
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use allsource_domain::{
     AppendRejection, EntityId, Event, EventId, EventType, Position, ProposedEvent, TenantId,
-    Version,
+    TypeFilters, Version,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -110,6 +110,9 @@ pub struct EventQuery {
     pub event_type: Option<EventType>,
     /// Only types starting with this text (`order.` matches `order.placed`).
     pub event_type_prefix: Option<String>,
+    /// Only types matching one of these filters (`x`, `x.*`, `*`; empty = every type), as the
+    /// followers of the log ask for them.
+    pub type_filters: TypeFilters,
     /// Only events whose payload is an object holding each of these top-level keys with an
     /// equal value (see [`payload_matches`]).
     pub payload_filter: Option<serde_json::Map<String, serde_json::Value>>,
@@ -145,6 +148,7 @@ impl EventQuery {
                 .event_type_prefix
                 .as_deref()
                 .is_none_or(|p| event.event_type.as_str().starts_with(p))
+            && self.type_filters.matches(event.event_type.as_str())
             && self
                 .payload_filter
                 .as_ref()

@@ -159,6 +159,7 @@ impl ReadEvents {
                 EventType::parse,
             ),
             event_type_prefix: input.event_type_prefix.filter(|p| !p.is_empty()),
+            type_filters: allsource_domain::TypeFilters::any(),
             payload_filter: errors.optional(
                 "payload_filter",
                 input.payload_filter.as_deref(),

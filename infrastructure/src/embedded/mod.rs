@@ -69,6 +69,7 @@ use allsource_application::ports::{
     AppendReceipt, Clock, EntityListQuery, EntityPage, EventQuery, EventStore, EventTypeCount,
     QueryPage, StoreAppendError, StoreError, StoreStats, StreamRange,
 };
+use allsource_application::subscriptions::CommitFeed;
 use allsource_domain::{EntityId, Event, EventId, ProposedEvent, TenantId};
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -228,6 +229,19 @@ impl EmbeddedStore {
     /// # Errors
     /// See [`OpenError`].
     pub fn open(config: EmbeddedConfig, clock: Arc<dyn Clock>) -> Result<Self, OpenError> {
+        Self::open_with_feed(config, clock, None)
+    }
+
+    /// [`open`](Self::open), publishing every committed group to `feed` (which starts at the
+    /// recovered head) once its events are durable and visible to readers.
+    ///
+    /// # Errors
+    /// See [`OpenError`].
+    pub fn open_with_feed(
+        config: EmbeddedConfig,
+        clock: Arc<dyn Clock>,
+        feed: Option<Arc<CommitFeed>>,
+    ) -> Result<Self, OpenError> {
         let started = Instant::now();
         let data_dir = config.data_dir.clone();
         for dir in [wal_dir(&data_dir), parquet_dir(&data_dir)] {
@@ -280,6 +294,10 @@ impl EmbeddedStore {
             millis = started.elapsed().as_millis() as u64,
             "embedded store recovered"
         );
+
+        if let Some(feed) = &feed {
+            feed.start_at(index.last_position());
+        }
 
         // Segments before the last are sealed but not yet in Parquet: seal them now.
         let (active_path, to_seal) = match segments.split_last() {
@@ -378,6 +396,7 @@ impl EmbeddedStore {
             failed: Arc::clone(&failed),
             seal: config.seal.then_some(seal_tx),
             counters: Arc::clone(&counters),
+            feed,
             done: writer_done,
             _lock: lock,
         };
@@ -508,6 +527,8 @@ struct Writer {
     failed: Arc<AtomicBool>,
     seal: Option<std::sync::mpsc::Sender<PathBuf>>,
     counters: Arc<Counters>,
+    /// Where committed groups are announced to the followers of the log.
+    feed: Option<Arc<CommitFeed>>,
     /// Set when the writer exits (stops the periodic syncer).
     done: Arc<AtomicBool>,
     /// Keeps the data dir locked while the writer runs.
@@ -602,6 +623,8 @@ impl Writer {
                 }
                 return;
             }
+            // The feed gets the same events (shared, not copied) once they are visible.
+            let published = self.feed.is_some().then(|| new_events.clone());
             if let Err(e) = self.index.publish(new_events) {
                 // The planner and the index disagree: a bug, not an I/O problem.
                 tracing::error!(error = %e, "publishing a committed group failed");
@@ -612,6 +635,9 @@ impl Writer {
                     ))));
                 }
                 return;
+            }
+            if let (Some(feed), Some(events)) = (&self.feed, published) {
+                feed.publish_events(events);
             }
         }
         for (reply, receipts) in waiters {

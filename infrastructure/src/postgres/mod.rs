@@ -35,7 +35,7 @@ use allsource_application::ports::{
 };
 use allsource_domain::{
     AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, Position, ProposedEvent,
-    TenantId, Version, plan_append,
+    TenantId, TypeFilter, TypeFilters, Version, plan_append,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -437,6 +437,7 @@ fn query_sql(
             .push_bind(prefix.clone())
             .push(")");
     }
+    push_type_filters(&mut q, &query.type_filters);
     if let Some(since) = query.since {
         q.push(" AND recorded_at >= ").push_bind(since);
     }
@@ -462,6 +463,35 @@ fn query_sql(
         .push(" OFFSET ")
         .push_bind(to_i64(offset));
     q
+}
+
+/// `AND (...)` for the filters that combine with OR; nothing when they match every type.
+fn push_type_filters(q: &mut QueryBuilder<Postgres>, filters: &TypeFilters) {
+    if filters.matches_all() {
+        return;
+    }
+    q.push(" AND (");
+    for (i, filter) in filters.as_slice().iter().enumerate() {
+        if i > 0 {
+            q.push(" OR ");
+        }
+        match filter {
+            TypeFilter::Exact(t) => {
+                q.push("event_type = ").push_bind(t.as_str().to_owned());
+            }
+            TypeFilter::Below(stem) => {
+                q.push("event_type = ")
+                    .push_bind(stem.as_str().to_owned())
+                    .push(" OR starts_with(event_type, ")
+                    .push_bind(format!("{}.", stem.as_str()))
+                    .push(")");
+            }
+            TypeFilter::Any => {
+                q.push("TRUE");
+            }
+        }
+    }
+    q.push(")");
 }
 
 fn to_i64(value: u64) -> i64 {

@@ -122,6 +122,10 @@ pub struct QuotasRequest {
     pub max_projections: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
     pub max_pipelines: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_subscriptions: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_webhooks: Option<Option<u64>>,
 }
 
 impl From<QuotasRequest> for QuotaOverrides {
@@ -133,6 +137,8 @@ impl From<QuotasRequest> for QuotaOverrides {
             max_api_keys: r.max_api_keys,
             max_projections: r.max_projections,
             max_pipelines: r.max_pipelines,
+            max_subscriptions: r.max_subscriptions,
+            max_webhooks: r.max_webhooks,
         }
     }
 }
@@ -146,6 +152,8 @@ pub struct QuotasBody {
     pub max_api_keys: Option<u64>,
     pub max_projections: Option<u64>,
     pub max_pipelines: Option<u64>,
+    pub max_subscriptions: Option<u64>,
+    pub max_webhooks: Option<u64>,
 }
 
 impl From<Quotas> for QuotasBody {
@@ -157,6 +165,8 @@ impl From<Quotas> for QuotasBody {
             max_api_keys: q.max_api_keys,
             max_projections: q.max_projections,
             max_pipelines: q.max_pipelines,
+            max_subscriptions: q.max_subscriptions,
+            max_webhooks: q.max_webhooks,
         }
     }
 }
@@ -170,6 +180,8 @@ fn overrides_body(o: &QuotaOverrides) -> Map<String, Value> {
         ("max_api_keys", o.max_api_keys),
         ("max_projections", o.max_projections),
         ("max_pipelines", o.max_pipelines),
+        ("max_subscriptions", o.max_subscriptions),
+        ("max_webhooks", o.max_webhooks),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| (name.to_owned(), json!(v))))

@@ -39,6 +39,8 @@ fn overrides_slot(o: &mut QuotaOverrides, kind: QuotaKind) -> &mut Option<Option
         QuotaKind::ApiKeys => &mut o.max_api_keys,
         QuotaKind::Projections => &mut o.max_projections,
         QuotaKind::Pipelines => &mut o.max_pipelines,
+        QuotaKind::Subscriptions => &mut o.max_subscriptions,
+        QuotaKind::Webhooks => &mut o.max_webhooks,
     }
 }
 

@@ -33,6 +33,8 @@ pub fn quota_limit(quotas: &Quotas, kind: QuotaKind) -> Option<u64> {
         QuotaKind::ApiKeys => quotas.max_api_keys,
         QuotaKind::Projections => quotas.max_projections,
         QuotaKind::Pipelines => quotas.max_pipelines,
+        QuotaKind::Subscriptions => quotas.max_subscriptions,
+        QuotaKind::Webhooks => quotas.max_webhooks,
     }
 }
 
@@ -46,6 +48,9 @@ struct Counters {
     api_keys: u64,
     projections: u64,
     pipelines: u64,
+    /// Absent in records written before webhooks existed.
+    #[serde(default)]
+    webhooks: u64,
 }
 
 /// Changes not yet written.
@@ -58,6 +63,7 @@ pub(super) struct Delta {
     api_keys: i64,
     projections: i64,
     pipelines: i64,
+    webhooks: i64,
 }
 
 impl Delta {
@@ -67,6 +73,7 @@ impl Delta {
             && self.api_keys == 0
             && self.projections == 0
             && self.pipelines == 0
+            && self.webhooks == 0
     }
 }
 
@@ -101,6 +108,7 @@ fn combined(base: &Counters, delta: &Delta, today: i64) -> Counters {
         api_keys: plus(base.api_keys, delta.api_keys),
         projections: plus(base.projections, delta.projections),
         pipelines: plus(base.pipelines, delta.pipelines),
+        webhooks: plus(base.webhooks, delta.webhooks),
     }
 }
 
@@ -114,6 +122,8 @@ pub(super) struct UsageCell {
     pub(super) flushing: bool,
     hour: i64,
     queries: u64,
+    /// Open subscriptions on this node: in memory only.
+    subscriptions: u64,
 }
 
 impl UsageCell {
@@ -132,6 +142,8 @@ impl UsageCell {
             QuotaKind::ApiKeys => c.api_keys,
             QuotaKind::Projections => c.projections,
             QuotaKind::Pipelines => c.pipelines,
+            QuotaKind::Webhooks => c.webhooks,
+            QuotaKind::Subscriptions => self.subscriptions,
         }
     }
 
@@ -150,6 +162,8 @@ impl UsageCell {
             QuotaKind::ApiKeys => d.api_keys += amount,
             QuotaKind::Projections => d.projections += amount,
             QuotaKind::Pipelines => d.pipelines += amount,
+            QuotaKind::Webhooks => d.webhooks += amount,
+            QuotaKind::Subscriptions => self.subscriptions = plus(self.subscriptions, amount),
             QuotaKind::QueriesPerHour => {
                 let hour = hour_of(now);
                 if self.hour != hour {
