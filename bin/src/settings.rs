@@ -31,6 +31,8 @@ pub struct Settings {
     /// `audit.*`: the audit log.
     pub audit: AuditSettings,
     pub rate_limit: RateLimitSettings,
+    /// `realtime.*`: following the log (consumers, WebSocket, SSE).
+    pub realtime: RealtimeSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -171,6 +173,14 @@ pub struct ProjectionSettings {
     pub poll_interval_ms: u64,
     /// `projections.batch_size`: events read per page while catching up or replaying.
     pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// `realtime.feed_capacity`: commit groups a subscriber may fall behind the live feed
+    /// before it reads from storage instead (it never loses an event either way).
+    pub feed_capacity: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -519,6 +529,9 @@ max_states = 100000
 poll_interval_ms = 1000
 batch_size = 1000
 
+[realtime]
+feed_capacity = 1024
+
 [auth]
 enabled = true
 
@@ -799,6 +812,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "projections.poll_interval_ms",
                 "must be between 10 and 3600000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.realtime.feed_capacity) {
+            return Err(SettingsError::new(
+                "realtime.feed_capacity",
+                "must be between 1 and 1000000",
             ));
         }
         if !(1..=10_000).contains(&self.projections.batch_size) {
