@@ -2023,7 +2023,12 @@ fn route_declarations_carry_their_defaults_and_properties() {
             ("/api/v1/events/sse", true, RequestKind::Limited),
         ]
     );
-    assert!(routes.iter().filter(|r| !r.long_lived).all(|r| !r.token_in_query));
+    assert!(
+        routes
+            .iter()
+            .filter(|r| !r.long_lived)
+            .all(|r| !r.token_in_query)
+    );
 }
 
 #[test]
