@@ -19,6 +19,7 @@ use allsource_application::projections::{
 use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
 use allsource_application::subscriptions::CommitFeed;
 use allsource_application::supervise::supervise;
+use allsource_application::use_cases::consumer_groups::ConsumerGroups;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
 use allsource_application::use_cases::{Admission, Compaction, Health};
 use allsource_application::use_cases::{
@@ -56,6 +57,8 @@ pub struct Application {
     projections: ProjectionRunner,
     /// Its unwritten usage counters are written at shutdown.
     tenants: Option<Tenants>,
+    /// Its waiting long polls are ended when shutdown starts.
+    consumer_groups: ConsumerGroups,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -226,6 +229,14 @@ impl Application {
                 scheduler,
             )));
         }
+        // Consumer groups keep their state in the state store and wait on the commit feed.
+        let consumer_groups = ConsumerGroups::new(
+            as_port.clone(),
+            feed.clone(),
+            state_port.clone(),
+            audit_log.clone(),
+            Arc::new(SystemClock),
+        );
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
@@ -246,6 +257,7 @@ impl Application {
             policies: policies.clone(),
             admission: Admission::for_tenants(tenancy.tenants.clone(), tenancy.rate_limiter),
             tenants: tenancy.tenants,
+            consumer_groups: consumer_groups.clone(),
         });
         let router = allsource_presentation::router(
             state,
@@ -279,6 +291,7 @@ impl Application {
             addr,
             projections,
             tenants,
+            consumer_groups,
         })
     }
 
@@ -315,8 +328,14 @@ impl Application {
             addr,
             projections,
             tenants,
+            consumer_groups,
         } = self;
         tracing::info!(%addr, "listening");
+        // Long polls end as soon as shutdown starts, so they do not hold the graceful stop.
+        let shutdown = async move {
+            shutdown.await;
+            consumer_groups.stop_waiting();
+        };
         // With the peer address (callers without credentials are rate-limited per client) and
         // hyper's limits above the router's own (414/431 problem documents).
         let server = allsource_presentation::serve(listener, router, shutdown);

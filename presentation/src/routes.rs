@@ -299,8 +299,8 @@ impl Routes {
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
     use crate::handlers::{
-        audit, auth, compaction, entities, events, health, policies, projections, replay, schemas,
-        snapshots, tenants,
+        audit, auth, compaction, consumer_groups, entities, events, health, policies, projections,
+        replay, schemas, snapshots, tenants,
     };
     Routes::new()
         .merge(health::routes())
@@ -315,6 +315,7 @@ pub fn api_routes() -> Routes {
         .merge(projections::routes())
         .merge(replay::routes())
         .merge(tenants::routes())
+        .merge(consumer_groups::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

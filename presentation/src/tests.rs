@@ -56,6 +56,20 @@ pub(crate) fn idle_projections(
     )
 }
 
+/// Consumer groups over mocks that are never called (their routes are tested in `tests/`).
+pub(crate) fn idle_consumer_groups()
+-> allsource_application::use_cases::consumer_groups::ConsumerGroups {
+    use allsource_application::ports::clock::MockClock;
+    use allsource_application::ports::{MockAuditLog, MockStateStore};
+    allsource_application::use_cases::consumer_groups::ConsumerGroups::new(
+        Arc::new(MockEventStore::new()),
+        Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+        Arc::new(MockStateStore::new()),
+        Arc::new(MockAuditLog::new()),
+        Arc::new(MockClock::new()),
+    )
+}
+
 /// A schema registry over mocks that are never called (the router tests do not use it).
 pub(crate) fn no_schemas() -> Arc<allsource_application::use_cases::SchemaRegistry> {
     use allsource_application::ports::clock::MockClock;
@@ -98,6 +112,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             policies: no_policies(),
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
+            consumer_groups: crate::tests::idle_consumer_groups(),
         }),
         HttpLimits { max_body_bytes },
     )
@@ -1667,6 +1682,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             identity: None,
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
+            consumer_groups: crate::tests::idle_consumer_groups(),
             compaction: allsource_application::use_cases::Compaction::new(Arc::new(
                 NoCompaction::new("memory"),
             )),

@@ -336,7 +336,12 @@ impl ConsumerGroups {
     }
 
     fn changed(&self, tenant: &TenantId, name: &str) {
-        let local = self.inner.local.lock().get(&(tenant.clone(), name.to_owned())).cloned();
+        let local = self
+            .inner
+            .local
+            .lock()
+            .get(&(tenant.clone(), name.to_owned()))
+            .cloned();
         if let Some(local) = local {
             local.changed.notify_waiters();
         }
@@ -683,7 +688,14 @@ impl ConsumerGroups {
             }
             Some(raw) => errors.check("member", ConsumerName::parse(raw)),
         };
-        let max = bounded(&mut errors, "max", input.max, DEFAULT_POLL_MAX, 1, MAX_POLL_MAX);
+        let max = bounded(
+            &mut errors,
+            "max",
+            input.max,
+            DEFAULT_POLL_MAX,
+            1,
+            MAX_POLL_MAX,
+        );
         let wait = bounded(&mut errors, "wait_ms", input.wait_ms, 0, 0, MAX_WAIT_MS);
         let (name, member) = match (parse_name(name), member) {
             (Ok(name), Some(member)) if errors.is_empty() => (name, member),
@@ -755,8 +767,7 @@ impl ConsumerGroups {
                 match event {
                     Some(event) => {
                         let delivery_id = new_delivery_id();
-                        let attempt =
-                            record.redeliver(index, member, now_ms, delivery_id.clone());
+                        let attempt = record.redeliver(index, member, now_ms, delivery_id.clone());
                         messages.push(Message {
                             delivery_id,
                             attempt,

@@ -217,7 +217,13 @@ impl GroupRecord {
 
     /// Delivers the waiting lease at `index` to `member` under a new delivery id; returns its
     /// attempt number.
-    pub fn redeliver(&mut self, index: usize, member: &str, now_ms: i64, delivery_id: String) -> u32 {
+    pub fn redeliver(
+        &mut self,
+        index: usize,
+        member: &str,
+        now_ms: i64,
+        delivery_id: String,
+    ) -> u32 {
         let deadline = self.deadline(now_ms);
         let lease = &mut self.leases[index];
         lease.attempt += 1;
@@ -451,7 +457,10 @@ mod tests {
     fn nack_makes_a_message_available_now_and_the_last_attempt_parks_it() {
         let mut r = record(10, 2);
         deliver(&mut r, &[1], 0);
-        assert_eq!(r.nack(&["d1".into(), "zz".into()], at(1)).ignored, vec!["zz"]);
+        assert_eq!(
+            r.nack(&["d1".into(), "zz".into()], at(1)).ignored,
+            vec!["zz"]
+        );
         assert_eq!(r.redeliverable(10), vec![0]);
         r.redeliver(0, "m", 1, "d1b".into());
         r.nack(&["d1b".into()], at(2));

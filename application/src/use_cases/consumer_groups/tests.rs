@@ -96,7 +96,10 @@ impl StateStore for CountingConflicts {
         value: Value,
         expected: Option<u64>,
     ) -> Result<u64, StateError> {
-        let outcome = self.inner.put(tenant, namespace, key, value, expected).await;
+        let outcome = self
+            .inner
+            .put(tenant, namespace, key, value, expected)
+            .await;
         if matches!(outcome, Err(StateError::VersionConflict { .. })) {
             self.conflicts.fetch_add(1, Ordering::SeqCst);
         }
@@ -118,7 +121,9 @@ impl StateStore for CountingConflicts {
         after: Option<String>,
         limit: usize,
     ) -> Result<Vec<(String, StateEntry)>, StateError> {
-        self.inner.list(tenant, namespace, prefix, after, limit).await
+        self.inner
+            .list(tenant, namespace, prefix, after, limit)
+            .await
     }
 }
 
@@ -224,12 +229,22 @@ fn fields(error: GroupError) -> Vec<String> {
 #[tokio::test]
 async fn a_group_is_created_with_defaults_listed_read_updated_and_deleted_with_audit() {
     let f = Fixture::new();
-    let created = f.groups.create(&caller("acme"), group("workers")).await.expect("create");
+    let created = f
+        .groups
+        .create(&caller("acme"), group("workers"))
+        .await
+        .expect("create");
     assert_eq!(created.group, "workers");
     assert_eq!(created.config.filters, Vec::<String>::new());
     assert_eq!(created.config.ack_timeout_ms, DEFAULT_ACK_TIMEOUT_MS);
-    assert_eq!(u64::from(created.config.max_in_flight), DEFAULT_MAX_IN_FLIGHT);
-    assert_eq!(u64::from(created.config.max_deliveries), DEFAULT_MAX_DELIVERIES);
+    assert_eq!(
+        u64::from(created.config.max_in_flight),
+        DEFAULT_MAX_IN_FLIGHT
+    );
+    assert_eq!(
+        u64::from(created.config.max_deliveries),
+        DEFAULT_MAX_DELIVERIES
+    );
     let again = f.groups.create(&caller("acme"), group("workers")).await;
     assert!(matches!(again, Err(GroupError::Conflict(_))), "{again:?}");
 
@@ -248,12 +263,18 @@ async fn a_group_is_created_with_defaults_listed_read_updated_and_deleted_with_a
         .expect("update");
     assert_eq!(updated.config.filters, vec!["order.*".to_owned()]);
     assert_eq!(updated.config.max_deliveries, 2);
-    assert_eq!(updated.config.ack_timeout_ms, DEFAULT_ACK_TIMEOUT_MS, "kept");
+    assert_eq!(
+        updated.config.ack_timeout_ms, DEFAULT_ACK_TIMEOUT_MS,
+        "kept"
+    );
     let read = f.groups.get(&caller("acme"), "workers").await.expect("get");
     assert_eq!(read, updated);
     assert_eq!(f.groups.list(&caller("acme")).await.expect("list").len(), 1);
 
-    f.groups.delete(&caller("acme"), "workers").await.expect("delete");
+    f.groups
+        .delete(&caller("acme"), "workers")
+        .await
+        .expect("delete");
     assert!(matches!(
         f.groups.get(&caller("acme"), "workers").await,
         Err(GroupError::NotFound(_))
@@ -262,9 +283,19 @@ async fn a_group_is_created_with_defaults_listed_read_updated_and_deleted_with_a
         f.groups.delete(&caller("acme"), "workers").await,
         Err(GroupError::NotFound(_))
     ));
-    assert!(f.groups.list(&caller("acme")).await.expect("list").is_empty());
+    assert!(
+        f.groups
+            .list(&caller("acme"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
     // The name can be used again; the new group starts from scratch.
-    let fresh = f.groups.create(&caller("acme"), group("workers")).await.expect("again");
+    let fresh = f
+        .groups
+        .create(&caller("acme"), group("workers"))
+        .await
+        .expect("again");
     assert_eq!(fresh.config.max_deliveries as u64, DEFAULT_MAX_DELIVERIES);
 
     let actions: Vec<String> = f.audit.0.lock().iter().map(|r| r.action.clone()).collect();
@@ -277,8 +308,13 @@ async fn a_group_is_created_with_defaults_listed_read_updated_and_deleted_with_a
             "consumer_group.create"
         ]
     );
-    assert!(f.audit.0.lock().iter().all(|r| r.tenant_id == "acme"
-        && r.resource.as_deref() == Some("workers")));
+    assert!(
+        f.audit
+            .0
+            .lock()
+            .iter()
+            .all(|r| r.tenant_id == "acme" && r.resource.as_deref() == Some("workers"))
+    );
 }
 
 #[tokio::test]
@@ -309,7 +345,10 @@ async fn bad_input_is_refused_naming_every_field_and_changes_nothing() {
             "max_deliveries"
         ]
     );
-    let missing = f.groups.create(&caller("acme"), GroupInput::default()).await;
+    let missing = f
+        .groups
+        .create(&caller("acme"), GroupInput::default())
+        .await;
     assert_eq!(fields(missing.expect_err("refused")), ["group"]);
     let past_end = f
         .groups
@@ -324,7 +363,10 @@ async fn bad_input_is_refused_naming_every_field_and_changes_nothing() {
     assert_eq!(fields(past_end.expect_err("refused")), ["start_position"]);
     assert!(f.state.keys(&tenant("acme"), NAMESPACE).is_empty());
 
-    f.groups.create(&caller("acme"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     let poll = f
         .groups
         .poll(
@@ -337,10 +379,19 @@ async fn bad_input_is_refused_naming_every_field_and_changes_nothing() {
             },
         )
         .await;
-    assert_eq!(fields(poll.expect_err("refused")), ["member", "max", "wait_ms"]);
-    let no_member = f.groups.poll(&caller("acme"), "g", PollInput::default()).await;
+    assert_eq!(
+        fields(poll.expect_err("refused")),
+        ["member", "max", "wait_ms"]
+    );
+    let no_member = f
+        .groups
+        .poll(&caller("acme"), "g", PollInput::default())
+        .await;
     assert_eq!(fields(no_member.expect_err("refused")), ["member"]);
-    let bad_group = f.groups.poll(&caller("acme"), "a b", poll_input("m", 1)).await;
+    let bad_group = f
+        .groups
+        .poll(&caller("acme"), "a b", poll_input("m", 1))
+        .await;
     assert_eq!(fields(bad_group.expect_err("refused")), ["group"]);
     for ids in [None, Some(vec![]), Some(vec!["not-a-uuid".to_owned()])] {
         let refused = f.groups.ack(&caller("acme"), "g", ids.clone()).await;
@@ -358,7 +409,10 @@ async fn bad_input_is_refused_naming_every_field_and_changes_nothing() {
             },
         )
         .await;
-    assert_eq!(fields(change_start.expect_err("refused")), ["start_position"]);
+    assert_eq!(
+        fields(change_start.expect_err("refused")),
+        ["start_position"]
+    );
     let other_name = f.groups.update(&caller("acme"), "g", group("h")).await;
     assert_eq!(fields(other_name.expect_err("refused")), ["group"]);
     let limit = f
@@ -373,7 +427,10 @@ async fn bad_input_is_refused_naming_every_field_and_changes_nothing() {
         )
         .await;
     assert_eq!(fields(limit.expect_err("refused")), ["limit", "after"]);
-    let unknown = f.groups.poll(&caller("acme"), "nope", poll_input("m", 1)).await;
+    let unknown = f
+        .groups
+        .poll(&caller("acme"), "nope", poll_input("m", 1))
+        .await;
     assert!(matches!(unknown, Err(GroupError::NotFound(_))));
 }
 
@@ -401,7 +458,10 @@ async fn messages_follow_the_filters_and_the_start_position_in_position_order() 
     assert!(got.iter().all(|m| m.attempt == 1));
     let distinct: BTreeSet<_> = ids(&got).into_iter().collect();
     assert_eq!(distinct.len(), got.len(), "one delivery id per message");
-    assert!(poll(&f.groups, "orders", "m", 100).await.is_empty(), "all leased");
+    assert!(
+        poll(&f.groups, "orders", "m", 100).await.is_empty(),
+        "all leased"
+    );
 }
 
 #[tokio::test]
@@ -455,19 +515,28 @@ async fn an_unacked_message_goes_to_another_member_after_its_ack_timeout_only() 
     let a = poll(&f.groups, "g", "a", 10).await;
     assert_eq!(positions(&a), vec![1, 2, 3]);
     f.clock.advance(999);
-    assert!(poll(&f.groups, "g", "b", 10).await.is_empty(), "still held by a");
+    assert!(
+        poll(&f.groups, "g", "b", 10).await.is_empty(),
+        "still held by a"
+    );
     f.clock.advance(1);
     let b = poll(&f.groups, "g", "b", 10).await;
     assert_eq!(positions(&b), vec![1, 2, 3]);
     assert!(b.iter().all(|m| m.attempt == 2));
-    assert!(ids(&b).iter().all(|id| !ids(&a).contains(id)), "new delivery ids");
+    assert!(
+        ids(&b).iter().all(|id| !ids(&a).contains(id)),
+        "new delivery ids"
+    );
     // a's acks come too late: the messages went out again.
     let late = ack(&f.groups, "g", ids(&a)).await;
     assert_eq!((late.settled, late.ignored.len()), (0, 3));
     let on_time = ack(&f.groups, "g", ids(&b)).await;
     assert_eq!((on_time.settled, on_time.ignored.len()), (3, 0));
     f.clock.advance(10_000);
-    assert!(poll(&f.groups, "g", "a", 10).await.is_empty(), "acked for good");
+    assert!(
+        poll(&f.groups, "g", "a", 10).await.is_empty(),
+        "acked for good"
+    );
     let stats = f.groups.stats(&caller("acme"), "g").await.expect("stats");
     assert_eq!(stats.counters.expired, 3);
     assert_eq!(stats.counters.redelivered, 3);
@@ -498,7 +567,10 @@ async fn an_ack_after_the_timeout_counts_while_the_message_has_not_gone_out_agai
 async fn nack_redelivers_at_once_and_counts_an_attempt() {
     let f = Fixture::new();
     f.append("acme", 2, "t");
-    f.groups.create(&caller("acme"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     let a = poll(&f.groups, "g", "a", 10).await;
     let nacked = f
         .groups
@@ -539,14 +611,21 @@ async fn after_max_deliveries_a_message_is_parked_and_a_replay_delivers_it_again
     let second = poll(&f.groups, "g", "a", 10).await;
     assert_eq!(positions(&second), vec![1, 3]);
     f.clock.advance(100);
-    assert!(poll(&f.groups, "g", "a", 10).await.is_empty(), "parked, not delivered");
+    assert!(
+        poll(&f.groups, "g", "a", 10).await.is_empty(),
+        "parked, not delivered"
+    );
     let parked = f
         .groups
         .parked(&caller("acme"), "g", ParkedInput::default())
         .await
         .expect("parked");
     assert_eq!(parked.total, 2);
-    let listed: Vec<_> = parked.messages.iter().map(|p| (p.position, p.attempts)).collect();
+    let listed: Vec<_> = parked
+        .messages
+        .iter()
+        .map(|p| (p.position, p.attempts))
+        .collect();
     assert_eq!(listed, [(1, 2), (3, 2)]);
     assert_eq!(parked.messages[0].event.position.get(), 1);
     assert_eq!(parked.messages[0].member.as_deref(), Some("a"));
@@ -562,19 +641,33 @@ async fn after_max_deliveries_a_message_is_parked_and_a_replay_delivers_it_again
         )
         .await
         .expect("page");
-    assert_eq!((page.messages.len(), page.messages[0].position, page.has_more), (1, 3, false));
+    assert_eq!(
+        (
+            page.messages.len(),
+            page.messages[0].position,
+            page.has_more
+        ),
+        (1, 3, false)
+    );
     let stats = f.groups.stats(&caller("acme"), "g").await.expect("stats");
     assert_eq!((stats.parked, stats.in_flight, stats.waiting), (2, 0, 0));
     assert_eq!(stats.committed_position, 3, "acked or parked");
 
-    let replayed = f.groups.replay_parked(&caller("acme"), "g").await.expect("replay");
+    let replayed = f
+        .groups
+        .replay_parked(&caller("acme"), "g")
+        .await
+        .expect("replay");
     assert_eq!(replayed, 2);
     let again = poll(&f.groups, "g", "b", 10).await;
     assert_eq!(positions(&again), vec![1, 3]);
     assert!(again.iter().all(|m| m.attempt == 1), "fresh attempts");
     ack(&f.groups, "g", ids(&again)).await;
     let stats = f.groups.stats(&caller("acme"), "g").await.expect("stats");
-    assert_eq!((stats.parked, stats.counters.parked, stats.counters.replayed), (0, 2, 2));
+    assert_eq!(
+        (stats.parked, stats.counters.parked, stats.counters.replayed),
+        (0, 2, 2)
+    );
     assert_eq!(stats.counters.acked, 3);
 }
 
@@ -627,7 +720,12 @@ async fn a_crash_between_delivery_and_ack_loses_no_message_and_repeats_no_ack() 
         .expect("create");
     let node = f.restart();
     let a = poll(&node, "g", "a", 4).await;
-    ack(&node, "g", vec![a[0].delivery_id.clone(), a[2].delivery_id.clone()]).await;
+    ack(
+        &node,
+        "g",
+        vec![a[0].delivery_id.clone(), a[2].delivery_id.clone()],
+    )
+    .await;
     // The node dies: nothing of the instance survives but the state store.
     drop(node);
     let restarted = f.restart();
@@ -637,7 +735,11 @@ async fn a_crash_between_delivery_and_ack_loses_no_message_and_repeats_no_ack() 
     ack(&restarted, "g", ids(&b)).await;
     f.clock.advance(1000);
     let c = poll(&restarted, "g", "c", 10).await;
-    assert_eq!(positions(&c), vec![2, 4], "the unacked ones, never the acked");
+    assert_eq!(
+        positions(&c),
+        vec![2, 4],
+        "the unacked ones, never the acked"
+    );
     assert!(c.iter().all(|m| m.attempt == 2));
     ack(&restarted, "g", ids(&c)).await;
     drop(restarted);
@@ -673,7 +775,8 @@ async fn two_members_share_the_messages_and_never_hold_one_at_once() {
                     return;
                 }
                 for m in &got {
-                    seen.lock().push((member.to_owned(), m.event.position.get()));
+                    seen.lock()
+                        .push((member.to_owned(), m.event.position.get()));
                 }
                 tokio::task::yield_now().await;
                 ack(&groups, "g", ids(&got)).await;
@@ -715,7 +818,10 @@ async fn two_instances_racing_on_one_state_store_never_lease_a_message_twice() {
         over(&log, state.clone(), clock.clone(), audit.clone()),
         over(&log, state.clone(), clock.clone(), audit.clone()),
     ];
-    nodes[0].create(&caller("acme"), group("g")).await.expect("create");
+    nodes[0]
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
     let mut tasks = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
@@ -754,18 +860,32 @@ async fn tenants_never_see_each_others_groups_or_events() {
     let f = Fixture::new();
     f.append("acme", 3, "t");
     let globex = f.append("globex", 2, "t");
-    f.groups.create(&caller("acme"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     assert!(matches!(
         f.groups.get(&caller("globex"), "g").await,
         Err(GroupError::NotFound(_))
     ));
     assert!(matches!(
-        f.groups.poll(&caller("globex"), "g", poll_input("m", 10)).await,
+        f.groups
+            .poll(&caller("globex"), "g", poll_input("m", 10))
+            .await,
         Err(GroupError::NotFound(_))
     ));
-    assert!(f.groups.list(&caller("globex")).await.expect("list").is_empty());
+    assert!(
+        f.groups
+            .list(&caller("globex"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
     // The same name in the other tenant is another group, with the other tenant's events.
-    f.groups.create(&caller("globex"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("globex"), group("g"))
+        .await
+        .expect("create");
     let got = f
         .groups
         .poll(&caller("globex"), "g", poll_input("m", 10))
@@ -779,7 +899,10 @@ async fn tenants_never_see_each_others_groups_or_events() {
         .ack(&caller("globex"), "g", Some(acme_ids))
         .await
         .expect("ack");
-    assert_eq!(cross.settled, 0, "another tenant's deliveries are unknown here");
+    assert_eq!(
+        cross.settled, 0,
+        "another tenant's deliveries are unknown here"
+    );
 }
 
 #[tokio::test]
@@ -854,7 +977,10 @@ async fn a_long_poll_wakes_when_a_nack_frees_a_message_and_stops_at_shutdown() {
     let f = Fixture::new();
     f.append("acme", 1, "t");
     let groups = f.groups.clone().with_recheck(Duration::from_secs(3600));
-    groups.create(&caller("acme"), group("g")).await.expect("create");
+    groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     let held = poll(&groups, "g", "a", 10).await;
     let waiting = {
         let groups = groups.clone();
@@ -914,10 +1040,19 @@ async fn a_long_poll_wakes_when_a_nack_frees_a_message_and_stops_at_shutdown() {
 async fn a_storage_failure_is_unavailable_and_changes_nothing() {
     let f = Fixture::new();
     f.append("acme", 2, "t");
-    f.groups.create(&caller("acme"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     f.state.fail_puts_after(NAMESPACE, 0);
-    let refused = f.groups.poll(&caller("acme"), "g", poll_input("m", 10)).await;
-    assert!(matches!(refused, Err(GroupError::Unavailable(_))), "{refused:?}");
+    let refused = f
+        .groups
+        .poll(&caller("acme"), "g", poll_input("m", 10))
+        .await;
+    assert!(
+        matches!(refused, Err(GroupError::Unavailable(_))),
+        "{refused:?}"
+    );
     f.state.heal();
     // The failed poll leased nothing: the first real poll gets both messages, first attempts.
     let got = poll(&f.groups, "g", "m", 10).await;
@@ -933,7 +1068,10 @@ async fn a_storage_failure_is_unavailable_and_changes_nothing() {
 async fn the_stored_record_stays_small() {
     let f = Fixture::new();
     f.append("acme", 500, "t");
-    f.groups.create(&caller("acme"), group("g")).await.expect("create");
+    f.groups
+        .create(&caller("acme"), group("g"))
+        .await
+        .expect("create");
     for _ in 0..50 {
         let got = poll(&f.groups, "g", "m", 10).await;
         ack(&f.groups, "g", ids(&got)).await;
