@@ -402,10 +402,41 @@ impl ConsumerGroups {
         &self,
         tenant: &TenantId,
         name: &str,
-        mut change: impl FnMut(&mut GroupRecord, DateTime<Utc>, i64) -> Result<T, GroupError>,
+        change: impl FnMut(&mut GroupRecord, DateTime<Utc>, i64) -> Result<T, GroupError>,
     ) -> Result<(T, GroupRecord), GroupError> {
         let local = self.local(tenant, name);
-        let _serialized = local.lock.lock().await;
+        let outcome = {
+            let _serialized = local.lock.lock().await;
+            self.mutate_locked(tenant, name, change).await
+        };
+        self.forget_if_missing(tenant, name, local, &outcome);
+        outcome
+    }
+
+    /// Drops what this node keeps about a group that does not exist (so that calls naming
+    /// groups that were never created leave nothing behind), unless someone else uses it.
+    fn forget_if_missing<T>(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        local: Arc<Local>,
+        outcome: &Result<T, GroupError>,
+    ) {
+        if matches!(outcome, Err(GroupError::NotFound(_))) {
+            let mut map = self.inner.local.lock();
+            // The map's reference and `local`: nobody else holds it.
+            if Arc::strong_count(&local) <= 2 {
+                map.remove(&(tenant.clone(), name.to_owned()));
+            }
+        }
+    }
+
+    async fn mutate_locked<T>(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        mut change: impl FnMut(&mut GroupRecord, DateTime<Utc>, i64) -> Result<T, GroupError>,
+    ) -> Result<(T, GroupRecord), GroupError> {
         for attempt in 0..CAS_ATTEMPTS {
             let (mut record, version) = self.load_live(tenant, name).await?;
             let before = record.clone();
@@ -633,29 +664,13 @@ impl ConsumerGroups {
         let name = name.as_str();
         let tenant = caller.tenant();
         let local = self.local(tenant, name);
-        {
+        let outcome = {
             let _serialized = local.lock.lock().await;
-            let mut deleted = false;
-            for attempt in 0..CAS_ATTEMPTS {
-                let (_, version) = self.load_live(tenant, name).await?;
-                let (now, _) = self.now();
-                match self
-                    .inner
-                    .state
-                    .put(tenant, NAMESPACE, name, tombstone(now), Some(version))
-                    .await
-                {
-                    Ok(_) => {
-                        deleted = true;
-                        break;
-                    }
-                    Err(StateError::VersionConflict { .. }) => backoff(attempt).await,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            if !deleted {
-                return Err(GroupError::version_conflict(0, 0));
-            }
+            self.write_tombstone(tenant, name).await
+        };
+        if outcome.is_err() {
+            self.forget_if_missing(tenant, name, local, &outcome);
+            return outcome;
         }
         local.changed.notify_waiters();
         self.inner
@@ -665,6 +680,25 @@ impl ConsumerGroups {
         self.audit(caller, "consumer_group.delete", name, Value::Null)
             .await;
         Ok(())
+    }
+
+    /// Replaces the live group by a tombstone, with compare-and-swap.
+    async fn write_tombstone(&self, tenant: &TenantId, name: &str) -> Result<(), GroupError> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let (_, version) = self.load_live(tenant, name).await?;
+            let (now, _) = self.now();
+            match self
+                .inner
+                .state
+                .put(tenant, NAMESPACE, name, tombstone(now), Some(version))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(StateError::VersionConflict { .. }) => backoff(attempt).await,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(GroupError::version_conflict(0, 0))
     }
 
     /// Leases up to `max` messages to `member` (`POST .../{group}/poll`): messages waiting to
@@ -710,8 +744,24 @@ impl ConsumerGroups {
         };
         let name = name.as_str();
         let tenant = caller.tenant();
-        let until = tokio::time::Instant::now() + Duration::from_millis(wait);
         let local = self.local(tenant, name);
+        let outcome = self
+            .wait_for_messages(tenant, name, &local, member.as_str(), max, wait)
+            .await;
+        self.forget_if_missing(tenant, name, local, &outcome);
+        outcome
+    }
+
+    async fn wait_for_messages(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        local: &Local,
+        member: &str,
+        max: u64,
+        wait: u64,
+    ) -> Result<Vec<Message>, GroupError> {
+        let until = tokio::time::Instant::now() + Duration::from_millis(wait);
         // Subscribed before the first look, so no commit between a look and the wait is missed.
         let mut feed = self.inner.feed.subscribe();
         let mut stopping = self.inner.stopping.subscribe();
@@ -719,7 +769,7 @@ impl ConsumerGroups {
             let mut notified = pin!(local.changed.notified());
             notified.as_mut().enable();
             let attempt = self
-                .poll_once(tenant, name, &local, member.as_str(), max as usize)
+                .poll_once(tenant, name, local, member, max as usize)
                 .await?;
             let now = tokio::time::Instant::now();
             if !attempt.messages.is_empty() || now >= until || *stopping.borrow() {

@@ -1089,3 +1089,36 @@ async fn the_stored_record_stays_small() {
     assert_eq!(members.len(), 1);
     assert!(entry.value.to_string().len() < 1000, "{}", entry.value);
 }
+
+#[tokio::test]
+async fn calls_naming_groups_that_do_not_exist_leave_nothing_behind() {
+    let f = Fixture::new();
+    let id = uuid::Uuid::new_v4().to_string();
+    for i in 0..20 {
+        let name = format!("nope-{i}");
+        let polled = f
+            .groups
+            .poll(&caller("acme"), &name, poll_input("m", 1))
+            .await;
+        assert!(matches!(polled, Err(GroupError::NotFound(_))));
+        let acked = f
+            .groups
+            .ack(&caller("acme"), &name, Some(vec![id.clone()]))
+            .await;
+        assert!(matches!(acked, Err(GroupError::NotFound(_))));
+        let deleted = f.groups.delete(&caller("acme"), &name).await;
+        assert!(matches!(deleted, Err(GroupError::NotFound(_))));
+    }
+    assert_eq!(f.groups.inner.local.lock().len(), 0);
+    f.groups
+        .create(&caller("acme"), group("real"))
+        .await
+        .expect("create");
+    poll(&f.groups, "real", "m", 1).await;
+    assert_eq!(f.groups.inner.local.lock().len(), 1);
+    f.groups
+        .delete(&caller("acme"), "real")
+        .await
+        .expect("delete");
+    assert_eq!(f.groups.inner.local.lock().len(), 0);
+}
