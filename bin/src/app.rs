@@ -19,6 +19,7 @@ use allsource_application::projections::{
 use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
 use allsource_application::subscriptions::CommitFeed;
 use allsource_application::supervise::supervise;
+use allsource_application::use_cases::consumer_groups::ConsumerGroups;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
 use allsource_application::use_cases::{Admission, Compaction, Consumers, ConsumersDeps, Health};
 use allsource_application::use_cases::{
@@ -58,6 +59,8 @@ pub struct Application {
     tenants: Option<Tenants>,
     /// Closed when shutdown begins, so the streams that follow the log end.
     feed: Arc<CommitFeed>,
+    /// Its waiting long polls are ended when shutdown starts.
+    consumer_groups: ConsumerGroups,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -228,6 +231,14 @@ impl Application {
                 scheduler,
             )));
         }
+        // Consumer groups keep their state in the state store and wait on the commit feed.
+        let consumer_groups = ConsumerGroups::new(
+            as_port.clone(),
+            feed.clone(),
+            state_port.clone(),
+            audit_log.clone(),
+            Arc::new(SystemClock),
+        );
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
@@ -256,6 +267,7 @@ impl Application {
                 quotas: quota_gate(tenancy.tenants.as_ref()),
             }),
             tenants: tenancy.tenants,
+            consumer_groups: consumer_groups.clone(),
         });
         let router = allsource_presentation::router(
             state,
@@ -290,6 +302,7 @@ impl Application {
             projections,
             tenants,
             feed,
+            consumer_groups,
         })
     }
 
@@ -327,8 +340,14 @@ impl Application {
             projections,
             tenants,
             feed,
+            consumer_groups,
         } = self;
         tracing::info!(%addr, "listening");
+        // Long polls end as soon as shutdown starts, so they do not hold the graceful stop.
+        let shutdown = async move {
+            shutdown.await;
+            consumer_groups.stop_waiting();
+        };
         // With the peer address (callers without credentials are rate-limited per client) and
         // hyper's limits above the router's own (414/431 problem documents).
         let shutdown = async move {

@@ -16,7 +16,8 @@
 //!                          pub policies: Policies, pub projections: Projections,
 //!                          pub replays: ReplayJobs, pub schemas: Arc<SchemaRegistry>,
 //!                          pub snapshots: Snapshots, pub identity: Option<Identity>,
-//!                          pub tenants: Option<Tenants> }     // use cases only
+//!                          pub tenants: Option<Tenants>,
+//!                          pub consumer_groups: ConsumerGroups }     // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
 //! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
 //! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
@@ -79,6 +80,7 @@ pub mod routes;
 pub mod serve;
 
 use allsource_application::projections::{Projections, ReplayJobs};
+use allsource_application::use_cases::consumer_groups::ConsumerGroups;
 use allsource_application::use_cases::{
     Admission, AppendEvents, AuditTrail, Compaction, Consumers, Health, Policies, ReadEvents,
     SchemaRegistry, Snapshots, Tenants,
@@ -156,6 +158,8 @@ pub struct AppServices {
     pub tenants: Option<Tenants>,
     /// Durable consumers and the followers of the log (WebSocket, SSE).
     pub consumers: Consumers,
+    /// Consumer groups (`/api/v1/consumer-groups...`).
+    pub consumer_groups: ConsumerGroups,
 }
 
 /// HTTP-level limits.

@@ -116,6 +116,7 @@ fn authenticated_app() -> (Router, Recorded) {
             )),
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
+            consumer_groups: crate::tests::idle_consumer_groups(),
             schemas: crate::tests::no_schemas(),
             audit: AuditTrail::new(audit.clone()),
             policies: engine(policy::defaults(), audit),

@@ -320,8 +320,8 @@ impl Routes {
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
     use crate::handlers::{
-        audit, auth, compaction, consumers, entities, events, health, policies, projections,
-        replay, schemas, snapshots, stream, tenants,
+        audit, auth, compaction, consumer_groups, consumers, entities, events, health, policies,
+        projections, replay, schemas, snapshots, stream, tenants,
     };
     Routes::new()
         .merge(health::routes())
@@ -338,6 +338,7 @@ pub fn api_routes() -> Routes {
         .merge(tenants::routes())
         .merge(consumers::routes())
         .merge(stream::routes())
+        .merge(consumer_groups::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -56,6 +56,20 @@ pub(crate) fn idle_projections(
     )
 }
 
+/// Consumer groups over mocks that are never called (their routes are tested in `tests/`).
+pub(crate) fn idle_consumer_groups()
+-> allsource_application::use_cases::consumer_groups::ConsumerGroups {
+    use allsource_application::ports::clock::MockClock;
+    use allsource_application::ports::{MockAuditLog, MockStateStore};
+    allsource_application::use_cases::consumer_groups::ConsumerGroups::new(
+        Arc::new(MockEventStore::new()),
+        Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+        Arc::new(MockStateStore::new()),
+        Arc::new(MockAuditLog::new()),
+        Arc::new(MockClock::new()),
+    )
+}
+
 /// A schema registry over mocks that are never called (the router tests do not use it).
 /// Consumers over `store` and a state store no test call may reach.
 pub(crate) fn idle_consumers(
@@ -114,6 +128,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
             consumers: idle_consumers(&store),
+            consumer_groups: crate::tests::idle_consumer_groups(),
         }),
         HttpLimits { max_body_bytes },
     )
@@ -1683,6 +1698,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             identity: None,
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
+            consumer_groups: crate::tests::idle_consumer_groups(),
             compaction: allsource_application::use_cases::Compaction::new(Arc::new(
                 NoCompaction::new("memory"),
             )),
@@ -2008,6 +2024,7 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/consumers/{consumer_id}/events",
             "GET /api/v1/events/stream",
             "GET /api/v1/events/sse",
+            "GET /api/v1/consumer-groups/{group}/parked",
         ]
     );
     // The streams: long-lived, credentials also in the query, no query quota.

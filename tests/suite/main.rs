@@ -1,5 +1,7 @@
 //! The black-box test suite of AllSource (one binary):
 //! - `auth`: authentication and authorization attacks, the route × role matrix, admin CLI;
+//! - `consumer_groups`: consumer groups over HTTP: competing members, redelivery, parking,
+//!   tenant isolation, SIGKILL mid-flight, two PostgreSQL nodes on one group;
 //! - `contract`: the `EventStore` contract, run against every storage adapter;
 //! - `state_contract`: the `StateStore` contract, run against every adapter;
 //! - `http`: every route, status code and error shape of the REST contract, against the real
@@ -24,6 +26,7 @@
 
 mod auth;
 mod compaction;
+mod consumer_groups;
 mod contract;
 mod http;
 mod payloads;

@@ -586,6 +586,14 @@ impl Matrix {
             caller_for(&token)
         });
         let limiter: Arc<dyn RateLimiter> = Arc::new(MemoryRateLimiter::new(clock.clone()));
+        let consumer_groups =
+            allsource_application::use_cases::consumer_groups::ConsumerGroups::new(
+                store.clone(),
+                Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+                state.clone(),
+                audit.clone(),
+                clock.clone(),
+            );
         let router = allsource_presentation::router(
             AppState::from(allsource_presentation::AppServices {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
@@ -631,6 +639,7 @@ impl Matrix {
                     Some(limiter),
                 ),
                 tenants: Some(tenants),
+                consumer_groups,
             }),
             HttpLimits::default(),
         );

@@ -6,6 +6,7 @@ mod admission;
 mod append;
 mod audit;
 mod compaction;
+pub mod consumer_groups;
 mod consumers;
 mod health;
 pub mod identity;

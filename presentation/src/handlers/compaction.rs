@@ -211,6 +211,7 @@ mod tests {
                 identity: None,
                 admission: allsource_application::use_cases::Admission::off(),
                 tenants: None,
+                consumer_groups: crate::tests::idle_consumer_groups(),
                 compaction: allsource_application::use_cases::Compaction::new(compaction),
                 schemas: crate::tests::no_schemas(),
                 audit: crate::tests::quiet_audit(),

@@ -12,6 +12,7 @@
 //! - [`snapshots`]: manual snapshots, listing, the latest of an entity (with their routes).
 //! - [`audit`]: the audit log; [`policies`]: the policy engine's routes.
 //! - [`projections`]: projections, their state, rebuilds.
+//! - [`consumer_groups`]: consumer groups (competing consumers): polls, acks, parked messages.
 //! - [`replay`]: replay jobs.
 //! - [`tenants`]: tenants, their quotas and stats.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
@@ -20,6 +21,7 @@
 pub mod audit;
 pub mod auth;
 pub mod compaction;
+pub mod consumer_groups;
 pub mod consumers;
 pub mod entities;
 pub mod events;
