@@ -31,6 +31,8 @@ pub struct Settings {
     /// `audit.*`: the audit log.
     pub audit: AuditSettings,
     pub rate_limit: RateLimitSettings,
+    /// `realtime.*`: live delivery of events to subscribers.
+    pub realtime: RealtimeSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -161,6 +163,15 @@ pub struct AuditSettings {
     /// `audit.retention_days`: audit records older than this are pruned hourly (default 90);
     /// 0 keeps them forever.
     pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// `realtime.postgres_poll_interval_ms`: on the postgres backend, how often a node reads
+    /// the log for commits no notification announced (a lost notification, a listening
+    /// connection being re-made): the worst-case delay of live delivery across nodes.
+    pub postgres_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -519,6 +530,9 @@ max_states = 100000
 poll_interval_ms = 1000
 batch_size = 1000
 
+[realtime]
+postgres_poll_interval_ms = 1000
+
 [auth]
 enabled = true
 
@@ -798,6 +812,12 @@ impl Settings {
         if !(10..=3_600_000).contains(&self.projections.poll_interval_ms) {
             return Err(SettingsError::new(
                 "projections.poll_interval_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.realtime.postgres_poll_interval_ms) {
+            return Err(SettingsError::new(
+                "realtime.postgres_poll_interval_ms",
                 "must be between 10 and 3600000",
             ));
         }
@@ -1148,6 +1168,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("projections.poll_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn realtime_settings_have_defaults_and_bounds() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.realtime.postgres_poll_interval_ms, 1000);
+        let s = load(&[("ALLSOURCE__REALTIME__POSTGRES_POLL_INTERVAL_MS", "250")]).unwrap();
+        assert_eq!(s.realtime.postgres_poll_interval_ms, 250);
+        for bad in ["0", "9", "3600001"] {
+            let err = load(&[("ALLSOURCE__REALTIME__POSTGRES_POLL_INTERVAL_MS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid setting realtime.postgres_poll_interval_ms"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
