@@ -20,7 +20,7 @@ use allsource_application::quota::{QuotaGate, TenantGate, Unlimited};
 use allsource_application::subscriptions::CommitFeed;
 use allsource_application::supervise::supervise;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
-use allsource_application::use_cases::{Admission, Compaction, Health};
+use allsource_application::use_cases::{Admission, Compaction, Consumers, ConsumersDeps, Health};
 use allsource_application::use_cases::{
     AppendEvents, AppendLimits, AuditTrail, Policies, ReadEvents, SchemaRegistry, SchemaSettings,
     SnapshotArchive, SnapshotPolicy, SnapshotTrigger, Snapshots, Tenants,
@@ -56,6 +56,8 @@ pub struct Application {
     projections: ProjectionRunner,
     /// Its unwritten usage counters are written at shutdown.
     tenants: Option<Tenants>,
+    /// Closed when shutdown begins, so the streams that follow the log end.
+    feed: Arc<CommitFeed>,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -134,7 +136,7 @@ impl Application {
         }
         let store = Arc::new(StartingStore::new(backend.as_str()));
         // Commit notifications of the store (opened later, by recovery) for every follower.
-        let feed = Arc::new(CommitFeed::default());
+        let feed = Arc::new(CommitFeed::new(settings.realtime.feed_capacity));
         let as_port: Arc<dyn EventStore> = store.clone();
         let state_store = Arc::new(StartingStateStore::new());
         let projection_engine = Arc::new(ProjectionEngine::new(
@@ -229,7 +231,7 @@ impl Application {
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
-            health: Health::new(env!("CARGO_PKG_VERSION"), as_port),
+            health: Health::new(env!("CARGO_PKG_VERSION"), as_port.clone()),
             projections: Projections::new(projection_engine.clone(), quota_gate(tenants.as_ref())),
             replays: ReplayJobs::new(projection_engine),
             schemas,
@@ -245,6 +247,14 @@ impl Application {
             audit: AuditTrail::new(audit_log.clone()),
             policies: policies.clone(),
             admission: Admission::for_tenants(tenancy.tenants.clone(), tenancy.rate_limiter),
+            consumers: Consumers::new(ConsumersDeps {
+                store: as_port.clone(),
+                state: state_port.clone(),
+                feed: feed.clone(),
+                audit: audit_log.clone(),
+                clock: Arc::new(SystemClock),
+                quotas: quota_gate(tenancy.tenants.as_ref()),
+            }),
             tenants: tenancy.tenants,
         });
         let router = allsource_presentation::router(
@@ -268,7 +278,7 @@ impl Application {
                 compactor,
                 policies,
                 audit: audit_log,
-                feed,
+                feed: feed.clone(),
             },
         ));
         Ok(Self {
@@ -279,6 +289,7 @@ impl Application {
             addr,
             projections,
             tenants,
+            feed,
         })
     }
 
@@ -315,10 +326,17 @@ impl Application {
             addr,
             projections,
             tenants,
+            feed,
         } = self;
         tracing::info!(%addr, "listening");
         // With the peer address (callers without credentials are rate-limited per client) and
         // hyper's limits above the router's own (414/431 problem documents).
+        let shutdown = async move {
+            shutdown.await;
+            // Streams (WebSocket, SSE) end now; otherwise their connections would keep the
+            // graceful shutdown waiting for ever.
+            feed.close();
+        };
         let server = allsource_presentation::serve(listener, router, shutdown);
         tokio::pin!(server);
         let mut runner = None;

@@ -24,6 +24,8 @@ use serde_json::json;
 
 use crate::{Application, Settings};
 
+mod realtime;
+
 /// Arguments of `allsource bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -60,6 +62,10 @@ pub struct BenchArgs {
     /// key of that admin).
     #[arg(long, default_value = "off", value_parser = ["off", "jwt", "api-key"])]
     pub auth: String,
+    /// Run the real-time workloads instead (appends with and without 100 WebSocket
+    /// subscribers, live latency at 5,000 events/s, catch-up rate); needs `--auth off`.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 /// The header every AllSource request of a workload carries (name, value), if any.
@@ -157,6 +163,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     } else {
         client_runtime.block_on(credential(&base, &args.auth))?
     };
+    if args.realtime {
+        anyhow::ensure!(
+            args.auth == "off",
+            "--realtime runs with --auth off (its subscribers send no credentials)"
+        );
+        return client_runtime.block_on(realtime::run(&args, &base, credential));
+    }
     results.push(client_runtime.block_on(drive(
         "AllSource single-event appends",
         &args,

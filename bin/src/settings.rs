@@ -31,7 +31,7 @@ pub struct Settings {
     /// `audit.*`: the audit log.
     pub audit: AuditSettings,
     pub rate_limit: RateLimitSettings,
-    /// `realtime.*`: live delivery of events to subscribers.
+    /// `realtime.*`: following the log (consumers, WebSocket, SSE).
     pub realtime: RealtimeSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
@@ -167,21 +167,24 @@ pub struct AuditSettings {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RealtimeSettings {
-    /// `realtime.postgres_poll_interval_ms`: on the postgres backend, how often a node reads
-    /// the log for commits no notification announced (a lost notification, a listening
-    /// connection being re-made): the worst-case delay of live delivery across nodes.
-    pub postgres_poll_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProjectionSettings {
     /// `projections.poll_interval_ms`: how often the projection runner looks for new events
     /// when no local append woke it (it sees other nodes' appends this way).
     pub poll_interval_ms: u64,
     /// `projections.batch_size`: events read per page while catching up or replaying.
     pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeSettings {
+    /// `realtime.feed_capacity`: commit groups a subscriber may fall behind the live feed
+    /// before it reads from storage instead (it never loses an event either way).
+    pub feed_capacity: usize,
+    /// `realtime.postgres_poll_interval_ms`: on the postgres backend, how often a node reads
+    /// the log for commits no notification announced (a lost notification, a listening
+    /// connection being re-made): the worst-case delay of live delivery across nodes.
+    pub postgres_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -531,6 +534,7 @@ poll_interval_ms = 1000
 batch_size = 1000
 
 [realtime]
+feed_capacity = 1024
 postgres_poll_interval_ms = 1000
 
 [auth]
@@ -813,6 +817,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "projections.poll_interval_ms",
                 "must be between 10 and 3600000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.realtime.feed_capacity) {
+            return Err(SettingsError::new(
+                "realtime.feed_capacity",
+                "must be between 1 and 1000000",
             ));
         }
         if !(10..=3_600_000).contains(&self.realtime.postgres_poll_interval_ms) {

@@ -23,6 +23,10 @@ pub enum TypeFilter {
     Below(EventType),
     /// Every type (`*`).
     Any,
+    /// Every type starting with this text, as `/events/query`'s `event_type_prefix` reads it
+    /// (`order.` matches `order.placed`, `ord` matches `orders`). Never parsed from a filter
+    /// list: only SSE's `event_type_prefix` parameter makes it.
+    StartsWith(String),
 }
 
 impl TypeFilter {
@@ -58,6 +62,7 @@ impl TypeFilter {
                 .strip_prefix(stem.as_str())
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('.')),
             Self::Any => true,
+            Self::StartsWith(prefix) => event_type.starts_with(prefix.as_str()),
         }
     }
 }
@@ -68,6 +73,7 @@ impl fmt::Display for TypeFilter {
             Self::Exact(t) => f.write_str(t.as_str()),
             Self::Below(stem) => write!(f, "{}.*", stem.as_str()),
             Self::Any => f.write_str("*"),
+            Self::StartsWith(prefix) => write!(f, "{prefix}*"),
         }
     }
 }
@@ -115,6 +121,11 @@ impl TypeFilters {
     /// Whether the list matches every type.
     pub fn matches_all(&self) -> bool {
         self.0.is_empty() || self.0.contains(&TypeFilter::Any)
+    }
+
+    /// A list of exactly these filters.
+    pub fn of(filters: Vec<TypeFilter>) -> Self {
+        Self(filters)
     }
 
     pub fn as_slice(&self) -> &[TypeFilter] {

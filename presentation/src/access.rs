@@ -76,6 +76,23 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
     Ok(None)
 }
 
+/// The `access_token` query parameter (browsers cannot set headers on a WebSocket handshake
+/// or an `EventSource`), for routes that accept it. The span of the request records the path
+/// only, so the token is never logged.
+fn query_token(query: Option<&str>) -> Option<Credential> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(name, _)| name == "access_token")
+        .map(|(_, value)| value.trim().to_owned())
+        .filter(|token| !token.is_empty())
+        .map(|token| {
+            if token.starts_with("ask_") {
+                Credential::ApiKey(token)
+            } else {
+                Credential::Bearer(token)
+            }
+        })
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
@@ -95,9 +112,10 @@ impl From<AuthError> for ApiError {
 /// The response to send instead of serving the request.
 pub async fn authenticate(
     state: &AppState,
-    access: Access,
+    route: &Route,
     request: &mut Request,
 ) -> Result<Option<Caller>, Response> {
+    let access = route.access;
     match &state.auth {
         AuthMode::Disabled => {
             // An in-process layer (tests, embedding) may have set the caller already.
@@ -105,7 +123,14 @@ pub async fn authenticate(
                 request.extensions_mut().insert(Caller::default_tenant());
             }
         }
-        AuthMode::Enabled(authenticator) => match credential(request.headers()) {
+        AuthMode::Enabled(authenticator) => match credential(request.headers()).map(|found| {
+            found.or_else(|| {
+                route
+                    .token_in_query
+                    .then(|| query_token(request.uri().query()))
+                    .flatten()
+            })
+        }) {
             Err(e) => return Err(e.into_response()),
             Ok(None) if access == Access::Public => {}
             Ok(None) => {

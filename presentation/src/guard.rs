@@ -39,7 +39,7 @@ pub async fn guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = match access::authenticate(&state, route.access, &mut request).await {
+    let caller = match access::authenticate(&state, &route, &mut request).await {
         Ok(caller) => caller,
         Err(response) => return response,
     };

@@ -80,8 +80,8 @@ pub mod serve;
 
 use allsource_application::projections::{Projections, ReplayJobs};
 use allsource_application::use_cases::{
-    Admission, AppendEvents, AuditTrail, Compaction, Health, Policies, ReadEvents, SchemaRegistry,
-    Snapshots, Tenants,
+    Admission, AppendEvents, AuditTrail, Compaction, Consumers, Health, Policies, ReadEvents,
+    SchemaRegistry, Snapshots, Tenants,
 };
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
@@ -154,6 +154,8 @@ pub struct AppServices {
     /// The tenant use cases (`/api/v1/tenants...`); `None`: tenancy is off and those routes
     /// answer 404.
     pub tenants: Option<Tenants>,
+    /// Durable consumers and the followers of the log (WebSocket, SSE).
+    pub consumers: Consumers,
 }
 
 /// HTTP-level limits.

@@ -100,6 +100,7 @@ fn authenticated_app() -> (Router, Recorded) {
     let (audit, recorded) = recording_audit();
     let store: Arc<dyn EventStore> = Arc::new(MockEventStore::new());
     let (projections, replays) = crate::tests::idle_projections(&store);
+    let consumers = crate::tests::idle_consumers(&store);
     let app = router(
         AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
@@ -118,6 +119,7 @@ fn authenticated_app() -> (Router, Recorded) {
             schemas: crate::tests::no_schemas(),
             audit: AuditTrail::new(audit.clone()),
             policies: engine(policy::defaults(), audit),
+            consumers,
         }),
         HttpLimits::default(),
     );

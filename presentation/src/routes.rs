@@ -109,6 +109,12 @@ pub struct Route {
     pub admission: RequestKind,
     pub policies: PolicyScope,
     pub records: RecordCount,
+    /// Whether the credential may also come as the `access_token` query parameter (streams
+    /// that browsers open: WebSocket, SSE).
+    pub token_in_query: bool,
+    /// Whether a successful answer is a stream that stays open (WebSocket, SSE): clients and
+    /// tests that walk every route must not wait for its end.
+    pub long_lived: bool,
 }
 
 impl Route {
@@ -132,6 +138,8 @@ impl Route {
                 PolicyScope::Enforced
             },
             records: RecordCount::FromLimit,
+            token_in_query: false,
+            long_lived: false,
         }
     }
 
@@ -173,6 +181,19 @@ impl Route {
     /// The policy engine does not see the route's requests.
     pub const fn exempt_from_policies(mut self) -> Self {
         self.policies = PolicyScope::Exempt;
+        self
+    }
+
+    /// The credential may come as the `access_token` query parameter (declare it among the
+    /// route's parameters too).
+    pub const fn token_in_query(mut self) -> Self {
+        self.token_in_query = true;
+        self
+    }
+
+    /// A successful answer stays open (a stream).
+    pub const fn long_lived(mut self) -> Self {
+        self.long_lived = true;
         self
     }
 
@@ -299,8 +320,8 @@ impl Routes {
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
     use crate::handlers::{
-        audit, auth, compaction, entities, events, health, policies, projections, replay, schemas,
-        snapshots, tenants,
+        audit, auth, compaction, consumers, entities, events, health, policies, projections,
+        replay, schemas, snapshots, stream, tenants,
     };
     Routes::new()
         .merge(health::routes())
@@ -315,6 +336,8 @@ pub fn api_routes() -> Routes {
         .merge(projections::routes())
         .merge(replay::routes())
         .merge(tenants::routes())
+        .merge(consumers::routes())
+        .merge(stream::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

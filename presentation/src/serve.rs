@@ -91,7 +91,8 @@ pub async fn serve(
                 .max_buf_size(MAX_HEAD_BUFFER_BYTES)
                 .max_headers(MAX_HEADER_LINES);
             let io = TokioIo::new(ParserAnswers::new(stream));
-            let connection = builder.serve_connection(io, service);
+            // With upgrades: the WebSocket route takes the connection over.
+            let connection = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(connection);
             let mut stopping = false;
             loop {

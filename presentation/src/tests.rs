@@ -57,6 +57,21 @@ pub(crate) fn idle_projections(
 }
 
 /// A schema registry over mocks that are never called (the router tests do not use it).
+/// Consumers over `store` and a state store no test call may reach.
+pub(crate) fn idle_consumers(
+    store: &Arc<dyn EventStore>,
+) -> allsource_application::use_cases::Consumers {
+    use allsource_application::use_cases::{Consumers, ConsumersDeps};
+    Consumers::new(ConsumersDeps {
+        store: Arc::clone(store),
+        state: Arc::new(untouched_state()),
+        feed: Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+        audit: Arc::new(allsource_application::ports::MockAuditLog::new()),
+        clock: Arc::new(allsource_application::ports::clock::MockClock::new()),
+        quotas: Arc::new(allsource_application::quota::Unlimited),
+    })
+}
+
 pub(crate) fn no_schemas() -> Arc<allsource_application::use_cases::SchemaRegistry> {
     use allsource_application::ports::clock::MockClock;
     use allsource_application::ports::{MockSchemaValidator, MockStateStore};
@@ -90,7 +105,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             replays: allsource_application::projections::ReplayJobs::new(engine),
             schemas: no_schemas(),
             identity: None,
-            snapshots: snapshots_with(store, untouched_state()),
+            snapshots: snapshots_with(Arc::clone(&store), untouched_state()),
             compaction: allsource_application::use_cases::Compaction::new(Arc::new(
                 NoCompaction::new("memory"),
             )),
@@ -98,6 +113,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             policies: no_policies(),
             admission: allsource_application::use_cases::Admission::off(),
             tenants: None,
+            consumers: idle_consumers(&store),
         }),
         HttpLimits { max_body_bytes },
     )
@@ -1660,7 +1676,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             reads: ReadEvents::new(Arc::clone(&store)),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
-            snapshots: snapshots_with(store, state),
+            snapshots: snapshots_with(Arc::clone(&store), state),
             projections,
             replays,
             schemas: no_schemas(),
@@ -1672,6 +1688,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             )),
             audit: quiet_audit(),
             policies: no_policies(),
+            consumers: idle_consumers(&store),
         }),
         HttpLimits::default(),
     )
@@ -1988,7 +2005,29 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/snapshots",
             "GET /api/v1/audit",
             "GET /api/v1/projections/{name}/state",
+            "GET /api/v1/consumers/{consumer_id}/events",
+            "GET /api/v1/events/stream",
+            "GET /api/v1/events/sse",
         ]
+    );
+    // The streams: long-lived, credentials also in the query, no query quota.
+    let long_lived: Vec<_> = routes
+        .iter()
+        .filter(|r| r.long_lived)
+        .map(|r| (r.path, r.token_in_query, r.admission))
+        .collect();
+    assert_eq!(
+        long_lived,
+        [
+            ("/api/v1/events/stream", true, RequestKind::Limited),
+            ("/api/v1/events/sse", true, RequestKind::Limited),
+        ]
+    );
+    assert!(
+        routes
+            .iter()
+            .filter(|r| !r.long_lived)
+            .all(|r| !r.token_in_query)
     );
 }
 

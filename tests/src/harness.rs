@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use allsource_application::ports::EventStore;
+use allsource_application::subscriptions::CommitFeed;
 use allsource_infrastructure::cache::{CacheConfig, CachedStore};
 use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
@@ -54,15 +55,32 @@ impl Harness {
     /// Opens a store on this harness's data. Small WAL segments make the embedded store seal
     /// Parquet files during the tests.
     pub async fn open(&self) -> Arc<dyn EventStore> {
+        self.open_with(None).await
+    }
+
+    /// Opens a store that publishes its commits to a fresh [`CommitFeed`], as the server
+    /// wires it, for the followers' cases.
+    pub async fn open_followed(&self) -> (Arc<dyn EventStore>, Arc<CommitFeed>) {
+        let feed = Arc::new(CommitFeed::new(16));
+        (self.open_with(Some(feed.clone())).await, feed)
+    }
+
+    async fn open_with(&self, feed: Option<Arc<CommitFeed>>) -> Arc<dyn EventStore> {
         match self {
             Self::Cached(inner) => Arc::new(CachedStore::new(
-                Box::pin(inner.open()).await,
+                Box::pin(inner.open_with(feed)).await,
                 CacheConfig {
                     max_capacity: 64,
                     ttl: std::time::Duration::from_secs(60),
                 },
             )),
-            Self::Memory => Arc::new(MemoryStore::new(Arc::new(SystemClock))),
+            Self::Memory => {
+                let store = MemoryStore::new(Arc::new(SystemClock));
+                Arc::new(match feed {
+                    Some(feed) => store.with_feed(feed),
+                    None => store,
+                })
+            }
             Self::Embedded(dir) => {
                 let config = EmbeddedConfig {
                     data_dir: dir.path().to_path_buf(),
@@ -71,7 +89,7 @@ impl Harness {
                     ..EmbeddedConfig::default()
                 };
                 let store = tokio::task::spawn_blocking(move || {
-                    EmbeddedStore::open(config, Arc::new(SystemClock))
+                    EmbeddedStore::open_with_feed(config, Arc::new(SystemClock), feed)
                 })
                 .await
                 .expect("open task")

@@ -897,6 +897,79 @@ pub mod cases {
         ));
     }
 
+    /// The adapter publishes every commit to the feed once it is readable: a subscription
+    /// that starts while appends race it gets exactly its tenant's matching events, in
+    /// position order, then live ones.
+    pub async fn followers_get_every_commit_once_in_order(h: &Harness) {
+        use allsource_application::subscriptions::{Delivery, Subscription};
+        use allsource_domain::{EventFilter, TypeFilters};
+        let (store, feed) = h.open_followed().await;
+        let (a, b) = (tenant("a"), tenant("b"));
+        for i in 0..10 {
+            store
+                .append(&a, vec![event(&format!("e{i}"), "x.before", "1")])
+                .await
+                .unwrap();
+        }
+        let writers: Vec<_> = [(a.clone(), "x.one"), (b.clone(), "x.one"), (a.clone(), "y")]
+            .into_iter()
+            .map(|(t, ty)| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..20 {
+                        let batch = (0..1 + i % 3)
+                            .map(|j| event(&format!("w{i}-{j}"), ty, "{}"))
+                            .collect();
+                        store.append(&t, batch).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let filter = EventFilter {
+            types: TypeFilters::parse(&["x.*"]).unwrap(),
+            entity_id: None,
+        };
+        let mut sub =
+            Subscription::open(store.clone(), feed, a.clone(), filter, Some(0)).with_page_size(7);
+        for w in writers {
+            w.await.unwrap();
+        }
+        let expected: Vec<u64> = all_events(store.as_ref(), &a)
+            .await
+            .iter()
+            .filter(|e| e.event_type.as_str().starts_with("x."))
+            .map(|e| e.position.get())
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .expect("a delivery")
+                .unwrap()
+            {
+                Delivery::Event { event, .. } => got.push(event.position.get()),
+                Delivery::CaughtUp => {}
+            }
+        }
+        assert_eq!(got, expected);
+        let live = store
+            .append(&a, vec![event("later", "x.live", "1")])
+            .await
+            .unwrap();
+        let next = loop {
+            match tokio::time::timeout(Duration::from_secs(10), sub.next())
+                .await
+                .expect("a live delivery")
+                .unwrap()
+            {
+                Delivery::Event { event, .. } => break event,
+                Delivery::CaughtUp => {}
+            }
+        };
+        assert_eq!(next.position, live[0].position);
+        store.shutdown().await.unwrap();
+    }
+
     pub async fn reopening_keeps_everything(h: &Harness) {
         if !h.durable() {
             return;
@@ -991,3 +1064,8 @@ all_backends!(
     appends_after_shutdown_are_unavailable,
     reopening_keeps_everything,
 );
+
+// The postgres backend learns of commits through LISTEN/NOTIFY (its own module).
+contract_suite!(memory_followed => Harness::memory(); followers_get_every_commit_once_in_order);
+contract_suite!(embedded_followed => Harness::embedded(); followers_get_every_commit_once_in_order);
+contract_suite!(cached_followed => Harness::cached(); followers_get_every_commit_once_in_order);

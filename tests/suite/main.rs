@@ -14,6 +14,8 @@
 //! - `payloads`: payload safety: what some reader could not read is refused at append; what
 //!   is accepted reads back the same on every read path and across restarts;
 //! - `projections`: projections and replay over HTTP, restarts and crashes between updates;
+//! - `realtime`: consumers, WebSocket and SSE over the real server: the seam between replay
+//!   and live, slow readers, resume, tenant isolation of every door, shutdown with open streams;
 //! - `schemas`: the schema registry's routes and enforcement at append.
 //! - `snapshots`: manual and automatic snapshots, and state reads through them.
 //! - `policies`: the policy engine and the audit log over HTTP.
@@ -33,6 +35,7 @@ mod postgres_feed;
 mod process;
 mod projections;
 mod reads;
+mod realtime;
 mod schemas;
 mod snapshots;
 mod state_contract;

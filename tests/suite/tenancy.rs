@@ -556,7 +556,9 @@ struct Matrix {
 impl Matrix {
     async fn start() -> Self {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new(clock.clone()));
+        let feed = Arc::new(allsource_application::subscriptions::CommitFeed::default());
+        let store: Arc<dyn EventStore> =
+            Arc::new(MemoryStore::new(clock.clone()).with_feed(feed.clone()));
         let state: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
         let audit: Arc<dyn allsource_application::ports::AuditLog> =
             Arc::new(MemoryAuditLog::new());
@@ -589,7 +591,17 @@ impl Matrix {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
                     .with_guard(Arc::new(tenants.clone())),
                 reads,
-                health: allsource_application::use_cases::Health::new("test", store),
+                health: allsource_application::use_cases::Health::new("test", store.clone()),
+                consumers: allsource_application::use_cases::Consumers::new(
+                    allsource_application::use_cases::ConsumersDeps {
+                        store,
+                        state: state.clone(),
+                        feed,
+                        audit: audit.clone(),
+                        clock: clock.clone(),
+                        quotas: Arc::new(tenants.clone()),
+                    },
+                ),
                 auth: AuthMode::Enabled(Arc::new(auth)),
                 identity: None,
                 projections: allsource_application::projections::Projections::new(
@@ -648,10 +660,12 @@ impl Matrix {
     }
 }
 
-/// Every route the router serves: method, path pattern, access.
+/// Every route the router serves: method, path pattern, access. Streams that stay open
+/// (WebSocket, SSE) have their own isolation tests in `realtime`.
 fn served() -> Vec<(&'static str, &'static str, Access)> {
     served_routes()
         .iter()
+        .filter(|r| !r.long_lived)
         .map(|r| (r.verb.as_str(), r.path, r.access))
         .collect()
 }

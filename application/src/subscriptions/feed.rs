@@ -45,6 +45,8 @@ impl CommitGroup {
 /// The broadcast of commit groups, and the position of the last one published.
 pub struct CommitFeed {
     sender: broadcast::Sender<Arc<CommitGroup>>,
+    /// Set once, at shutdown: every subscription ends.
+    closed: tokio::sync::watch::Sender<bool>,
     /// The last position published (or, before the first publish, the store's head when it
     /// was opened). Every event at or below it is visible to readers.
     head: AtomicU64,
@@ -69,6 +71,7 @@ impl CommitFeed {
         let (sender, _) = broadcast::channel(capacity.max(1));
         Self {
             sender,
+            closed: tokio::sync::watch::Sender::new(false),
             head: AtomicU64::new(0),
         }
     }
@@ -103,6 +106,22 @@ impl CommitFeed {
     /// A receiver of every group published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommitGroup>> {
         self.sender.subscribe()
+    }
+
+    /// Ends every subscription (shutdown): their `next()` answers `Closed`, so the streams
+    /// that follow the log finish and their connections close.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Tells when the feed closes.
+    pub fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
     }
 
     /// Receivers open right now (for stats).

@@ -81,6 +81,7 @@ pub struct Subscription {
     store: Arc<dyn EventStore>,
     feed: Arc<CommitFeed>,
     receiver: broadcast::Receiver<Arc<CommitGroup>>,
+    closed: tokio::sync::watch::Receiver<bool>,
     tenant: TenantId,
     filter: EventFilter,
     covered: u64,
@@ -116,6 +117,7 @@ impl Subscription {
     ) -> Self {
         // The receiver first (step 1 of the module docs).
         let receiver = feed.subscribe();
+        let closed = feed.closed();
         let (covered, mode) = match after {
             Some(p) => (p, Mode::CatchUp),
             None => (feed.head(), Mode::Live),
@@ -124,6 +126,7 @@ impl Subscription {
             store,
             feed,
             receiver,
+            closed,
             tenant,
             filter,
             covered,
@@ -178,6 +181,9 @@ impl Subscription {
     /// subscription after the last position handed out goes on), `Closed` at shutdown.
     pub async fn next(&mut self) -> Result<Delivery, SubscriptionError> {
         loop {
+            if *self.closed.borrow() {
+                return Err(SubscriptionError::Closed);
+            }
             if let Some(event) = self.pending.pop_front() {
                 self.counters.delivered += 1;
                 return Ok(Delivery::Event {
@@ -192,11 +198,17 @@ impl Subscription {
             }
             match self.mode {
                 Mode::CatchUp => self.catch_up_page().await?,
-                Mode::Live => match self.receiver.recv().await {
-                    Ok(group) => self.take_group(&group),
-                    Err(RecvError::Lagged(_)) => self.fall_behind(),
-                    Err(RecvError::Closed) => return Err(SubscriptionError::Closed),
-                },
+                Mode::Live => {
+                    let received = tokio::select! {
+                        received = self.receiver.recv() => received,
+                        _ = self.closed.changed() => continue,
+                    };
+                    match received {
+                        Ok(group) => self.take_group(&group),
+                        Err(RecvError::Lagged(_)) => self.fall_behind(),
+                        Err(RecvError::Closed) => return Err(SubscriptionError::Closed),
+                    }
+                }
             }
         }
     }

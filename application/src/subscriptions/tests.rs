@@ -220,6 +220,26 @@ async fn a_failed_read_is_an_error_and_a_new_subscription_goes_on_after_what_was
 }
 
 #[tokio::test]
+async fn closing_the_feed_ends_every_subscription() {
+    let log = SharedLog::new(64);
+    let mut live = open(&log, "a", EventFilter::everything(), None);
+    let mut waiting = open(&log, "a", EventFilter::everything(), Some(0));
+    assert_eq!(next(&mut waiting).await, Delivery::CaughtUp);
+    let feed = log.feed();
+    let closer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        feed.close();
+    });
+    assert!(matches!(live.next().await, Err(SubscriptionError::Closed)));
+    assert!(matches!(
+        waiting.next().await,
+        Err(SubscriptionError::Closed)
+    ));
+    closer.await.expect("closer");
+    assert!(log.feed().is_closed());
+}
+
+#[tokio::test]
 async fn a_new_filter_applies_to_what_follows() {
     let log = SharedLog::new(64);
     let mut sub = open(&log, "a", types(&["x"]), Some(0));

@@ -6,6 +6,7 @@ mod admission;
 mod append;
 mod audit;
 mod compaction;
+mod consumers;
 mod health;
 pub mod identity;
 mod params;
@@ -29,6 +30,10 @@ pub use audit::{
     record_or_log,
 };
 pub use compaction::{Compaction, CompactionRequestError};
+pub use consumers::{
+    CONSUMERS_NAMESPACE, ConsumerError, ConsumerView, Consumers, ConsumersDeps, DEFAULT_POLL_LIMIT,
+    FollowInput, Followed, MAX_POLL_LIMIT, PolledEvents, RegisterConsumerInput, parse_filter,
+};
 pub use health::{Health, HealthReport};
 pub use params::FieldError;
 pub use policies::{

@@ -539,6 +539,11 @@ fn push_type_filters(q: &mut QueryBuilder<Postgres>, filters: &TypeFilters) {
             TypeFilter::Any => {
                 q.push("TRUE");
             }
+            TypeFilter::StartsWith(prefix) => {
+                q.push("starts_with(event_type, ")
+                    .push_bind(prefix.clone())
+                    .push(")");
+            }
         }
     }
     q.push(")");

@@ -195,6 +195,7 @@ mod tests {
 
     fn app(compaction: Arc<dyn allsource_application::ports::Compactor>) -> axum::Router {
         let store: Arc<dyn EventStore> = Arc::new(MockEventStore::new());
+        let consumers_store = Arc::clone(&store);
         let engine = Arc::new(allsource_application::projections::ProjectionEngine::new(
             Arc::clone(&store),
             Arc::new(allsource_application::ports::MockStateStore::new()),
@@ -219,6 +220,7 @@ mod tests {
                     Arc::new(allsource_application::quota::Unlimited),
                 ),
                 replays: allsource_application::projections::ReplayJobs::new(engine),
+                consumers: crate::tests::idle_consumers(&consumers_store),
             }),
             HttpLimits::default(),
         )

@@ -5,6 +5,8 @@
 //! - [`events`]: appending, querying, one event by id.
 //! - [`entities`]: an entity's stream and state, and the catalog (entities, event types, stats).
 //! - [`compaction`]: triggering compaction of the store's files, and its figures.
+//! - [`consumers`]: durable consumers (cursor, poll, ack).
+//! - [`stream`]: following the log over WebSocket and Server-Sent Events.
 //! - [`health`]: liveness and readiness.
 //! - [`schemas`]: the schema registry (its own `routes()`).
 //! - [`snapshots`]: manual snapshots, listing, the latest of an entity (with their routes).
@@ -18,6 +20,7 @@
 pub mod audit;
 pub mod auth;
 pub mod compaction;
+pub mod consumers;
 pub mod entities;
 pub mod events;
 pub mod health;
@@ -26,6 +29,7 @@ pub mod projections;
 pub mod replay;
 pub mod schemas;
 pub mod snapshots;
+pub mod stream;
 pub mod tenants;
 
 use std::any::Any;
