@@ -5,7 +5,9 @@
 //!   mid-stream (catch-up, then live);
 //! - a commit whose notification never comes, and a killed listening connection, lose
 //!   nothing: the poll, or the reconnect's catch-up read, publishes what was missed;
-//! - the notify → publish latency across nodes is measured and reported (not asserted).
+//! - the notify → publish latency across nodes is measured and reported (not asserted);
+//! - black-box: two real servers on one database; SSE and WebSocket subscribers on one
+//!   receive the appends made on the other.
 //!
 //! Each test creates its own database; without PostgreSQL they are skipped loudly, or fail
 //! when `ALLSOURCE_REQUIRE_POSTGRES=1`.
@@ -25,9 +27,13 @@ use allsource_infrastructure::postgres::{
     APPEND_LOCK_KEY, CommitListenerStats, LISTENER_APPLICATION_NAME, PostgresConfig, PostgresStore,
 };
 use allsource_tests::pg::TestDatabase;
+use allsource_tests::server::TestServer;
+use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The generous bound of every wait: far above any delay these tests expect.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -562,4 +568,150 @@ async fn notify_to_publish_latency_across_nodes_is_reported() {
             "sanity bound only"
         );
     }
+}
+
+/// A real server on the shared database. Its poll is a minute away: within the test's
+/// patience, only the notifications (and the listener's catch-up when it connects) deliver.
+async fn server_node(db: &TestDatabase) -> TestServer {
+    let url = db.url().to_owned();
+    TestServer::start_with(move |settings| {
+        settings.storage.backend = allsource::settings::Backend::Postgres;
+        settings.storage.postgres.url = url;
+        settings.realtime.postgres_poll_interval_ms = 60_000;
+    })
+    .await
+}
+
+async fn append_http(server: &TestServer, entity: &str) -> u64 {
+    let reply = server
+        .post_json(
+            "/api/v1/events",
+            &json!({"entity_id": entity, "event_type": "order.placed", "payload": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["position"].as_u64().expect("position")
+}
+
+/// `(id, data)` of the next `count` Server-Sent Events (comments skipped).
+async fn sse_events(response: &mut reqwest::Response, count: usize) -> Vec<(u64, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    while events.len() < count {
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("an SSE chunk within {PATIENCE:?}; got {events:?}"))
+            .expect("read")
+            .expect("the stream is open");
+        buffer.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut data, mut is_event) = (None, Value::Null, false);
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    is_event = v.trim() == "event";
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).expect("JSON data");
+                }
+            }
+            if is_event {
+                events.push((id.expect("id"), data));
+            }
+        }
+    }
+    events
+}
+
+/// The next text frame of a WebSocket as JSON (pings skipped).
+async fn ws_frame<S>(socket: &mut S) -> Value
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("a frame within {PATIENCE:?}"))
+            .expect("the socket is open")
+            .expect("a frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).expect("JSON frame");
+        }
+    }
+}
+
+/// Two real servers on one database: an SSE subscriber on node B receives, in order, what is
+/// appended on node A (replayed, then live), and a WebSocket subscriber on node A receives
+/// what is appended on node B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_on_one_server_receive_appends_made_on_another() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let a = server_node(&db).await;
+    let b = server_node(&db).await;
+    for i in 0..3 {
+        append_http(&a, &format!("before-{i}")).await;
+    }
+    let mut sse = b
+        .client
+        .get(b.url("/api/v1/events/sse?from_position=0"))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), 200);
+    let replayed = sse_events(&mut sse, 3).await;
+    assert_eq!(
+        replayed.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "{}/api/v1/events/stream",
+        a.base.replacen("http://", "ws://", 1)
+    ))
+    .await
+    .expect("websocket");
+    socket
+        .send(Message::Text(
+            json!({"type": "subscribe", "filters": [], "from_position": 3})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .expect("subscribe");
+    // Nothing after position 3 yet: the replay is empty, and then the socket is live.
+    assert_eq!(
+        ws_frame(&mut socket).await,
+        json!({"type": "replay_complete", "replayed": 0})
+    );
+
+    let mut expected = Vec::new();
+    for i in 0..10 {
+        let node = if i % 3 == 2 { &b } else { &a };
+        expected.push(append_http(node, &format!("live-{i}")).await);
+    }
+    let live = sse_events(&mut sse, expected.len()).await;
+    assert_eq!(
+        live.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        expected,
+        "node B's SSE stream: every append of both nodes, in order"
+    );
+    for (id, data) in &live {
+        assert_eq!(data["position"], *id);
+        assert_eq!(data["event_type"], "order.placed");
+    }
+    let mut on_a = Vec::new();
+    while on_a.len() < expected.len() {
+        let f = ws_frame(&mut socket).await;
+        assert!(f.get("type").is_none(), "live events are bare: {f}");
+        on_a.push(f["position"].as_u64().expect("position"));
+    }
+    assert_eq!(
+        on_a, expected,
+        "node A's WebSocket: every append of both nodes, in order"
+    );
+    a.stop().await;
+    b.stop().await;
 }
