@@ -487,6 +487,15 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
                 ),
             };
             let postgres = PostgresStore::connect(&config, clock).await?;
+            // Several nodes may share the database: every node's commits reach this node's
+            // followers through LISTEN/NOTIFY, and a read of the log at least this often.
+            postgres
+                .publish_commits_to(
+                    target.feed.clone(),
+                    std::time::Duration::from_millis(settings.realtime.postgres_poll_interval_ms),
+                )
+                .await
+                .context("cannot read the head of the event log in PostgreSQL")?;
             let state: Arc<dyn StateStore> =
                 Arc::new(PostgresStateStore::new(postgres.pool().clone()));
             let store: Arc<dyn EventStore> = Arc::new(postgres);

@@ -181,6 +181,10 @@ pub struct RealtimeSettings {
     /// `realtime.feed_capacity`: commit groups a subscriber may fall behind the live feed
     /// before it reads from storage instead (it never loses an event either way).
     pub feed_capacity: usize,
+    /// `realtime.postgres_poll_interval_ms`: on the postgres backend, how often a node reads
+    /// the log for commits no notification announced (a lost notification, a listening
+    /// connection being re-made): the worst-case delay of live delivery across nodes.
+    pub postgres_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -531,6 +535,7 @@ batch_size = 1000
 
 [realtime]
 feed_capacity = 1024
+postgres_poll_interval_ms = 1000
 
 [auth]
 enabled = true
@@ -818,6 +823,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "realtime.feed_capacity",
                 "must be between 1 and 1000000",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.realtime.postgres_poll_interval_ms) {
+            return Err(SettingsError::new(
+                "realtime.postgres_poll_interval_ms",
+                "must be between 10 and 3600000",
             ));
         }
         if !(1..=10_000).contains(&self.projections.batch_size) {
@@ -1167,6 +1178,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("projections.poll_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn realtime_settings_have_defaults_and_bounds() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.realtime.postgres_poll_interval_ms, 1000);
+        let s = load(&[("ALLSOURCE__REALTIME__POSTGRES_POLL_INTERVAL_MS", "250")]).unwrap();
+        assert_eq!(s.realtime.postgres_poll_interval_ms, 250);
+        for bad in ["0", "9", "3600001"] {
+            let err = load(&[("ALLSOURCE__REALTIME__POSTGRES_POLL_INTERVAL_MS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid setting realtime.postgres_poll_interval_ms"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -102,11 +102,17 @@ impl Harness {
                     max_connections: 8,
                     ..PostgresConfig::default()
                 };
-                Arc::new(
-                    PostgresStore::connect(&config, Arc::new(SystemClock))
+                let store = PostgresStore::connect(&config, Arc::new(SystemClock))
+                    .await
+                    .expect("connect to the test database");
+                if let Some(feed) = feed {
+                    // Commits reach the feed through LISTEN/NOTIFY, as on a server.
+                    store
+                        .publish_commits_to(feed, std::time::Duration::from_millis(100))
                         .await
-                        .expect("connect to the test database"),
-                )
+                        .expect("start the commit listener");
+                }
+                Arc::new(store)
             }
         }
     }

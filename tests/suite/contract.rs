@@ -1065,7 +1065,8 @@ all_backends!(
     reopening_keeps_everything,
 );
 
-// The postgres backend learns of commits through LISTEN/NOTIFY (its own module).
+// The postgres backend learns of commits through LISTEN/NOTIFY (see also `postgres_feed`).
 contract_suite!(memory_followed => Harness::memory(); followers_get_every_commit_once_in_order);
+contract_suite!(postgres_followed => Harness::postgres(); followers_get_every_commit_once_in_order);
 contract_suite!(embedded_followed => Harness::embedded(); followers_get_every_commit_once_in_order);
 contract_suite!(cached_followed => Harness::cached(); followers_get_every_commit_once_in_order);

@@ -10,6 +10,8 @@
 //!   compaction;
 //! - `process`: the real binary as a child process: crash (SIGKILL) cycles, SIGTERM, CLI;
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes);
+//! - `postgres_feed`: live delivery across nodes on the postgres backend (LISTEN/NOTIFY and
+//!   the poll);
 //! - `policies`: the policy engine and the audit log over HTTP;
 //! - `payloads`: payload safety: what some reader could not read is refused at append; what
 //!   is accepted reads back the same on every read path and across restarts;
@@ -32,6 +34,7 @@ mod http;
 mod payloads;
 mod policies;
 mod postgres;
+mod postgres_feed;
 mod process;
 mod projections;
 mod reads;

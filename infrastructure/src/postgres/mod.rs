@@ -12,6 +12,12 @@
 //! commit at a time, across all nodes); batches amortize it. `docs/ARCHITECTURE.md` discusses
 //! the alternative (a high-water mark over transaction ids) should this become the bottleneck.
 //!
+//! # Live delivery across nodes
+//! Every append transaction notifies `allsource_commits` with its positions; each node's
+//! [`CommitListener`] (see `feed.rs`) listens, reads what committed and publishes it to the
+//! node's `CommitFeed`, for every node's commits, its own included. The store itself never
+//! publishes from the append path: the feed has one source, in position order.
+//!
 //! # Errors
 //! Driver errors never cross the port: lost connections, pool timeouts and a database that is
 //! shutting down become `Unavailable` (HTTP 503); anything else is `Internal` (HTTP 500) with the
@@ -20,8 +26,14 @@
 //! # Layout
 //! - `mod.rs`: the adapter, connection and migrations.
 //! - `rows.rs`: decoding rows into events.
+//! - `feed.rs`: the commit listener that publishes every node's commits to this node's feed.
 
+mod feed;
 mod rows;
+
+pub use feed::{
+    COMMIT_CHANNEL, CommitListener, CommitListenerStats, LISTENER_APPLICATION_NAME, notified_last,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +45,7 @@ use allsource_application::ports::{
     EventStore, EventTypeCount, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats,
     StreamRange,
 };
+use allsource_application::subscriptions::CommitFeed;
 use allsource_domain::{
     AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, Position, ProposedEvent,
     TenantId, TypeFilter, TypeFilters, Version, plan_append,
@@ -47,7 +60,7 @@ use crate::index::truncate_to_micros;
 use rows::{EVENT_COLUMNS, event_from_row};
 
 /// Key of the transaction-scoped advisory lock that serializes appends ("allsrc" in ASCII).
-const APPEND_LOCK_KEY: i64 = 0x616c_6c73_7263;
+pub const APPEND_LOCK_KEY: i64 = 0x616c_6c73_7263;
 
 /// Connection settings of the postgres backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +99,8 @@ pub struct PostgresStore {
     pool: PgPool,
     clock: Arc<dyn Clock>,
     closed: AtomicBool,
+    /// Publishes every node's commits to this node's feed, once started; stopped at shutdown.
+    listener: parking_lot::Mutex<Option<CommitListener>>,
 }
 
 impl PostgresStore {
@@ -119,12 +134,40 @@ impl PostgresStore {
             pool,
             clock,
             closed: AtomicBool::new(false),
+            listener: parking_lot::Mutex::new(None),
         })
     }
 
     /// The connection pool (for tests and diagnostics).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Starts `feed` at the log's head and publishes to it every commit of every node on this
+    /// database from now on (a [`CommitListener`], reading at least every `poll_interval`);
+    /// [`shutdown`](EventStore::shutdown) stops it. Calling it again replaces the listener.
+    ///
+    /// # Errors
+    /// The log's head cannot be read.
+    pub async fn publish_commits_to(
+        &self,
+        feed: Arc<CommitFeed>,
+        poll_interval: Duration,
+    ) -> Result<(), StoreError> {
+        let listener = CommitListener::start(self.pool.clone(), feed, poll_interval)
+            .await
+            .map_err(read_error)?;
+        let replaced = self.listener.lock().replace(listener);
+        if let Some(old) = replaced {
+            old.stop().await;
+        }
+        Ok(())
+    }
+
+    /// Figures of the commit listener, once [`publish_commits_to`](Self::publish_commits_to)
+    /// started it.
+    pub fn commit_listener_stats(&self) -> Option<CommitListenerStats> {
+        self.listener.lock().as_ref().map(CommitListener::stats)
     }
 
     async fn append_once(
@@ -176,15 +219,20 @@ impl PostgresStore {
             tx.rollback().await.map_err(append_error)?;
             return Ok(receipts);
         }
-        // Insert and move the head in one round trip (the critical section is round-trip bound).
+        // Insert, move the head and notify every node's commit listener, in one round trip
+        // (the critical section is round-trip bound). PostgreSQL delivers the notification at
+        // commit, in commit order; the listener reads the events, the payload only tells it
+        // how far to read.
         sqlx::query(
             "WITH inserted AS ( \
                INSERT INTO allsource_events \
                  (position, tenant_id, entity_id, event_type, version, id, recorded_at, payload, metadata) \
                SELECT p, $2, e, t, v, i, $3, pl::json, m::json \
                FROM UNNEST($1::bigint[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::text[]) \
-                 AS r(p, e, t, v, i, pl, m)) \
-             UPDATE allsource_log_head SET last_position = $10, last_timestamp = $3 WHERE singleton",
+                 AS r(p, e, t, v, i, pl, m)), \
+             moved AS ( \
+               UPDATE allsource_log_head SET last_position = $10, last_timestamp = $3 WHERE singleton) \
+             SELECT pg_notify($11, $12)",
         )
         .bind(&rows.positions)
         .bind(tenant.as_str())
@@ -196,6 +244,8 @@ impl PostgresStore {
         .bind(&rows.payloads)
         .bind(&rows.metadata)
         .bind(next_position)
+        .bind(COMMIT_CHANNEL)
+        .bind(format!("{}:{next_position}", last_position + 1))
         .execute(&mut *tx)
         .await
         .map_err(append_error)?;
@@ -708,6 +758,11 @@ impl EventStore for PostgresStore {
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::Release);
+        // Nothing is published after shutdown.
+        let listener = self.listener.lock().take();
+        if let Some(listener) = listener {
+            listener.stop().await;
+        }
         // Waits for checked-out connections (appends in flight) to come back, then closes.
         self.pool.close().await;
         Ok(())
