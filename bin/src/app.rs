@@ -273,6 +273,9 @@ impl Application {
             state,
             HttpLimits {
                 max_body_bytes: settings.server.max_body_bytes,
+                stream_send_timeout: std::time::Duration::from_millis(
+                    settings.realtime.send_timeout_ms,
+                ),
             },
         );
         let address = format!("{}:{}", settings.server.host, settings.server.port);

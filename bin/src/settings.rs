@@ -181,6 +181,9 @@ pub struct RealtimeSettings {
     /// `realtime.feed_capacity`: commit groups a subscriber may fall behind the live feed
     /// before it reads from storage instead (it never loses an event either way).
     pub feed_capacity: usize,
+    /// `realtime.send_timeout_ms`: how long a WebSocket client may take to accept one frame
+    /// before it is closed as too slow (1008, the reason naming the last position sent).
+    pub send_timeout_ms: u64,
     /// `realtime.postgres_poll_interval_ms`: on the postgres backend, how often a node reads
     /// the log for commits no notification announced (a lost notification, a listening
     /// connection being re-made): the worst-case delay of live delivery across nodes.
@@ -535,6 +538,7 @@ batch_size = 1000
 
 [realtime]
 feed_capacity = 1024
+send_timeout_ms = 30000
 postgres_poll_interval_ms = 1000
 
 [auth]
@@ -817,6 +821,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "projections.poll_interval_ms",
                 "must be between 10 and 3600000",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.realtime.send_timeout_ms) {
+            return Err(SettingsError::new(
+                "realtime.send_timeout_ms",
+                "must be between 100 and 3600000",
             ));
         }
         if !(1..=1_000_000).contains(&self.realtime.feed_capacity) {

@@ -19,7 +19,8 @@
 //!                          pub tenants: Option<Tenants>,
 //!                          pub consumer_groups: ConsumerGroups }     // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
-//! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
+//! pub struct HttpLimits { pub max_body_bytes: usize,      // Default: 64 MiB
+//!                         pub stream_send_timeout: Duration } // Default: 30 s
 //! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
 //! pub fn served_routes() -> Vec<Route>;    // what the router serves: method, path, access, ...
 //! pub async fn serve(listener: TcpListener, router: Router,
@@ -167,17 +168,24 @@ pub struct AppServices {
 pub struct HttpLimits {
     /// Largest request body accepted, in bytes; beyond it, 413 `payload_too_large`.
     pub max_body_bytes: usize,
+    /// How long a WebSocket client may take to accept one frame before it is closed as too
+    /// slow (1008).
+    pub stream_send_timeout: std::time::Duration,
 }
 
 impl HttpLimits {
     /// 64 MiB: room for a large batch, while one request cannot exhaust memory.
     pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+    /// 30 s: a client that is merely busy catches up; a stuck one does not hold its
+    /// subscription for ever.
+    pub const DEFAULT_STREAM_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 }
 
 impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: Self::DEFAULT_MAX_BODY_BYTES,
+            stream_send_timeout: Self::DEFAULT_STREAM_SEND_TIMEOUT,
         }
     }
 }

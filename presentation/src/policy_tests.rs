@@ -414,8 +414,12 @@ async fn a_large_batch_is_warned_about_and_reaches_the_handler_whole() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_413_before_any_policy() {
     let (audit, _) = recording_audit();
-    let app = guarded(Caller::default_tenant(), engine(policy::defaults(), audit))
-        .layer(Extension(HttpLimits { max_body_bytes: 16 }));
+    let app = guarded(Caller::default_tenant(), engine(policy::defaults(), audit)).layer(
+        Extension(HttpLimits {
+            max_body_bytes: 16,
+            ..HttpLimits::default()
+        }),
+    );
     let request = Request::post("/api/v1/events/batch")
         .body(Body::from(
             json!({"events": [1, 2, 3, 4, 5, 6]}).to_string(),

@@ -130,7 +130,10 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             consumers: idle_consumers(&store),
             consumer_groups: crate::tests::idle_consumer_groups(),
         }),
-        HttpLimits { max_body_bytes },
+        HttpLimits {
+            max_body_bytes,
+            ..HttpLimits::default()
+        },
     )
 }
 

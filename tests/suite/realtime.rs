@@ -722,3 +722,135 @@ async fn no_door_delivers_another_tenants_events() {
         other => panic!("expected 401, got {other:?}"),
     }
 }
+
+/// The real binary, killed with SIGKILL while a WebSocket consumer is mid-flight: every ack
+/// answered 200 survives, and every event after the last ack is delivered again on reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_keeps_its_acks_across_a_kill_and_gets_the_rest_again() {
+    use allsource_tests::process::ServerProcess;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let env = [("ALLSOURCE__STORAGE__DURABILITY", "fsync")];
+    let client = reqwest::Client::new();
+    let mut server = ServerProcess::start(&data, &env).await;
+    let base = server.base.clone();
+    let batch: Vec<Value> = (0..40)
+        .map(|i| json!({"entity_id": format!("e{}", i % 4), "event_type": "job.queued", "payload": {"i": i}}))
+        .collect();
+    let reply = client
+        .post(format!("{base}/api/v1/events/batch"))
+        .json(&json!({ "events": batch }))
+        .send()
+        .await
+        .expect("append");
+    assert_eq!(reply.status(), 200);
+    let ws = format!(
+        "{}/api/v1/events/stream?consumer_id=worker",
+        base.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws.as_str())
+        .await
+        .expect("handshake");
+    let (positions, _) = read_events(&mut socket, 25).await;
+    assert_eq!(positions, (1..=25).collect::<Vec<u64>>());
+    // Acknowledge up to 17, one ack at a time, as a worker would.
+    for p in [5u64, 12, 17] {
+        let acked = client
+            .post(format!("{base}/api/v1/consumers/worker/ack"))
+            .json(&json!({ "position": p }))
+            .send()
+            .await
+            .expect("ack");
+        assert_eq!(acked.status(), 200);
+    }
+    server.kill9();
+    drop(socket);
+
+    let server = ServerProcess::start(&data, &env).await;
+    let base = server.base.clone();
+    let state: Value = client
+        .get(format!("{base}/api/v1/consumers/worker"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(state["cursor_position"], 17, "{state}");
+    let ws = format!(
+        "{}/api/v1/events/stream?consumer_id=worker",
+        base.replacen("http://", "ws://", 1)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws.as_str())
+        .await
+        .expect("handshake");
+    let (positions, kinds) = read_events(&mut socket, 23).await;
+    assert_eq!(
+        positions,
+        (18..=40).collect::<Vec<u64>>(),
+        "after the last ack, all again"
+    );
+    assert!(kinds.iter().all(|k| k == "replay"));
+    assert_eq!(frame(&mut socket).await["type"], "replay_complete");
+    let polled: Value = client
+        .get(format!("{base}/api/v1/consumers/worker/events?limit=1"))
+        .send()
+        .await
+        .expect("poll")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(polled["events"][0]["position"], 18);
+}
+
+#[tokio::test]
+async fn a_client_that_takes_no_frame_within_the_send_timeout_is_closed_naming_its_position() {
+    let server = TestServer::start_with(|s| s.realtime.send_timeout_ms = 300).await;
+    let pad = "p".repeat(64 * 1024);
+    for _ in 0..100 {
+        let events: Vec<Value> = (0..4)
+            .map(|i| json!({"entity_id": format!("e{i}"), "event_type": "t", "payload": {"pad": pad}}))
+            .collect();
+        let reply = server
+            .post_json("/api/v1/events/batch", &json!({ "events": events }))
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let mut socket = connect(&server, "", None).await;
+    subscribe(
+        &mut socket,
+        json!({"type": "subscribe", "filters": [], "from_position": 0}),
+    )
+    .await;
+    // 25 MiB of replay, more than the socket buffers hold, and the client reads nothing for
+    // longer than the send timeout.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut positions = Vec::new();
+    let reason = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame")
+            .expect("open")
+            .expect("a frame");
+        match message {
+            Message::Text(text) => {
+                let f: Value = serde_json::from_str(&text).expect("json");
+                positions.push(f["position"].as_u64().expect("a replay frame"));
+            }
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1008, "{frame:?}");
+                break frame.reason.to_string();
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(positions.len() < 400, "closed before the end");
+    assert_eq!(positions, (1..=positions.len() as u64).collect::<Vec<_>>());
+    let last = positions.last().copied().unwrap_or(0);
+    assert!(
+        reason.contains(&format!("last position sent {last}"))
+            || (last == 0 && reason.contains("nothing sent")),
+        "{reason} (received up to {last})"
+    );
+}

@@ -22,7 +22,8 @@
 //!   A live-only subscription gets neither replay frames nor `replay_complete`. A message the
 //!   server cannot read gets `{"type": "error", "message": "..."}` and changes nothing.
 //! - pings every 20 s; close codes: 1000 when the client closes, 1001 at server shutdown,
-//!   1008 for a client that does not read what it is sent within the send timeout (the reason
+//!   1008 for a client that does not read what it is sent within the send timeout
+//!   ([`HttpLimits::stream_send_timeout`], `realtime.send_timeout_ms`; the reason
 //!   names the last position it was sent), 1011 when storage fails (reason: the last position
 //!   sent, to reconnect after).
 
@@ -35,6 +36,7 @@ use allsource_application::use_cases::{
 };
 use allsource_domain::Permission::Read;
 use allsource_domain::{EntityId, EventFilter, TypeFilter, TypeFilters};
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -43,20 +45,20 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::AppState;
 use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
 use crate::dto::EventResponse;
 use crate::error::ApiError;
 use crate::extract::Params;
 use crate::routes::{Route, Routes};
+use crate::{AppState, HttpLimits};
 
 /// How often the WebSocket sends a ping.
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// How long the close frame may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often SSE sends a comment heartbeat.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
-/// How long one frame may take to be taken by the client before it is closed as too slow.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The streaming routes. Neither counts as a query of the tenant's quota: each holds a
 /// subscription instead.
@@ -108,6 +110,7 @@ pub async fn websocket(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     Params(params): Params<StreamParams>,
+    Extension(limits): Extension<HttpLimits>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -133,7 +136,10 @@ pub async fn websocket(
             (followed, Mode::WaitingForSubscribe)
         }
     };
-    Ok(upgrade.on_upgrade(move |socket| run_socket(socket, followed, mode, caller)))
+    let sender = Sender {
+        timeout: limits.stream_send_timeout,
+    };
+    Ok(upgrade.on_upgrade(move |socket| run_socket(socket, followed, mode, caller, sender)))
 }
 
 /// Where a connection stands.
@@ -147,7 +153,29 @@ enum Mode {
     Live,
 }
 
-async fn run_socket(mut socket: WebSocket, mut followed: Followed, mut mode: Mode, caller: Caller) {
+/// Sends frames within the send timeout.
+#[derive(Debug, Clone, Copy)]
+struct Sender {
+    timeout: Duration,
+}
+
+impl Sender {
+    /// Sends one frame, or fails when the client takes longer than the timeout (or is gone).
+    async fn send(self, socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+        match tokio::time::timeout(self.timeout, socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+async fn run_socket(
+    mut socket: WebSocket,
+    mut followed: Followed,
+    mut mode: Mode,
+    caller: Caller,
+    sender: Sender,
+) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut last_sent: Option<u64> = None;
@@ -157,14 +185,14 @@ async fn run_socket(mut socket: WebSocket, mut followed: Followed, mut mode: Mod
                 Some(Ok(Message::Text(text))) => {
                     if let Err(problem) = on_message(&text, &mut followed, &mut mode) {
                         let frame = json!({"type": "error", "message": problem}).to_string();
-                        if send(&mut socket, Message::Text(frame.into())).await.is_err() {
+                        if sender.send(&mut socket, Message::Text(frame.into())).await.is_err() {
                             break too_slow(last_sent);
                         }
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     let frame = json!({"type": "error", "message": "send text frames (JSON)"});
-                    if send(&mut socket, Message::Text(frame.to_string().into())).await.is_err() {
+                    if sender.send(&mut socket, Message::Text(frame.to_string().into())).await.is_err() {
                         break too_slow(last_sent);
                     }
                 }
@@ -204,12 +232,12 @@ async fn run_socket(mut socket: WebSocket, mut followed: Followed, mut mode: Mod
                         break Some((1011, resume_reason("storage unavailable", last_sent)));
                     }
                 };
-                if send(&mut socket, Message::Text(frame.to_string().into())).await.is_err() {
+                if sender.send(&mut socket, Message::Text(frame.to_string().into())).await.is_err() {
                     break too_slow(last_sent);
                 }
             },
             _ = ping.tick() => {
-                if send(&mut socket, Message::Ping(Default::default())).await.is_err() {
+                if sender.send(&mut socket, Message::Ping(Default::default())).await.is_err() {
                     break too_slow(last_sent);
                 }
             },
@@ -220,19 +248,8 @@ async fn run_socket(mut socket: WebSocket, mut followed: Followed, mut mode: Mod
             code,
             reason: Utf8Bytes::from(reason),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
-    }
-}
-
-/// Sends one frame, or fails when the client takes longer than [`SEND_TIMEOUT`] (or is gone).
-async fn send(socket: &mut WebSocket, message: Message) -> Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
+        // A client too slow to read may still take the close frame once it reads again.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
