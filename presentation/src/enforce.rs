@@ -69,8 +69,9 @@ pub async fn enforce(
     }
     let query = parts.uri.query().unwrap_or_default();
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-        // `record_count` is the server's own count (below); a client cannot set it.
-        if name != "record_count" {
+        // `record_count` is the server's own count (below); a client cannot set it. A
+        // credential (`access_token` of the streams) is never part of the context.
+        if name != "record_count" && name != "access_token" {
             context.set(format!("request.{name}"), value.as_ref());
         }
     }
