@@ -16,7 +16,8 @@
 //!                          pub policies: Policies, pub projections: Projections,
 //!                          pub replays: ReplayJobs, pub schemas: Arc<SchemaRegistry>,
 //!                          pub snapshots: Snapshots, pub identity: Option<Identity>,
-//!                          pub tenants: Option<Tenants> }     // use cases only
+//!                          pub tenants: Option<Tenants>,
+//!                          pub webhooks: Webhooks }            // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
 //! pub struct HttpLimits { pub max_body_bytes: usize }      // Default: 64 MiB
 //! pub fn router(state: AppState, limits: HttpLimits) -> axum::Router;
@@ -83,6 +84,7 @@ use allsource_application::use_cases::{
     Admission, AppendEvents, AuditTrail, Compaction, Health, Policies, ReadEvents, SchemaRegistry,
     Snapshots, Tenants,
 };
+use allsource_application::webhooks::Webhooks;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
 use axum::{Extension, Router, middleware};
@@ -154,6 +156,8 @@ pub struct AppServices {
     /// The tenant use cases (`/api/v1/tenants...`); `None`: tenancy is off and those routes
     /// answer 404.
     pub tenants: Option<Tenants>,
+    /// Webhooks (`/api/v1/webhooks...`).
+    pub webhooks: Webhooks,
 }
 
 /// HTTP-level limits.

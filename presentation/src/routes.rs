@@ -300,7 +300,7 @@ impl Routes {
 pub fn api_routes() -> Routes {
     use crate::handlers::{
         audit, auth, compaction, entities, events, health, policies, projections, replay, schemas,
-        snapshots, tenants,
+        snapshots, tenants, webhooks,
     };
     Routes::new()
         .merge(health::routes())
@@ -315,6 +315,7 @@ pub fn api_routes() -> Routes {
         .merge(projections::routes())
         .merge(replay::routes())
         .merge(tenants::routes())
+        .merge(webhooks::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

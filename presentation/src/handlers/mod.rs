@@ -12,6 +12,7 @@
 //! - [`projections`]: projections, their state, rebuilds.
 //! - [`replay`]: replay jobs.
 //! - [`tenants`]: tenants, their quotas and stats.
+//! - [`webhooks`]: webhooks and their delivery logs.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -27,6 +28,7 @@ pub mod replay;
 pub mod schemas;
 pub mod snapshots;
 pub mod tenants;
+pub mod webhooks;
 
 use std::any::Any;
 
