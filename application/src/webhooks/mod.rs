@@ -209,7 +209,7 @@ fn check(input: WebhookInput) -> Result<Checked, WebhookError> {
         }
         Some(raw) => TypeFilters::parse(raw)
             .map_err(|(i, e)| {
-                let field = if i >= raw.len() {
+                let field = if raw.len() > TypeFilters::MAX {
                     "event_types".to_owned()
                 } else {
                     format!("event_types[{i}]")

@@ -271,6 +271,12 @@ async fn every_bad_field_is_named_and_nothing_is_stored_or_counted() {
             other => panic!("{body}: {other:?}"),
         }
     }
+    let mut filters = hook(&[]);
+    filters.event_types = Some((0..=TypeFilters::MAX).map(|i| format!("t{i}")).collect());
+    assert!(matches!(
+        w.webhooks.create(&caller("acme"), filters).await,
+        Err(WebhookError::Invalid(e)) if e[0].field == "event_types"
+    ));
     let too_many: Vec<String> = (0..=MAX_ENTITY_IDS).map(|i| format!("e{i}")).collect();
     let mut many = hook(&["a"]);
     many.entity_ids = Some(too_many);
@@ -856,8 +862,19 @@ async fn two_nodes_deliver_each_event_once_and_one_takes_over_when_the_other_sto
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eventually("ten deliveries", || ra.len() + rb.len() == 10).await;
-    // Well past a lease: still nobody delivered anything twice.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Well past a lease: one holder all along, and nobody delivered anything twice.
+    let mut holders = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let cursor = state
+            .get(&tenant("acme"), records::CURSORS, &created.id.to_string())
+            .await
+            .unwrap()
+            .and_then(|e| records::Cursor::from_json(&e.value).ok())
+            .unwrap();
+        holders.insert(cursor.holder);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(holders.len(), 1, "the lease changed hands: {holders:?}");
     assert_eq!(
         ra.len() + rb.len(),
         10,

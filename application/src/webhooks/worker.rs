@@ -153,11 +153,12 @@ struct Worker {
 
 impl Worker {
     async fn run(&self) -> anyhow::Result<()> {
-        let mut kept = self.load_kept().await?;
         loop {
             let Some(mut lease) = self.acquire().await? else {
                 return Ok(());
             };
+            // Read under the lease: the previous holder may have added deliveries meanwhile.
+            let mut kept = self.load_kept().await?;
             tracing::debug!(webhook = %self.id, tenant = %self.tenant, position = lease.position,
                             "webhook delivery lease taken");
             match self.follow(&mut lease, &mut kept).await? {
