@@ -2012,6 +2012,7 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/snapshots",
             "GET /api/v1/audit",
             "GET /api/v1/projections/{name}/state",
+            "GET /api/v1/webhooks/{id}/deliveries",
         ]
     );
 }
