@@ -405,6 +405,11 @@ fn build_webhooks(settings: &Settings, parts: WebhookParts) -> anyhow::Result<We
             backoff_max: ms(w.backoff_max_ms),
             lease: ms(w.lease_ms),
             rescan_interval: ms(w.rescan_interval_ms),
+            // One process per data dir (its lock): a restart after a crash is the same node.
+            node: match settings.storage.backend {
+                Backend::Embedded | Backend::Memory => Some("local".to_owned()),
+                Backend::Postgres => None,
+            },
         },
     ))
 }

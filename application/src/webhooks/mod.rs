@@ -278,8 +278,11 @@ impl Webhooks {
             state: deps.state,
             sender: deps.sender,
             encoder: deps.encoder,
+            node: config
+                .node
+                .clone()
+                .unwrap_or_else(|| Uuid::new_v4().to_string()),
             config,
-            node: Uuid::new_v4().to_string(),
         });
         Self {
             workers: Arc::new(Workers::new(shared)),

@@ -106,6 +106,7 @@ fn quick() -> WebhookConfig {
         backoff_max: Duration::from_millis(200),
         lease: Duration::from_millis(400),
         rescan_interval: Duration::from_millis(50),
+        node: None,
     }
 }
 
@@ -624,6 +625,11 @@ async fn a_failing_event_is_retried_with_growing_waits_and_holds_back_the_next_o
     assert_eq!(log[1].attempts, 3);
     assert_eq!(log[1].status, DeliveryStatus::Delivered);
     assert_eq!(log[1].last_status_code, Some(204));
+    let spent = log[1].last_attempt_at - log[1].first_attempt_at;
+    assert!(
+        spent >= chrono::Duration::milliseconds(60),
+        "first and last attempt are 20 + 40 ms apart at least: {spent}"
+    );
     assert_eq!(log[0].attempts, 1);
     w.webhooks.stop().await;
 }
@@ -820,6 +826,41 @@ async fn after_a_crash_mid_retry_the_attempts_go_on_counting() {
     assert_eq!(log[0].status, DeliveryStatus::Delivered);
     assert_eq!(log[0].attempts, attempts_before + 1, "counting went on");
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_fixed_node_name_takes_its_crashed_predecessors_lease_at_once() {
+    let long_lease = WebhookConfig {
+        lease: Duration::from_secs(60),
+        node: Some("local".into()),
+        ..quick()
+    };
+    let w = world_with(always_ok(), Arc::new(Unlimited), long_lease.clone());
+    w.webhooks.start();
+    let created = w
+        .webhooks
+        .create(&caller("acme"), hook(&["*"]))
+        .await
+        .unwrap();
+    w.log.append("acme", &[("e", "a")]);
+    eventually("delivered", || w.received.len() == 1).await;
+    cursor_reaches(&w, created.id, 1).await;
+    w.webhooks.workers.crash().await;
+    w.log.append("acme", &[("e", "b")]);
+    let received = Arc::new(Received::default());
+    let restarted = node(
+        &w.log,
+        &w.state,
+        sender(always_ok(), received.clone()),
+        Arc::new(Unlimited),
+        Arc::default(),
+        long_lease,
+    );
+    restarted.start();
+    // Well within the 60 s lease its predecessor left behind.
+    eventually("delivered after the restart", || received.len() == 1).await;
+    assert_eq!(received.positions(), [2]);
+    restarted.stop().await;
 }
 
 #[tokio::test]

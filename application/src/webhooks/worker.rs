@@ -68,6 +68,11 @@ pub struct WebhookConfig {
     pub lease: Duration,
     /// How often every tenant's definitions are read again.
     pub rescan_interval: Duration,
+    /// This node's name in leases. `None`: a random one per process, as several processes
+    /// may share the state store (PostgreSQL). A backend only one process can open at a time
+    /// (embedded) gives a fixed name, so that a process restarted after a crash takes its
+    /// predecessor's leases at once instead of waiting for them to run out.
+    pub node: Option<String>,
 }
 
 impl Default for WebhookConfig {
@@ -78,6 +83,7 @@ impl Default for WebhookConfig {
             backoff_max: Duration::from_secs(60),
             lease: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(5),
+            node: None,
         }
     }
 }
@@ -106,7 +112,7 @@ pub(crate) struct Shared {
     pub sender: Arc<dyn WebhookSender>,
     pub encoder: Arc<dyn EventEncoder>,
     pub config: WebhookConfig,
-    /// This node's name in leases (random per process).
+    /// This node's name in leases ([`WebhookConfig::node`]).
     pub node: String,
 }
 
@@ -363,7 +369,7 @@ impl Worker {
         let delivery_id = delivery_uuid.to_string();
         let encoded = self.shared.encoder.encode(event)?;
         let mut attempts = earlier.as_ref().map_or(0, |d| d.attempts);
-        let first_attempt_at = earlier.as_ref().map(|d| d.first_attempt_at);
+        let mut first_attempt_at = earlier.as_ref().map(|d| d.first_attempt_at);
         let mut recorded = earlier.is_some();
         let config = &self.shared.config;
         loop {
@@ -374,6 +380,7 @@ impl Worker {
             }
             attempts = attempts.saturating_add(1);
             let started = Utc::now();
+            let first_at = *first_attempt_at.get_or_insert(started);
             let delivered_at = timestamp(started);
             let body = serde_json::to_vec(&Body {
                 webhook_id: &self.id,
@@ -418,7 +425,7 @@ impl Worker {
                 attempts,
                 last_status_code: code,
                 last_error: error,
-                first_attempt_at: first_attempt_at.unwrap_or(started),
+                first_attempt_at: first_at,
                 last_attempt_at: started,
                 next_attempt_at: (!last).then(|| {
                     ended + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX)
