@@ -13,6 +13,8 @@
 //! - [`projections`]: declarative projections kept up to date by a runner, and replay jobs.
 //! - [`subscriptions`]: following the log: the commit feed and the subscription (catch-up,
 //!   then live, no gap and no duplicate at the seam) behind every real-time door.
+//! - [`webhooks`]: webhooks — registration, signed in-order delivery with retries from a
+//!   durable cursor, the delivery log, and the destination rules.
 //! - [`quota`]: `QuotaGate` and `TenantGate`, the seams through which features consult the
 //!   tenant's quotas and status.
 //! - [`tenancy`]: who a request acts for ([`Caller`]).
@@ -33,5 +35,6 @@ pub mod tenancy;
 #[cfg(any(test, feature = "mocks"))]
 pub mod testing;
 pub mod use_cases;
+pub mod webhooks;
 
 pub use tenancy::{Caller, Principal};

@@ -4,7 +4,9 @@
 //! 503 and the API answers `unavailable`), recover the store in the background, then hand over
 //! to it. Shutdown (SIGTERM, Ctrl-C, or the future given to [`Application::run_until`]): stop
 //! accepting, let in-flight requests (appends waiting for their fsync) finish, then shut the
-//! store down, which syncs everything acknowledged.
+//! store down, which syncs everything acknowledged. Background work that follows the log (the
+//! projection runner, the webhook workers) starts once recovery has finished and stops before
+//! the store shuts down.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use allsource_application::use_cases::{
     AppendEvents, AppendLimits, AuditTrail, Policies, ReadEvents, SchemaRegistry, SchemaSettings,
     SnapshotArchive, SnapshotPolicy, SnapshotTrigger, Snapshots, Tenants,
 };
+use allsource_application::webhooks::{WebhookConfig, WebhookDeps, Webhooks};
 use allsource_infrastructure::audit::StateAuditLog;
 use allsource_infrastructure::cache::{CacheConfig, CachedStore, MokaStateCache};
 use allsource_infrastructure::embedded::{
@@ -35,6 +38,7 @@ use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, Sig
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
 use allsource_infrastructure::state::{FileStateStore, MemoryStateStore, PostgresStateStore};
+use allsource_infrastructure::webhooks::{HttpWebhookSender, WebhookSenderConfig};
 use allsource_infrastructure::{
     JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
     SystemClock,
@@ -61,6 +65,8 @@ pub struct Application {
     feed: Arc<CommitFeed>,
     /// Its waiting long polls are ended when shutdown starts.
     consumer_groups: ConsumerGroups,
+    /// Delivery starts once recovery has finished; stopped before the store shuts down.
+    webhooks: Webhooks,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -239,6 +245,16 @@ impl Application {
             audit_log.clone(),
             Arc::new(SystemClock),
         );
+        let webhooks = build_webhooks(
+            &settings,
+            WebhookParts {
+                store: as_port.clone(),
+                feed: feed.clone(),
+                state: state_port.clone(),
+                quotas: quota_gate(tenants.as_ref()),
+                audit: audit_log.clone(),
+            },
+        )?;
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
@@ -268,6 +284,7 @@ impl Application {
             }),
             tenants: tenancy.tenants,
             consumer_groups: consumer_groups.clone(),
+            webhooks: webhooks.clone(),
         });
         let router = allsource_presentation::router(
             state,
@@ -306,6 +323,7 @@ impl Application {
             tenants,
             feed,
             consumer_groups,
+            webhooks,
         })
     }
 
@@ -344,6 +362,7 @@ impl Application {
             tenants,
             feed,
             consumer_groups,
+            webhooks,
         } = self;
         tracing::info!(%addr, "listening");
         // Long polls end as soon as shutdown starts, so they do not hold the graceful stop.
@@ -371,17 +390,68 @@ impl Application {
             outcome = &mut recovery => {
                 outcome.context("recovery task failed")??;
                 runner = Some(projections.spawn());
+                webhooks.start();
                 server.await.context("server error")?;
             }
         }
         if let Some(runner) = runner {
             runner.stop().await;
         }
+        webhooks.stop().await;
         if let Some(tenants) = tenants {
             tenants.flush_all().await;
         }
         finish(&store).await
     }
+}
+
+/// What the webhooks share with the rest of the server.
+struct WebhookParts {
+    store: Arc<dyn EventStore>,
+    feed: Arc<CommitFeed>,
+    state: Arc<dyn StateStore>,
+    quotas: Arc<dyn QuotaGate>,
+    audit: Arc<dyn AuditLog>,
+}
+
+/// The webhook use cases and workers of `webhooks.*`, delivering through reqwest, with the
+/// REST API's event shape in their bodies.
+fn build_webhooks(settings: &Settings, parts: WebhookParts) -> anyhow::Result<Webhooks> {
+    let w = &settings.webhooks;
+    if w.allow_private_destinations {
+        tracing::warn!(
+            "webhooks.allow_private_destinations = true: webhooks may deliver to loopback and \
+             private addresses"
+        );
+    }
+    let ms = std::time::Duration::from_millis;
+    let sender = HttpWebhookSender::new(WebhookSenderConfig {
+        timeout: ms(w.timeout_ms),
+        allow_private_destinations: w.allow_private_destinations,
+    })?;
+    Ok(Webhooks::new(
+        WebhookDeps {
+            store: parts.store,
+            feed: parts.feed,
+            state: parts.state,
+            sender: Arc::new(sender),
+            encoder: Arc::new(allsource_presentation::handlers::webhooks::EventJson),
+            quotas: parts.quotas,
+            audit: parts.audit,
+        },
+        WebhookConfig {
+            max_attempts: w.max_attempts,
+            backoff_base: ms(w.backoff_base_ms),
+            backoff_max: ms(w.backoff_max_ms),
+            lease: ms(w.lease_ms),
+            rescan_interval: ms(w.rescan_interval_ms),
+            // One process per data dir (its lock): a restart after a crash is the same node.
+            node: match settings.storage.backend {
+                Backend::Embedded | Backend::Memory => Some("local".to_owned()),
+                Backend::Postgres => None,
+            },
+        },
+    ))
 }
 
 /// The quota gate of features that count against a tenant's quotas.

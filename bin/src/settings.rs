@@ -33,6 +33,9 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// `realtime.*`: following the log (consumers, WebSocket, SSE).
     pub realtime: RealtimeSettings,
+    /// `webhooks.*`: delivery of events to registered URLs.
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -146,6 +149,89 @@ impl Default for SchemaRegistrySettings {
             default_compatibility: CompatibilityMode::Backward,
             cache_ttl_ms: 5000,
         }
+    }
+}
+
+/// `webhooks.*`: how events are delivered to webhooks.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// `webhooks.allow_private_destinations` (`ALLSOURCE__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS`):
+    /// allow destinations on loopback, private, link-local, unique-local, unspecified,
+    /// multicast and reserved addresses (default false: refused with 400 naming the rule).
+    pub allow_private_destinations: bool,
+    /// `webhooks.timeout_ms`: one attempt's limit, resolution and connection included.
+    pub timeout_ms: u64,
+    /// `webhooks.max_attempts`: attempts per event before it is marked failed (5 to 50).
+    pub max_attempts: u32,
+    /// `webhooks.backoff_base_ms`: the wait after the first failed attempt; it doubles after
+    /// each further one.
+    pub backoff_base_ms: u64,
+    /// `webhooks.backoff_max_ms`: the longest wait between two attempts.
+    pub backoff_max_ms: u64,
+    /// `webhooks.lease_ms`: how long a node's delivery lease on a webhook lasts without
+    /// renewal: how long another node waits to take over after a node died. At least twice
+    /// `webhooks.timeout_ms`, so a lease never runs out during an attempt.
+    pub lease_ms: u64,
+    /// `webhooks.rescan_interval_ms`: how often a node reads every webhook definition again
+    /// (how soon it learns of webhooks changed on another node).
+    pub rescan_interval_ms: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_destinations: false,
+            timeout_ms: 10_000,
+            max_attempts: 6,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 60_000,
+            lease_ms: 30_000,
+            rescan_interval_ms: 5000,
+        }
+    }
+}
+
+impl WebhookSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(&str, bool, &str); 6] = [
+            (
+                "webhooks.timeout_ms",
+                (100..=300_000).contains(&self.timeout_ms),
+                "must be between 100 and 300000",
+            ),
+            (
+                "webhooks.max_attempts",
+                (5..=50).contains(&self.max_attempts),
+                "must be between 5 and 50",
+            ),
+            (
+                "webhooks.backoff_base_ms",
+                (1..=3_600_000).contains(&self.backoff_base_ms),
+                "must be between 1 and 3600000",
+            ),
+            (
+                "webhooks.backoff_max_ms",
+                self.backoff_max_ms >= self.backoff_base_ms && self.backoff_max_ms <= 86_400_000,
+                "must be between webhooks.backoff_base_ms and 86400000",
+            ),
+            (
+                "webhooks.lease_ms",
+                self.lease_ms >= self.timeout_ms.saturating_mul(2) && self.lease_ms <= 3_600_000,
+                "must be at least twice webhooks.timeout_ms, and at most 3600000",
+            ),
+            (
+                "webhooks.rescan_interval_ms",
+                (10..=3_600_000).contains(&self.rescan_interval_ms),
+                "must be between 10 and 3600000",
+            ),
+        ];
+        for (key, ok, message) in checks {
+            if !ok {
+                return Err(SettingsError::new(key, message));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -894,6 +980,7 @@ impl Settings {
                 "must be a redis://, rediss:// or redis+unix:// URL",
             ));
         }
+        self.webhooks.validate()?;
         Ok(())
     }
 
@@ -1171,6 +1258,59 @@ mod tests {
             .to_string();
         assert!(err.starts_with("invalid setting server.port:"), "{err}");
         assert_eq!(err.matches("server.port").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn webhook_settings_have_defaults_come_from_the_environment_and_are_checked() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.webhooks, WebhookSettings::default());
+        assert!(!s.webhooks.allow_private_destinations);
+        let s = load(&[
+            ("ALLSOURCE__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS", "true"),
+            ("ALLSOURCE__WEBHOOKS__MAX_ATTEMPTS", "7"),
+            ("ALLSOURCE__WEBHOOKS__BACKOFF_BASE_MS", "10"),
+            ("ALLSOURCE__WEBHOOKS__TIMEOUT_MS", "2000"),
+        ])
+        .unwrap();
+        assert!(s.webhooks.allow_private_destinations);
+        assert_eq!(s.webhooks.max_attempts, 7);
+        assert_eq!(s.webhooks.backoff_base_ms, 10);
+        assert_eq!(s.webhooks.timeout_ms, 2000);
+        for (key, value, named) in [
+            (
+                "ALLSOURCE__WEBHOOKS__MAX_ATTEMPTS",
+                "4",
+                "webhooks.max_attempts",
+            ),
+            (
+                "ALLSOURCE__WEBHOOKS__TIMEOUT_MS",
+                "20000",
+                "webhooks.lease_ms",
+            ),
+            (
+                "ALLSOURCE__WEBHOOKS__TIMEOUT_MS",
+                "5",
+                "webhooks.timeout_ms",
+            ),
+            (
+                "ALLSOURCE__WEBHOOKS__BACKOFF_MAX_MS",
+                "10",
+                "webhooks.backoff_max_ms",
+            ),
+            (
+                "ALLSOURCE__WEBHOOKS__RESCAN_INTERVAL_MS",
+                "0",
+                "webhooks.rescan_interval_ms",
+            ),
+            (
+                "ALLSOURCE__WEBHOOKS__ALLOW_PRIVATE_DESTINATIONS",
+                "sometimes",
+                "webhooks",
+            ),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@
 //! - [`schema`]: `JsonSchemaValidator`, the `SchemaValidator` port on the `jsonschema` crate
 //!   (draft 2020-12, no remote references).
 //! - [`rate_limit`]: adapters of the `RateLimiter` port (memory, Redis).
+//! - [`webhooks`]: `HttpWebhookSender`, the `WebhookSender` port on reqwest: HMAC-SHA256
+//!   signatures, no redirects, destinations checked when registering and at connection time.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -34,6 +36,7 @@ pub mod rate_limit;
 pub mod schema;
 pub mod startup;
 pub mod state;
+pub mod webhooks;
 
 pub use clock::SystemClock;
 pub use memory::MemoryStore;

@@ -17,7 +17,8 @@
 //!                          pub replays: ReplayJobs, pub schemas: Arc<SchemaRegistry>,
 //!                          pub snapshots: Snapshots, pub identity: Option<Identity>,
 //!                          pub tenants: Option<Tenants>,
-//!                          pub consumer_groups: ConsumerGroups }     // use cases only
+//!                          pub consumer_groups: ConsumerGroups,
+//!                          pub webhooks: Webhooks }            // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
 //! pub struct HttpLimits { pub max_body_bytes: usize,      // Default: 64 MiB
 //!                         pub stream_send_timeout: Duration } // Default: 30 s
@@ -86,6 +87,7 @@ use allsource_application::use_cases::{
     Admission, AppendEvents, AuditTrail, Compaction, Consumers, Health, Policies, ReadEvents,
     SchemaRegistry, Snapshots, Tenants,
 };
+use allsource_application::webhooks::Webhooks;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
 use axum::{Extension, Router, middleware};
@@ -161,6 +163,8 @@ pub struct AppServices {
     pub consumers: Consumers,
     /// Consumer groups (`/api/v1/consumer-groups...`).
     pub consumer_groups: ConsumerGroups,
+    /// Webhooks (`/api/v1/webhooks...`).
+    pub webhooks: Webhooks,
 }
 
 /// HTTP-level limits.

@@ -321,7 +321,7 @@ impl Routes {
 pub fn api_routes() -> Routes {
     use crate::handlers::{
         audit, auth, compaction, consumer_groups, consumers, entities, events, health, policies,
-        projections, replay, schemas, snapshots, stream, tenants,
+        projections, replay, schemas, snapshots, stream, tenants, webhooks,
     };
     Routes::new()
         .merge(health::routes())
@@ -339,6 +339,7 @@ pub fn api_routes() -> Routes {
         .merge(consumers::routes())
         .merge(stream::routes())
         .merge(consumer_groups::routes())
+        .merge(webhooks::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -70,7 +70,28 @@ pub(crate) fn idle_consumer_groups()
     )
 }
 
-/// A schema registry over mocks that are never called (the router tests do not use it).
+/// Webhooks over a state store and a sender no call may reach (router tests that are not
+/// about webhooks; theirs are in `tests/`).
+pub(crate) fn idle_webhooks(
+    store: &Arc<dyn EventStore>,
+) -> allsource_application::webhooks::Webhooks {
+    use allsource_application::webhooks::{WebhookConfig, WebhookDeps, Webhooks};
+    let mut audit = allsource_application::ports::MockAuditLog::new();
+    audit.expect_record().returning(|_| Ok(()));
+    Webhooks::new(
+        WebhookDeps {
+            store: Arc::clone(store),
+            feed: Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+            state: Arc::new(allsource_application::ports::MockStateStore::new()),
+            sender: Arc::new(allsource_application::ports::MockWebhookSender::new()),
+            encoder: Arc::new(crate::handlers::webhooks::EventJson),
+            quotas: Arc::new(allsource_application::quota::Unlimited),
+            audit: Arc::new(audit),
+        },
+        WebhookConfig::default(),
+    )
+}
+
 /// Consumers over `store` and a state store no test call may reach.
 pub(crate) fn idle_consumers(
     store: &Arc<dyn EventStore>,
@@ -86,6 +107,7 @@ pub(crate) fn idle_consumers(
     })
 }
 
+/// A schema registry over mocks that are never called (the router tests do not use it).
 pub(crate) fn no_schemas() -> Arc<allsource_application::use_cases::SchemaRegistry> {
     use allsource_application::ports::clock::MockClock;
     use allsource_application::ports::{MockSchemaValidator, MockStateStore};
@@ -110,6 +132,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
         AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), limits),
             reads: ReadEvents::new(Arc::clone(&store)),
+            webhooks: idle_webhooks(&store),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             projections: allsource_application::projections::Projections::new(
@@ -1692,6 +1715,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
         AppState::from(crate::AppServices {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
+            webhooks: idle_webhooks(&store),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             snapshots: snapshots_with(Arc::clone(&store), state),
@@ -2028,6 +2052,7 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/events/stream",
             "GET /api/v1/events/sse",
             "GET /api/v1/consumer-groups/{group}/parked",
+            "GET /api/v1/webhooks/{id}/deliveries",
         ]
     );
     // The streams: long-lived, credentials also in the query, no query quota.

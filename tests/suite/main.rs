@@ -24,6 +24,8 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
 //! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
 //!   matrix over every route.
+//! - `webhooks`: webhook delivery to a real local receiver (signatures, order, retries,
+//!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -43,3 +45,4 @@ mod schemas;
 mod snapshots;
 mod state_contract;
 mod tenancy;
+mod webhooks;

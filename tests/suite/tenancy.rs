@@ -594,6 +594,7 @@ impl Matrix {
                 audit.clone(),
                 clock.clone(),
             );
+        let webhook_store = store.clone();
         let router = allsource_presentation::router(
             AppState::from(allsource_presentation::AppServices {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
@@ -630,13 +631,30 @@ impl Matrix {
                 audit: allsource_application::use_cases::AuditTrail::new(audit.clone()),
                 policies: allsource_application::use_cases::Policies::new(
                     state.clone(),
-                    audit,
+                    audit.clone(),
                     clock.clone(),
                     true,
                 ),
                 admission: allsource_application::use_cases::Admission::for_tenants(
                     Some(tenants.clone()),
                     Some(limiter),
+                ),
+                webhooks: allsource_application::webhooks::Webhooks::new(
+                    allsource_application::webhooks::WebhookDeps {
+                        store: webhook_store,
+                        feed: Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+                        state: state.clone(),
+                        sender: Arc::new(
+                            allsource_infrastructure::webhooks::HttpWebhookSender::new(
+                                Default::default(),
+                            )
+                            .unwrap(),
+                        ),
+                        encoder: Arc::new(allsource_presentation::handlers::webhooks::EventJson),
+                        quotas: Arc::new(tenants.clone()),
+                        audit: audit.clone(),
+                    },
+                    allsource_application::webhooks::WebhookConfig::default(),
                 ),
                 tenants: Some(tenants),
                 consumer_groups,

@@ -1,7 +1,8 @@
 //! Ports: the traits through which use cases reach the outside world (`EventStore`,
 //! `StateStore`, `EntityStateCache`, `AuditLog`, `Compactor`, `RateLimiter`, `Clock`,
-//! `SchemaValidator`, `SnapshotScheduler`). Adapters live in `allsource-infrastructure`; every
-//! adapter of [`EventStore`] passes the one contract suite in `allsource-tests`.
+//! `SchemaValidator`, `SnapshotScheduler`, `WebhookSender`). Adapters live in
+//! `allsource-infrastructure`; every adapter of [`EventStore`] passes the one contract suite in
+//! `allsource-tests`.
 //! [`failure`] maps the storage ports' failures into use-case errors, one way for all.
 
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod schema_validator;
 pub mod snapshot_scheduler;
 pub mod state_cache;
 pub mod state_store;
+pub mod webhook_sender;
 
 #[cfg(any(test, feature = "mocks"))]
 pub use audit::MockAuditLog;
@@ -41,3 +43,8 @@ pub use state_cache::{EntityStateCache, NoStateCache};
 #[cfg(any(test, feature = "mocks"))]
 pub use state_store::MockStateStore;
 pub use state_store::{StateEntry, StateError, StateStore};
+#[cfg(any(test, feature = "mocks"))]
+pub use webhook_sender::MockWebhookSender;
+pub use webhook_sender::{
+    DestinationError, EventEncoder, Secret, SendError, WebhookRequest, WebhookSender,
+};

@@ -205,6 +205,7 @@ mod tests {
             AppState::from(crate::AppServices {
                 append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
                 reads: ReadEvents::new(Arc::clone(&store)),
+                webhooks: crate::tests::idle_webhooks(&store),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
                 health: allsource_application::use_cases::Health::new("9.9.9", store),
                 auth: crate::AuthMode::Disabled,

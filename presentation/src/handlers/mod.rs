@@ -15,6 +15,7 @@
 //! - [`consumer_groups`]: consumer groups (competing consumers): polls, acks, parked messages.
 //! - [`replay`]: replay jobs.
 //! - [`tenants`]: tenants, their quotas and stats.
+//! - [`webhooks`]: webhooks and their delivery logs.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -33,6 +34,7 @@ pub mod schemas;
 pub mod snapshots;
 pub mod stream;
 pub mod tenants;
+pub mod webhooks;
 
 use std::any::Any;
 

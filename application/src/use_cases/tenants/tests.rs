@@ -460,6 +460,47 @@ async fn two_nodes_add_up_their_counts() {
 }
 
 #[tokio::test]
+async fn webhooks_are_counted_once_each_and_given_back() {
+    let w = World::new();
+    let tenants = w.node();
+    tenants
+        .create(&operator(), create("acme", "free"))
+        .await
+        .unwrap();
+    let acme = tid("acme");
+    let webhooks_used = |stats: TenantStats| {
+        stats
+            .usage
+            .iter()
+            .find(|u| u.kind == QuotaKind::Webhooks)
+            .map(|u| (u.used, u.limit))
+            .unwrap()
+    };
+    tenants
+        .consume(&acme, QuotaKind::Webhooks, 1)
+        .await
+        .unwrap();
+    tenants
+        .consume(&acme, QuotaKind::Webhooks, 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        tenants.consume(&acme, QuotaKind::Webhooks, 1).await,
+        Err(GateError::QuotaExceeded(q)) if q.quota == "max_webhooks" && q.used == 2
+    ));
+    tenants.release(&acme, QuotaKind::Webhooks, 1).await;
+    let stats = tenants.stats(&operator(), "acme").await.unwrap();
+    assert_eq!(webhooks_used(stats), (1, Some(2)));
+    // As written: a fresh node reads the same.
+    let stats = w.node().stats(&operator(), "acme").await.unwrap();
+    assert_eq!(webhooks_used(stats), (1, Some(2)));
+    tenants
+        .consume(&acme, QuotaKind::Webhooks, 1)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
 async fn the_append_guard_checks_before_and_counts_non_duplicates_after() {
     let w = World::new();
     let tenants = w.node();

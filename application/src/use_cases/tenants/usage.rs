@@ -323,6 +323,7 @@ impl Tenants {
                     d.api_keys -= taken.api_keys;
                     d.projections -= taken.projections;
                     d.pipelines -= taken.pipelines;
+                    d.webhooks -= taken.webhooks;
                 }
                 Err(StateError::VersionConflict { .. }) => {
                     conflicts += 1;
