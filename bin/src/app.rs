@@ -253,6 +253,10 @@ impl Application {
                 state: state_port.clone(),
                 quotas: quota_gate(tenants.as_ref()),
                 audit: audit_log.clone(),
+                tenants: match &tenants {
+                    Some(tenants) => Arc::new(tenants.clone()) as Arc<dyn TenantGate>,
+                    None => Arc::new(Unlimited),
+                },
             },
         )?;
         let state = AppState::from(allsource_presentation::AppServices {
@@ -412,6 +416,7 @@ struct WebhookParts {
     state: Arc<dyn StateStore>,
     quotas: Arc<dyn QuotaGate>,
     audit: Arc<dyn AuditLog>,
+    tenants: Arc<dyn TenantGate>,
 }
 
 /// The webhook use cases and workers of `webhooks.*`, delivering through reqwest, with the
@@ -438,6 +443,7 @@ fn build_webhooks(settings: &Settings, parts: WebhookParts) -> anyhow::Result<We
             encoder: Arc::new(allsource_presentation::handlers::webhooks::EventJson),
             quotas: parts.quotas,
             audit: parts.audit,
+            tenants: parts.tenants,
         },
         WebhookConfig {
             max_attempts: w.max_attempts,

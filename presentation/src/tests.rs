@@ -87,6 +87,7 @@ pub(crate) fn idle_webhooks(
             encoder: Arc::new(crate::handlers::webhooks::EventJson),
             quotas: Arc::new(allsource_application::quota::Unlimited),
             audit: Arc::new(audit),
+            tenants: Arc::new(allsource_application::quota::Unlimited),
         },
         WebhookConfig::default(),
     )

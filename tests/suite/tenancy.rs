@@ -653,6 +653,7 @@ impl Matrix {
                         encoder: Arc::new(allsource_presentation::handlers::webhooks::EventJson),
                         quotas: Arc::new(tenants.clone()),
                         audit: audit.clone(),
+                        tenants: Arc::new(tenants.clone()),
                     },
                     allsource_application::webhooks::WebhookConfig::default(),
                 ),

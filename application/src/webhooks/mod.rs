@@ -36,7 +36,7 @@ use crate::ports::{
     AuditLog, AuditOutcome, AuditRecord, DestinationError, EventEncoder, EventStore, Secret,
     StateError, StateStore, StorageFailure, WebhookSender,
 };
-use crate::quota::{GateError, QuotaGate, QuotaKind};
+use crate::quota::{GateError, QuotaGate, QuotaKind, TenantGate};
 use crate::subscriptions::CommitFeed;
 use crate::use_cases::{FieldError, record_or_log};
 pub use destination::{AddressRule, Refusal, UrlHost, WebhookUrl, refused_rule};
@@ -160,6 +160,8 @@ pub struct WebhookDeps {
     pub encoder: Arc<dyn EventEncoder>,
     pub quotas: Arc<dyn QuotaGate>,
     pub audit: Arc<dyn AuditLog>,
+    /// Whether a tenant may act: a deactivated tenant's webhooks wait (nothing is skipped).
+    pub tenants: Arc<dyn TenantGate>,
 }
 
 /// The webhook use cases, and this node's delivery workers (cheap to clone).
@@ -278,6 +280,7 @@ impl Webhooks {
             state: deps.state,
             sender: deps.sender,
             encoder: deps.encoder,
+            tenants: deps.tenants,
             node: config
                 .node
                 .clone()

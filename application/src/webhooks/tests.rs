@@ -129,6 +129,23 @@ struct World {
     webhooks: Webhooks,
 }
 
+/// A tenant gate switched by the test.
+#[derive(Default)]
+struct TenantSwitch {
+    inactive: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl crate::quota::TenantGate for TenantSwitch {
+    async fn check_active(&self, _: &allsource_domain::TenantId) -> Result<(), GateError> {
+        if self.inactive.load(std::sync::atomic::Ordering::Acquire) {
+            Err(GateError::TenantInactive("deactivated".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 fn node(
     log: &Arc<SharedLog>,
     state: &Arc<MemoryStateStore>,
@@ -146,9 +163,15 @@ fn node(
             encoder: Arc::new(TestEncoder),
             quotas,
             audit: Arc::new(audit_log(audit)),
+            tenants: TENANTS.with(Arc::clone),
         },
         config,
     )
+}
+
+thread_local! {
+    /// The tenant gate of the nodes a test builds on its thread (tests run on one thread each).
+    static TENANTS: Arc<TenantSwitch> = Arc::new(TenantSwitch::default());
 }
 
 fn world_with(script: Script, quotas: Arc<dyn QuotaGate>, config: WebhookConfig) -> World {
@@ -758,6 +781,35 @@ async fn an_inactive_webhook_waits_and_resumes_after_its_cursor_when_activated()
         .unwrap();
     eventually("the paused events", || w.received.len() == 2).await;
     assert_eq!(w.received.positions(), [1, 2]);
+    w.webhooks.stop().await;
+}
+
+#[tokio::test]
+async fn a_deactivated_tenants_webhooks_wait_and_deliver_everything_once_it_is_active() {
+    let w = world(always_ok());
+    w.webhooks.start();
+    let created = w
+        .webhooks
+        .create(&caller("acme"), hook(&["*"]))
+        .await
+        .unwrap();
+    w.log.append("acme", &[("e", "a")]);
+    eventually("the first event", || w.received.len() == 1).await;
+    TENANTS.with(|t| t.inactive.store(true, std::sync::atomic::Ordering::Release));
+    w.log.append("acme", &[("e", "b"), ("e", "c")]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        w.received.len(),
+        1,
+        "nothing goes out while the tenant is deactivated"
+    );
+    TENANTS.with(|t| {
+        t.inactive
+            .store(false, std::sync::atomic::Ordering::Release)
+    });
+    eventually("the waiting events", || w.received.len() == 3).await;
+    assert_eq!(w.received.positions(), [1, 2, 3]);
+    cursor_reaches(&w, created.id, 3).await;
     w.webhooks.stop().await;
 }
 

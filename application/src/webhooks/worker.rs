@@ -104,6 +104,9 @@ impl WebhookConfig {
     }
 }
 
+/// How often a worker of a deactivated (or unreadable) tenant looks again.
+const INACTIVE_TENANT_RECHECK: Duration = Duration::from_millis(500);
+
 /// What every worker of this node uses.
 pub(crate) struct Shared {
     pub store: Arc<dyn EventStore>,
@@ -111,6 +114,8 @@ pub(crate) struct Shared {
     pub state: Arc<dyn StateStore>,
     pub sender: Arc<dyn WebhookSender>,
     pub encoder: Arc<dyn EventEncoder>,
+    /// A deactivated tenant's webhooks wait until it is active again.
+    pub tenants: Arc<dyn crate::quota::TenantGate>,
     pub config: WebhookConfig,
     /// This node's name in leases ([`WebhookConfig::node`]).
     pub node: String,
@@ -332,6 +337,19 @@ impl Worker {
             if !self.hook.wants_entity(&event.entity_id) {
                 settled = position;
                 continue;
+            }
+            // A deactivated tenant sends nothing; its events wait, none is skipped.
+            while self
+                .shared
+                .tenants
+                .check_active(&self.tenant)
+                .await
+                .is_err()
+            {
+                tokio::time::sleep(INACTIVE_TENANT_RECHECK).await;
+                if !self.write_cursor(lease, settled).await? {
+                    return Ok(Flow::LostLease);
+                }
             }
             if !self.deliver(&event, lease, kept, first).await? {
                 return Ok(Flow::LostLease);
