@@ -23,7 +23,9 @@ use allsource_application::subscriptions::CommitFeed;
 use allsource_application::supervise::supervise;
 use allsource_application::use_cases::consumer_groups::ConsumerGroups;
 use allsource_application::use_cases::identity::{Identity, IdentityConfig, IdentityDeps};
-use allsource_application::use_cases::{Admission, Compaction, Consumers, ConsumersDeps, Health};
+use allsource_application::use_cases::{
+    Admission, Compaction, Consumers, ConsumersDeps, Health, PurgeNamespaces,
+};
 use allsource_application::use_cases::{
     AppendEvents, AppendLimits, AuditTrail, Policies, ReadEvents, SchemaRegistry, SchemaSettings,
     SnapshotArchive, SnapshotPolicy, SnapshotTrigger, Snapshots, Tenants,
@@ -221,6 +223,17 @@ impl Application {
         .with_guard(schemas.clone())
         .with_guard(Arc::new(ProjectionNotifier::new(projection_engine.clone())));
         if let Some(tenants) = &tenants {
+            // A deleted tenant takes its consumers, consumer groups and webhooks with it.
+            tenants.add_members(Arc::new(PurgeNamespaces::new(
+                state_port.clone(),
+                vec![
+                    allsource_application::use_cases::CONSUMERS_NAMESPACE,
+                    allsource_application::use_cases::consumer_groups::NAMESPACE,
+                    allsource_application::webhooks::records::DEFINITIONS,
+                    allsource_application::webhooks::records::CURSORS,
+                    allsource_application::webhooks::records::DELIVERIES,
+                ],
+            )));
             // Quotas of events per day and storage: checked before, counted after.
             append = append.with_guard(Arc::new(tenants.clone()));
             // Usage changes left unwritten by busy moments are written within a second.

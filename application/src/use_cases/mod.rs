@@ -56,6 +56,7 @@ pub use snapshots::{
     SnapshotJobStats, SnapshotOrigin, SnapshotPage, SnapshotPolicy, SnapshotTrigger, Snapshots,
 };
 pub use tenants::{
-    CreateTenantInput, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE, TenantError,
-    TenantMembers, TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput, quota_limit,
+    CreateTenantInput, PurgeNamespaces, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE,
+    TenantError, TenantMembers, TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput,
+    quota_limit,
 };

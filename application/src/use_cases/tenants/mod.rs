@@ -93,6 +93,50 @@ pub trait TenantMembers: Send + Sync {
     async fn purge_tenant(&self, tenant: &TenantId) -> Result<(), GateError>;
 }
 
+/// Deletes every key a tenant has in some state-store namespaces (consumers, consumer groups,
+/// webhooks): what a deleted tenant leaves behind, so that a tenant created later with the same
+/// id starts without it.
+pub struct PurgeNamespaces {
+    state: Arc<dyn StateStore>,
+    namespaces: Vec<&'static str>,
+}
+
+impl PurgeNamespaces {
+    pub fn new(state: Arc<dyn StateStore>, namespaces: Vec<&'static str>) -> Self {
+        Self { state, namespaces }
+    }
+}
+
+#[async_trait]
+impl TenantMembers for PurgeNamespaces {
+    async fn purge_tenant(&self, tenant: &TenantId) -> Result<(), GateError> {
+        const PAGE: usize = 1000;
+        let failed = |e: StateError| match e {
+            StateError::Unavailable(why) => GateError::Unavailable(why),
+            other => GateError::Internal(other.into()),
+        };
+        for namespace in &self.namespaces {
+            loop {
+                let page = self
+                    .state
+                    .list(tenant, namespace, None, None, PAGE)
+                    .await
+                    .map_err(failed)?;
+                if page.is_empty() {
+                    break;
+                }
+                for (key, _) in page {
+                    self.state
+                        .delete(tenant, namespace, &key)
+                        .await
+                        .map_err(failed)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a tenant use case failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {

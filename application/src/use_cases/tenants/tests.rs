@@ -844,3 +844,30 @@ async fn a_failed_purge_fails_the_deletion_and_the_next_create_retries_it() {
         Err(TenantError::Unavailable(_))
     ));
 }
+
+#[tokio::test]
+async fn purging_namespaces_deletes_the_tenants_keys_there_and_nothing_else() {
+    use crate::ports::StateStore as _;
+    let state = Arc::new(crate::testing::MemoryStateStore::new());
+    let (a, b) = (
+        TenantId::parse("acme").unwrap(),
+        TenantId::parse("globex").unwrap(),
+    );
+    for tenant in [&a, &b] {
+        for namespace in ["consumers", "webhooks", "projections"] {
+            for i in 0..1500 {
+                state
+                    .put(tenant, namespace, &format!("k{i}"), serde_json::json!(i), None)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let purge = super::PurgeNamespaces::new(state.clone(), vec!["consumers", "webhooks"]);
+    purge.purge_tenant(&a).await.unwrap();
+    assert!(state.keys(&a, "consumers").is_empty());
+    assert!(state.keys(&a, "webhooks").is_empty());
+    assert_eq!(state.keys(&a, "projections").len(), 1500, "other namespaces stay");
+    assert_eq!(state.keys(&b, "consumers").len(), 1500, "other tenants stay");
+    purge.purge_tenant(&a).await.unwrap();
+}
