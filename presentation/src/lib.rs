@@ -209,6 +209,10 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         // So that the 413 can name the limit.
         .layer(Extension(limits))
+        // One render cache of live events per router (positions are unique per store).
+        .layer(Extension(std::sync::Arc::new(
+            handlers::stream::RenderedEvents::new(),
+        )))
         .layer(CatchPanicLayer::custom(handlers::panicked))
         // Our own limits on the request head (414, 431), and a problem document for any error
         // answered without a body by what is below.

@@ -213,6 +213,27 @@ impl Subscription {
         }
     }
 
+    /// The next delivery if one is ready without waiting (an event of the page or group in
+    /// hand, or the caught-up marker), so a door can write several frames before it flushes.
+    pub fn next_ready(&mut self) -> Option<Delivery> {
+        if *self.closed.borrow() {
+            return None;
+        }
+        if let Some(event) = self.pending.pop_front() {
+            self.counters.delivered += 1;
+            return Some(Delivery::Event {
+                event,
+                live: self.mode == Mode::Live && self.caught_up_announced,
+            });
+        }
+        if self.announce_caught_up {
+            self.announce_caught_up = false;
+            self.caught_up_announced = true;
+            return Some(Delivery::CaughtUp);
+        }
+        None
+    }
+
     /// Reads one page of storage after `covered`; at the end of the log, switches to live.
     async fn catch_up_page(&mut self) -> Result<(), SubscriptionError> {
         // The head before the read (step 2): everything at or below it is in storage.

@@ -27,21 +27,22 @@
 //!   names the last position it was sent), 1011 when storage fails (reason: the last position
 //!   sent, to reconnect after).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use allsource_application::Caller;
 use allsource_application::subscriptions::{Delivery, SubscriptionError};
 use allsource_application::use_cases::{
     ConsumerError, FieldError, FollowInput, Followed, parse_filter,
 };
 use allsource_domain::Permission::Read;
-use allsource_domain::{EntityId, EventFilter, TypeFilter, TypeFilters};
+use allsource_domain::{EntityId, Event, EventFilter, TypeFilter, TypeFilters};
 use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures::SinkExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -82,6 +83,71 @@ pub fn routes() -> Routes {
         )
 }
 
+/// Events rendered as JSON once and shared by every follower that sends them live (100
+/// subscribers of one event cost one serialization, not 100). Keyed by position, which is
+/// unique in a store; one cache per router. Bounded: the oldest entries of a shard go first.
+pub struct RenderedEvents {
+    shards: Vec<std::sync::Mutex<Shard>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    by_position: std::collections::HashMap<u64, Arc<str>>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl RenderedEvents {
+    const SHARDS: usize = 16;
+    const PER_SHARD: usize = 4096;
+
+    pub fn new() -> Self {
+        Self {
+            shards: (0..Self::SHARDS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// The event's JSON, rendered once for every follower (live frames).
+    pub fn shared(&self, event: &Event) -> Arc<str> {
+        let position = event.position.get();
+        let shard = &self.shards[(position as usize) % Self::SHARDS];
+        if let Some(hit) = shard
+            .lock()
+            .ok()
+            .and_then(|s| s.by_position.get(&position).cloned())
+        {
+            return hit;
+        }
+        let text: Arc<str> = Arc::from(self.render(event));
+        if let Ok(mut s) = shard.lock()
+            && !s.by_position.contains_key(&position)
+        {
+            if s.order.len() >= Self::PER_SHARD
+                && let Some(oldest) = s.order.pop_front()
+            {
+                s.by_position.remove(&oldest);
+            }
+            s.order.push_back(position);
+            s.by_position.insert(position, Arc::clone(&text));
+        }
+        text
+    }
+
+    /// The event's JSON, not kept (replay frames: one reader, read once).
+    pub fn render(&self, event: &Event) -> String {
+        serde_json::to_string(&EventResponse::from(event)).unwrap_or_else(|error| {
+            // Stored events always encode; this would be a bug, not bad input.
+            tracing::error!(%error, "cannot encode an event");
+            "null".to_owned()
+        })
+    }
+}
+
+impl Default for RenderedEvents {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Query parameters of `GET /api/v1/events/stream`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +177,7 @@ pub async fn websocket(
     CallerExtractor(caller): CallerExtractor,
     Params(params): Params<StreamParams>,
     Extension(limits): Extension<HttpLimits>,
+    Extension(rendered): Extension<Arc<RenderedEvents>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let upgrade = upgrade.map_err(|rejection| {
@@ -139,7 +206,7 @@ pub async fn websocket(
     let sender = Sender {
         timeout: limits.stream_send_timeout,
     };
-    Ok(upgrade.on_upgrade(move |socket| run_socket(socket, followed, mode, caller, sender)))
+    Ok(upgrade.on_upgrade(move |socket| run_socket(socket, followed, mode, sender, rendered)))
 }
 
 /// Where a connection stands.
@@ -167,14 +234,110 @@ impl Sender {
             _ => Err(()),
         }
     }
+
+    /// Queues one frame without flushing (it waits only when the send buffer is full).
+    async fn feed(self, socket: &mut WebSocket, message: Message) -> Result<(), ()> {
+        match tokio::time::timeout(self.timeout, SinkExt::feed(socket, message)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Writes what was queued.
+    async fn flush(self, socket: &mut WebSocket) -> Result<(), ()> {
+        match tokio::time::timeout(self.timeout, SinkExt::flush(socket)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Writes the delivery, and every further one ready without waiting (up to a batch), then
+/// flushes once: one write to the socket per page or commit group, not per event.
+/// `Err` carries the close to send (or `None`: just end).
+#[allow(clippy::too_many_arguments)]
+async fn write_batch(
+    socket: &mut WebSocket,
+    followed: &mut Followed,
+    mode: &mut Mode,
+    first: Result<Delivery, SubscriptionError>,
+    rendered: &RenderedEvents,
+    sender: Sender,
+    last_sent: &mut Option<u64>,
+) -> Result<(), Option<(u16, String)>> {
+    const BATCH: usize = 256;
+    let mut delivery = Some(first);
+    let mut fed = 0usize;
+    while let Some(next) = delivery.take() {
+        let (text, position) = match next {
+            Ok(Delivery::Event { event, .. }) => match mode {
+                Mode::Replaying { replayed } => {
+                    *replayed += 1;
+                    let body = rendered.render(&event);
+                    (
+                        format!(
+                            "{{\"type\":\"replay\",\"position\":{},\"event\":{body}}}",
+                            event.position.get()
+                        ),
+                        Some(event.position.get()),
+                    )
+                }
+                _ => (
+                    rendered.shared(&event).to_string(),
+                    Some(event.position.get()),
+                ),
+            },
+            Ok(Delivery::CaughtUp) => match *mode {
+                Mode::Replaying { replayed } => {
+                    *mode = Mode::Live;
+                    (
+                        json!({"type": "replay_complete", "replayed": replayed}).to_string(),
+                        None,
+                    )
+                }
+                _ => {
+                    delivery = followed.subscription.next_ready().map(Ok);
+                    continue;
+                }
+            },
+            Err(SubscriptionError::Closed) => {
+                return Err(Some((1001, "the server is shutting down".to_owned())));
+            }
+            Err(SubscriptionError::Storage(error)) => {
+                tracing::warn!(tenant = %followed.subscription.tenant(), %error, "a websocket subscription lost its storage");
+                return Err(Some((
+                    1011,
+                    resume_reason("storage unavailable", *last_sent),
+                )));
+            }
+        };
+        if sender
+            .feed(socket, Message::Text(text.into()))
+            .await
+            .is_err()
+        {
+            return Err(too_slow(*last_sent));
+        }
+        if position.is_some() {
+            *last_sent = position;
+        }
+        fed += 1;
+        if fed < BATCH {
+            delivery = followed.subscription.next_ready().map(Ok);
+        }
+    }
+    if sender.flush(socket).await.is_err() {
+        return Err(too_slow(*last_sent));
+    }
+    Ok(())
 }
 
 async fn run_socket(
     mut socket: WebSocket,
     mut followed: Followed,
     mut mode: Mode,
-    caller: Caller,
     sender: Sender,
+    rendered: Arc<RenderedEvents>,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
@@ -204,36 +367,18 @@ async fn run_socket(
                 }
             },
             delivery = followed.subscription.next(), if mode != Mode::WaitingForSubscribe => {
-                let frame = match delivery {
-                    Ok(Delivery::Event { event, .. }) => {
-                        let body = EventResponse::from(event.as_ref());
-                        let frame = match &mut mode {
-                            Mode::Replaying { replayed } => {
-                                *replayed += 1;
-                                json!({"type": "replay", "position": event.position.get(), "event": body})
-                            }
-                            _ => json!(body),
-                        };
-                        last_sent = Some(event.position.get());
-                        frame
-                    }
-                    Ok(Delivery::CaughtUp) => match mode {
-                        Mode::Replaying { replayed } => {
-                            mode = Mode::Live;
-                            json!({"type": "replay_complete", "replayed": replayed})
-                        }
-                        _ => continue,
-                    },
-                    Err(SubscriptionError::Closed) => {
-                        break Some((1001, "the server is shutting down".to_owned()));
-                    }
-                    Err(SubscriptionError::Storage(error)) => {
-                        tracing::warn!(tenant = %caller.tenant(), %error, "a websocket subscription lost its storage");
-                        break Some((1011, resume_reason("storage unavailable", last_sent)));
-                    }
-                };
-                if sender.send(&mut socket, Message::Text(frame.to_string().into())).await.is_err() {
-                    break too_slow(last_sent);
+                let written = write_batch(
+                    &mut socket,
+                    &mut followed,
+                    &mut mode,
+                    delivery,
+                    &rendered,
+                    sender,
+                    &mut last_sent,
+                )
+                .await;
+                if let Err(close) = written {
+                    break close;
                 }
             },
             _ = ping.tick() => {
@@ -321,6 +466,7 @@ pub async fn sse(
     State(app): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
     headers: HeaderMap,
+    Extension(rendered): Extension<Arc<RenderedEvents>>,
     Params(params): Params<SseParams>,
 ) -> Result<Response, ApiError> {
     let mut errors = Vec::new();
@@ -394,7 +540,7 @@ pub async fn sse(
         .follow(&caller, FollowInput::default())
         .await?;
     followed.restart(filter, last_event_id.or(from_position));
-    let stream = events_of(followed, also);
+    let stream = events_of(followed, also, rendered);
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(HEARTBEAT_EVERY).text("heartbeat"))
         .into_response())
@@ -405,26 +551,25 @@ pub async fn sse(
 fn events_of(
     followed: Followed,
     also: Option<TypeFilter>,
+    rendered: Arc<RenderedEvents>,
 ) -> impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>> {
     futures::stream::unfold(followed, move |mut followed| {
         let also = also.clone();
+        let rendered = Arc::clone(&rendered);
         async move {
             loop {
                 match followed.subscription.next().await {
-                    Ok(Delivery::Event { event, .. }) => {
+                    Ok(Delivery::Event { event, live }) => {
                         if also
                             .as_ref()
                             .is_some_and(|f| !f.matches(event.event_type.as_str()))
                         {
                             continue;
                         }
-                        let data = match serde_json::to_string(&EventResponse::from(event.as_ref()))
-                        {
-                            Ok(data) => data,
-                            Err(error) => {
-                                tracing::error!(%error, "cannot encode an event");
-                                return None;
-                            }
+                        let data = if live {
+                            rendered.shared(&event).to_string()
+                        } else {
+                            rendered.render(&event)
                         };
                         let sse = SseEvent::default()
                             .event("event")
@@ -442,4 +587,66 @@ fn events_of(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allsource_domain::{
+        EntityId, EventId, EventType, ExpectedVersion, Position, ProposedEvent,
+    };
+    use allsource_domain::{TenantId, Version};
+
+    fn event(position: u64) -> Event {
+        ProposedEvent {
+            id: EventId::generate(),
+            entity_id: EntityId::parse("e").expect("entity"),
+            event_type: EventType::parse("t").expect("type"),
+            payload: serde_json::value::to_raw_value(&json!({"n": position})).expect("json"),
+            metadata: None,
+            expected_version: ExpectedVersion::Any,
+        }
+        .into_event(
+            TenantId::parse("a").expect("tenant"),
+            Version::new(1),
+            Position::new(position),
+            chrono::Utc::now(),
+        )
+    }
+
+    #[test]
+    fn a_live_event_is_rendered_once_and_shared() {
+        let rendered = RenderedEvents::new();
+        let e = event(7);
+        let first = rendered.shared(&e);
+        let second = rendered.shared(&e);
+        assert!(Arc::ptr_eq(&first, &second), "one rendering, shared");
+        let value: serde_json::Value = serde_json::from_str(&first).expect("JSON");
+        assert_eq!(value["position"], 7);
+        assert_eq!(value["payload"], json!({"n": 7}));
+        assert_eq!(
+            &*first,
+            rendered.render(&e),
+            "the same text as a replay frame's event"
+        );
+    }
+
+    #[test]
+    fn the_cache_keeps_a_bounded_number_of_the_newest_events() {
+        let rendered = RenderedEvents::new();
+        let total = (RenderedEvents::SHARDS * RenderedEvents::PER_SHARD + 1000) as u64;
+        let events: Vec<Event> = (1..=total).map(event).collect();
+        let kept_first = rendered.shared(&events[0]);
+        for e in &events {
+            rendered.shared(e);
+        }
+        let held: usize = rendered
+            .shards
+            .iter()
+            .map(|s| s.lock().expect("lock").by_position.len())
+            .sum();
+        assert_eq!(held, RenderedEvents::SHARDS * RenderedEvents::PER_SHARD);
+        // The oldest went first: rendering it again makes a new string.
+        assert!(!Arc::ptr_eq(&kept_first, &rendered.shared(&events[0])));
+    }
 }

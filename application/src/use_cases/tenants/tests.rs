@@ -857,7 +857,13 @@ async fn purging_namespaces_deletes_the_tenants_keys_there_and_nothing_else() {
         for namespace in ["consumers", "webhooks", "projections"] {
             for i in 0..1500 {
                 state
-                    .put(tenant, namespace, &format!("k{i}"), serde_json::json!(i), None)
+                    .put(
+                        tenant,
+                        namespace,
+                        &format!("k{i}"),
+                        serde_json::json!(i),
+                        None,
+                    )
                     .await
                     .unwrap();
             }
@@ -867,7 +873,15 @@ async fn purging_namespaces_deletes_the_tenants_keys_there_and_nothing_else() {
     purge.purge_tenant(&a).await.unwrap();
     assert!(state.keys(&a, "consumers").is_empty());
     assert!(state.keys(&a, "webhooks").is_empty());
-    assert_eq!(state.keys(&a, "projections").len(), 1500, "other namespaces stay");
-    assert_eq!(state.keys(&b, "consumers").len(), 1500, "other tenants stay");
+    assert_eq!(
+        state.keys(&a, "projections").len(),
+        1500,
+        "other namespaces stay"
+    );
+    assert_eq!(
+        state.keys(&b, "consumers").len(),
+        1500,
+        "other tenants stay"
+    );
     purge.purge_tenant(&a).await.unwrap();
 }
