@@ -3,6 +3,8 @@
 //! (`ALLSOURCE_FAILPOINT` makes it abort there), then restarted: every acknowledged event is
 //! there exactly once, with the same version and position.
 
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,11 +23,17 @@ async fn all_events(server: &TestServer) -> Vec<Value> {
     reply.body["events"].as_array().cloned().unwrap_or_default()
 }
 
-/// Waits until the sealer has turned every sealed WAL segment into Parquet.
+/// The segment size of these tests: a few events fill a segment.
+const SEGMENT_BYTES: u64 = 4096;
+
+/// Waits until the sealer has turned every sealed WAL segment into Parquet and no rotation is
+/// due: one segment, below the segment size. (The writer answers a group before it rotates the
+/// segment that group filled, so one segment alone does not mean that nothing is left to seal.)
 async fn sealed(base: &str) -> Value {
     let client = reqwest::Client::new();
+    let mut stats = Value::Null;
     for _ in 0..1000 {
-        let stats: Value = client
+        stats = client
             .get(format!("{base}/api/v1/stats"))
             .send()
             .await
@@ -33,16 +41,69 @@ async fn sealed(base: &str) -> Value {
             .json()
             .await
             .expect("json");
-        if stats["storage"]["wal_segments"] == 1 {
+        let storage = &stats["storage"];
+        if storage["wal_segments"] == 1
+            && storage["wal_bytes"]
+                .as_u64()
+                .is_some_and(|b| b < SEGMENT_BYTES)
+        {
             return stats;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("sealing did not catch up");
+    panic!("sealing did not catch up: {stats}");
+}
+
+/// Waits until the store has at least `files` Parquet files.
+async fn files_at_least(base: &str, files: u64) -> u64 {
+    let client = reqwest::Client::new();
+    let mut current = 0;
+    for _ in 0..1000 {
+        let stats: Value = client
+            .get(format!("{base}/api/v1/compaction/stats"))
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        current = stats["current"]["files"].as_u64().unwrap_or(0);
+        if current >= files {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    current
+}
+
+/// The file names in `data/parquet`, and what the manifest of `data` lists: (file, first,
+/// last position) in its order.
+fn files_and_manifest(data: &Path) -> (BTreeSet<String>, Vec<(String, u64, u64)>) {
+    let files = std::fs::read_dir(data.join("parquet"))
+        .expect("parquet dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(data.join("manifest.json")).expect("manifest"))
+            .expect("manifest json");
+    let listed = manifest["parquet"]
+        .as_array()
+        .expect("parquet entries")
+        .iter()
+        .map(|e| {
+            (
+                e["file"].as_str().expect("file").to_owned(),
+                e["first_position"].as_u64().expect("first"),
+                e["last_position"].as_u64().expect("last"),
+            )
+        })
+        .collect();
+    (files, listed)
 }
 
 fn small_files(settings: &mut allsource::Settings) {
-    settings.storage.segment_bytes = 4096;
+    settings.storage.segment_bytes = SEGMENT_BYTES;
     settings.compaction.enabled = false;
 }
 
@@ -159,9 +220,10 @@ async fn backends_without_files_answer_not_compacted() {
 async fn a_crash_at_every_step_of_compaction_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
+    let segment_bytes = SEGMENT_BYTES.to_string();
     let env = [
         ("ALLSOURCE__STORAGE__DURABILITY", "fsync"),
-        ("ALLSOURCE__STORAGE__SEGMENT_BYTES", "4096"),
+        ("ALLSOURCE__STORAGE__SEGMENT_BYTES", segment_bytes.as_str()),
         ("ALLSOURCE__COMPACTION__ENABLED", "false"),
         ("ALLSOURCE__COMPACTION__TARGET_FILE_BYTES", "1048576"),
     ];
@@ -183,23 +245,11 @@ async fn a_crash_at_every_step_of_compaction_loses_and_duplicates_nothing() {
         let stop = Arc::new(AtomicBool::new(false));
         let clients = start_clients(&server.base, 4, &ledger, &stop);
         // Wait for files to merge while the clients go on appending.
-        let mut files = 0;
-        for _ in 0..1000 {
-            let stats: Value = client
-                .get(format!("{}/api/v1/compaction/stats", server.base))
-                .send()
-                .await
-                .expect("stats")
-                .json()
-                .await
-                .expect("json");
-            files = stats["current"]["files"].as_u64().unwrap_or(0);
-            if files >= 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(files >= 3, "{failpoint}: Parquet files were sealed");
+        let files = files_at_least(&server.base, 3).await;
+        assert!(
+            files >= 3,
+            "{failpoint}: Parquet files were sealed ({files})"
+        );
         let answered = client
             .post(format!("{}/api/v1/compaction/trigger", server.base))
             .send()
@@ -222,7 +272,24 @@ async fn a_crash_at_every_step_of_compaction_loses_and_duplicates_nothing() {
         }
     }
 
+    // Then for real. The restart seals what the crash left in the WAL, with no append needed
+    // (also a last segment that the crash left full before its rotation).
     let mut server = ServerProcess::start(&data, &env).await;
+    {
+        let ledger = ledger.lock().clone();
+        verify(&server.base, &ledger).await;
+    }
+    sealed(&server.base).await;
+    // The last crash may have merged every file into one with nothing sealed after it: append
+    // until there are files to merge, then stop appending and let the sealer catch up.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(&server.base, 2, &ledger, &stop);
+    let files = files_at_least(&server.base, 2).await;
+    stop.store(true, Ordering::Release);
+    for c in clients {
+        let _ = c.await;
+    }
+    assert!(files >= 2, "Parquet files to merge ({files})");
     let ledger = ledger.lock().clone();
     assert!(!ledger.acked.is_empty());
     verify(&server.base, &ledger).await;
@@ -235,16 +302,37 @@ async fn a_crash_at_every_step_of_compaction_loses_and_duplicates_nothing() {
         .json()
         .await
         .expect("json");
-    assert_eq!(report["compacted"], true, "{report}");
+    assert_eq!(
+        report["compacted"],
+        true,
+        "{report}\n--- server log ---\n{}",
+        server.log_text()
+    );
     assert_eq!(report["after"]["files"], 1, "{report}");
     verify(&server.base, &ledger).await;
     assert!(server.terminate().success());
 
+    // Nothing was appended since the compaction and nothing was due to be sealed: the restart
+    // finds the one file, and no other.
     let server = ServerProcess::start(&data, &env).await;
-    verify(&server.base, &ledger).await;
-    let parquet: Vec<_> = std::fs::read_dir(data.join("parquet"))
-        .expect("parquet dir")
-        .filter_map(Result::ok)
-        .collect();
-    assert_eq!(parquet.len(), 1, "one file, no leftovers");
+    let last = verify(&server.base, &ledger).await;
+    let (files, listed) = files_and_manifest(&data);
+    let names: BTreeSet<String> = listed.iter().map(|(f, _, _)| f.clone()).collect();
+    assert_eq!(
+        files, names,
+        "every file is listed in the manifest: {listed:?}"
+    );
+    let mut next = 1;
+    for (file, first, last_in_file) in &listed {
+        assert_eq!(
+            *first, next,
+            "{file}: the manifest lists each position once: {listed:?}"
+        );
+        next = last_in_file + 1;
+    }
+    assert!(
+        next <= last + 1,
+        "{listed:?} beyond the last position {last}"
+    );
+    assert_eq!(files.len(), 1, "one file, no leftovers: {files:?}");
 }

@@ -24,11 +24,13 @@ fn compaction_config(dir: &Path, failpoint: Option<CompactionFailpoint>) -> Embe
     }
 }
 
-/// Waits until the sealer has turned every sealed segment into Parquet.
+/// Waits until the sealer has turned every sealed segment into Parquet and no rotation is due
+/// (the writer answers a group before it rotates the segment that group filled).
 async fn sealed(store: &EmbeddedStore) {
     for _ in 0..1000 {
         let stats = store.stats(&tenant("default")).await.unwrap();
-        if stats.storage["wal_segments"] == 1 {
+        let wal_bytes = stats.storage["wal_bytes"].as_u64().unwrap();
+        if stats.storage["wal_segments"] == 1 && wal_bytes < store.config.segment_bytes {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

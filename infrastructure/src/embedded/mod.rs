@@ -37,7 +37,9 @@
 //! # Recovery
 //! Manifest → Parquet files → WAL segments (skipping positions already in Parquet). A torn tail
 //! of the last segment is cut off with a warning; any other damage refuses the start with
-//! [`OpenError::Corrupt`], which tells the operator to run `allsource repair`.
+//! [`OpenError::Corrupt`], which tells the operator to run `allsource repair`. Segments before
+//! the last are handed to the sealer; so is the last one when it is already full (a crash
+//! between the group that filled it and the rotation), after a new one is started.
 //!
 //! # Layout
 //! - `mod.rs`: the store, recovery, the writer and sealer threads.
@@ -300,7 +302,7 @@ impl EmbeddedStore {
         }
 
         // Segments before the last are sealed but not yet in Parquet: seal them now.
-        let (active_path, to_seal) = match segments.split_last() {
+        let (mut active_path, mut to_seal) = match segments.split_last() {
             Some(((_, last), earlier)) => (
                 last.clone(),
                 earlier.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(),
@@ -314,6 +316,34 @@ impl EmbeddedStore {
                 (path, Vec::new())
             }
         };
+        // The writer rotates right after the group that fills the active segment; a crash in
+        // between leaves the last segment full. Rotate it now, as the writer would have:
+        // otherwise it stays in the WAL (and out of reach of compaction) until the next
+        // append, or until a shutdown rotates it and seals it into a file of its own.
+        let last_len = fs::metadata(&active_path)
+            .with_context(|| format!("cannot read {}", active_path.display()))?
+            .len();
+        let next_path = wal_dir(&data_dir).join(wal::segment_name(index.last_position() + 1));
+        if last_len >= config.segment_bytes
+            && last_len > wal::HEADER_LEN as u64
+            && next_path != active_path
+        {
+            File::open(&active_path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", active_path.display()))?;
+            let next = create_segment(&data_dir, index.last_position() + 1)?;
+            tracing::info!(
+                segment = %active_path.display(),
+                bytes = last_len,
+                "the last WAL segment is full (the process stopped before rotating it): \
+                 starting a new one and sealing it"
+            );
+            counters.wal_segments.fetch_add(1, Ordering::Relaxed);
+            counters
+                .wal_bytes
+                .fetch_add(wal::HEADER_LEN as u64, Ordering::Relaxed);
+            to_seal.push(std::mem::replace(&mut active_path, next));
+        }
         let active = OpenOptions::new()
             .append(true)
             .open(&active_path)

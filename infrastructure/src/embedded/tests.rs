@@ -262,6 +262,69 @@ async fn a_crash_at_every_step_of_sealing_loses_and_duplicates_nothing() {
     }
 }
 
+/// A crash between the group that filled the active segment and its rotation leaves the last
+/// segment full. The next start rotates it and seals it, as the writer would have: it is not
+/// kept active until the next append (nor sealed by a shutdown, into a file of its own after a
+/// compaction).
+#[tokio::test]
+async fn a_full_last_segment_is_rotated_and_sealed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A large segment size writes one segment that is full for the small one of `config`.
+    let store = open(EmbeddedConfig {
+        segment_bytes: 1 << 30,
+        ..config(dir.path())
+    });
+    fill(&store, 40).await;
+    let before = everything(&store).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+    let segments = list_segments(dir.path()).unwrap();
+    assert_eq!(segments.len(), 1);
+    let cfg = config(dir.path());
+    assert!(fs::metadata(&segments[0].1).unwrap().len() >= cfg.segment_bytes);
+
+    let store = open(cfg.clone());
+    let mut storage = serde_json::Value::Null;
+    for _ in 0..500 {
+        storage = serde_json::Value::Object(store.stats(&tenant("default")).await.unwrap().storage);
+        if storage["parquet_files"] == 1 && storage["wal_segments"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        storage["parquet_files"], 1,
+        "sealed at the start: {storage}"
+    );
+    assert_eq!(storage["wal_segments"], 1, "{storage}");
+    assert_eq!(storage["wal_bytes"], wal::HEADER_LEN as u64, "{storage}");
+    assert_eq!(everything(&store).await, before);
+    let last = before.last().unwrap().position.get();
+    let manifest = Manifest::load(dir.path()).unwrap();
+    let covered: Vec<(u64, u64)> = manifest
+        .parquet
+        .iter()
+        .map(|e| (e.first_position, e.last_position))
+        .collect();
+    assert_eq!(covered, vec![(1, last)]);
+    let segments = list_segments(dir.path()).unwrap();
+    assert_eq!(segments.len(), 1);
+    assert_eq!(
+        segments[0].0,
+        last + 1,
+        "the new segment starts after the last event"
+    );
+
+    // A shutdown without appends then changes no file.
+    store.shutdown().await.unwrap();
+    drop(store);
+    assert_eq!(Manifest::load(dir.path()).unwrap(), manifest);
+    assert_eq!(list_segments(dir.path()).unwrap(), segments);
+    let store = open(cfg);
+    assert_eq!(everything(&store).await, before);
+    store.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appenders_get_gapless_versions_and_unique_positions() {
     let dir = tempfile::tempdir().unwrap();
