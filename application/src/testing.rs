@@ -529,34 +529,41 @@ impl SharedLog {
         events: &[(&str, &str)],
     ) -> Vec<Arc<Event>> {
         let tenant = TenantId::parse(tenant).expect("a valid tenant id in a test");
-        let mut added = Vec::with_capacity(events.len());
-        for (entity, event_type) in events {
-            let entity_id = EntityId::parse(entity).expect("a valid entity id in a test");
-            let version = log
-                .iter()
-                .filter(|e| e.tenant_id == tenant && e.entity_id == entity_id)
-                .count() as u64
-                + 1;
-            let position = log.len() as u64 + 1;
-            let proposed = ProposedEvent {
-                id: EventId::generate(),
-                entity_id,
-                event_type: EventType::parse(event_type).expect("a valid event type in a test"),
-                payload: serde_json::value::to_raw_value(&serde_json::json!({"n": position}))
+        events
+            .iter()
+            .map(|(entity, event_type)| {
+                let proposed = ProposedEvent {
+                    id: EventId::generate(),
+                    entity_id: EntityId::parse(entity).expect("a valid entity id in a test"),
+                    event_type: EventType::parse(event_type).expect("a valid event type in a test"),
+                    payload: serde_json::value::to_raw_value(
+                        &serde_json::json!({"n": log.len() + 1}),
+                    )
                     .expect("JSON"),
-                metadata: None,
-                expected_version: ExpectedVersion::Any,
-            };
-            let event = Arc::new(proposed.into_event(
-                tenant.clone(),
-                Version::new(version),
-                Position::new(position),
-                timestamp(position),
-            ));
-            log.push(Arc::clone(&event));
-            added.push(event);
-        }
-        added
+                    metadata: None,
+                    expected_version: ExpectedVersion::Any,
+                };
+                Self::push(log, &tenant, proposed)
+            })
+            .collect()
+    }
+
+    /// Stores one event at the next position, with the next version of its stream.
+    fn push(log: &mut Vec<Arc<Event>>, tenant: &TenantId, proposed: ProposedEvent) -> Arc<Event> {
+        let version = log
+            .iter()
+            .filter(|e| e.tenant_id == *tenant && e.entity_id == proposed.entity_id)
+            .count() as u64
+            + 1;
+        let position = log.len() as u64 + 1;
+        let event = Arc::new(proposed.into_event(
+            tenant.clone(),
+            Version::new(version),
+            Position::new(position),
+            timestamp(position),
+        ));
+        log.push(Arc::clone(&event));
+        event
     }
 
     /// Everything appended, all tenants, in position order.
@@ -573,25 +580,14 @@ impl EventStore for SharedLog {
         events: Vec<ProposedEvent>,
     ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
         let mut log = self.log.lock();
-        let mut receipts = Vec::with_capacity(events.len());
-        let mut added = Vec::with_capacity(events.len());
-        for event in events {
-            let version = log
-                .iter()
-                .filter(|e| e.tenant_id == *tenant && e.entity_id == event.entity_id)
-                .count() as u64
-                + 1;
-            let position = log.len() as u64 + 1;
-            let stored = Arc::new(event.into_event(
-                tenant.clone(),
-                Version::new(version),
-                Position::new(position),
-                timestamp(position),
-            ));
-            receipts.push(AppendReceipt::for_event(&stored, false));
-            log.push(Arc::clone(&stored));
-            added.push(stored);
-        }
+        let added: Vec<Arc<Event>> = events
+            .into_iter()
+            .map(|event| Self::push(&mut log, tenant, event))
+            .collect();
+        let receipts = added
+            .iter()
+            .map(|e| AppendReceipt::for_event(e, false))
+            .collect();
         self.feed.publish_events(added);
         Ok(receipts)
     }

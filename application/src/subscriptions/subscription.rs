@@ -184,17 +184,8 @@ impl Subscription {
             if *self.closed.borrow() {
                 return Err(SubscriptionError::Closed);
             }
-            if let Some(event) = self.pending.pop_front() {
-                self.counters.delivered += 1;
-                return Ok(Delivery::Event {
-                    event,
-                    live: self.mode == Mode::Live && self.caught_up_announced,
-                });
-            }
-            if self.announce_caught_up {
-                self.announce_caught_up = false;
-                self.caught_up_announced = true;
-                return Ok(Delivery::CaughtUp);
+            if let Some(ready) = self.next_ready() {
+                return Ok(ready);
             }
             match self.mode {
                 Mode::CatchUp => self.catch_up_page().await?,
