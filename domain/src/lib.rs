@@ -34,6 +34,7 @@ pub mod event;
 pub mod expected_version;
 pub mod identity;
 pub mod payload;
+pub mod pipeline;
 pub mod policy;
 pub mod projection;
 pub mod schema;
