@@ -10,6 +10,8 @@
 //!   entities, event types, stats, the schema registry (which is also the append guard that
 //!   enforces schemas), policies, the audit trail. Each validates its raw input and reports
 //!   field-level errors.
+//! - [`pipelines`]: stream pipelines — definitions, durable execution over the tenant's log
+//!   (operator state and checkpoint committed together), derived events and result tables.
 //! - [`projections`]: declarative projections kept up to date by a runner, and replay jobs.
 //! - [`subscriptions`]: following the log: the commit feed and the subscription (catch-up,
 //!   then live, no gap and no duplicate at the seam) behind every real-time door.
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod pipelines;
 pub mod ports;
 pub mod projections;
 pub mod quota;

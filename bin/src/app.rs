@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use allsource_application::pipelines::{PipelineConfig, PipelineDeps, Pipelines, ReadLookups};
 use allsource_application::ports::{AuditLog, RateLimiter};
 use allsource_application::ports::{Clock, Compactor, EventStore, NoCompaction, StateStore};
 use allsource_application::projections::{
@@ -69,6 +70,8 @@ pub struct Application {
     consumer_groups: ConsumerGroups,
     /// Delivery starts once recovery has finished; stopped before the store shuts down.
     webhooks: Webhooks,
+    /// Run once recovery has finished; stopped before the store shuts down.
+    pipelines: Pipelines,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -232,6 +235,9 @@ impl Application {
                     allsource_application::webhooks::records::DEFINITIONS,
                     allsource_application::webhooks::records::CURSORS,
                     allsource_application::webhooks::records::DELIVERIES,
+                    allsource_application::pipelines::records::DEFINITIONS,
+                    allsource_application::pipelines::records::CHECKPOINTS,
+                    allsource_application::pipelines::records::RESULTS,
                 ],
             )));
             // Quotas of events per day and storage: checked before, counted after.
@@ -272,11 +278,25 @@ impl Application {
                 },
             },
         )?;
+        let projections_api =
+            Projections::new(projection_engine.clone(), quota_gate(tenants.as_ref()));
+        let pipelines = build_pipelines(
+            &settings,
+            PipelineDeps {
+                store: as_port.clone(),
+                feed: feed.clone(),
+                state: state_port.clone(),
+                append: append.clone(),
+                lookups: Arc::new(ReadLookups::new(reads.clone(), projections_api.clone())),
+                quotas: quota_gate(tenants.as_ref()),
+                audit: audit_log.clone(),
+            },
+        );
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
             health: Health::new(env!("CARGO_PKG_VERSION"), as_port.clone()),
-            projections: Projections::new(projection_engine.clone(), quota_gate(tenants.as_ref())),
+            projections: projections_api,
             replays: ReplayJobs::new(projection_engine),
             schemas,
             // With auth off (`--dev`, `auth.enabled = false`), as documented, every request
@@ -302,6 +322,7 @@ impl Application {
             tenants: tenancy.tenants,
             consumer_groups: consumer_groups.clone(),
             webhooks: webhooks.clone(),
+            pipelines: pipelines.clone(),
         });
         let router = allsource_presentation::router(
             state,
@@ -341,6 +362,7 @@ impl Application {
             feed,
             consumer_groups,
             webhooks,
+            pipelines,
         })
     }
 
@@ -380,6 +402,7 @@ impl Application {
             feed,
             consumer_groups,
             webhooks,
+            pipelines,
         } = self;
         tracing::info!(%addr, "listening");
         // Long polls end as soon as shutdown starts, so they do not hold the graceful stop.
@@ -408,6 +431,7 @@ impl Application {
                 outcome.context("recovery task failed")??;
                 runner = Some(projections.spawn());
                 webhooks.start();
+                pipelines.start();
                 server.await.context("server error")?;
             }
         }
@@ -415,6 +439,7 @@ impl Application {
             runner.stop().await;
         }
         webhooks.stop().await;
+        pipelines.stop().await;
         if let Some(tenants) = tenants {
             tenants.flush_all().await;
         }
@@ -471,6 +496,28 @@ fn build_webhooks(settings: &Settings, parts: WebhookParts) -> anyhow::Result<We
             },
         },
     ))
+}
+
+/// The pipeline use cases and workers of `pipelines.*`.
+fn build_pipelines(settings: &Settings, deps: PipelineDeps) -> Pipelines {
+    let p = &settings.pipelines;
+    let ms = std::time::Duration::from_millis;
+    Pipelines::new(
+        deps,
+        PipelineConfig {
+            commit_interval: ms(p.commit_interval_ms),
+            batch_events: p.batch_events,
+            tick: ms(p.tick_ms),
+            lease: ms(p.lease_ms),
+            rescan_interval: ms(p.rescan_interval_ms),
+            concurrency: p.effective_concurrency(),
+            // As for webhooks: one process per data dir is the same node after a restart.
+            node: match settings.storage.backend {
+                Backend::Embedded | Backend::Memory => Some("local".to_owned()),
+                Backend::Postgres => None,
+            },
+        },
+    )
 }
 
 /// The quota gate of features that count against a tenant's quotas.

@@ -36,6 +36,9 @@ pub struct Settings {
     /// `webhooks.*`: delivery of events to registered URLs.
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// `pipelines.*`: how stream pipelines run.
+    #[serde(default)]
+    pub pipelines: PipelineSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -222,6 +225,90 @@ impl WebhookSettings {
             ),
             (
                 "webhooks.rescan_interval_ms",
+                (10..=3_600_000).contains(&self.rescan_interval_ms),
+                "must be between 10 and 3600000",
+            ),
+        ];
+        for (key, ok, message) in checks {
+            if !ok {
+                return Err(SettingsError::new(key, message));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `pipelines.*`: how stream pipelines run.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// `pipelines.concurrency`: pipelines processing at once on this node (0: half the
+    /// cores, at least 1). The others wait their turn; appends and reads keep the rest.
+    pub concurrency: usize,
+    /// `pipelines.commit_interval_ms`: the longest time between processing an event and
+    /// committing it (derived events, results, checkpoint).
+    pub commit_interval_ms: u64,
+    /// `pipelines.batch_events`: events processed between two commits at most.
+    pub batch_events: usize,
+    /// `pipelines.tick_ms`: how often the clock closes windows over the server's timestamps.
+    pub tick_ms: u64,
+    /// `pipelines.lease_ms`: how long a node's lease on a pipeline lasts without renewal.
+    pub lease_ms: u64,
+    /// `pipelines.rescan_interval_ms`: how often a node reads every pipeline again.
+    pub rescan_interval_ms: u64,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 0,
+            commit_interval_ms: 100,
+            batch_events: 1000,
+            tick_ms: 250,
+            lease_ms: 30_000,
+            rescan_interval_ms: 5000,
+        }
+    }
+}
+
+impl PipelineSettings {
+    /// The pipelines processing at once: the setting, or half the cores.
+    pub fn effective_concurrency(&self) -> usize {
+        if self.concurrency > 0 {
+            return self.concurrency;
+        }
+        std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(&str, bool, &str); 6] = [
+            (
+                "pipelines.concurrency",
+                self.concurrency <= 1024,
+                "must be at most 1024 (0: half the cores)",
+            ),
+            (
+                "pipelines.commit_interval_ms",
+                (1..=60_000).contains(&self.commit_interval_ms),
+                "must be between 1 and 60000",
+            ),
+            (
+                "pipelines.batch_events",
+                (1..=100_000).contains(&self.batch_events),
+                "must be between 1 and 100000",
+            ),
+            (
+                "pipelines.tick_ms",
+                (10..=60_000).contains(&self.tick_ms),
+                "must be between 10 and 60000",
+            ),
+            (
+                "pipelines.lease_ms",
+                (1000..=3_600_000).contains(&self.lease_ms),
+                "must be between 1000 and 3600000",
+            ),
+            (
+                "pipelines.rescan_interval_ms",
                 (10..=3_600_000).contains(&self.rescan_interval_ms),
                 "must be between 10 and 3600000",
             ),
@@ -981,6 +1068,7 @@ impl Settings {
             ));
         }
         self.webhooks.validate()?;
+        self.pipelines.validate()?;
         Ok(())
     }
 

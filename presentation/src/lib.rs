@@ -18,7 +18,8 @@
 //!                          pub snapshots: Snapshots, pub identity: Option<Identity>,
 //!                          pub tenants: Option<Tenants>,
 //!                          pub consumer_groups: ConsumerGroups,
-//!                          pub webhooks: Webhooks }            // use cases only
+//!                          pub webhooks: Webhooks,
+//!                          pub pipelines: Pipelines }          // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
 //! pub struct HttpLimits { pub max_body_bytes: usize,      // Default: 64 MiB
 //!                         pub stream_send_timeout: Duration } // Default: 30 s
@@ -81,6 +82,7 @@ pub mod limits;
 pub mod routes;
 pub mod serve;
 
+use allsource_application::pipelines::Pipelines;
 use allsource_application::projections::{Projections, ReplayJobs};
 use allsource_application::use_cases::consumer_groups::ConsumerGroups;
 use allsource_application::use_cases::{
@@ -165,6 +167,8 @@ pub struct AppServices {
     pub consumer_groups: ConsumerGroups,
     /// Webhooks (`/api/v1/webhooks...`).
     pub webhooks: Webhooks,
+    /// Stream pipelines (`/api/v1/pipelines...`).
+    pub pipelines: Pipelines,
 }
 
 /// HTTP-level limits.

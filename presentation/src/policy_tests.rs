@@ -106,6 +106,7 @@ fn authenticated_app() -> (Router, Recorded) {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: crate::tests::idle_webhooks(&store),
+            pipelines: crate::tests::idle_pipelines(&store),
             snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
             health: allsource_application::use_cases::Health::new("0", store),
             auth: AuthMode::Enabled(Arc::new(auth)),

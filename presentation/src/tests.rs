@@ -93,6 +93,27 @@ pub(crate) fn idle_webhooks(
     )
 }
 
+/// Pipelines over a state store no call may reach (router tests that are not about
+/// pipelines; theirs are in `tests/`).
+pub(crate) fn idle_pipelines(
+    store: &Arc<dyn EventStore>,
+) -> allsource_application::pipelines::Pipelines {
+    use allsource_application::pipelines::{MockLookups, PipelineConfig, PipelineDeps, Pipelines};
+    use allsource_application::use_cases::{AppendEvents, AppendLimits};
+    Pipelines::new(
+        PipelineDeps {
+            store: Arc::clone(store),
+            feed: Arc::new(allsource_application::subscriptions::CommitFeed::default()),
+            state: Arc::new(allsource_application::ports::MockStateStore::new()),
+            append: AppendEvents::new(Arc::clone(store), AppendLimits::default()),
+            lookups: Arc::new(MockLookups::new()),
+            quotas: Arc::new(allsource_application::quota::Unlimited),
+            audit: Arc::new(allsource_application::ports::MockAuditLog::new()),
+        },
+        PipelineConfig::default(),
+    )
+}
+
 /// Consumers over `store` and a state store no test call may reach.
 pub(crate) fn idle_consumers(
     store: &Arc<dyn EventStore>,
@@ -134,6 +155,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             append: AppendEvents::new(Arc::clone(&store), limits),
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: idle_webhooks(&store),
+            pipelines: idle_pipelines(&store),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             projections: allsource_application::projections::Projections::new(
@@ -1717,6 +1739,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: idle_webhooks(&store),
+            pipelines: idle_pipelines(&store),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             snapshots: snapshots_with(Arc::clone(&store), state),

@@ -595,6 +595,25 @@ impl Matrix {
                 clock.clone(),
             );
         let webhook_store = store.clone();
+        let pipelines = allsource_application::pipelines::Pipelines::new(
+            allsource_application::pipelines::PipelineDeps {
+                store: store.clone(),
+                feed: feed.clone(),
+                state: state.clone(),
+                append: AppendEvents::new(store.clone(), AppendLimits::default())
+                    .with_guard(Arc::new(tenants.clone())),
+                lookups: Arc::new(allsource_application::pipelines::ReadLookups::new(
+                    reads.clone(),
+                    allsource_application::projections::Projections::new(
+                        engine.clone(),
+                        Arc::new(tenants.clone()),
+                    ),
+                )),
+                quotas: Arc::new(tenants.clone()),
+                audit: audit.clone(),
+            },
+            allsource_application::pipelines::PipelineConfig::default(),
+        );
         let router = allsource_presentation::router(
             AppState::from(allsource_presentation::AppServices {
                 append: AppendEvents::new(store.clone(), AppendLimits::default())
@@ -659,6 +678,7 @@ impl Matrix {
                 ),
                 tenants: Some(tenants),
                 consumer_groups,
+                pipelines,
             }),
             HttpLimits::default(),
         );

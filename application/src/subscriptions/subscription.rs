@@ -152,6 +152,12 @@ impl Subscription {
         self.covered
     }
 
+    /// Events read from storage or taken from a group that are not handed out yet. When it is
+    /// 0, every matching event at or below [`covered`](Self::covered) has been handed out.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The tenant followed.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant

@@ -328,10 +328,19 @@ pub struct Route {
 pub enum Operator {
     Filter(Condition),
     Map(MapOp),
-    FlatMap { field: FieldPath },
+    FlatMap {
+        field: FieldPath,
+    },
     Enrich(Enrich),
-    Dedupe { key_fields: Vec<FieldPath>, within_ms: u64 },
-    Throttle { per_key: Vec<FieldPath>, max: u64, per_ms: u64 },
+    Dedupe {
+        key_fields: Vec<FieldPath>,
+        within_ms: u64,
+    },
+    Throttle {
+        per_key: Vec<FieldPath>,
+        max: u64,
+        per_ms: u64,
+    },
     Window(WindowSpec),
     Reduce(ReduceSpec),
     /// Always the last operator.

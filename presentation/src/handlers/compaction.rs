@@ -206,6 +206,7 @@ mod tests {
                 append: AppendEvents::new(Arc::clone(&store), AppendLimits::default()),
                 reads: ReadEvents::new(Arc::clone(&store)),
                 webhooks: crate::tests::idle_webhooks(&store),
+                pipelines: crate::tests::idle_pipelines(&store),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
                 health: allsource_application::use_cases::Health::new("9.9.9", store),
                 auth: crate::AuthMode::Disabled,

@@ -16,6 +16,7 @@
 //! - [`replay`]: replay jobs.
 //! - [`tenants`]: tenants, their quotas and stats.
 //! - [`webhooks`]: webhooks and their delivery logs.
+//! - [`pipelines`]: stream pipelines, their figures and result tables.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -27,6 +28,7 @@ pub mod consumers;
 pub mod entities;
 pub mod events;
 pub mod health;
+pub mod pipelines;
 pub mod policies;
 pub mod projections;
 pub mod replay;
