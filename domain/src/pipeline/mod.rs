@@ -26,14 +26,32 @@
 //! source event, the flat_map element, the window and group), from which the worker derives
 //! the ids of the events it appends: re-emitting after a crash is idempotent.
 
+mod aggregate;
+mod operators;
+mod path;
+mod spec;
+mod state;
+#[cfg(test)]
+mod tests;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::event::Event;
 use crate::subscription::TypeFilters;
 use crate::values::EventType;
+
+pub use operators::{flat_map, group_key};
+pub use path::{MAX_PATH_SEGMENTS, MAX_SEGMENT_LEN};
+pub use spec::{
+    MAX_AGGREGATION_NAME_LEN, MAX_AGGREGATIONS, MAX_DURATION_MS, MAX_KEY_FIELDS,
+    MAX_WINDOWS_PER_RECORD, WINDOW_MEMBERS,
+};
+pub use state::{
+    KeyCounts, KeyTimes, MAX_OPEN_WINDOWS, MAX_TIME_MS, MIN_TIME_MS, OpenWindows, OperatorState,
+    RunningGroups, record_time, windows_of,
+};
 
 /// Longest pipeline name; names are 1–128 characters of `[A-Za-z0-9._:-]`.
 pub const MAX_NAME_LEN: usize = 128;
@@ -107,28 +125,6 @@ pub enum Attribute {
     Timestamp,
 }
 
-impl FieldPath {
-    /// Parses `$`, `$.a.b`, `$.a[0].b` or `@attribute`.
-    ///
-    /// # Errors
-    /// A message naming the allowed forms.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let _ = raw;
-        todo!()
-    }
-
-    /// The text form (`parse(to_text())` gives `self` back).
-    pub fn to_text(&self) -> String {
-        todo!()
-    }
-
-    /// The value at this path (`None`: missing; JSON `null` is `Some(Null)`).
-    pub fn get(&self, record: &Record) -> Option<Value> {
-        let _ = record;
-        todo!()
-    }
-}
-
 /// The event a record came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceEvent {
@@ -150,14 +146,6 @@ pub struct Record {
     /// `/<i>` per flat_map element, or `window/<start_ms>/<end_ms>/<group>` for a window's
     /// result, or `<event id>/group/<group>` for a running reduce's update.
     pub origin: String,
-}
-
-impl Record {
-    /// The record an event starts as (its payload parsed; origin = its id).
-    pub fn from_event(event: &Event) -> Self {
-        let _ = event;
-        todo!()
-    }
 }
 
 /// A failure of one operator on one record.
@@ -201,13 +189,6 @@ pub struct Condition {
     pub value: Option<Value>,
 }
 
-impl Condition {
-    pub fn matches(&self, record: &Record) -> bool {
-        let _ = record;
-        todo!()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
     Uppercase,
@@ -245,21 +226,6 @@ pub struct Enrich {
     pub source: EnrichSource,
     /// A payload path where the looked-up value goes (`null` when nothing was found).
     pub into: FieldPath,
-}
-
-impl Enrich {
-    /// The entity id or projection key to look up for this record (`None`: the field is
-    /// missing or not a string/number: the record gets `null`).
-    pub fn lookup_key(&self, record: &Record) -> Option<String> {
-        let _ = record;
-        todo!()
-    }
-
-    /// Puts the looked-up value into the record.
-    pub fn merge(&self, record: &mut Record, found: Option<Value>) {
-        let _ = (record, found);
-        todo!()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,10 +294,19 @@ pub struct Route {
 pub enum Operator {
     Filter(Condition),
     Map(MapOp),
-    FlatMap { field: FieldPath },
+    FlatMap {
+        field: FieldPath,
+    },
     Enrich(Enrich),
-    Dedupe { key_fields: Vec<FieldPath>, within_ms: u64 },
-    Throttle { per_key: Vec<FieldPath>, max: u64, per_ms: u64 },
+    Dedupe {
+        key_fields: Vec<FieldPath>,
+        within_ms: u64,
+    },
+    Throttle {
+        per_key: Vec<FieldPath>,
+        max: u64,
+        per_ms: u64,
+    },
     Window(WindowSpec),
     Reduce(ReduceSpec),
     /// Always the last operator.
@@ -365,85 +340,15 @@ pub struct PipelineDefinition {
     pub on_error: OnError,
 }
 
-impl PipelineDefinition {
-    /// Validates a definition: every error names its field (`operators[2].op`).
-    ///
-    /// # Errors
-    /// Every bad field at once.
-    pub fn parse(spec: PipelineSpec) -> Result<Self, Vec<SpecError>> {
-        let _ = spec;
-        todo!()
-    }
-
-    /// The definition's canonical JSON (`name`, `description`, `source_event_types`,
-    /// `operators`, `output`, `on_error`): parsing it gives the same definition.
-    pub fn to_json(&self) -> Value {
-        todo!()
-    }
-
-    /// The outputs a record that came out of the last operator goes to (several for a branch
-    /// whose routes overlap; none when no route takes it and there is no default output).
-    pub fn route(&self, record: &Record) -> Vec<&Output> {
-        let _ = record;
-        todo!()
-    }
-
-    /// Every output of the definition, in order (branch routes first, then the default one):
-    /// an output's index here names it in derived event ids.
-    pub fn outputs(&self) -> Vec<&Output> {
-        todo!()
-    }
-
-    /// The group key of a result for the `table` output: the reduce's group values (and the
-    /// window's bounds) joined, or the record's origin without a reduce.
-    pub fn table_key(&self, record: &Record) -> String {
-        let _ = record;
-        todo!()
-    }
-}
-
 /// Everything the operators remember between records; serializable, so the worker commits it
 /// with its checkpoint.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PipelineState {
-    /// Per operator index, what that operator remembers (JSON, shaped by the operator).
+    /// Per operator index, what that operator remembers ([`OperatorState::Stateless`] for
+    /// the operators that remember nothing).
     #[serde(default)]
-    pub operators: Vec<Value>,
+    pub operators: Vec<OperatorState>,
     /// The highest record time seen by the window, in ms since the epoch.
     #[serde(default)]
     pub watermark_ms: Option<i64>,
-}
-
-impl PipelineState {
-    /// The empty state of a definition.
-    pub fn new(definition: &PipelineDefinition) -> Self {
-        let _ = definition;
-        todo!()
-    }
-
-    /// Applies operator `index` (anything but `enrich` and `branch`) to `records`; what comes
-    /// out goes on to operator `index + 1`.
-    pub fn apply(
-        &mut self,
-        definition: &PipelineDefinition,
-        index: usize,
-        records: Vec<Record>,
-        effects: &mut Effects,
-    ) -> Vec<Record> {
-        let _ = (definition, index, records, effects);
-        todo!()
-    }
-
-    /// The clock says `now`: closes the windows whose end plus allowed lateness has passed, when
-    /// the window's time is `@timestamp` (server-assigned, so no later event can belong to
-    /// them). Returns the index of the window's `reduce` and the results, which go on to the
-    /// operator at that index + 1.
-    pub fn advance(
-        &mut self,
-        definition: &PipelineDefinition,
-        now: DateTime<Utc>,
-    ) -> Option<(usize, Vec<Record>)> {
-        let _ = (definition, now);
-        todo!()
-    }
 }
