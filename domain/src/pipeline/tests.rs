@@ -903,7 +903,7 @@ fn routes_and_outputs() {
         entity_id_field: None,
     };
     assert_eq!(types(1000), [big.clone(), Output::Table]);
-    assert_eq!(types(50), [big.clone()]);
+    assert_eq!(types(50), std::slice::from_ref(&big));
     assert!(types(1).is_empty());
     assert_eq!(d.outputs().len(), 2);
     let mut with_default = d.clone();
