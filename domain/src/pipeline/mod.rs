@@ -1,15 +1,168 @@
 //! Stream pipelines: a definition (source filters, ordered operators, outputs) validated as a
 //! value object, and the pure, checkpointable execution of its operators over records.
 //!
-//! SKELETON: the signatures below are the contract between the domain and the pipeline
-//! worker in `application`; the bodies are filled in by the domain work.
-//!
 //! # Records and paths
 //! A [`Record`] is what flows between operators: a JSON `payload` (the event's payload at the
 //! start) and the [`SourceEvent`] it came from. Fields are [`FieldPath`]s: `$` (the whole
-//! payload), `$.customer.tier`, `$.items[0].sku` (payload members and array indexes), or the
-//! source event's attributes `@entity_id`, `@event_type`, `@position`, `@version`, `@timestamp`,
-//! `@id`.
+//! payload), `$.customer.tier`, `$.items[0].sku` (payload members and array indexes; member
+//! names are 1–128 letters, digits, `_` or `-`; at most 16 members and indexes), or the source
+//! event's attributes `@id`, `@entity_id`, `@event_type`, `@position`, `@version`, `@timestamp`
+//! (an RFC 3339 string with microseconds and `Z`, e.g. `2024-05-01T12:00:00.000000Z`). A path
+//! through a missing member, an index past the end, or a member of a non-object is *missing*;
+//! JSON `null` is a value, but every operator below treats `null` like missing unless it says
+//! otherwise.
+//!
+//! # The definition ([`PipelineDefinition::parse`])
+//! `{"name", "description"?, "source_event_types": [...], "operators": [...], "output"?,
+//! "on_error"?}`. Every error is reported at once, each naming its field as in the body
+//! (`operators[2].field`, `operators[3].aggregations[0].fn`,
+//! `operators[5].routes[1].when.op`, `output.event_type`). A member an object does not define
+//! is an error at its own name (`operators[0].feild`: "unknown member 'feild'").
+//! - `name`: 1–128 characters of `[A-Za-z0-9._:-]`. `description`: at most 1000 characters.
+//! - `source_event_types`: required; type filters as everywhere (`x`, `x.*`, `*`; at most 100;
+//!   duplicates collapse); an empty list takes every event type.
+//! - `operators`: required, may be empty; at most [`MAX_OPERATORS`]; each an object with a
+//!   `type`. At most one `window`, which must be immediately followed by a `reduce`; at most
+//!   one `reduce`; a `branch` only as the last operator.
+//! - `output`: `{"type": "events", "event_type", "entity_id_field"?}` or `{"type": "table"}`;
+//!   required unless the last operator is a branch.
+//! - `on_error`: `"skip"` (default) or `"pause"`.
+//! - Durations (`size_ms`, `slide_ms`, `gap_ms`, `within_ms`, `per_ms`) are whole numbers of
+//!   milliseconds, > 0 and at most 30 days ([`MAX_DURATION_MS`]); `allowed_lateness_ms` may be
+//!   0. Lists of fields (`group_by`, `key_fields`, `per_key`) hold at most 8 paths.
+//!
+//! [`PipelineDefinition::to_json`] prints the canonical body (every default written out,
+//! members a kind does not use left out); parsing it gives the same definition.
+//!
+//! # Operators
+//! Records an operator drops count in [`Effects::filtered`]; a record an operator fails on is
+//! dropped and one [`OperatorError`] (the operator's index and a message) is reported.
+//!
+//! - **`filter`** `{"field", "op", "value"}`: keeps the records that match.
+//!   - `eq` / `ne`: JSON equality where numbers compare by value at any depth (`1` equals
+//!     `1.0`). A missing field never equals anything (`null` included); `ne` on a missing field
+//!     matches.
+//!   - `gt`, `gte`, `lt`, `lte` (value: a number or a string): numbers by value, strings by
+//!     their bytes (lexicographically); a missing field or different types never match.
+//!   - `contains`: a string field containing the value as a substring, or an array field with
+//!     an element equal to the value.
+//!   - `in` (value: an array): the value holds an element equal to the field's value.
+//!   - `exists` (value optional, `true` or `false`, default `true`): the field is present and
+//!     not `null`; with `false`, it is missing or `null`.
+//! - **`map`** `{"field", "transform", "value"?}`: `field` is a payload path other than `$`.
+//!   - `uppercase`, `lowercase`, `trim` (no value): on a string; a missing or `null` field is
+//!     left alone; any other value is an error (`$.name is not a string`).
+//!   - `add`, `multiply` (value: a number): on a number; missing or `null`: left alone; other
+//!     values: error. Integers stay exact while the result fits 64 bits, then become floats;
+//!     a result that is not a finite number is an error.
+//!   - `set` (value: any JSON): puts the value there, creating missing objects on the way. An
+//!     index may name an existing element or the one just past the end (appended). A value on
+//!     the way that is not an object (or not an array, for an index), or a missing member the
+//!     next step indexes, is an error.
+//!   - `rename` (value: the new payload path): moves the value (`null` included); a missing
+//!     field is left alone; the new path is written as by `set`.
+//!   - `remove` (no value): deletes the member (or the array element, shifting the next ones);
+//!     missing: nothing happens.
+//! - **`flat_map`** `{"field"}` (a payload path, `$` allowed): the array there becomes one
+//!   record per element, in order: each record is the original payload with the array
+//!   replaced by the element, and its origin is the original's plus `/<index>`. An empty
+//!   array, a missing field or `null` yields no record (counted as filtered); any other value
+//!   is an error.
+//! - **`enrich`** `{"from": "entity_state", "entity_id_field", "into"}` or `{"from":
+//!   "projection", "name", "key_field", "into"}`: the worker looks up the entity's current
+//!   state (or the projection's state at the key) and puts it at `into` (a payload path other
+//!   than `$`; missing objects are created), or `null` when nothing was found. The key is the
+//!   field's string as it is, a number's or boolean's JSON text; any other value (or a
+//!   missing field) looks nothing up and gives `null`. [`PipelineState::apply`] passes records
+//!   through an enrich unchanged: the worker does the lookup ([`Enrich::lookup_key`],
+//!   [`Enrich::merge`]; [`Enrich::try_merge`] says when `into` cannot be written because a value
+//!   on the way is not an object).
+//! - **`dedupe`** `{"key_fields": [...], "within_ms"}` (at least one key field): the key is the
+//!   JSON array of the fields' values (a missing field reads `null`; values compare as JSON
+//!   text, so `1` and `1.0` differ). A record whose key passed less than `within_ms` before it
+//!   (by the source event's timestamp) is dropped; duplicates do not extend that time (the
+//!   window starts at the record that passed). Keys are forgotten once `within_ms` has passed,
+//!   and beyond [`MAX_KEYS`] the oldest are forgotten first.
+//! - **`throttle`** `{"per_key": [...]?, "max", "per_ms"}`: per key (as for dedupe; no fields:
+//!   one key for every record), at most `max` records pass per fixed window
+//!   `[k * per_ms, (k + 1) * per_ms)` of the source event's timestamp (aligned to the epoch);
+//!   the others are dropped. At most [`MAX_KEYS`] keys are remembered (the oldest window's go
+//!   first).
+//! - **`window`** `{"kind", "size_ms"?, "slide_ms"?, "gap_ms"?, "allowed_lateness_ms"?,
+//!   "time_field"?}`, always immediately followed by a `reduce`, which aggregates per window
+//!   and group. A record's time is `time_field`: `@timestamp` (default), or a payload path
+//!   holding an RFC 3339 time or milliseconds since the epoch (a fractional part is dropped);
+//!   a missing or unusable time (or one outside years 0000–9999) is an error of the window.
+//!   All bounds are in milliseconds since the epoch, windows are half-open `[start, end)`.
+//!   - `tumbling` (`size_ms`; no `slide_ms` or `gap_ms`): the one window
+//!     `[floor(t / size) * size, + size)`.
+//!   - `sliding` (`size_ms`, `slide_ms` ≤ `size_ms`, at most 1000 windows per record; no
+//!     `gap_ms`): every window starting at a multiple `s` of `slide_ms` with
+//!     `s <= t < s + size_ms`.
+//!   - `session` (`gap_ms`; no `size_ms` or `slide_ms`): per group of the reduce, a session is
+//!     the window `[first time, last time + gap_ms)`. A record joins the group's sessions its
+//!     own window `[t, t + gap_ms)` overlaps: records less than `gap_ms` apart are in one
+//!     session, a gap of `gap_ms` or more starts a new one, and a record bridging two sessions
+//!     merges them.
+//!
+//!   The watermark ([`PipelineState::watermark_ms`]) is the highest time of any record the
+//!   window has seen (whether or not it could be aggregated). A window closes when
+//!   `watermark >= end + allowed_lateness_ms` (default 0): its results are emitted, one record
+//!   per group, and it is forgotten. A record is folded into its windows that are still open;
+//!   when none is (for a session: it joins no open session and its own window would already
+//!   be closed), it is late: counted in [`Effects::late`] and not aggregated. Each record is
+//!   folded before the watermark moves to its time, and the windows it closes are emitted
+//!   right after it. [`PipelineState::advance`] moves the watermark to the clock (when
+//!   `time_field` is `@timestamp` only) and closes what that closes: the worker calls it with
+//!   a time no unprocessed event can precede (when it has caught up with the log).
+//!   Results come out by window end, then start, then group key. At most
+//!   [`MAX_OPEN_WINDOWS`] windows (or sessions) are open at once and [`MAX_GROUPS`] groups per
+//!   window (for sessions: groups with open sessions); a record that would go beyond is an
+//!   error of the reduce.
+//! - **`reduce`** `{"group_by": [...]?, "aggregations": [{"name", "fn", "field"?, "p"?}]}`:
+//!   groups by the `group_by` values (missing reads `null`). A group_by field's name in the
+//!   result is its last member (`$.customer.id` → `id`) or the attribute's name (`@entity_id`
+//!   → `entity_id`): `$`, paths ending with an index and two fields with the same name are
+//!   refused. 1–16 aggregations, named by 1–128 letters, digits or `_`, unique, different from
+//!   the group_by names and from `window_start` / `window_end`. A result's payload is
+//!   `{<group_by names>: values, <aggregation names>: results}`, plus `"window_start"` and
+//!   `"window_end"` (RFC 3339, microseconds, `Z`) after a window.
+//!   - After a window: see above; a result's `origin` is `window/<start_ms>/<end_ms>/<group
+//!     key>` and its `source` is the source of the last record folded into it.
+//!   - Without a window: a running aggregation. Every record updates its group and emits the
+//!     group's current result, with origin `<record origin>/group/<group key>` and the
+//!     record's source. At most [`MAX_GROUPS`] groups: a record opening one more is an error.
+//!   - The group key is the group values' JSON texts joined with `|`, each with `%` written
+//!     `%25` and `|` written `%7C` (empty without group_by) ([`group_key`]).
+//!   - Functions (`field` is required by all but `count`; `p`, 0 to 100, by `percentile`
+//!     only; `null` and missing values are skipped by all):
+//!     - `count`: records; with a `field`, records where it is present and not `null`.
+//!     - `sum`: of the numbers (other values are ignored); `0` for none. Integers stay exact
+//!       while the sum fits 64 bits, then it becomes a float.
+//!     - `avg`: of the numbers, a float; `null` for none.
+//!     - `min`, `max`: of the numbers only (strings are ignored), as they were written;
+//!       `null` for none.
+//!     - `distinct`: how many distinct values (compared as JSON text). At most
+//!       [`MAX_VALUES_PER_GROUP`] per group: a record bringing one more is an error.
+//!     - `first`, `last`: the value of the first / last record (in processing order) that has
+//!       one; `null` for none.
+//!     - `percentile`: nearest rank over the numbers: the value at rank `ceil(p / 100 * n)`
+//!       (at least 1) of the sorted numbers; exact, at most [`MAX_VALUES_PER_GROUP`] numbers
+//!       per group (one more is an error); `null` for none.
+//!
+//!   A record an aggregation cannot take fails as a whole: no aggregation (and no window, for
+//!   a sliding window) counts it.
+//! - **`branch`** `{"routes": [{"when": {"field", "op", "value"}, "output"}]}` (1–16 routes;
+//!   `when` is a filter condition, with an optional `"type": "filter"`): the last operator.
+//!   [`PipelineDefinition::route`] sends a record to the output of every route whose condition
+//!   matches, in route order; when none matches, to the top-level `output` if there is one,
+//!   else nowhere. [`PipelineState::apply`] passes records through a branch unchanged.
+//!
+//! # Outputs
+//! `events` appends a derived event of `event_type` (entity id from `entity_id_field`), whose
+//! payload is the record's. `table` keeps the latest result per key
+//! ([`PipelineDefinition::table_key`]): with a reduce, the group key (followed by
+//! `@<start_ms>-<end_ms>` after a window); without, the record's origin.
 //!
 //! # Execution
 //! The worker (in `application`) runs each event's record through the operators in order:
@@ -22,18 +175,37 @@
 //! Everything an operator remembers (dedupe keys, throttle counts, open windows, reducer
 //! accumulators, the watermark) is in [`PipelineState`], which serializes to JSON: the worker
 //! stores it together with its checkpoint, so a restart resumes exactly where the last commit
-//! stopped. Every record carries an [`Record::origin`], a deterministic name of what it is (the
-//! source event, the flat_map element, the window and group), from which the worker derives
-//! the ids of the events it appends: re-emitting after a crash is idempotent.
+//! stopped (property-tested: results are the same whether or not the state went through JSON
+//! text between records). Every record carries an [`Record::origin`], a deterministic name of
+//! what it is (the source event, the flat_map element, the window and group), from which the
+//! worker derives the ids of the events it appends: re-emitting after a crash is idempotent.
+
+mod aggregate;
+mod operators;
+mod path;
+mod spec;
+mod state;
+#[cfg(test)]
+mod tests;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::event::Event;
 use crate::subscription::TypeFilters;
 use crate::values::EventType;
+
+pub use operators::{flat_map, group_key};
+pub use path::{MAX_PATH_SEGMENTS, MAX_SEGMENT_LEN};
+pub use spec::{
+    MAX_AGGREGATION_NAME_LEN, MAX_AGGREGATIONS, MAX_DURATION_MS, MAX_KEY_FIELDS,
+    MAX_WINDOWS_PER_RECORD, WINDOW_MEMBERS,
+};
+pub use state::{
+    KeyCounts, KeyTimes, MAX_OPEN_WINDOWS, MAX_TIME_MS, MIN_TIME_MS, OpenWindows, OperatorState,
+    RunningGroups, record_time, windows_of,
+};
 
 /// Longest pipeline name; names are 1–128 characters of `[A-Za-z0-9._:-]`.
 pub const MAX_NAME_LEN: usize = 128;
@@ -107,28 +279,6 @@ pub enum Attribute {
     Timestamp,
 }
 
-impl FieldPath {
-    /// Parses `$`, `$.a.b`, `$.a[0].b` or `@attribute`.
-    ///
-    /// # Errors
-    /// A message naming the allowed forms.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let _ = raw;
-        todo!()
-    }
-
-    /// The text form (`parse(to_text())` gives `self` back).
-    pub fn to_text(&self) -> String {
-        todo!()
-    }
-
-    /// The value at this path (`None`: missing; JSON `null` is `Some(Null)`).
-    pub fn get(&self, record: &Record) -> Option<Value> {
-        let _ = record;
-        todo!()
-    }
-}
-
 /// The event a record came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceEvent {
@@ -150,14 +300,6 @@ pub struct Record {
     /// `/<i>` per flat_map element, or `window/<start_ms>/<end_ms>/<group>` for a window's
     /// result, or `<event id>/group/<group>` for a running reduce's update.
     pub origin: String,
-}
-
-impl Record {
-    /// The record an event starts as (its payload parsed; origin = its id).
-    pub fn from_event(event: &Event) -> Self {
-        let _ = event;
-        todo!()
-    }
 }
 
 /// A failure of one operator on one record.
@@ -201,13 +343,6 @@ pub struct Condition {
     pub value: Option<Value>,
 }
 
-impl Condition {
-    pub fn matches(&self, record: &Record) -> bool {
-        let _ = record;
-        todo!()
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transform {
     Uppercase,
@@ -245,21 +380,6 @@ pub struct Enrich {
     pub source: EnrichSource,
     /// A payload path where the looked-up value goes (`null` when nothing was found).
     pub into: FieldPath,
-}
-
-impl Enrich {
-    /// The entity id or projection key to look up for this record (`None`: the field is
-    /// missing or not a string/number: the record gets `null`).
-    pub fn lookup_key(&self, record: &Record) -> Option<String> {
-        let _ = record;
-        todo!()
-    }
-
-    /// Puts the looked-up value into the record.
-    pub fn merge(&self, record: &mut Record, found: Option<Value>) {
-        let _ = (record, found);
-        todo!()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,85 +494,15 @@ pub struct PipelineDefinition {
     pub on_error: OnError,
 }
 
-impl PipelineDefinition {
-    /// Validates a definition: every error names its field (`operators[2].op`).
-    ///
-    /// # Errors
-    /// Every bad field at once.
-    pub fn parse(spec: PipelineSpec) -> Result<Self, Vec<SpecError>> {
-        let _ = spec;
-        todo!()
-    }
-
-    /// The definition's canonical JSON (`name`, `description`, `source_event_types`,
-    /// `operators`, `output`, `on_error`): parsing it gives the same definition.
-    pub fn to_json(&self) -> Value {
-        todo!()
-    }
-
-    /// The outputs a record that came out of the last operator goes to (several for a branch
-    /// whose routes overlap; none when no route takes it and there is no default output).
-    pub fn route(&self, record: &Record) -> Vec<&Output> {
-        let _ = record;
-        todo!()
-    }
-
-    /// Every output of the definition, in order (branch routes first, then the default one):
-    /// an output's index here names it in derived event ids.
-    pub fn outputs(&self) -> Vec<&Output> {
-        todo!()
-    }
-
-    /// The group key of a result for the `table` output: the reduce's group values (and the
-    /// window's bounds) joined, or the record's origin without a reduce.
-    pub fn table_key(&self, record: &Record) -> String {
-        let _ = record;
-        todo!()
-    }
-}
-
 /// Everything the operators remember between records; serializable, so the worker commits it
 /// with its checkpoint.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PipelineState {
-    /// Per operator index, what that operator remembers (JSON, shaped by the operator).
+    /// Per operator index, what that operator remembers ([`OperatorState::Stateless`] for
+    /// the operators that remember nothing).
     #[serde(default)]
-    pub operators: Vec<Value>,
+    pub operators: Vec<OperatorState>,
     /// The highest record time seen by the window, in ms since the epoch.
     #[serde(default)]
     pub watermark_ms: Option<i64>,
-}
-
-impl PipelineState {
-    /// The empty state of a definition.
-    pub fn new(definition: &PipelineDefinition) -> Self {
-        let _ = definition;
-        todo!()
-    }
-
-    /// Applies operator `index` (anything but `enrich` and `branch`) to `records`; what comes
-    /// out goes on to operator `index + 1`.
-    pub fn apply(
-        &mut self,
-        definition: &PipelineDefinition,
-        index: usize,
-        records: Vec<Record>,
-        effects: &mut Effects,
-    ) -> Vec<Record> {
-        let _ = (definition, index, records, effects);
-        todo!()
-    }
-
-    /// The clock says `now`: closes the windows whose end plus allowed lateness has passed, when
-    /// the window's time is `@timestamp` (server-assigned, so no later event can belong to
-    /// them). Returns the index of the window's `reduce` and the results, which go on to the
-    /// operator at that index + 1.
-    pub fn advance(
-        &mut self,
-        definition: &PipelineDefinition,
-        now: DateTime<Utc>,
-    ) -> Option<(usize, Vec<Record>)> {
-        let _ = (definition, now);
-        todo!()
-    }
 }
