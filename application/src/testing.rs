@@ -335,6 +335,11 @@ impl Given {
 }
 
 /// Timestamps of the log: one millisecond per position.
+/// Whether a proposed event repeats a stored one (the store's idempotency rule).
+fn same(stored: &Event, proposed: &ProposedEvent) -> bool {
+    allsource_domain::same_content(stored, proposed)
+}
+
 fn timestamp(position: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(1_700_000_000_000_000 + position as i64 * 1000)
         .unwrap_or_default()
@@ -516,6 +521,36 @@ impl SharedLog {
         added
     }
 
+    /// Appends `(entity, event_type, payload)` events of `tenant` as one commit group and
+    /// publishes it.
+    ///
+    /// # Panics
+    /// On an invalid tenant, entity or type (a test's mistake).
+    pub fn append_payloads(
+        &self,
+        tenant: &str,
+        events: &[(&str, &str, serde_json::Value)],
+    ) -> Vec<Arc<Event>> {
+        let tenant = TenantId::parse(tenant).expect("a valid tenant id in a test");
+        let mut log = self.log.lock();
+        let added: Vec<Arc<Event>> = events
+            .iter()
+            .map(|(entity, event_type, payload)| {
+                let proposed = ProposedEvent {
+                    id: EventId::generate(),
+                    entity_id: EntityId::parse(entity).expect("a valid entity id in a test"),
+                    event_type: EventType::parse(event_type).expect("a valid event type in a test"),
+                    payload: serde_json::value::to_raw_value(payload).expect("JSON"),
+                    metadata: None,
+                    expected_version: ExpectedVersion::Any,
+                };
+                Self::push(&mut log, &tenant, proposed)
+            })
+            .collect();
+        self.feed.publish_events(added.clone());
+        added
+    }
+
     /// Appends like [`Self::append`] but publishes nothing: a lost notification (a NOTIFY that
     /// never arrived), which the next published group reveals as a gap.
     pub fn append_unpublished(&self, tenant: &str, events: &[(&str, &str)]) -> Vec<Arc<Event>> {
@@ -580,15 +615,33 @@ impl EventStore for SharedLog {
         events: Vec<ProposedEvent>,
     ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
         let mut log = self.log.lock();
-        let added: Vec<Arc<Event>> = events
-            .into_iter()
-            .map(|event| Self::push(&mut log, tenant, event))
-            .collect();
-        let receipts = added
-            .iter()
-            .map(|e| AppendReceipt::for_event(e, false))
-            .collect();
-        self.feed.publish_events(added);
+        let mut receipts = Vec::with_capacity(events.len());
+        let mut added: Vec<Arc<Event>> = Vec::new();
+        for event in events {
+            // A retry of a stored event (same id, same content) is acknowledged again, as
+            // every store does; the same id with other content is refused.
+            if let Some(stored) = log
+                .iter()
+                .find(|e| e.tenant_id == *tenant && e.id == event.id)
+            {
+                if !crate::testing::same(stored, &event) {
+                    return Err(StoreAppendError::Rejected(
+                        allsource_domain::AppendRejection::DuplicateEventId {
+                            index: receipts.len(),
+                            event_id: event.id,
+                        },
+                    ));
+                }
+                receipts.push(AppendReceipt::for_event(stored, true));
+                continue;
+            }
+            let stored = Self::push(&mut log, tenant, event);
+            receipts.push(AppendReceipt::for_event(&stored, false));
+            added.push(stored);
+        }
+        if !added.is_empty() {
+            self.feed.publish_events(added);
+        }
         Ok(receipts)
     }
 

@@ -508,6 +508,7 @@ fn build_pipelines(settings: &Settings, deps: PipelineDeps) -> Pipelines {
             commit_interval: ms(p.commit_interval_ms),
             batch_events: p.batch_events,
             tick: ms(p.tick_ms),
+            clock_grace: ms(p.clock_grace_ms),
             lease: ms(p.lease_ms),
             rescan_interval: ms(p.rescan_interval_ms),
             concurrency: p.effective_concurrency(),

@@ -252,6 +252,10 @@ pub struct PipelineSettings {
     pub batch_events: usize,
     /// `pipelines.tick_ms`: how often the clock closes windows over the server's timestamps.
     pub tick_ms: u64,
+    /// `pipelines.clock_grace_ms`: how far behind the clock such windows close (events reach
+    /// the pipelines a moment after their timestamp; on PostgreSQL, other nodes' events up to
+    /// `realtime.postgres_poll_interval_ms` later).
+    pub clock_grace_ms: u64,
     /// `pipelines.lease_ms`: how long a node's lease on a pipeline lasts without renewal.
     pub lease_ms: u64,
     /// `pipelines.rescan_interval_ms`: how often a node reads every pipeline again.
@@ -265,6 +269,7 @@ impl Default for PipelineSettings {
             commit_interval_ms: 100,
             batch_events: 1000,
             tick_ms: 250,
+            clock_grace_ms: 2000,
             lease_ms: 30_000,
             rescan_interval_ms: 5000,
         }
@@ -281,7 +286,12 @@ impl PipelineSettings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
-        let checks: [(&str, bool, &str); 6] = [
+        let checks: [(&str, bool, &str); 7] = [
+            (
+                "pipelines.clock_grace_ms",
+                self.clock_grace_ms <= 3_600_000,
+                "must be at most 3600000",
+            ),
             (
                 "pipelines.concurrency",
                 self.concurrency <= 1024,

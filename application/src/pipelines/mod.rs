@@ -194,36 +194,13 @@ pub struct Pipelines {
 /// # Errors
 /// When the stored definition does not parse (a record written by a newer version).
 pub(crate) fn definition_of(stored: &Stored) -> Result<PipelineDefinition, String> {
-    let spec = spec_of(&stored.definition);
-    PipelineDefinition::parse(spec).map_err(|errors| {
+    PipelineDefinition::from_json(&stored.definition).map_err(|errors| {
         errors
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ")
     })
-}
-
-fn spec_of(definition: &Value) -> PipelineSpec {
-    let text = |k: &str| definition.get(k).and_then(Value::as_str).map(str::to_owned);
-    PipelineSpec {
-        name: text("name"),
-        description: text("description"),
-        source_event_types: definition
-            .get("source_event_types")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|v| v.as_str().unwrap_or_default().to_owned())
-                    .collect()
-            }),
-        operators: definition
-            .get("operators")
-            .and_then(Value::as_array)
-            .cloned(),
-        output: definition.get("output").filter(|v| !v.is_null()).cloned(),
-        on_error: text("on_error"),
-    }
 }
 
 fn field_errors(errors: Vec<SpecError>) -> Vec<FieldError> {

@@ -1,1 +1,588 @@
+//! Use-case tests of pipelines: a multi-tenant log publishing to a real feed ([`SharedLog`],
+//! idempotent by event id like every store), the in-memory state store (which can be told to
+//! fail writes), a mockall mock of the [`Lookups`] port, mocked quotas and audit log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
 use super::*;
+use crate::ports::MockAuditLog;
+use crate::quota::{MockQuotaGate, QuotaExceeded, Unlimited};
+use crate::testing::{MemoryStateStore, SharedLog};
+use crate::use_cases::AppendLimits;
+
+fn caller(name: &str) -> Caller {
+    Caller::new(TenantId::parse(name).unwrap())
+}
+
+fn audit() -> Arc<MockAuditLog> {
+    let mut audit = MockAuditLog::new();
+    audit.expect_record().returning(|_| Ok(()));
+    Arc::new(audit)
+}
+
+struct World {
+    log: Arc<SharedLog>,
+    state: Arc<MemoryStateStore>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            log: SharedLog::new(64),
+            state: Arc::new(MemoryStateStore::new()),
+        }
+    }
+
+    fn config() -> PipelineConfig {
+        PipelineConfig {
+            commit_interval: Duration::from_millis(5),
+            batch_events: 3,
+            // The clock never closes a window in these tests: events close them.
+            tick: Duration::from_secs(3600),
+            lease: Duration::from_secs(30),
+            rescan_interval: Duration::from_millis(50),
+            node: Some("local".into()),
+            ..PipelineConfig::default()
+        }
+    }
+
+    fn pipelines_with(&self, lookups: Arc<dyn Lookups>, quotas: Arc<dyn QuotaGate>) -> Pipelines {
+        Pipelines::new(
+            PipelineDeps {
+                store: self.log.clone(),
+                feed: self.log.feed(),
+                state: self.state.clone(),
+                append: AppendEvents::new(self.log.clone(), AppendLimits::default()),
+                lookups,
+                quotas,
+                audit: audit(),
+            },
+            Self::config(),
+        )
+    }
+
+    fn pipelines(&self) -> Pipelines {
+        self.pipelines_with(Arc::new(MockLookups::new()), Arc::new(Unlimited))
+    }
+
+    /// Orders of `customer` worth `amount`.
+    fn orders(&self, tenant: &str, orders: &[(&str, i64)]) {
+        let events: Vec<(&str, &str, Value)> = orders
+            .iter()
+            .map(|(customer, amount)| {
+                (
+                    "order-1",
+                    "order.placed",
+                    json!({"customer": customer, "amount": amount}),
+                )
+            })
+            .collect();
+        self.log.append_payloads(tenant, &events);
+    }
+
+    /// The derived events of a tenant, as (entity, type, payload).
+    fn derived(&self, tenant: &str, event_type: &str) -> Vec<(String, Value)> {
+        self.log
+            .events()
+            .iter()
+            .filter(|e| e.tenant_id.as_str() == tenant && e.event_type.as_str() == event_type)
+            .map(|e| {
+                (
+                    e.entity_id.as_str().to_owned(),
+                    serde_json::from_str(e.payload.get()).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn input(body: Value) -> PipelineInput {
+    let get = |k: &str| body.get(k).cloned();
+    PipelineInput {
+        id: get("id").and_then(|v| v.as_str().map(str::to_owned)),
+        name: get("name").and_then(|v| v.as_str().map(str::to_owned)),
+        description: None,
+        source_event_types: get("source_event_types").map(|v| serde_json::from_value(v).unwrap()),
+        operators: get("operators").map(|v| serde_json::from_value(v).unwrap()),
+        output: get("output"),
+        on_error: get("on_error").and_then(|v| v.as_str().map(str::to_owned)),
+        enabled: get("enabled").and_then(|v| v.as_bool()),
+        from_position: get("from_position"),
+    }
+}
+
+/// Counts orders and sums amounts per customer into the table output.
+fn counting() -> Value {
+    json!({
+        "name": "orders_by_customer",
+        "source_event_types": ["order.placed"],
+        "operators": [
+            {"type": "reduce", "group_by": ["$.customer"],
+             "aggregations": [{"name": "orders", "fn": "count"},
+                              {"name": "total", "fn": "sum", "field": "$.amount"}]}
+        ],
+        "output": {"type": "table"}
+    })
+}
+
+async fn wait_for<F: Fn(&PipelineStats) -> bool>(
+    pipelines: &Pipelines,
+    tenant: &str,
+    id: Uuid,
+    done: F,
+) -> PipelineStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = pipelines
+            .stats(&caller(tenant), &id.to_string())
+            .await
+            .unwrap();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pipeline did not get there: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn table(pipelines: &Pipelines, tenant: &str, id: Uuid) -> Vec<(String, Value)> {
+    let page = pipelines
+        .results(&caller(tenant), &id.to_string(), Some("1000"), None)
+        .await
+        .unwrap();
+    page.rows.into_iter().map(|r| (r.key, r.value)).collect()
+}
+
+#[tokio::test]
+async fn an_invalid_definition_names_every_bad_field_and_stores_nothing() {
+    let world = World::new();
+    let pipelines = world.pipelines();
+    let err = pipelines
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "bad name!",
+                "source_event_types": ["order..placed"],
+                "operators": [{"type": "filter", "field": "customer", "op": "eq", "value": 1},
+                              {"type": "teleport"}],
+                "output": {"type": "events"},
+                "from_position": -1
+            })),
+        )
+        .await
+        .unwrap_err();
+    let PipelineError::Invalid(errors) = err else {
+        panic!("{err:?}")
+    };
+    let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    for field in [
+        "name",
+        "source_event_types[0]",
+        "operators[0].field",
+        "operators[1].type",
+        "output.event_type",
+        "from_position",
+    ] {
+        assert!(fields.contains(&field), "{field} missing from {fields:?}");
+    }
+    assert!(world.state.all_keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_pipeline_that_would_read_its_own_output_is_refused() {
+    let world = World::new();
+    let err = world
+        .pipelines()
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "loop", "source_event_types": ["order.*"], "operators": [],
+                "output": {"type": "events", "event_type": "order.copied"}
+            })),
+        )
+        .await
+        .unwrap_err();
+    let PipelineError::Invalid(errors) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(errors[0].field, "source_event_types");
+}
+
+#[tokio::test]
+async fn a_table_counts_every_event_once_across_a_crash_and_a_restart() {
+    let world = World::new();
+    world.orders("acme", &[("alice", 10), ("bob", 5), ("alice", 7)]);
+    let first = world.pipelines();
+    first.start();
+    let view = first
+        .create(&caller("acme"), input(counting()))
+        .await
+        .unwrap();
+    wait_for(&first, "acme", view.id, |s| s.counters.processed == 3).await;
+    // More events, then a crash at an arbitrary moment: nothing committed after it survives.
+    world.orders("acme", &[("bob", 1), ("carol", 2), ("alice", 1)]);
+    first.crash().await;
+    world.orders("acme", &[("carol", 3)]);
+    let second = world.pipelines();
+    second.start();
+    let stats = wait_for(&second, "acme", view.id, |s| s.counters.processed == 7).await;
+    assert_eq!(stats.lag, 0);
+    assert_eq!(stats.counters.failed, 0);
+    let mut values: Vec<Value> = table(&second, "acme", view.id)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    values.sort_by_key(|v| v["customer"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        values,
+        vec![
+            json!({"customer": "alice", "orders": 3, "total": 18}),
+            json!({"customer": "bob", "orders": 2, "total": 6}),
+            json!({"customer": "carol", "orders": 2, "total": 5}),
+        ]
+    );
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn derived_events_emitted_before_a_failed_checkpoint_are_not_appended_twice() {
+    let world = World::new();
+    let pipelines = world.pipelines();
+    pipelines.start();
+    let view = pipelines
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "big_orders",
+                "source_event_types": ["order.placed"],
+                "operators": [{"type": "filter", "field": "$.amount", "op": "gte", "value": 5},
+                              {"type": "map", "field": "$.customer", "transform": "uppercase"}],
+                "output": {"type": "events", "event_type": "order.big",
+                           "entity_id_field": "$.customer"}
+            })),
+        )
+        .await
+        .unwrap();
+    // The worker holds its lease (its first checkpoint is written).
+    let acme = TenantId::parse("acme").unwrap();
+    while world.state.keys(&acme, records::CHECKPOINTS).is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The checkpoint write after the next emission fails: the run ends uncommitted and
+    // starts again from the previous checkpoint, emitting the same events again.
+    world.state.fail_puts_after(records::CHECKPOINTS, 0);
+    world.orders("acme", &[("alice", 10), ("bob", 1), ("carol", 6)]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        world.derived("acme", "order.big").len(),
+        2,
+        "emitted, not committed"
+    );
+    world.state.heal();
+    let stats = wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 3).await;
+    assert_eq!(stats.counters.filtered, 1);
+    assert_eq!(stats.counters.emitted, 2);
+    let derived = world.derived("acme", "order.big");
+    assert_eq!(
+        derived,
+        vec![
+            (
+                "ALICE".to_owned(),
+                json!({"customer": "ALICE", "amount": 10})
+            ),
+            (
+                "CAROL".to_owned(),
+                json!({"customer": "CAROL", "amount": 6})
+            ),
+        ]
+    );
+    // The derived events say where they come from.
+    let last = world.log.events().last().cloned().unwrap();
+    let metadata: Value = serde_json::from_str(last.metadata.as_ref().unwrap().get()).unwrap();
+    assert_eq!(metadata["pipeline_id"], json!(view.id.to_string()));
+    assert_eq!(metadata["pipeline_hops"], json!(1));
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_never_sees_another_tenants_events() {
+    let world = World::new();
+    let pipelines = world.pipelines();
+    pipelines.start();
+    let view = pipelines
+        .create(&caller("acme"), input(counting()))
+        .await
+        .unwrap();
+    world.orders("globex", &[("mallory", 100), ("mallory", 100)]);
+    world.orders("acme", &[("alice", 1)]);
+    let stats = wait_for(&pipelines, "acme", view.id, |s| s.counters.processed >= 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(stats.counters.processed, 1);
+    let rows = table(&pipelines, "acme", view.id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1["customer"], "alice");
+    // And another tenant cannot read, change or delete it.
+    let id = view.id.to_string();
+    let other = caller("globex");
+    assert!(matches!(
+        pipelines.get(&other, &id).await,
+        Err(PipelineError::NotFound(_))
+    ));
+    assert!(matches!(
+        pipelines.results(&other, &id, None, None).await,
+        Err(PipelineError::NotFound(_))
+    ));
+    assert!(matches!(
+        pipelines.delete(&other, &id).await,
+        Err(PipelineError::NotFound(_))
+    ));
+    assert!(pipelines.list(&other).await.unwrap().is_empty());
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn enrich_looks_up_through_the_port_and_retries_when_it_is_unavailable() {
+    let world = World::new();
+    let mut lookups = MockLookups::new();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    lookups
+        .expect_projection_state()
+        .returning(move |tenant, name, key| {
+            assert_eq!(tenant.as_str(), "acme");
+            assert_eq!(name, "customers");
+            // The first lookup finds storage down: nothing is lost, the run starts again.
+            if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return Err(LookupError::Unavailable("down".into()));
+            }
+            Ok((key == "alice").then(|| json!({"tier": "gold"})))
+        });
+    let pipelines = world.pipelines_with(Arc::new(lookups), Arc::new(Unlimited));
+    pipelines.start();
+    world.orders("acme", &[("alice", 3), ("bob", 4)]);
+    let view = pipelines
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "tiers",
+                "source_event_types": ["order.placed"],
+                "operators": [{"type": "enrich", "from": "projection", "name": "customers",
+                               "key_field": "$.customer", "into": "$.profile"}],
+                "output": {"type": "events", "event_type": "order.enriched"}
+            })),
+        )
+        .await
+        .unwrap();
+    wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 2).await;
+    let derived = world.derived("acme", "order.enriched");
+    assert_eq!(
+        derived,
+        vec![
+            (
+                "pipeline-tiers".to_owned(),
+                json!({"customer": "alice", "amount": 3, "profile": {"tier": "gold"}})
+            ),
+            (
+                "pipeline-tiers".to_owned(),
+                json!({"customer": "bob", "amount": 4, "profile": null})
+            ),
+        ]
+    );
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_record_is_recorded_and_processing_goes_on_or_pauses() {
+    for (on_error, processed, status) in [("skip", 3, "running"), ("pause", 2, "paused")] {
+        let world = World::new();
+        let pipelines = world.pipelines();
+        pipelines.start();
+        let view = pipelines
+            .create(
+                &caller("acme"),
+                input(json!({
+                    "name": "doubles",
+                    "source_event_types": ["order.placed"],
+                    "on_error": on_error,
+                    "operators": [{"type": "map", "field": "$.amount", "transform": "multiply",
+                                   "value": 2}],
+                    "output": {"type": "table"}
+                })),
+            )
+            .await
+            .unwrap();
+        world.log.append_payloads(
+            "acme",
+            &[
+                ("o-1", "order.placed", json!({"amount": 1})),
+                ("o-2", "order.placed", json!({"amount": "lots"})),
+                ("o-3", "order.placed", json!({"amount": 3})),
+            ],
+        );
+        let stats = wait_for(&pipelines, "acme", view.id, |s| {
+            s.counters.processed == processed && s.status == status
+        })
+        .await;
+        assert_eq!(stats.counters.failed, 1, "{on_error}");
+        assert_eq!(stats.failures.len(), 1);
+        assert_eq!(stats.failures[0].operator, Some(0));
+        assert_eq!(stats.failures[0].position, 2);
+        if on_error == "pause" {
+            // Nothing more is processed until it is resumed by an update of the same
+            // definition; then the rest follows.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let still = pipelines
+                .stats(&caller("acme"), &view.id.to_string())
+                .await
+                .unwrap();
+            assert_eq!(still.counters.processed, 2);
+            let mut same = input(json!({
+                "name": "doubles",
+                "source_event_types": ["order.placed"],
+                "on_error": on_error,
+                "operators": [{"type": "map", "field": "$.amount", "transform": "multiply",
+                               "value": 2}],
+                "output": {"type": "table"}
+            }));
+            same.id = None;
+            pipelines
+                .update(&caller("acme"), &view.id.to_string(), same)
+                .await
+                .unwrap();
+            let resumed =
+                wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 3).await;
+            assert_eq!(resumed.status, "running");
+            assert_eq!(resumed.generation, 1, "the same definition keeps its state");
+        }
+        pipelines.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_changed_definition_or_a_reset_starts_a_new_generation_from_the_chosen_position() {
+    let world = World::new();
+    world.orders("acme", &[("alice", 1), ("bob", 2)]);
+    let pipelines = world.pipelines();
+    pipelines.start();
+    let acme = caller("acme");
+    let view = pipelines.create(&acme, input(counting())).await.unwrap();
+    let id = view.id.to_string();
+    wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 2).await;
+    // Changed (a filter added), from now: only new events count.
+    let mut changed = counting();
+    changed["operators"].as_array_mut().unwrap().insert(
+        0,
+        json!({"type": "filter", "field": "$.amount", "op": "gt", "value": 0}),
+    );
+    changed["from_position"] = json!("now");
+    let updated = pipelines.update(&acme, &id, input(changed)).await.unwrap();
+    assert_eq!(updated.generation, 2);
+    assert_eq!(updated.position, 2);
+    world.orders("acme", &[("alice", 5)]);
+    wait_for(&pipelines, "acme", view.id, |s| {
+        s.generation == 2 && s.counters.processed == 1
+    })
+    .await;
+    let rows = table(&pipelines, "acme", view.id).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "the old generation's rows are gone: {rows:?}"
+    );
+    assert_eq!(rows[0].1["orders"], 1);
+    // A reset from the beginning counts everything again.
+    let reset = pipelines.reset(&acme, &id, None).await.unwrap();
+    assert_eq!(reset.generation, 3);
+    wait_for(&pipelines, "acme", view.id, |s| {
+        s.generation == 3 && s.counters.processed == 3
+    })
+    .await;
+    let rows = table(&pipelines, "acme", view.id).await;
+    let alice = rows.iter().find(|(_, v)| v["customer"] == "alice").unwrap();
+    assert_eq!(alice.1["orders"], 2);
+    assert_eq!(alice.1["total"], 6);
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn the_pipelines_quota_is_taken_on_create_and_given_back_on_delete() {
+    let world = World::new();
+    let mut quotas = MockQuotaGate::new();
+    let mut seq = mockall::Sequence::new();
+    quotas
+        .expect_consume()
+        .withf(|_, kind, n| *kind == QuotaKind::Pipelines && *n == 1)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(()));
+    quotas
+        .expect_consume()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, kind, _| {
+            Err(GateError::QuotaExceeded(QuotaExceeded {
+                quota: kind.as_str().to_owned(),
+                limit: 1,
+                used: 1,
+                retry_after_secs: 60,
+            }))
+        });
+    quotas
+        .expect_release()
+        .withf(|_, kind, n| *kind == QuotaKind::Pipelines && *n == 1)
+        .times(1)
+        .returning(|_, _, _| ());
+    let pipelines = world.pipelines_with(Arc::new(MockLookups::new()), Arc::new(quotas));
+    let acme = caller("acme");
+    let view = pipelines.create(&acme, input(counting())).await.unwrap();
+    let mut second = counting();
+    second["name"] = json!("another");
+    assert!(matches!(
+        pipelines.create(&acme, input(second)).await,
+        Err(PipelineError::Gate(GateError::QuotaExceeded(_)))
+    ));
+    assert_eq!(pipelines.list(&acme).await.unwrap().len(), 1);
+    pipelines.delete(&acme, &view.id.to_string()).await.unwrap();
+    assert!(pipelines.list(&acme).await.unwrap().is_empty());
+    assert!(
+        world
+            .state
+            .keys(acme.tenant(), records::CHECKPOINTS)
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn names_and_client_chosen_ids_are_unique_per_tenant() {
+    let world = World::new();
+    let pipelines = world.pipelines();
+    let id = Uuid::new_v4().to_string();
+    let mut body = counting();
+    body["id"] = json!(id);
+    pipelines
+        .create(&caller("acme"), input(body.clone()))
+        .await
+        .unwrap();
+    assert!(matches!(
+        pipelines.create(&caller("acme"), input(body.clone())).await,
+        Err(PipelineError::Conflict(_))
+    ));
+    body["id"] = json!(Uuid::new_v4().to_string());
+    assert!(matches!(
+        pipelines.create(&caller("acme"), input(body.clone())).await,
+        Err(PipelineError::Conflict(_))
+    ));
+    // Another tenant may use the same name.
+    pipelines
+        .create(&caller("globex"), input(body))
+        .await
+        .unwrap();
+}

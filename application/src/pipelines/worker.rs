@@ -69,6 +69,10 @@ pub struct PipelineConfig {
     pub batch_events: usize,
     /// How often the clock closes windows over the server's timestamps.
     pub tick: Duration,
+    /// How far behind the clock those windows close: events are published a moment after
+    /// their timestamp is taken (on PostgreSQL, other nodes' events up to the listener's
+    /// delay later), and none of them may arrive after its window closed.
+    pub clock_grace: Duration,
     /// How long a node's lease on a pipeline lasts without renewal.
     pub lease: Duration,
     /// How often every tenant's definitions are read again (how another node's changes
@@ -86,6 +90,7 @@ impl Default for PipelineConfig {
             commit_interval: Duration::from_millis(100),
             batch_events: 1000,
             tick: Duration::from_millis(250),
+            clock_grace: Duration::from_secs(2),
             lease: Duration::from_secs(30),
             rescan_interval: Duration::from_secs(5),
             concurrency: 1,
@@ -456,9 +461,16 @@ impl Worker {
                     return Ok(Flow::Ended);
                 }
                 Some(Err(SubscriptionError::Storage(e))) => return Err(e.into()),
-                None => {
+                // The clock closes windows only once everything published has been read:
+                // while catching up, stored events of an open window are still to come.
+                None if subscription.pending() == 0
+                    && subscription.covered() >= self.shared.feed.head() =>
+                {
+                    let clock = Utc::now()
+                        - chrono::Duration::from_std(self.shared.config.clock_grace)
+                            .unwrap_or_default();
                     if let Some((index, results)) =
-                        run.checkpoint.state.advance(&self.definition, Utc::now())
+                        run.checkpoint.state.advance(&self.definition, clock)
                         && !results.is_empty()
                     {
                         let event_id = results[0].source.id;
@@ -469,6 +481,7 @@ impl Worker {
                         flush_at.get_or_insert_with(tokio::time::Instant::now);
                     }
                 }
+                None => {}
             }
             let due = flush_at.is_some_and(|at| at <= tokio::time::Instant::now())
                 || run.uncommitted >= self.shared.config.batch_events
@@ -577,10 +590,13 @@ impl Worker {
                             Some(key) => self.look_up(&enrich.source, &key).await,
                         };
                         match found {
-                            Ok(found) => {
-                                enrich.merge(&mut record, found);
-                                kept.push(record);
-                            }
+                            Ok(found) => match enrich.try_merge(&mut record, found) {
+                                Ok(()) => kept.push(record),
+                                Err(why) => {
+                                    let source = &record.source;
+                                    self.fail(run, source.position, source.id, Some(index), why);
+                                }
+                            },
                             Err(LookupError::Failed(why)) => {
                                 self.fail(
                                     run,
