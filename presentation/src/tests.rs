@@ -2077,6 +2077,7 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/events/sse",
             "GET /api/v1/consumer-groups/{group}/parked",
             "GET /api/v1/webhooks/{id}/deliveries",
+            "GET /api/v1/pipelines/{id}/results",
         ]
     );
     // The streams: long-lived, credentials also in the query, no query quota.

@@ -1,10 +1,11 @@
 //! `TestServer`: the real `Application` (the same code `allsource serve` runs) started
 //! in-process on port 0 with a temporary data dir.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use allsource::{Application, Settings};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -188,4 +189,53 @@ pub async fn read(response: reqwest::Response) -> Reply {
         headers,
         body,
     }
+}
+
+/// Logs in as the bootstrap admin, creates the tenants `acme` and `globex` (professional) with
+/// a developer each (`acme-dev`, `globex-dev`), and returns their access tokens by tenant.
+pub async fn tenant_tokens(server: &TestServer) -> HashMap<&'static str, String> {
+    async fn login(server: &TestServer, username: &str, password: &str) -> String {
+        let reply = server
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+    let root = login(server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let mut tokens = HashMap::new();
+    for tenant in ["acme", "globex"] {
+        let r = server
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/tenants",
+                Some(&root),
+                Some(&json!({"id": tenant, "tier": "professional"})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let r = server
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/users",
+                Some(&root),
+                Some(&json!({"username": format!("{tenant}-dev"), "password": "a long password 123", "role": "developer", "tenant_id": tenant})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    tokens.insert(
+        "acme",
+        login(server, "acme-dev", "a long password 123").await,
+    );
+    tokens.insert(
+        "globex",
+        login(server, "globex-dev", "a long password 123").await,
+    );
+    tokens
 }

@@ -12,6 +12,8 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes);
 //! - `postgres_feed`: live delivery across nodes on the postgres backend (LISTEN/NOTIFY and
 //!   the poll);
+//! - `pipelines`: stream pipelines over HTTP: hourly counts through SIGKILLs equal to an
+//!   uninterrupted run, enrich from a projection, tenant isolation, the routes and paging;
 //! - `policies`: the policy engine and the audit log over HTTP;
 //! - `payloads`: payload safety: what some reader could not read is refused at append; what
 //!   is accepted reads back the same on every read path and across restarts;
@@ -34,6 +36,7 @@ mod consumer_groups;
 mod contract;
 mod http;
 mod payloads;
+mod pipelines;
 mod policies;
 mod postgres;
 mod postgres_feed;

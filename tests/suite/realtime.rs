@@ -3,10 +3,9 @@
 //! `Last-Event-ID`, slow readers, tenant isolation of every door, and shutdown with open
 //! streams.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use allsource_tests::server::{ADMIN_PASSWORD, ADMIN_USERNAME, TestServer};
+use allsource_tests::server::TestServer;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -580,58 +579,10 @@ async fn shutdown_ends_open_streams() {
     }
 }
 
-/// Logs in as the bootstrap admin, creates tenants and users, and returns their tokens.
-async fn tokens(server: &TestServer) -> HashMap<&'static str, String> {
-    async fn login(server: &TestServer, username: &str, password: &str) -> String {
-        let reply = server
-            .post_json(
-                "/api/v1/auth/login",
-                &json!({"username": username, "password": password}),
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.body["access_token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    }
-    let root = login(server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
-    let mut tokens = HashMap::new();
-    for tenant in ["acme", "globex"] {
-        let r = server
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/tenants",
-                Some(&root),
-                Some(&json!({"id": tenant, "tier": "professional"})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-        let r = server
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/auth/users",
-                Some(&root),
-                Some(&json!({"username": format!("{tenant}-dev"), "password": "a long password 123", "role": "developer", "tenant_id": tenant})),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
-    }
-    tokens.insert(
-        "acme",
-        login(server, "acme-dev", "a long password 123").await,
-    );
-    tokens.insert(
-        "globex",
-        login(server, "globex-dev", "a long password 123").await,
-    );
-    tokens
-}
-
 #[tokio::test]
 async fn no_door_delivers_another_tenants_events() {
     let server = TestServer::start_with_auth(|_| {}).await;
-    let tokens = tokens(&server).await;
+    let tokens = allsource_tests::server::tenant_tokens(&server).await;
     let (a, b) = (&tokens["acme"], &tokens["globex"]);
     let append_as = |token: String, entity: &'static str| {
         let server_client = server.client.clone();
