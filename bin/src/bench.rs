@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::{Application, Settings};
 
+mod pipelines;
 mod realtime;
 
 /// Arguments of `allsource bench`.
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// subscribers, live latency at 5,000 events/s, catch-up rate); needs `--auth off`.
     #[arg(long)]
     pub realtime: bool,
+    /// Run the pipeline workloads instead (appends with and without a live 4-operator
+    /// pipeline, and a pipeline catching up over everything stored).
+    #[arg(long, conflicts_with = "realtime")]
+    pub pipelines: bool,
 }
 
 /// The header every AllSource request of a workload carries (name, value), if any.
@@ -169,6 +174,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "--realtime runs with --auth off (its subscribers send no credentials)"
         );
         return client_runtime.block_on(realtime::run(&args, &base, credential));
+    }
+    if args.pipelines {
+        return client_runtime.block_on(pipelines::run(&args, &base, credential));
     }
     results.push(client_runtime.block_on(drive(
         "AllSource single-event appends",

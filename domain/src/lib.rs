@@ -22,6 +22,8 @@
 //! - [`policy`]: the policy language (conditions, effects, priorities), its evaluation and the
 //!   five default policies.
 //! - [`projection`]: declarative projections: definitions, reducers, keyed state.
+//! - [`pipeline`]: stream pipelines: definitions validated field by field, and the pure,
+//!   checkpointable execution of their operators (windows, reduce, dedupe, throttle, ...).
 //! - [`subscription`]: what followers of the log ask for: type filters (`x`, `x.*`, `*`),
 //!   an entity, consumer names.
 //! - [`tenant`]: tenants, tiers, quotas and rate limits.

@@ -267,7 +267,8 @@ pub async fn run(args: &BenchArgs, base: &str, credential: Credential) -> anyhow
     Ok(())
 }
 
-fn row_rate(outcome: &Outcome) {
+/// One table row: a workload's rate and latencies.
+pub(super) fn row_rate(outcome: &Outcome) {
     println!(
         "| {} | {:.0} events/s (p50 {:.2} ms, p99 {:.2} ms, {} errors) |",
         outcome.name,

@@ -246,15 +246,19 @@ pub async fn reset(
     PathParam(id): PathParam,
     request: Request,
 ) -> Result<Response, ApiError> {
-    // The body is optional: none at all (no content type, no length) means the defaults.
-    let headers = request.headers();
-    let bodyless = !headers.contains_key(header::CONTENT_TYPE)
-        && headers
-            .get(header::CONTENT_LENGTH)
-            .is_none_or(|l| l.as_bytes() == b"0");
-    let from = if bodyless {
+    // The body is optional: an empty one (whatever its content type) means the defaults.
+    let (parts, body) = request.into_parts();
+    let limit = parts
+        .extensions
+        .get::<crate::HttpLimits>()
+        .map_or(usize::MAX, |l| l.max_body_bytes);
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::payload_too_large("the request body is over the limit"))?;
+    let from = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
+        let request = Request::from_parts(parts, axum::body::Body::from(bytes));
         let JsonBody(body) = JsonBody::<ResetBody>::from_request(request, &()).await?;
         body.from_position
     };
