@@ -467,6 +467,26 @@ async fn the_routes_answer_as_documented() {
         404,
         "not_found",
     );
+    // Every change is audited.
+    let audit = api.get("/api/v1/audit?action=pipeline.").await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let actions: Vec<&str> = audit.body["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["resource"] == id.as_str())
+        .filter_map(|r| r["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "pipeline.create",
+            "pipeline.reset",
+            "pipeline.update",
+            "pipeline.update",
+            "pipeline.delete"
+        ]
+    );
 }
 
 /// Percent-encodes everything but unreserved characters.
