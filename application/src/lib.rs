@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+mod fleet;
 pub mod pipelines;
 pub mod ports;
 pub mod projections;

@@ -338,7 +338,7 @@ impl Pipelines {
     }
 
     fn state(&self) -> &dyn StateStore {
-        self.workers.shared().state.as_ref()
+        self.workers.fleet().state.as_ref()
     }
 
     /// Starts running: a worker for every enabled pipeline of every tenant, and the periodic
@@ -375,7 +375,7 @@ impl Pipelines {
                 // right after a start, the store does not.
                 let page = self
                     .workers
-                    .shared()
+                    .fleet()
                     .store
                     .query(
                         tenant,
@@ -388,7 +388,7 @@ impl Pipelines {
                     .await
                     .map_err(|e| PipelineError::Unavailable(e.to_string()))?;
                 let last = page.events.first().map_or(0, |e| e.position.get());
-                Ok(last.max(self.workers.shared().feed.head()))
+                Ok(last.max(self.workers.fleet().feed.head()))
             }
         }
     }
@@ -808,7 +808,7 @@ impl Pipelines {
             definition_of(stored).map_err(|e| PipelineError::Internal(anyhow::anyhow!(e)))?;
         let behind = self
             .workers
-            .shared()
+            .fleet()
             .store
             .query(
                 tenant,

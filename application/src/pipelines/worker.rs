@@ -29,7 +29,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use allsource_domain::pipeline::{
@@ -45,9 +44,11 @@ use uuid::Uuid;
 use super::lookup::{LookupError, Lookups};
 use super::records::{
     CHECKPOINTS, Checkpoint, DEFINITIONS, Failure, RESULTS, ResultRow, Stored, TENANTS,
-    derived_event_id, index_tenant, result_key, result_prefix,
+    derived_event_id, result_key, result_prefix,
 };
 use crate::Caller;
+use crate::fleet::Fleet;
+pub(crate) use crate::fleet::list_all;
 use crate::ports::{EventStore, StateEntry, StateError, StateStore};
 use crate::subscriptions::{CommitFeed, Delivery as Next, Subscription, SubscriptionError};
 use crate::supervise::supervise;
@@ -862,186 +863,62 @@ fn refusal(error: &AppendError) -> String {
     }
 }
 
-/// A worker running on this node, for one version of its pipeline's record.
-struct Running {
-    version: u64,
-    handle: JoinHandle<()>,
-}
+impl Fleet for Shared {
+    type Item = (Stored, PipelineDefinition);
+    const NAME: &'static str = "pipeline";
+    const RESCAN: &'static str = "pipeline rescan";
 
-/// The workers of this node: one per enabled pipeline, started at server start, restarted
-/// when its record changes, stopped when it is disabled or deleted; every `rescan_interval`
-/// every tenant's records are read again.
-pub(crate) struct Workers {
-    shared: Arc<Shared>,
-    running: tokio::sync::Mutex<HashMap<(TenantId, Uuid), Running>>,
-    started: AtomicBool,
-    rescan: parking_lot::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Workers {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            running: tokio::sync::Mutex::new(HashMap::new()),
-            started: AtomicBool::new(false),
-            rescan: parking_lot::Mutex::new(None),
-        }
+    fn state(&self) -> &dyn StateStore {
+        self.state.as_ref()
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    fn definitions(&self) -> &'static str {
+        DEFINITIONS
     }
 
-    pub fn start(self: &Arc<Self>) {
-        if self.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let workers = Arc::clone(self);
-        let handle = supervise("pipeline rescan", move || {
-            let workers = Arc::clone(&workers);
-            async move {
-                while workers.started.load(Ordering::Acquire) {
-                    if let Err(e) = workers.reconcile_all().await {
-                        tracing::warn!(error = %e, "cannot read the pipelines; trying again later");
-                    }
-                    tokio::time::sleep(workers.shared.config.rescan_interval).await;
-                }
-            }
-        });
-        *self.rescan.lock() = Some(handle);
+    fn tenant_index(&self) -> &'static str {
+        TENANTS
     }
 
-    /// Stops every worker (uncommitted work is redone by the next run) and gives the leases
-    /// back.
-    pub async fn stop(&self) {
-        self.started.store(false, Ordering::Release);
-        let rescan = self.rescan.lock().take();
-        if let Some(handle) = rescan {
-            handle.abort();
-            let _ = handle.await;
-        }
-        let mut running = self.running.lock().await;
-        for ((tenant, id), worker) in running.drain() {
-            stop(worker).await;
-            self.release(&tenant, id).await;
-        }
+    fn rescan_interval(&self) -> Duration {
+        self.config.rescan_interval
     }
 
-    /// Brings one pipeline's worker in line with its stored record.
-    pub async fn refresh(&self, tenant: &TenantId, id: Uuid) {
-        if !self.started.load(Ordering::Acquire) {
-            return;
-        }
-        let mut running = self.running.lock().await;
-        match self
-            .shared
-            .state
-            .get(tenant, DEFINITIONS, &id.to_string())
-            .await
-        {
-            Ok(entry) => {
-                let found = entry.as_ref().and_then(parse_entry);
-                self.apply(&mut running, tenant, id, found).await;
-            }
-            Err(e) => tracing::warn!(pipeline = %id, error = %e, "cannot read a pipeline"),
-        }
+    fn parse(&self, entry: &StateEntry) -> Option<(Stored, PipelineDefinition)> {
+        parse_entry(entry)
     }
 
-    async fn apply(
-        &self,
-        running: &mut HashMap<(TenantId, Uuid), Running>,
-        tenant: &TenantId,
-        id: Uuid,
-        found: Option<(Stored, PipelineDefinition, u64)>,
-    ) {
-        let key = (tenant.clone(), id);
-        match found {
-            Some((stored, definition, version)) if stored.enabled => {
-                if running
-                    .get(&key)
-                    .is_some_and(|r| r.version == version && !r.handle.is_finished())
-                {
-                    return;
-                }
-                if let Some(old) = running.remove(&key) {
-                    stop(old).await;
-                }
-                let worker = Arc::new(Worker::new(
-                    self.shared.clone(),
-                    tenant.clone(),
-                    stored,
-                    definition,
-                ));
-                let handle = supervise("pipeline", move || {
-                    let worker = Arc::clone(&worker);
-                    async move { worker.run().await }
-                });
-                running.insert(key, Running { version, handle });
-            }
-            _ => {
-                if let Some(old) = running.remove(&key) {
-                    stop(old).await;
-                    self.release(tenant, id).await;
-                }
-            }
-        }
+    fn runs((stored, _): &(Stored, PipelineDefinition)) -> bool {
+        stored.enabled
     }
 
-    async fn reconcile_all(&self) -> Result<(), StateError> {
-        let mut running = self.running.lock().await;
-        if !self.started.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let tenants = list_all(self.shared.state.as_ref(), &index_tenant(), TENANTS).await?;
-        let mut seen = Vec::new();
-        for (tenant, _) in tenants {
-            let Ok(tenant) = TenantId::parse(&tenant) else {
-                continue;
-            };
-            let records = match list_all(self.shared.state.as_ref(), &tenant, DEFINITIONS).await {
-                Ok(records) => records,
-                Err(e) => {
-                    tracing::warn!(tenant = %tenant, error = %e, "cannot list the pipelines");
-                    seen.extend(running.keys().filter(|(t, _)| *t == tenant).cloned());
-                    continue;
-                }
-            };
-            for (key, entry) in records {
-                let Ok(id) = Uuid::parse_str(&key) else {
-                    continue;
-                };
-                seen.push((tenant.clone(), id));
-                self.apply(&mut running, &tenant, id, parse_entry(&entry))
-                    .await;
-            }
-        }
-        let gone: Vec<_> = running
-            .keys()
-            .filter(|k| !seen.contains(k))
-            .cloned()
-            .collect();
-        for (tenant, id) in gone {
-            self.apply(&mut running, &tenant, id, None).await;
-        }
-        Ok(())
+    fn spawn(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        (stored, definition): (Stored, PipelineDefinition),
+    ) -> JoinHandle<()> {
+        let worker = Arc::new(Worker::new(Arc::clone(self), tenant, stored, definition));
+        supervise("pipeline", move || {
+            let worker = Arc::clone(&worker);
+            async move { worker.run().await }
+        })
     }
 
     /// Gives this node's lease on a pipeline back.
     async fn release(&self, tenant: &TenantId, id: Uuid) {
         let id = id.to_string();
-        let Ok(Some(entry)) = self.shared.state.get(tenant, CHECKPOINTS, &id).await else {
+        let Ok(Some(entry)) = self.state.get(tenant, CHECKPOINTS, &id).await else {
             return;
         };
         let Ok(mut checkpoint) = Checkpoint::from_json(&entry.value) else {
             return;
         };
-        if checkpoint.holder.as_deref() != Some(self.shared.node.as_str()) {
+        if checkpoint.holder.as_deref() != Some(self.node.as_str()) {
             return;
         }
         checkpoint.holder = None;
         checkpoint.lease_until_ms = 0;
         if let Err(e) = self
-            .shared
             .state
             .put(
                 tenant,
@@ -1055,28 +932,12 @@ impl Workers {
             tracing::debug!(pipeline = %id, error = %e, "pipeline lease not released");
         }
     }
-
-    /// Ends every worker at once without committing or giving any lease back, as a crash
-    /// would.
-    #[cfg(test)]
-    pub async fn crash(&self) {
-        self.started.store(false, Ordering::Release);
-        if let Some(handle) = self.rescan.lock().take() {
-            handle.abort();
-        }
-        for (_, worker) in self.running.lock().await.drain() {
-            worker.handle.abort();
-        }
-    }
-
-    pub async fn running(&self) -> Vec<(TenantId, Uuid)> {
-        let mut keys: Vec<_> = self.running.lock().await.keys().cloned().collect();
-        keys.sort();
-        keys
-    }
 }
 
-pub(crate) fn parse_entry(entry: &StateEntry) -> Option<(Stored, PipelineDefinition, u64)> {
+/// The workers of this node: one per enabled pipeline (see [`crate::fleet`]).
+pub(crate) type Workers = crate::fleet::Workers<Shared>;
+
+fn parse_entry(entry: &StateEntry) -> Option<(Stored, PipelineDefinition)> {
     let stored = match Stored::from_json(&entry.value) {
         Ok(stored) => stored,
         Err(e) => {
@@ -1085,37 +946,11 @@ pub(crate) fn parse_entry(entry: &StateEntry) -> Option<(Stored, PipelineDefinit
         }
     };
     match super::definition_of(&stored) {
-        Ok(definition) => Some((stored, definition, entry.version)),
+        Ok(definition) => Some((stored, definition)),
         Err(e) => {
             tracing::error!(pipeline = %stored.id, error = %e,
                             "stored pipeline definition no longer valid; not running it");
             None
         }
     }
-}
-
-/// Every key of a namespace, in order.
-pub(crate) async fn list_all(
-    state: &dyn StateStore,
-    tenant: &TenantId,
-    namespace: &str,
-) -> Result<Vec<(String, StateEntry)>, StateError> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .list(tenant, namespace, None, after.clone(), PAGE)
-            .await?;
-        let done = page.len() < PAGE;
-        after = page.last().map(|(k, _)| k.clone());
-        all.extend(page);
-        if done {
-            return Ok(all);
-        }
-    }
-}
-
-async fn stop(worker: Running) {
-    worker.handle.abort();
-    let _ = worker.handle.await;
 }

@@ -295,7 +295,7 @@ impl Webhooks {
     }
 
     fn state(&self) -> &dyn StateStore {
-        self.workers.shared().state.as_ref()
+        self.workers.fleet().state.as_ref()
     }
 
     /// Starts delivering: a worker for every active webhook of every tenant, and the periodic
@@ -316,7 +316,7 @@ impl Webhooks {
     }
 
     async fn check_destination(&self, url: &WebhookUrl) -> Result<(), WebhookError> {
-        match self.workers.shared().sender.check_destination(url).await {
+        match self.workers.fleet().sender.check_destination(url).await {
             Ok(()) => Ok(()),
             Err(DestinationError::Refused(refusal)) => Err(WebhookError::Refused(refusal)),
             Err(DestinationError::Unresolvable(why)) => Err(invalid(
@@ -360,7 +360,7 @@ impl Webhooks {
         };
         self.quotas.consume(tenant, QuotaKind::Webhooks, 1).await?;
         let id = hook.id.to_string();
-        let start = self.workers.shared().feed.head();
+        let start = self.workers.fleet().feed.head();
         let stored = async {
             self.state()
                 .put(

@@ -30,9 +30,8 @@
 //! deleted, and re-reads every tenant's definitions every `rescan_interval` (which is how a
 //! node learns of webhooks registered on another node).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use allsource_domain::{Event, EventFilter, TenantId};
@@ -44,8 +43,10 @@ use uuid::Uuid;
 
 use super::records::{
     CURSORS, Cursor, DEFINITIONS, DELIVERIES, DELIVERIES_KEPT, Delivery, DeliveryStatus, TENANTS,
-    Webhook, delivery_id, delivery_key, delivery_prefix, index_tenant,
+    Webhook, delivery_id, delivery_key, delivery_prefix,
 };
+use crate::fleet::Fleet;
+pub(crate) use crate::fleet::list_all;
 use crate::ports::{
     EventEncoder, EventStore, StateEntry, StateError, StateStore, WebhookRequest, WebhookSender,
 };
@@ -524,185 +525,69 @@ impl Worker {
     }
 }
 
-/// A worker running on this node, for one version of its webhook's definition.
-struct Running {
-    version: u64,
-    handle: JoinHandle<()>,
-}
+impl Fleet for Shared {
+    type Item = Webhook;
+    const NAME: &'static str = "webhook";
+    const RESCAN: &'static str = "webhook rescan";
 
-/// The workers of this node (see the module docs).
-pub(crate) struct Workers {
-    shared: Arc<Shared>,
-    running: tokio::sync::Mutex<HashMap<(TenantId, Uuid), Running>>,
-    started: AtomicBool,
-    rescan: parking_lot::Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Workers {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            running: tokio::sync::Mutex::new(HashMap::new()),
-            started: AtomicBool::new(false),
-            rescan: parking_lot::Mutex::new(None),
-        }
+    fn state(&self) -> &dyn StateStore {
+        self.state.as_ref()
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    fn definitions(&self) -> &'static str {
+        DEFINITIONS
     }
 
-    /// Starts the workers of every active webhook, and the rescan.
-    pub fn start(self: &Arc<Self>) {
-        if self.started.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let workers = Arc::clone(self);
-        let handle = supervise("webhook rescan", move || {
-            let workers = Arc::clone(&workers);
-            async move {
-                while workers.started.load(Ordering::Acquire) {
-                    if let Err(e) = workers.reconcile_all().await {
-                        tracing::warn!(error = %e, "cannot read the webhooks; trying again later");
-                    }
-                    tokio::time::sleep(workers.shared.config.rescan_interval).await;
-                }
+    fn tenant_index(&self) -> &'static str {
+        TENANTS
+    }
+
+    fn rescan_interval(&self) -> Duration {
+        self.config.rescan_interval
+    }
+
+    fn parse(&self, entry: &StateEntry) -> Option<Webhook> {
+        match Webhook::from_json(&entry.value) {
+            Ok(hook) => Some(hook),
+            Err(e) => {
+                tracing::error!(error = %e, "unreadable webhook definition; not delivering it");
+                None
             }
+        }
+    }
+
+    fn runs(hook: &Webhook) -> bool {
+        hook.active
+    }
+
+    fn spawn(self: &Arc<Self>, tenant: TenantId, hook: Webhook) -> JoinHandle<()> {
+        let worker = Arc::new(Worker {
+            id: hook.id.to_string(),
+            shared: Arc::clone(self),
+            tenant,
+            hook,
         });
-        *self.rescan.lock() = Some(handle);
-    }
-
-    /// Stops every worker of this node and gives their leases back.
-    pub async fn stop(&self) {
-        self.started.store(false, Ordering::Release);
-        let rescan = self.rescan.lock().take();
-        if let Some(handle) = rescan {
-            handle.abort();
-            let _ = handle.await;
-        }
-        let mut running = self.running.lock().await;
-        for ((tenant, id), worker) in running.drain() {
-            stop(worker).await;
-            self.release(&tenant, id).await;
-        }
-    }
-
-    /// Brings the worker of one webhook in line with its stored definition (after a change
-    /// on this node). Nothing before [`start`](Self::start).
-    pub async fn refresh(&self, tenant: &TenantId, id: Uuid) {
-        if !self.started.load(Ordering::Acquire) {
-            return;
-        }
-        let mut running = self.running.lock().await;
-        match self.definition(tenant, id).await {
-            Ok(found) => self.apply(&mut running, tenant, id, found).await,
-            // The rescan will try again.
-            Err(e) => tracing::warn!(webhook = %id, error = %e, "cannot read a webhook"),
-        }
-    }
-
-    async fn definition(
-        &self,
-        tenant: &TenantId,
-        id: Uuid,
-    ) -> Result<Option<(Webhook, u64)>, StateError> {
-        let entry = self
-            .shared
-            .state
-            .get(tenant, DEFINITIONS, &id.to_string())
-            .await?;
-        Ok(entry.and_then(|e| parse_entry(&e)))
-    }
-
-    async fn apply(
-        &self,
-        running: &mut HashMap<(TenantId, Uuid), Running>,
-        tenant: &TenantId,
-        id: Uuid,
-        found: Option<(Webhook, u64)>,
-    ) {
-        let key = (tenant.clone(), id);
-        match found {
-            Some((hook, version)) if hook.active => {
-                if running
-                    .get(&key)
-                    .is_some_and(|r| r.version == version && !r.handle.is_finished())
-                {
-                    return;
-                }
-                if let Some(old) = running.remove(&key) {
-                    stop(old).await;
-                }
-                let handle = spawn(self.shared.clone(), tenant.clone(), hook);
-                running.insert(key, Running { version, handle });
-            }
-            _ => {
-                if let Some(old) = running.remove(&key) {
-                    stop(old).await;
-                    self.release(tenant, id).await;
-                }
-            }
-        }
-    }
-
-    /// One pass over every tenant's definitions.
-    async fn reconcile_all(&self) -> Result<(), StateError> {
-        let mut running = self.running.lock().await;
-        if !self.started.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let tenants = list_all(self.shared.state.as_ref(), &index_tenant(), TENANTS).await?;
-        let mut seen = Vec::new();
-        for (tenant, _) in tenants {
-            let Ok(tenant) = TenantId::parse(&tenant) else {
-                continue;
-            };
-            let definitions = match list_all(self.shared.state.as_ref(), &tenant, DEFINITIONS).await
-            {
-                Ok(definitions) => definitions,
-                Err(e) => {
-                    // Keep this tenant's workers as they are.
-                    tracing::warn!(tenant = %tenant, error = %e, "cannot list the webhooks");
-                    seen.extend(running.keys().filter(|(t, _)| *t == tenant).cloned());
-                    continue;
-                }
-            };
-            for (key, entry) in definitions {
-                let Ok(id) = Uuid::parse_str(&key) else {
-                    continue;
-                };
-                seen.push((tenant.clone(), id));
-                self.apply(&mut running, &tenant, id, parse_entry(&entry))
-                    .await;
-            }
-        }
-        let gone: Vec<_> = running
-            .keys()
-            .filter(|k| !seen.contains(k))
-            .cloned()
-            .collect();
-        for (tenant, id) in gone {
-            self.apply(&mut running, &tenant, id, None).await;
-        }
-        Ok(())
+        supervise("webhook delivery", move || {
+            let worker = Arc::clone(&worker);
+            async move { worker.run().await }
+        })
     }
 
     /// Gives this node's lease on a webhook back, so another node (or this one after a
     /// restart) need not wait for it to run out.
     async fn release(&self, tenant: &TenantId, id: Uuid) {
         let id = id.to_string();
-        let Ok(Some(entry)) = self.shared.state.get(tenant, CURSORS, &id).await else {
+        let Ok(Some(entry)) = self.state.get(tenant, CURSORS, &id).await else {
             return;
         };
         let Ok(cursor) = Cursor::from_json(&entry.value) else {
             return;
         };
-        if cursor.holder.as_deref() != Some(self.shared.node.as_str()) {
+        if cursor.holder.as_deref() != Some(self.node.as_str()) {
             return;
         }
         let released = Cursor::at(cursor.position);
         if let Err(e) = self
-            .shared
             .state
             .put(
                 tenant,
@@ -716,72 +601,7 @@ impl Workers {
             tracing::debug!(webhook = %id, error = %e, "webhook lease not released");
         }
     }
-
-    /// Ends every worker at once without giving any lease back, as a crash would.
-    #[cfg(test)]
-    pub async fn crash(&self) {
-        self.started.store(false, Ordering::Release);
-        if let Some(handle) = self.rescan.lock().take() {
-            handle.abort();
-        }
-        for (_, worker) in self.running.lock().await.drain() {
-            worker.handle.abort();
-        }
-    }
-
-    /// The webhooks with a worker on this node (for tests and stats).
-    pub async fn running(&self) -> Vec<(TenantId, Uuid)> {
-        let mut keys: Vec<_> = self.running.lock().await.keys().cloned().collect();
-        keys.sort();
-        keys
-    }
 }
 
-fn parse_entry(entry: &StateEntry) -> Option<(Webhook, u64)> {
-    match Webhook::from_json(&entry.value) {
-        Ok(hook) => Some((hook, entry.version)),
-        Err(e) => {
-            tracing::error!(error = %e, "unreadable webhook definition; not delivering it");
-            None
-        }
-    }
-}
-
-/// Every key of a namespace, in order.
-pub(crate) async fn list_all(
-    state: &dyn StateStore,
-    tenant: &TenantId,
-    namespace: &str,
-) -> Result<Vec<(String, StateEntry)>, StateError> {
-    let mut all = Vec::new();
-    let mut after = None;
-    loop {
-        let page = state
-            .list(tenant, namespace, None, after.clone(), PAGE)
-            .await?;
-        let done = page.len() < PAGE;
-        after = page.last().map(|(k, _)| k.clone());
-        all.extend(page);
-        if done {
-            return Ok(all);
-        }
-    }
-}
-
-fn spawn(shared: Arc<Shared>, tenant: TenantId, hook: Webhook) -> JoinHandle<()> {
-    let worker = Arc::new(Worker {
-        id: hook.id.to_string(),
-        shared,
-        tenant,
-        hook,
-    });
-    supervise("webhook delivery", move || {
-        let worker = Arc::clone(&worker);
-        async move { worker.run().await }
-    })
-}
-
-async fn stop(worker: Running) {
-    worker.handle.abort();
-    let _ = worker.handle.await;
-}
+/// The workers of this node (see the module docs).
+pub(crate) type Workers = crate::fleet::Workers<Shared>;
