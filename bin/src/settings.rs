@@ -229,12 +229,16 @@ impl WebhookSettings {
                 "must be between 10 and 3600000",
             ),
         ];
-        for (key, ok, message) in checks {
-            if !ok {
-                return Err(SettingsError::new(key, message));
-            }
-        }
-        Ok(())
+        first_failure(&checks)
+    }
+}
+
+/// The first check that fails, as the error naming its key: checks are
+/// `(key, whether it holds, the message when it does not)`.
+fn first_failure(checks: &[(&str, bool, &str)]) -> Result<(), SettingsError> {
+    match checks.iter().find(|(_, ok, _)| !ok) {
+        Some((key, _, message)) => Err(SettingsError::new(*key, *message)),
+        None => Ok(()),
     }
 }
 
@@ -323,12 +327,7 @@ impl PipelineSettings {
                 "must be between 10 and 3600000",
             ),
         ];
-        for (key, ok, message) in checks {
-            if !ok {
-                return Err(SettingsError::new(key, message));
-            }
-        }
-        Ok(())
+        first_failure(&checks)
     }
 }
 
@@ -1356,6 +1355,45 @@ mod tests {
             .to_string();
         assert!(err.starts_with("invalid setting server.port:"), "{err}");
         assert_eq!(err.matches("server.port").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn pipeline_settings_have_defaults_come_from_the_environment_and_are_checked() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.pipelines, PipelineSettings::default());
+        assert!(s.pipelines.effective_concurrency() >= 1);
+        let s = load(&[
+            ("ALLSOURCE__PIPELINES__CONCURRENCY", "3"),
+            ("ALLSOURCE__PIPELINES__BATCH_EVENTS", "50"),
+            ("ALLSOURCE__PIPELINES__CLOCK_GRACE_MS", "0"),
+        ])
+        .unwrap();
+        assert_eq!(s.pipelines.effective_concurrency(), 3);
+        assert_eq!(s.pipelines.batch_events, 50);
+        assert_eq!(s.pipelines.clock_grace_ms, 0);
+        for (key, value, named) in [
+            (
+                "ALLSOURCE__PIPELINES__BATCH_EVENTS",
+                "0",
+                "pipelines.batch_events",
+            ),
+            (
+                "ALLSOURCE__PIPELINES__COMMIT_INTERVAL_MS",
+                "0",
+                "pipelines.commit_interval_ms",
+            ),
+            ("ALLSOURCE__PIPELINES__LEASE_MS", "10", "pipelines.lease_ms"),
+            ("ALLSOURCE__PIPELINES__TICK_MS", "1", "pipelines.tick_ms"),
+            (
+                "ALLSOURCE__PIPELINES__CONCURRENCY",
+                "5000",
+                "pipelines.concurrency",
+            ),
+            ("ALLSOURCE__PIPELINES__CONCURRENCY", "many", "pipelines"),
+        ] {
+            let err = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 
     #[test]
