@@ -237,7 +237,7 @@ impl WebhookSettings {
 /// `(key, whether it holds, the message when it does not)`.
 fn first_failure(checks: &[(&str, bool, &str)]) -> Result<(), SettingsError> {
     match checks.iter().find(|(_, ok, _)| !ok) {
-        Some((key, _, message)) => Err(SettingsError::new(*key, *message)),
+        Some((key, _, message)) => Err(SettingsError::new(key, *message)),
         None => Ok(()),
     }
 }
