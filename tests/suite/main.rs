@@ -13,7 +13,8 @@
 //! - `postgres_feed`: live delivery across nodes on the postgres backend (LISTEN/NOTIFY and
 //!   the poll);
 //! - `pipelines`: stream pipelines over HTTP: hourly counts through SIGKILLs equal to an
-//!   uninterrupted run, enrich from a projection, tenant isolation, the routes and paging;
+//!   uninterrupted run, enrich from a projection, tenant isolation, the routes and paging,
+//!   two postgres nodes sharing a pipeline;
 //! - `policies`: the policy engine and the audit log over HTTP;
 //! - `payloads`: payload safety: what some reader could not read is refused at append; what
 //!   is accepted reads back the same on every read path and across restarts;

@@ -634,3 +634,92 @@ async fn a_pipeline_of_one_tenant_never_sees_another_tenants_events() {
         json!({"event_type": "secret.thing", "n": 1})
     );
 }
+
+/// Two nodes on one PostgreSQL database: both run a worker for the pipeline, one holds its
+/// lease; appends on both nodes are counted exactly once; when the holder is SIGKILLed, the
+/// other takes over after the lease and goes on from the checkpoint (skipped without
+/// PostgreSQL).
+#[tokio::test]
+async fn two_postgres_nodes_count_once_and_one_takes_over_from_a_killed_node() {
+    let Some(db) = allsource_tests::pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [
+        ("ALLSOURCE__DEV", "true"),
+        ("ALLSOURCE__STORAGE__BACKEND", "postgres"),
+        ("ALLSOURCE__STORAGE__POSTGRES__URL", db.url()),
+        ("ALLSOURCE__REALTIME__POSTGRES_POLL_INTERVAL_MS", "50"),
+        ("ALLSOURCE__PIPELINES__LEASE_MS", "1000"),
+        ("ALLSOURCE__PIPELINES__RESCAN_INTERVAL_MS", "100"),
+        ("ALLSOURCE__PIPELINES__BATCH_EVENTS", "3"),
+        ("ALLSOURCE__PIPELINES__COMMIT_INTERVAL_MS", "5"),
+    ];
+    let mut node_a = ServerProcess::start(&dir.path().join("a"), &env).await;
+    let node_b = ServerProcess::start(&dir.path().join("b"), &env).await;
+    let (a, b) = (Api::new(&node_a.base), Api::new(&node_b.base));
+    let created = a
+        .post(
+            "/api/v1/pipelines",
+            &json!({"name": "per_customer", "source_event_types": ["order.placed"],
+                    "operators": [{"type": "reduce", "group_by": ["$.customer"],
+                                   "aggregations": [{"name": "orders", "fn": "count"},
+                                                    {"name": "revenue", "fn": "sum",
+                                                     "field": "$.amount"}]}],
+                    "output": {"type": "table"}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().expect("id").to_owned();
+    let customers = ["alice", "bob", "carol"];
+    let orders = |from: usize, to: usize| -> Vec<Value> {
+        (from..to)
+            .map(|n| order(n, customers[n % 3], n as i64, at(0, 0)))
+            .collect()
+    };
+    let expected = |to: usize| -> BTreeMap<String, (u64, i64)> {
+        let mut e = BTreeMap::new();
+        for n in 0..to {
+            let entry = e.entry(customers[n % 3].to_owned()).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 += n as i64;
+        }
+        e
+    };
+    for round in 0..4 {
+        let node = if round % 2 == 0 { &a } else { &b };
+        node.append(&orders(round * 10, round * 10 + 10)).await;
+    }
+    b.processed(&id, 40).await;
+    assert_eq!(customer_table(&b, &id).await, expected(40));
+    assert_eq!(customer_table(&a, &id).await, expected(40));
+    // The holder may be either node: kill A, and B (holder or not) finishes the work.
+    node_a.kill9();
+    b.append(&orders(40, 55)).await;
+    let stats = b.processed(&id, 55).await;
+    assert_eq!(stats["failed"], 0, "{stats}");
+    assert_eq!(customer_table(&b, &id).await, expected(55));
+}
+
+/// A running reduce's table as customer → (orders, revenue).
+async fn customer_table(api: &Api, id: &str) -> BTreeMap<String, (u64, i64)> {
+    let reply = api
+        .get(&format!("/api/v1/pipelines/{id}/results?limit=1000"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let v = &r["value"];
+            (
+                v["customer"].as_str().expect("customer").to_owned(),
+                (
+                    v["orders"].as_u64().expect("orders"),
+                    v["revenue"].as_i64().expect("revenue"),
+                ),
+            )
+        })
+        .collect()
+}
