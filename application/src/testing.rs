@@ -493,6 +493,8 @@ pub struct SharedLog {
     pub fail_queries: std::sync::atomic::AtomicBool,
     /// Queries served so far.
     pub queries: AtomicUsize,
+    /// Every query waits this long first (a store whose reads take time).
+    pub query_latency: Mutex<Option<std::time::Duration>>,
 }
 
 impl SharedLog {
@@ -503,6 +505,7 @@ impl SharedLog {
             feed: Arc::new(CommitFeed::new(capacity)),
             fail_queries: std::sync::atomic::AtomicBool::new(false),
             queries: AtomicUsize::new(0),
+            query_latency: Mutex::new(None),
         })
     }
 
@@ -667,6 +670,10 @@ impl EventStore for SharedLog {
 
     async fn query(&self, tenant: &TenantId, q: EventQuery) -> Result<QueryPage, StoreError> {
         self.queries.fetch_add(1, Ordering::Relaxed);
+        let latency = *self.query_latency.lock();
+        if let Some(latency) = latency {
+            tokio::time::sleep(latency).await;
+        }
         if self.fail_queries.load(Ordering::Acquire) {
             return Err(StoreError::Unavailable("told to fail".into()));
         }

@@ -679,3 +679,67 @@ async fn a_branch_routes_each_record_to_its_outputs_and_a_refused_derived_event_
     );
     pipelines.stop().await;
 }
+
+#[tokio::test]
+async fn the_clock_closes_windows_over_timestamps_only_once_caught_up() {
+    let world = World::new();
+    // 1,200 orders 1 ms apart (the test log's timestamps), long ago: 121 windows of 10 ms.
+    // Catching up reads three pages, each taking 5 ms; a tick (every millisecond) during a
+    // page read must not close the window the next page still has events of, or they would
+    // arrive late.
+    *world.log.query_latency.lock() = Some(Duration::from_millis(5));
+    for chunk in 0..12 {
+        let orders: Vec<(&str, i64)> = (0..100).map(|i| ("alice", chunk * 100 + i)).collect();
+        world.orders("acme", &orders);
+    }
+    let pipelines = Pipelines::new(
+        PipelineDeps {
+            store: world.log.clone(),
+            feed: world.log.feed(),
+            state: world.state.clone(),
+            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
+            lookups: Arc::new(MockLookups::new()),
+            quotas: Arc::new(Unlimited),
+            audit: audit(),
+        },
+        PipelineConfig {
+            tick: Duration::from_millis(1),
+            clock_grace: Duration::ZERO,
+            batch_events: 7,
+            ..World::config()
+        },
+    );
+    pipelines.start();
+    let view = pipelines
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "per_10ms",
+                "source_event_types": ["order.placed"],
+                "operators": [
+                    {"type": "window", "kind": "tumbling", "size_ms": 10},
+                    {"type": "reduce", "group_by": ["$.customer"],
+                     "aggregations": [{"name": "orders", "fn": "count"}]}],
+                "output": {"type": "events", "event_type": "orders.per_10ms"}
+            })),
+        )
+        .await
+        .unwrap();
+    let stats = wait_for(&pipelines, "acme", view.id, |s| {
+        s.counters.processed == 1200 && s.counters.emitted == 121
+    })
+    .await;
+    assert_eq!(stats.counters.late, 0);
+    let derived = world.derived("acme", "orders.per_10ms");
+    assert_eq!(derived.len(), 121);
+    let counts: Vec<u64> = derived
+        .iter()
+        .map(|(_, p)| p["orders"].as_u64().unwrap())
+        .collect();
+    // The test log's event at position p is p ms into the epoch of its windows: the first
+    // window holds positions 1–9, the last one position 1200, every other one 10 orders.
+    assert_eq!(counts[0], 9);
+    assert_eq!(counts[120], 1);
+    assert!(counts[1..120].iter().all(|&n| n == 10), "{counts:?}");
+    pipelines.stop().await;
+}

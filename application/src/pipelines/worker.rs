@@ -149,6 +149,11 @@ struct Emission {
     hops: u64,
 }
 
+/// The subscription's `next()` in progress, owning the subscription until it is done.
+type Reading = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Subscription, Result<Next, SubscriptionError>)> + Send>,
+>;
+
 /// A derived event to append.
 struct Derived {
     output: usize,
@@ -398,13 +403,14 @@ impl Worker {
             types: self.definition.source.clone(),
             entity_id: None,
         };
-        let mut subscription = Subscription::open(
+        let subscription = Subscription::open(
             self.shared.store.clone(),
             self.shared.feed.clone(),
             self.tenant.clone(),
             filter,
             Some(checkpoint.position),
         );
+        let caught_up = subscription.waiting_live();
         let mut run = Run {
             checkpoint,
             pending: Vec::new(),
@@ -414,14 +420,28 @@ impl Worker {
         };
         let tick = self.shared.config.tick;
         let mut flush_at: Option<tokio::time::Instant> = None;
+        // The subscription's `next()` is one future kept across the timers: a tick never
+        // cancels a storage read in progress (a read slower than the tick would otherwise be
+        // started again for ever). It owns the subscription and gives it back when it is done.
+        let mut parked = Some(subscription);
+        let mut reading: Option<Reading> = None;
         loop {
+            if let Some(mut subscription) = parked.take() {
+                reading = Some(Box::pin(async move {
+                    let next = subscription.next().await;
+                    (subscription, next)
+                }));
+            }
+            let Some(read) = reading.as_mut() else {
+                return Err(anyhow::anyhow!("a pipeline worker lost its subscription"));
+            };
             let renewal = self.until_renewal(lease);
             let wake = flush_at.map_or(tick, |at| {
                 at.saturating_duration_since(tokio::time::Instant::now())
                     .min(tick)
             });
-            let next = tokio::select! {
-                next = subscription.next() => Some(next),
+            let woke = tokio::select! {
+                (subscription, next) = read => Some((subscription, next)),
                 () = tokio::time::sleep(wake.min(renewal)) => None,
             };
             let permit = self
@@ -431,42 +451,47 @@ impl Worker {
                 .acquire_owned()
                 .await
                 .map_err(|_| anyhow::anyhow!("pipelines are shutting down"))?;
-            match next {
-                Some(Ok(Next::Event { event, .. })) => {
-                    self.process(&event, &mut run).await?;
-                    while run.uncommitted < self.shared.config.batch_events && !run.pause {
-                        match subscription.next_ready() {
-                            Some(Next::Event { event, .. }) => {
-                                self.process(&event, &mut run).await?
+            match woke {
+                Some((mut subscription, next)) => {
+                    reading = None;
+                    match next {
+                        Ok(Next::Event { event, .. }) => {
+                            self.process(&event, &mut run).await?;
+                            while run.uncommitted < self.shared.config.batch_events && !run.pause {
+                                match subscription.next_ready() {
+                                    Some(Next::Event { event, .. }) => {
+                                        self.process(&event, &mut run).await?;
+                                    }
+                                    Some(Next::CaughtUp) => {}
+                                    None => break,
+                                }
                             }
-                            Some(Next::CaughtUp) => {}
-                            None => break,
+                            // Everything handed out is processed; no matching event lies
+                            // between the last one and what the subscription has covered.
+                            if subscription.pending() == 0 {
+                                run.checkpoint.position =
+                                    run.checkpoint.position.max(subscription.covered());
+                            }
+                            flush_at.get_or_insert_with(|| {
+                                tokio::time::Instant::now() + self.shared.config.commit_interval
+                            });
                         }
+                        Ok(Next::CaughtUp) => {}
+                        Err(SubscriptionError::Closed) => {
+                            drop(permit);
+                            if run.uncommitted > 0 || !run.pending.is_empty() {
+                                self.commit(lease, &mut run).await?;
+                            }
+                            return Ok(Flow::Ended);
+                        }
+                        Err(SubscriptionError::Storage(e)) => return Err(e.into()),
                     }
-                    // Everything handed out is processed; no matching event lies between the
-                    // last one and what the subscription has covered.
-                    if subscription.pending() == 0 {
-                        run.checkpoint.position =
-                            run.checkpoint.position.max(subscription.covered());
-                    }
-                    flush_at.get_or_insert_with(|| {
-                        tokio::time::Instant::now() + self.shared.config.commit_interval
-                    });
+                    parked = Some(subscription);
                 }
-                Some(Ok(Next::CaughtUp)) => {}
-                Some(Err(SubscriptionError::Closed)) => {
-                    drop(permit);
-                    if run.uncommitted > 0 || !run.pending.is_empty() {
-                        self.commit(lease, &mut run).await?;
-                    }
-                    return Ok(Flow::Ended);
-                }
-                Some(Err(SubscriptionError::Storage(e))) => return Err(e.into()),
-                // The clock closes windows only once everything published has been read:
-                // while catching up, stored events of an open window are still to come.
-                None if subscription.pending() == 0
-                    && subscription.covered() >= self.shared.feed.head() =>
-                {
+                // The clock closes windows only while the subscription waits for the next
+                // commit with everything published handed out: while it reads storage, stored
+                // events of an open window are still to come.
+                None if caught_up.load(std::sync::atomic::Ordering::Acquire) => {
                     let clock = Utc::now()
                         - chrono::Duration::from_std(self.shared.config.clock_grace)
                             .unwrap_or_default();

@@ -91,6 +91,8 @@ pub struct Subscription {
     announce_caught_up: bool,
     page_size: usize,
     counters: SubscriptionCounters,
+    /// True while [`Subscription::next`] waits for the next commit with nothing in hand.
+    waiting_live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -136,6 +138,7 @@ impl Subscription {
             announce_caught_up: false,
             page_size: CATCH_UP_PAGE,
             counters: SubscriptionCounters::default(),
+            waiting_live: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -156,6 +159,14 @@ impl Subscription {
     /// 0, every matching event at or below [`covered`](Self::covered) has been handed out.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// A flag that is true exactly while [`next`](Self::next) waits for the next commit,
+    /// live, with everything published so far handed out (false while it reads storage, and
+    /// while it holds events). A follower whose `next()` runs elsewhere (a future it keeps
+    /// across a `select!`) reads it to know it is caught up.
+    pub fn waiting_live(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        Arc::clone(&self.waiting_live)
     }
 
     /// The tenant followed.
@@ -196,10 +207,15 @@ impl Subscription {
             match self.mode {
                 Mode::CatchUp => self.catch_up_page().await?,
                 Mode::Live => {
+                    // Nothing in hand and no group queued before this wait: caught up.
+                    self.waiting_live
+                        .store(true, std::sync::atomic::Ordering::Release);
                     let received = tokio::select! {
                         received = self.receiver.recv() => received,
                         _ = self.closed.changed() => continue,
                     };
+                    self.waiting_live
+                        .store(false, std::sync::atomic::Ordering::Release);
                     match received {
                         Ok(group) => self.take_group(&group),
                         Err(RecvError::Lagged(_)) => self.fall_behind(),

@@ -318,3 +318,48 @@ async fn appends_racing_the_switch_to_live_never_make_a_gap_or_a_duplicate() {
         }
     }
 }
+
+#[tokio::test]
+async fn waiting_live_is_set_only_while_it_waits_for_a_commit_with_nothing_in_hand() {
+    let log = SharedLog::new(16);
+    log.append("acme", &[("a", "t"), ("b", "t")]);
+    // Storage reads take a while: the flag stays down while one is in progress.
+    *log.query_latency.lock() = Some(Duration::from_millis(50));
+    let mut sub = open(&log, "acme", types(&[]), Some(0));
+    let flag = sub.waiting_live();
+    assert!(!flag.load(Ordering::Acquire));
+    let reading = tokio::spawn(async move {
+        let mut caught_up = 0;
+        let first = take(&mut sub, 2, &mut caught_up).await;
+        (sub, first)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !flag.load(Ordering::Acquire),
+        "reading storage is not caught up"
+    );
+    let (mut sub, first) = reading.await.expect("task");
+    assert_eq!(first, [1, 2]);
+    assert_eq!(next(&mut sub).await, Delivery::CaughtUp);
+    // Caught up, waiting for the next commit: the flag is up until something arrives.
+    let waiting = tokio::spawn(async move {
+        let delivered = next(&mut sub).await;
+        (sub, delivered)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waited = flag.load(Ordering::Acquire);
+    log.append("acme", &[("c", "t")]);
+    let (_sub, delivered) = waiting.await.expect("task");
+    assert!(
+        waited,
+        "caught up and waiting: the flag is up (delivered next: {delivered:?})"
+    );
+    let Delivery::Event { event, .. } = delivered else {
+        panic!("expected the event, got {delivered:?}");
+    };
+    assert_eq!(event.position.get(), 3);
+    assert!(
+        !flag.load(Ordering::Acquire),
+        "holding an event is not waiting"
+    );
+}
