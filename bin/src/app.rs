@@ -290,6 +290,10 @@ impl Application {
                 lookups: Arc::new(ReadLookups::new(reads.clone(), projections_api.clone())),
                 quotas: quota_gate(tenants.as_ref()),
                 audit: audit_log.clone(),
+                tenants: match &tenants {
+                    Some(tenants) => Arc::new(tenants.clone()) as Arc<dyn TenantGate>,
+                    None => Arc::new(Unlimited),
+                },
             },
         );
         let state = AppState::from(allsource_presentation::AppServices {

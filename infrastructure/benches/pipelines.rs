@@ -111,6 +111,7 @@ async fn catch_up(
             )),
             quotas: Arc::new(Unlimited),
             audit: Arc::new(MemoryAuditLog::new()),
+            tenants: Arc::new(Unlimited),
         },
         PipelineConfig {
             concurrency: 1,

@@ -109,6 +109,7 @@ pub(crate) fn idle_pipelines(
             lookups: Arc::new(MockLookups::new()),
             quotas: Arc::new(allsource_application::quota::Unlimited),
             audit: Arc::new(allsource_application::ports::MockAuditLog::new()),
+            tenants: Arc::new(allsource_application::quota::Unlimited),
         },
         PipelineConfig::default(),
     )

@@ -611,6 +611,7 @@ impl Matrix {
                 )),
                 quotas: Arc::new(tenants.clone()),
                 audit: audit.clone(),
+                tenants: Arc::new(tenants.clone()),
             },
             allsource_application::pipelines::PipelineConfig::default(),
         );

@@ -37,7 +37,7 @@ use crate::ports::{
     AuditLog, AuditOutcome, AuditRecord, EventQuery, EventStore, SortOrder, StateError, StateStore,
     StorageFailure,
 };
-use crate::quota::{GateError, QuotaGate, QuotaKind};
+use crate::quota::{GateError, QuotaGate, QuotaKind, TenantGate};
 use crate::subscriptions::CommitFeed;
 use crate::use_cases::{AppendEvents, FieldError, record_or_log};
 #[cfg(any(test, feature = "mocks"))]
@@ -179,6 +179,8 @@ pub struct PipelineDeps {
     pub lookups: Arc<dyn Lookups>,
     pub quotas: Arc<dyn QuotaGate>,
     pub audit: Arc<dyn AuditLog>,
+    /// Whether a tenant may act: a deactivated tenant's pipelines wait.
+    pub tenants: Arc<dyn TenantGate>,
 }
 
 /// The pipeline use cases, and this node's workers (cheap to clone).
@@ -323,6 +325,7 @@ impl Pipelines {
             state: deps.state,
             append: deps.append,
             lookups: deps.lookups,
+            tenants: deps.tenants,
             node: config
                 .node
                 .clone()

@@ -59,6 +59,7 @@ impl World {
                 lookups,
                 quotas,
                 audit: audit(),
+                tenants: Arc::new(Unlimited),
             },
             Self::config(),
         )
@@ -631,6 +632,7 @@ async fn a_branch_routes_each_record_to_its_outputs_and_a_refused_derived_event_
             lookups: Arc::new(MockLookups::new()),
             quotas: Arc::new(Unlimited),
             audit: audit(),
+            tenants: Arc::new(Unlimited),
         },
         World::config(),
     );
@@ -701,6 +703,7 @@ async fn the_clock_closes_windows_over_timestamps_only_once_caught_up() {
             lookups: Arc::new(MockLookups::new()),
             quotas: Arc::new(Unlimited),
             audit: audit(),
+            tenants: Arc::new(Unlimited),
         },
         PipelineConfig {
             tick: Duration::from_millis(1),
@@ -741,5 +744,68 @@ async fn the_clock_closes_windows_over_timestamps_only_once_caught_up() {
     assert_eq!(counts[0], 9);
     assert_eq!(counts[120], 1);
     assert!(counts[1..120].iter().all(|&n| n == 10), "{counts:?}");
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn a_deactivated_tenants_pipeline_waits_and_then_skips_nothing() {
+    let world = World::new();
+    let active = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut gate = crate::quota::MockTenantGate::new();
+    let flag = active.clone();
+    gate.expect_check_active().returning(move |_| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(GateError::TenantInactive("deactivated".into()))
+        }
+    });
+    let pipelines = Pipelines::new(
+        PipelineDeps {
+            store: world.log.clone(),
+            feed: world.log.feed(),
+            state: world.state.clone(),
+            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
+            lookups: Arc::new(MockLookups::new()),
+            quotas: Arc::new(Unlimited),
+            audit: audit(),
+            tenants: Arc::new(gate),
+        },
+        World::config(),
+    );
+    pipelines.start();
+    let view = pipelines
+        .create(&caller("acme"), input(counting()))
+        .await
+        .unwrap();
+    world.orders("acme", &[("alice", 1)]);
+    wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 1).await;
+    active.store(false, std::sync::atomic::Ordering::SeqCst);
+    world.orders("acme", &[("alice", 2), ("bob", 3)]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let waiting = pipelines
+        .stats(&caller("acme"), &view.id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.counters.processed, 1,
+        "nothing processed while deactivated"
+    );
+    assert_eq!(waiting.lag, 2);
+    active.store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 3).await;
+    let mut values: Vec<Value> = table(&pipelines, "acme", view.id)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    values.sort_by_key(|v| v["customer"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(
+        values,
+        vec![
+            json!({"customer": "alice", "orders": 2, "total": 3}),
+            json!({"customer": "bob", "orders": 1, "total": 3}),
+        ]
+    );
     pipelines.stop().await;
 }

@@ -18,8 +18,9 @@
 //!    the previous checkpoint and re-emits the same events under the same ids: nothing is lost
 //!    and nothing is counted twice.
 //!
-//! A failure that may pass (storage unavailable, a quota, a deactivated tenant) ends the run
-//! without committing; the supervisor starts it again after a pause, from the checkpoint. A
+//! A deactivated tenant's pipeline waits (keeping its lease) until the tenant is active
+//! again. A failure that may pass (storage unavailable, a quota) ends the run without
+//! committing; the supervisor starts it again after a pause, from the checkpoint. A
 //! failure of one record (an operator error, an event its output refuses: a schema, a size)
 //! is recorded in the checkpoint and processing goes on, or pauses (`on_error: pause`).
 //!
@@ -60,6 +61,9 @@ const PAGE: usize = 500;
 /// Derived events pass through at most this many pipelines: an event derived this many times
 /// is not processed again (a cycle of pipelines ends here, recorded as a failure).
 pub const MAX_HOPS: u64 = 8;
+
+/// How often a worker of a deactivated (or unreadable) tenant looks again.
+const INACTIVE_TENANT_RECHECK: Duration = Duration::from_millis(500);
 
 /// How pipelines run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +119,8 @@ pub(crate) struct Shared {
     pub state: Arc<dyn StateStore>,
     pub append: AppendEvents,
     pub lookups: Arc<dyn Lookups>,
+    /// A deactivated tenant's pipelines wait (nothing is skipped).
+    pub tenants: Arc<dyn crate::quota::TenantGate>,
     pub config: PipelineConfig,
     pub node: String,
     pub permits: Arc<Semaphore>,
@@ -456,6 +462,9 @@ impl Worker {
                     reading = None;
                     match next {
                         Ok(Next::Event { event, .. }) => {
+                            if !self.wait_until_active(lease, &mut run).await? {
+                                return Ok(Flow::LostLease);
+                            }
                             self.process(&event, &mut run).await?;
                             while run.uncommitted < self.shared.config.batch_events && !run.pause {
                                 match subscription.next_ready() {
@@ -529,6 +538,30 @@ impl Worker {
             }
             drop(permit);
         }
+    }
+
+    /// A deactivated tenant's pipelines process nothing until it is active again (what it
+    /// appends meanwhile waits, none is skipped); the lease is kept. `false` when it was lost.
+    async fn wait_until_active(&self, lease: &mut Lease, run: &mut Run) -> anyhow::Result<bool> {
+        while self
+            .shared
+            .tenants
+            .check_active(&self.tenant)
+            .await
+            .is_err()
+        {
+            if run.uncommitted > 0 || !run.pending.is_empty() {
+                if !self.commit(lease, run).await? {
+                    return Ok(false);
+                }
+            } else if self.until_renewal(lease).is_zero()
+                && !self.write_checkpoint(lease, &mut run.checkpoint).await?
+            {
+                return Ok(false);
+            }
+            tokio::time::sleep(INACTIVE_TENANT_RECHECK).await;
+        }
+        Ok(true)
     }
 
     /// Renews the lease with nothing new to commit (the committed state stays as it was).
