@@ -451,6 +451,7 @@ impl Pipelines {
         let now = Utc::now();
         let stored = Stored {
             id,
+            incarnation: Uuid::new_v4(),
             definition: checked.definition.to_json(),
             enabled: checked.enabled,
             generation: 1,
@@ -599,6 +600,7 @@ impl Pipelines {
         let changed = definition != current.definition || explicit_start;
         let stored = Stored {
             id: current.id,
+            incarnation: current.incarnation,
             definition,
             enabled: checked.enabled,
             generation: if changed {
@@ -682,6 +684,7 @@ impl Pipelines {
         from_position: Option<Value>,
     ) -> Result<PipelineView, PipelineError> {
         let tenant = caller.tenant();
+        let (current, version) = self.read(tenant, id).await?;
         let from = match &from_position {
             None | Some(Value::Null) => StartFrom::After(0),
             Some(Value::String(s)) if s == "now" => StartFrom::Now,
@@ -696,7 +699,6 @@ impl Pipelines {
                 ));
             }
         };
-        let (current, version) = self.read(tenant, id).await?;
         let stored = Stored {
             generation: current.generation + 1,
             start_position: self.start_position(tenant, &from).await?,

@@ -16,7 +16,8 @@
 //!
 //! A **generation** numbers the runs of a definition: creating a pipeline starts generation 1;
 //! changing its definition or resetting it starts the next one, with an empty state. Derived
-//! events are named by `(pipeline, generation, output, record origin)` ([`derived_event_id`]),
+//! events are named by `(pipeline, incarnation, generation, output, record origin)`
+//! ([`derived_event_id`]),
 //! so re-emitting after a crash appends nothing new, while a new generation emits afresh.
 
 use allsource_domain::TenantId;
@@ -50,13 +51,21 @@ pub fn result_prefix(pipeline: &str) -> String {
 }
 
 /// The id of the event a pipeline derives from a record: UUIDv5 in the namespace of the
-/// pipeline's id, of `<generation>/<output index>/<record origin>`. The same record of the same
+/// pipeline's id, of `<incarnation>/<generation>/<output index>/<record origin>`. The
+/// incarnation is drawn when the pipeline is created, so a pipeline created again under the
+/// id of a deleted one emits afresh. The same record of the same
 /// run always gets the same id, across restarts and nodes, so the store's idempotency turns a
 /// re-emission into a no-op.
-pub fn derived_event_id(pipeline: Uuid, generation: u64, output: usize, origin: &str) -> Uuid {
+pub fn derived_event_id(
+    pipeline: Uuid,
+    incarnation: Uuid,
+    generation: u64,
+    output: usize,
+    origin: &str,
+) -> Uuid {
     Uuid::new_v5(
         &pipeline,
-        format!("{generation}/{output}/{origin}").as_bytes(),
+        format!("{incarnation}/{generation}/{output}/{origin}").as_bytes(),
     )
 }
 
@@ -64,6 +73,10 @@ pub fn derived_event_id(pipeline: Uuid, generation: u64, output: usize, origin: 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stored {
     pub id: Uuid,
+    /// Drawn at creation, kept by updates and resets: names this pipeline's derived events
+    /// apart from those of an earlier pipeline that had the same id.
+    #[serde(default)]
+    pub incarnation: Uuid,
     /// The definition's canonical JSON (`PipelineDefinition::to_json`).
     pub definition: Value,
     pub enabled: bool,
@@ -189,14 +202,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn derived_ids_depend_on_pipeline_generation_output_and_origin_only() {
-        let p = Uuid::new_v4();
-        let a = derived_event_id(p, 1, 0, "e1");
-        assert_eq!(a, derived_event_id(p, 1, 0, "e1"));
-        assert_ne!(a, derived_event_id(p, 2, 0, "e1"));
-        assert_ne!(a, derived_event_id(p, 1, 1, "e1"));
-        assert_ne!(a, derived_event_id(p, 1, 0, "e2"));
-        assert_ne!(a, derived_event_id(Uuid::new_v4(), 1, 0, "e1"));
+    fn derived_ids_depend_on_pipeline_incarnation_generation_output_and_origin_only() {
+        let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+        let a = derived_event_id(p, i, 1, 0, "e1");
+        assert_eq!(a, derived_event_id(p, i, 1, 0, "e1"));
+        assert_ne!(a, derived_event_id(p, Uuid::new_v4(), 1, 0, "e1"));
+        assert_ne!(a, derived_event_id(p, i, 2, 0, "e1"));
+        assert_ne!(a, derived_event_id(p, i, 1, 1, "e1"));
+        assert_ne!(a, derived_event_id(p, i, 1, 0, "e2"));
+        assert_ne!(a, derived_event_id(Uuid::new_v4(), i, 1, 0, "e1"));
     }
 
     #[test]

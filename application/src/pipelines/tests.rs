@@ -809,3 +809,101 @@ async fn a_deactivated_tenants_pipeline_waits_and_then_skips_nothing() {
     );
     pipelines.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_pipeline_or_a_deactivated_tenant_never_holds_up_the_others() {
+    // One pipeline processes at a time (`concurrency` 1): neither a paused pipeline nor one
+    // waiting for its deactivated tenant may keep that turn.
+    let world = World::new();
+    let mut gate = crate::quota::MockTenantGate::new();
+    gate.expect_check_active().returning(|tenant| {
+        if tenant.as_str() == "sleepy" {
+            Err(GateError::TenantInactive("deactivated".into()))
+        } else {
+            Ok(())
+        }
+    });
+    let pipelines = Pipelines::new(
+        PipelineDeps {
+            store: world.log.clone(),
+            feed: world.log.feed(),
+            state: world.state.clone(),
+            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
+            lookups: Arc::new(MockLookups::new()),
+            quotas: Arc::new(Unlimited),
+            audit: audit(),
+            tenants: Arc::new(gate),
+        },
+        PipelineConfig {
+            concurrency: 1,
+            ..World::config()
+        },
+    );
+    pipelines.start();
+    let pausing = pipelines
+        .create(
+            &caller("acme"),
+            input(json!({
+                "name": "pausing", "source_event_types": ["order.placed"], "on_error": "pause",
+                "operators": [{"type": "map", "field": "$.customer", "transform": "multiply",
+                               "value": 2}],
+                "output": {"type": "table"}
+            })),
+        )
+        .await
+        .unwrap();
+    pipelines
+        .create(&caller("sleepy"), input(counting()))
+        .await
+        .unwrap();
+    world.orders("acme", &[("alice", 1)]);
+    world.orders("sleepy", &[("zed", 1)]);
+    wait_for(&pipelines, "acme", pausing.id, |s| s.status == "paused").await;
+    // Both are stuck; a third pipeline still gets every event.
+    let counting_view = pipelines
+        .create(&caller("acme"), input(counting()))
+        .await
+        .unwrap();
+    world.orders("acme", &[("bob", 2), ("carol", 3)]);
+    let stats = wait_for(&pipelines, "acme", counting_view.id, |s| {
+        s.counters.processed == 3
+    })
+    .await;
+    assert_eq!(stats.lag, 0);
+    pipelines.stop().await;
+}
+
+#[tokio::test]
+async fn a_pipeline_created_again_under_a_deleted_ones_id_emits_afresh() {
+    let world = World::new();
+    let pipelines = world.pipelines();
+    pipelines.start();
+    let id = Uuid::new_v4().to_string();
+    let body = |transform: &str| {
+        json!({
+            "id": id, "name": "names", "source_event_types": ["order.placed"],
+            "operators": [{"type": "map", "field": "$.customer", "transform": transform}],
+            "output": {"type": "events", "event_type": "order.named"}
+        })
+    };
+    world.orders("acme", &[("Alice", 1)]);
+    let first = pipelines
+        .create(&caller("acme"), input(body("uppercase")))
+        .await
+        .unwrap();
+    wait_for(&pipelines, "acme", first.id, |s| s.counters.emitted == 1).await;
+    pipelines.delete(&caller("acme"), &id).await.unwrap();
+    let second = pipelines
+        .create(&caller("acme"), input(body("lowercase")))
+        .await
+        .unwrap();
+    assert_eq!(second.id, first.id);
+    wait_for(&pipelines, "acme", second.id, |s| s.counters.emitted == 1).await;
+    let names: Vec<Value> = world
+        .derived("acme", "order.named")
+        .into_iter()
+        .map(|(_, p)| p["customer"].clone())
+        .collect();
+    assert_eq!(names, [json!("ALICE"), json!("alice")]);
+    pipelines.stop().await;
+}

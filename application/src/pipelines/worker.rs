@@ -211,10 +211,6 @@ impl Worker {
             let Some((mut lease, checkpoint)) = self.acquire().await? else {
                 return Ok(());
             };
-            if checkpoint.generation > self.stored.generation {
-                // A newer definition is stored: this node's workers pick it up.
-                return Ok(());
-            }
             let flow = if checkpoint.paused {
                 self.idle(&mut lease).await?
             } else {
@@ -230,7 +226,8 @@ impl Worker {
         }
     }
 
-    /// Step 1: waits for the lease; `None` when the pipeline is gone. A checkpoint of an older
+    /// Step 1: waits for the lease; `None` when the pipeline is gone or a newer generation of
+    /// it is stored (this worker is about to be replaced). A checkpoint of an older
     /// generation (the definition changed, or was reset) is replaced by a fresh one here, by
     /// whichever worker holds the lease, so the change takes effect exactly once.
     async fn acquire(&self) -> anyhow::Result<Option<(Lease, Checkpoint)>> {
@@ -254,6 +251,11 @@ impl Worker {
                     (self.fresh(), Some(0))
                 }
             };
+            if checkpoint.generation > self.stored.generation {
+                // A newer definition is stored: this node's workers pick it up; the lease is
+                // left to them.
+                return Ok(None);
+            }
             let now = now_ms();
             let ours = checkpoint.holder.as_deref() == Some(self.shared.node.as_str());
             if checkpoint.holder.is_none() || ours || checkpoint.lease_until_ms <= now {
@@ -446,10 +448,19 @@ impl Worker {
                 at.saturating_duration_since(tokio::time::Instant::now())
                     .min(tick)
             });
+            // Biased: a ready read wins, so the clock never sees a group already queued.
             let woke = tokio::select! {
+                biased;
                 (subscription, next) = read => Some((subscription, next)),
                 () = tokio::time::sleep(wake.min(renewal)) => None,
             };
+            // A deactivated tenant's events wait here, without holding a processing permit
+            // (which would stop every other tenant's pipelines).
+            if matches!(&woke, Some((_, Ok(Next::Event { .. }))))
+                && !self.wait_until_active(lease, &mut run).await?
+            {
+                return Ok(Flow::LostLease);
+            }
             let permit = self
                 .shared
                 .permits
@@ -462,9 +473,6 @@ impl Worker {
                     reading = None;
                     match next {
                         Ok(Next::Event { event, .. }) => {
-                            if !self.wait_until_active(lease, &mut run).await? {
-                                return Ok(Flow::LostLease);
-                            }
                             self.process(&event, &mut run).await?;
                             while run.uncommitted < self.shared.config.batch_events && !run.pause {
                                 match subscription.next_ready() {
@@ -529,6 +537,8 @@ impl Worker {
                 if run.checkpoint.paused {
                     tracing::warn!(pipeline = %self.id, tenant = %self.tenant,
                                    "pipeline paused after an error (on_error: pause)");
+                    // A paused pipeline holds no processing permit.
+                    drop(permit);
                     return self.idle(lease).await;
                 }
             } else if self.until_renewal(lease).is_zero()
@@ -783,6 +793,10 @@ impl Worker {
         }
         self.append_derived(run, events).await?;
         let state = &self.shared.state;
+        if !rows.is_empty() && !self.still_holds(lease).await? {
+            // Another node took over (or the pipeline changed): its rows are not ours to write.
+            return Ok(false);
+        }
         for (key, row) in rows {
             let value = serde_json::to_value(&row)?;
             state
@@ -803,6 +817,20 @@ impl Worker {
         run.uncommitted = 0;
         let kept = self.write_checkpoint(lease, &mut run.checkpoint).await?;
         Ok(kept)
+    }
+
+    /// Whether the checkpoint is still as this worker last wrote it, with time left on the
+    /// lease.
+    async fn still_holds(&self, lease: &Lease) -> anyhow::Result<bool> {
+        if lease.until_ms <= now_ms() {
+            return Ok(false);
+        }
+        let entry = self
+            .shared
+            .state
+            .get(&self.tenant, CHECKPOINTS, &self.id)
+            .await?;
+        Ok(entry.is_some_and(|e| e.version == lease.version))
     }
 
     /// Appends derived events, as a batch when every one is accepted, else one by one so that
@@ -857,7 +885,13 @@ impl Worker {
 
     fn input(&self, generation: u64, derived: &Derived) -> anyhow::Result<AppendEventInput> {
         let record = &derived.record;
-        let id = derived_event_id(self.stored.id, generation, derived.output, &record.origin);
+        let id = derived_event_id(
+            self.stored.id,
+            self.stored.incarnation,
+            generation,
+            derived.output,
+            &record.origin,
+        );
         let payload = serde_json::value::to_raw_value(&record.payload)?;
         let metadata = serde_json::value::to_raw_value(&json!({
             "pipeline_id": self.id,

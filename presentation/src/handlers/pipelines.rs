@@ -252,9 +252,17 @@ pub async fn reset(
         .extensions
         .get::<crate::HttpLimits>()
         .map_or(usize::MAX, |l| l.max_body_bytes);
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::payload_too_large("the request body is over the limit"))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if over {
+            ApiError::payload_too_large(format!(
+                "the request body is over the limit of {limit} bytes"
+            ))
+        } else {
+            ApiError::invalid("body", e.to_string())
+        }
+    })?;
     let from = if bytes.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
