@@ -23,6 +23,27 @@ fn audit() -> Arc<MockAuditLog> {
     Arc::new(audit)
 }
 
+/// The dependencies and configuration a test may change (the rest is the world's).
+struct Setup {
+    lookups: Arc<dyn Lookups>,
+    quotas: Arc<dyn QuotaGate>,
+    tenants: Arc<dyn crate::quota::TenantGate>,
+    guard: Option<Arc<dyn crate::use_cases::AppendGuard>>,
+    config: PipelineConfig,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            lookups: Arc::new(MockLookups::new()),
+            quotas: Arc::new(Unlimited),
+            tenants: Arc::new(Unlimited),
+            guard: None,
+            config: World::config(),
+        }
+    }
+}
+
 struct World {
     log: Arc<SharedLog>,
     state: Arc<MemoryStateStore>,
@@ -49,20 +70,33 @@ impl World {
         }
     }
 
-    fn pipelines_with(&self, lookups: Arc<dyn Lookups>, quotas: Arc<dyn QuotaGate>) -> Pipelines {
+    /// Pipelines over this world's log and state store, with what `setup` changes.
+    fn build(&self, setup: Setup) -> Pipelines {
+        let mut append = AppendEvents::new(self.log.clone(), AppendLimits::default());
+        if let Some(guard) = setup.guard {
+            append = append.with_guard(guard);
+        }
         Pipelines::new(
             PipelineDeps {
                 store: self.log.clone(),
                 feed: self.log.feed(),
                 state: self.state.clone(),
-                append: AppendEvents::new(self.log.clone(), AppendLimits::default()),
-                lookups,
-                quotas,
+                append,
+                lookups: setup.lookups,
+                quotas: setup.quotas,
                 audit: audit(),
-                tenants: Arc::new(Unlimited),
+                tenants: setup.tenants,
             },
-            Self::config(),
+            setup.config,
         )
+    }
+
+    fn pipelines_with(&self, lookups: Arc<dyn Lookups>, quotas: Arc<dyn QuotaGate>) -> Pipelines {
+        self.build(Setup {
+            lookups,
+            quotas,
+            ..Setup::default()
+        })
     }
 
     fn pipelines(&self) -> Pipelines {
@@ -622,20 +656,10 @@ impl crate::use_cases::AppendGuard for RefuseMallory {
 #[tokio::test]
 async fn a_branch_routes_each_record_to_its_outputs_and_a_refused_derived_event_is_a_failure() {
     let world = World::new();
-    let pipelines = Pipelines::new(
-        PipelineDeps {
-            store: world.log.clone(),
-            feed: world.log.feed(),
-            state: world.state.clone(),
-            append: AppendEvents::new(world.log.clone(), AppendLimits::default())
-                .with_guard(Arc::new(RefuseMallory)),
-            lookups: Arc::new(MockLookups::new()),
-            quotas: Arc::new(Unlimited),
-            audit: audit(),
-            tenants: Arc::new(Unlimited),
-        },
-        World::config(),
-    );
+    let pipelines = world.build(Setup {
+        guard: Some(Arc::new(RefuseMallory)),
+        ..Setup::default()
+    });
     pipelines.start();
     let view = pipelines
         .create(
@@ -694,24 +718,15 @@ async fn the_clock_closes_windows_over_timestamps_only_once_caught_up() {
         let orders: Vec<(&str, i64)> = (0..100).map(|i| ("alice", chunk * 100 + i)).collect();
         world.orders("acme", &orders);
     }
-    let pipelines = Pipelines::new(
-        PipelineDeps {
-            store: world.log.clone(),
-            feed: world.log.feed(),
-            state: world.state.clone(),
-            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
-            lookups: Arc::new(MockLookups::new()),
-            quotas: Arc::new(Unlimited),
-            audit: audit(),
-            tenants: Arc::new(Unlimited),
-        },
-        PipelineConfig {
+    let pipelines = world.build(Setup {
+        config: PipelineConfig {
             tick: Duration::from_millis(1),
             clock_grace: Duration::ZERO,
             batch_events: 7,
             ..World::config()
         },
-    );
+        ..Setup::default()
+    });
     pipelines.start();
     let view = pipelines
         .create(
@@ -760,19 +775,10 @@ async fn a_deactivated_tenants_pipeline_waits_and_then_skips_nothing() {
             Err(GateError::TenantInactive("deactivated".into()))
         }
     });
-    let pipelines = Pipelines::new(
-        PipelineDeps {
-            store: world.log.clone(),
-            feed: world.log.feed(),
-            state: world.state.clone(),
-            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
-            lookups: Arc::new(MockLookups::new()),
-            quotas: Arc::new(Unlimited),
-            audit: audit(),
-            tenants: Arc::new(gate),
-        },
-        World::config(),
-    );
+    let pipelines = world.build(Setup {
+        tenants: Arc::new(gate),
+        ..Setup::default()
+    });
     pipelines.start();
     let view = pipelines
         .create(&caller("acme"), input(counting()))
@@ -823,22 +829,14 @@ async fn a_paused_pipeline_or_a_deactivated_tenant_never_holds_up_the_others() {
             Ok(())
         }
     });
-    let pipelines = Pipelines::new(
-        PipelineDeps {
-            store: world.log.clone(),
-            feed: world.log.feed(),
-            state: world.state.clone(),
-            append: AppendEvents::new(world.log.clone(), AppendLimits::default()),
-            lookups: Arc::new(MockLookups::new()),
-            quotas: Arc::new(Unlimited),
-            audit: audit(),
-            tenants: Arc::new(gate),
-        },
-        PipelineConfig {
+    let pipelines = world.build(Setup {
+        tenants: Arc::new(gate),
+        config: PipelineConfig {
             concurrency: 1,
             ..World::config()
         },
-    );
+        ..Setup::default()
+    });
     pipelines.start();
     let pausing = pipelines
         .create(
