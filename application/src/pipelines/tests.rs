@@ -186,6 +186,17 @@ async fn wait_for<F: Fn(&PipelineStats) -> bool>(
     }
 }
 
+/// The table's values, ordered by their `customer` member.
+async fn by_customer(pipelines: &Pipelines, tenant: &str, id: Uuid) -> Vec<Value> {
+    let mut values: Vec<Value> = table(pipelines, tenant, id)
+        .await
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    values.sort_by_key(|v| v["customer"].as_str().unwrap_or_default().to_owned());
+    values
+}
+
 async fn table(pipelines: &Pipelines, tenant: &str, id: Uuid) -> Vec<(String, Value)> {
     let page = pipelines
         .results(&caller(tenant), &id.to_string(), Some("1000"), None)
@@ -269,14 +280,8 @@ async fn a_table_counts_every_event_once_across_a_crash_and_a_restart() {
     let stats = wait_for(&second, "acme", view.id, |s| s.counters.processed == 7).await;
     assert_eq!(stats.lag, 0);
     assert_eq!(stats.counters.failed, 0);
-    let mut values: Vec<Value> = table(&second, "acme", view.id)
-        .await
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    values.sort_by_key(|v| v["customer"].as_str().unwrap_or_default().to_owned());
     assert_eq!(
-        values,
+        by_customer(&second, "acme", view.id).await,
         vec![
             json!({"customer": "alice", "orders": 3, "total": 18}),
             json!({"customer": "bob", "orders": 2, "total": 6}),
@@ -800,14 +805,8 @@ async fn a_deactivated_tenants_pipeline_waits_and_then_skips_nothing() {
     assert_eq!(waiting.lag, 2);
     active.store(true, std::sync::atomic::Ordering::SeqCst);
     wait_for(&pipelines, "acme", view.id, |s| s.counters.processed == 3).await;
-    let mut values: Vec<Value> = table(&pipelines, "acme", view.id)
-        .await
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
-    values.sort_by_key(|v| v["customer"].as_str().unwrap_or_default().to_owned());
     assert_eq!(
-        values,
+        by_customer(&pipelines, "acme", view.id).await,
         vec![
             json!({"customer": "alice", "orders": 2, "total": 3}),
             json!({"customer": "bob", "orders": 1, "total": 3}),
