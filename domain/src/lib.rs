@@ -24,6 +24,8 @@
 //! - [`projection`]: declarative projections: definitions, reducers, keyed state.
 //! - [`pipeline`]: stream pipelines: definitions validated field by field, and the pure,
 //!   checkpointable execution of their operators (windows, reduce, dedupe, throttle, ...).
+//! - [`query_dsl`]: the JSON query language of `POST /api/v1/query`, validated member by
+//!   member, and the naive evaluator that defines its meaning.
 //! - [`subscription`]: what followers of the log ask for: type filters (`x`, `x.*`, `*`),
 //!   an entity, consumer names.
 //! - [`tenant`]: tenants, tiers, quotas and rate limits.
@@ -39,6 +41,7 @@ pub mod payload;
 pub mod pipeline;
 pub mod policy;
 pub mod projection;
+pub mod query_dsl;
 pub mod schema;
 pub mod state;
 pub mod subscription;
