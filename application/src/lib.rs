@@ -10,6 +10,8 @@
 //!   entities, event types, stats, the schema registry (which is also the append guard that
 //!   enforces schemas), policies, the audit trail. Each validates its raw input and reports
 //!   field-level errors.
+//! - [`analytics`]: the pure computations of the analytics routes (time buckets, percentiles,
+//!   funnels, trends, anomalies).
 //! - [`pipelines`]: stream pipelines — definitions, durable execution over the tenant's log
 //!   (operator state and checkpoint committed together), derived events and result tables.
 //! - [`projections`]: declarative projections kept up to date by a runner, and replay jobs.
@@ -27,6 +29,7 @@
 //!   use-case tests; the ports' mockall mocks are behind the same feature.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod auth;
 mod fleet;
 pub mod pipelines;

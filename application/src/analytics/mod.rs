@@ -1,0 +1,2 @@
+//! Analytics: the pure computations behind the analytics routes.
+pub mod compute;
