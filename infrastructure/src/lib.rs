@@ -34,6 +34,7 @@ pub mod memory;
 pub mod postgres;
 pub mod rate_limit;
 pub mod schema;
+pub mod sql;
 pub mod startup;
 pub mod state;
 pub mod webhooks;

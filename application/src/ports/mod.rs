@@ -1,6 +1,6 @@
 //! Ports: the traits through which use cases reach the outside world (`EventStore`,
 //! `StateStore`, `EntityStateCache`, `AuditLog`, `Compactor`, `RateLimiter`, `Clock`,
-//! `SchemaValidator`, `SnapshotScheduler`, `WebhookSender`). Adapters live in
+//! `SchemaValidator`, `SnapshotScheduler`, `WebhookSender`, `SqlEngine`). Adapters live in
 //! `allsource-infrastructure`; every adapter of [`EventStore`] passes the one contract suite in
 //! `allsource-tests`.
 //! [`failure`] maps the storage ports' failures into use-case errors, one way for all.
@@ -13,6 +13,7 @@ pub mod failure;
 pub mod rate_limit;
 pub mod schema_validator;
 pub mod snapshot_scheduler;
+pub mod sql_engine;
 pub mod state_cache;
 pub mod state_store;
 pub mod webhook_sender;
@@ -37,6 +38,9 @@ pub use schema_validator::{MockCompiledSchema, MockSchemaValidator};
 #[cfg(any(test, feature = "mocks"))]
 pub use snapshot_scheduler::MockSnapshotScheduler;
 pub use snapshot_scheduler::SnapshotScheduler;
+#[cfg(any(test, feature = "mocks"))]
+pub use sql_engine::MockSqlEngine;
+pub use sql_engine::{SqlEngine, SqlError, SqlLimits, Table};
 #[cfg(any(test, feature = "mocks"))]
 pub use state_cache::MockEntityStateCache;
 pub use state_cache::{EntityStateCache, NoStateCache};

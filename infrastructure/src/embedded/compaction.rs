@@ -242,6 +242,9 @@ pub(crate) struct Compaction {
     /// not hold the data-dir lock: shutdown waits for a running pass instead, so handles that
     /// outlive the store do not keep the directory locked.)
     stopping: AtomicBool,
+    /// Readers of the Parquet files (SQL scans) hold it shared; old files are deleted only
+    /// under it exclusively, so a scan never loses a file it planned to read.
+    file_readers: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Compaction {
@@ -259,6 +262,24 @@ impl Compaction {
             running: Mutex::new(()),
             totals: Mutex::new(Totals::default()),
             stopping: AtomicBool::new(false),
+            file_readers: Arc::new(tokio::sync::RwLock::new(())),
+        }
+    }
+
+    /// The files as the manifest lists them now, kept from deletion while the cut's guard
+    /// lives.
+    pub(crate) async fn sealed_cut(&self) -> crate::sql::SealedCut {
+        let guard = Arc::clone(&self.file_readers).read_owned().await;
+        let manifest = self.manifest.lock().clone();
+        let dir = parquet_dir(&self.data_dir);
+        crate::sql::SealedCut {
+            files: manifest
+                .parquet
+                .iter()
+                .map(|e| (dir.join(&e.file), e.bytes))
+                .collect(),
+            last_position: manifest.last_position(),
+            guard: Box::new(guard),
         }
     }
 
@@ -430,6 +451,9 @@ impl Compaction {
             .parquet_bytes
             .fetch_sub(old_bytes, Ordering::Relaxed);
         self.reached(CompactionStep::ManifestSwapped)?;
+        // Scans that may still read the old files finish first (compaction runs on a blocking
+        // thread, never on the runtime).
+        let _no_readers = self.file_readers.blocking_write();
         for (i, e) in old.iter().enumerate() {
             // Not fatal: a file no longer in the manifest is removed at the next start.
             if let Err(error) = fs::remove_file(dir.join(&e.file)) {

@@ -455,6 +455,11 @@ impl EmbeddedStore {
         EmbeddedCompactor::new(Arc::clone(&self.compaction))
     }
 
+    /// The sealed Parquet files, for the SQL engine to read directly.
+    pub fn sealed_files(&self) -> Arc<dyn crate::sql::SealedFiles> {
+        Arc::new(EmbeddedSealedFiles(Arc::clone(&self.compaction)))
+    }
+
     /// The read side (for benchmarks and diagnostics).
     pub fn index(&self) -> &EventIndex {
         &self.index
@@ -849,6 +854,16 @@ impl Sealer {
                 }
             }
         }
+    }
+}
+
+/// The embedded store's Parquet files as the SQL engine reads them.
+struct EmbeddedSealedFiles(Arc<Compaction>);
+
+#[async_trait]
+impl crate::sql::SealedFiles for EmbeddedSealedFiles {
+    async fn sealed(&self) -> crate::sql::SealedCut {
+        self.0.sealed_cut().await
     }
 }
 
