@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use allsource_application::analytics::{Analytics, AnalyticsConfig};
 use allsource_application::pipelines::{PipelineConfig, PipelineDeps, Pipelines, ReadLookups};
 use allsource_application::ports::{AuditLog, RateLimiter};
 use allsource_application::ports::{Clock, Compactor, EventStore, NoCompaction, StateStore};
@@ -40,6 +41,8 @@ use allsource_infrastructure::embedded::{
 use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, SigningKey};
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::rate_limit::{MemoryRateLimiter, RedisRateLimiter};
+use allsource_infrastructure::sql::{DataFusionEngine, SqlEngineConfig};
+use allsource_infrastructure::startup::StartingSealedFiles;
 use allsource_infrastructure::state::{FileStateStore, MemoryStateStore, PostgresStateStore};
 use allsource_infrastructure::webhooks::{HttpWebhookSender, WebhookSenderConfig};
 use allsource_infrastructure::{
@@ -87,6 +90,8 @@ struct Stores {
     audit: Arc<StateAuditLog>,
     /// Where the opened store announces its commits to the followers of the log.
     feed: Arc<CommitFeed>,
+    /// The embedded store's Parquet files, for the SQL engine.
+    sealed: Arc<StartingSealedFiles>,
 }
 
 /// The identity use cases over the (starting) state store, with auth on.
@@ -152,6 +157,7 @@ impl Application {
         // Commit notifications of the store (opened later, by recovery) for every follower.
         let feed = Arc::new(CommitFeed::new(settings.realtime.feed_capacity));
         let as_port: Arc<dyn EventStore> = store.clone();
+        let sealed = Arc::new(StartingSealedFiles::new());
         let state_store = Arc::new(StartingStateStore::new());
         let projection_engine = Arc::new(ProjectionEngine::new(
             as_port.clone(),
@@ -327,6 +333,7 @@ impl Application {
             consumer_groups: consumer_groups.clone(),
             webhooks: webhooks.clone(),
             pipelines: pipelines.clone(),
+            analytics: build_analytics(&settings, as_port.clone(), sealed.clone())?,
         });
         let router = allsource_presentation::router(
             state,
@@ -353,6 +360,7 @@ impl Application {
                 policies,
                 audit: audit_log,
                 feed: feed.clone(),
+                sealed,
             },
         ));
         Ok(Self {
@@ -502,6 +510,34 @@ fn build_webhooks(settings: &Settings, parts: WebhookParts) -> anyhow::Result<We
     ))
 }
 
+/// The analytics, DSL and SQL use cases over the DataFusion engine of `analytics.*`.
+fn build_analytics(
+    settings: &Settings,
+    store: Arc<dyn EventStore>,
+    sealed: Arc<StartingSealedFiles>,
+) -> anyhow::Result<Analytics> {
+    let a = &settings.analytics;
+    let engine = DataFusionEngine::new(
+        store,
+        Some(sealed),
+        SqlEngineConfig {
+            threads: a.effective_threads(),
+            memory_bytes: a.memory_mb.saturating_mul(1024 * 1024),
+        },
+    )?;
+    Ok(Analytics::new(
+        Arc::new(engine),
+        Arc::new(SystemClock),
+        AnalyticsConfig {
+            max_range_days: a.max_range_days,
+            max_buckets: a.max_buckets,
+            sql_max_rows: a.sql_max_rows,
+            scan_max_rows: a.scan_max_rows,
+            timeout: std::time::Duration::from_millis(a.timeout_ms),
+        },
+    ))
+}
+
 /// The pipeline use cases and workers of `pipelines.*`.
 fn build_pipelines(settings: &Settings, deps: PipelineDeps) -> Pipelines {
     let p = &settings.pipelines;
@@ -620,6 +656,7 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
             .context("recovery panicked")?;
             let (events, state) = opened?;
             compactor = Arc::new(events.compactor());
+            target.sealed.set(events.sealed_files());
             (Arc::new(events), Arc::new(state))
         }
         Backend::Postgres => {

@@ -39,6 +39,9 @@ pub struct Settings {
     /// `pipelines.*`: how stream pipelines run.
     #[serde(default)]
     pub pipelines: PipelineSettings,
+    /// `analytics.*`: the bounds of analytics, the query DSL and SQL.
+    #[serde(default)]
+    pub analytics: AnalyticsSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -325,6 +328,92 @@ impl PipelineSettings {
                 "pipelines.rescan_interval_ms",
                 (10..=3_600_000).contains(&self.rescan_interval_ms),
                 "must be between 10 and 3600000",
+            ),
+        ];
+        first_failure(&checks)
+    }
+}
+
+/// `analytics.*`: the bounds of analytics, the query DSL and SQL.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSettings {
+    /// `analytics.max_range_days`: the longest range a bucketed analysis may cover.
+    pub max_range_days: u32,
+    /// `analytics.max_buckets`: the most buckets one answer may have.
+    pub max_buckets: usize,
+    /// `analytics.sql_max_rows`: the most rows a client's SQL statement may return (422 past it).
+    pub sql_max_rows: usize,
+    /// `analytics.scan_max_rows`: the most rows an analysis may read back from the engine
+    /// (funnel candidates, grouped series).
+    pub scan_max_rows: usize,
+    /// `analytics.timeout_ms`: the longest a statement may run (408 past it).
+    pub timeout_ms: u64,
+    /// `analytics.memory_mb`: the memory all running statements may hold together (422 past it).
+    pub memory_mb: usize,
+    /// `analytics.threads`: threads of the SQL engine's own runtime (0: the number of cores).
+    pub threads: usize,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            max_range_days: 3660,
+            max_buckets: 10_000,
+            sql_max_rows: 10_000,
+            scan_max_rows: 1_000_000,
+            timeout_ms: 30_000,
+            memory_mb: 512,
+            threads: 0,
+        }
+    }
+}
+
+impl AnalyticsSettings {
+    /// The engine's threads: the setting, or the number of cores.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            return self.threads;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let checks: [(&str, bool, &str); 7] = [
+            (
+                "analytics.max_range_days",
+                (1..=36_600).contains(&self.max_range_days),
+                "must be between 1 and 36600",
+            ),
+            (
+                "analytics.max_buckets",
+                (1..=1_000_000).contains(&self.max_buckets),
+                "must be between 1 and 1000000",
+            ),
+            (
+                "analytics.sql_max_rows",
+                (1..=10_000_000).contains(&self.sql_max_rows),
+                "must be between 1 and 10000000",
+            ),
+            (
+                "analytics.scan_max_rows",
+                (1..=100_000_000).contains(&self.scan_max_rows),
+                "must be between 1 and 100000000",
+            ),
+            (
+                "analytics.timeout_ms",
+                (10..=3_600_000).contains(&self.timeout_ms),
+                "must be between 10 and 3600000",
+            ),
+            (
+                "analytics.memory_mb",
+                (16..=1_048_576).contains(&self.memory_mb),
+                "must be between 16 and 1048576",
+            ),
+            (
+                "analytics.threads",
+                self.threads <= 1024,
+                "must be at most 1024 (0: the number of cores)",
             ),
         ];
         first_failure(&checks)
@@ -1078,6 +1167,7 @@ impl Settings {
         }
         self.webhooks.validate()?;
         self.pipelines.validate()?;
+        self.analytics.validate()?;
         Ok(())
     }
 

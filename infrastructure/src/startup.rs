@@ -227,3 +227,36 @@ impl Compactor for StartingCompactor {
         self.compactor()?.stats().await
     }
 }
+
+/// The sealed Parquet files of a store still recovering: none until recovery hands over the
+/// embedded store's (the SQL engine then reads everything through the store port, which answers
+/// the same, more slowly). Other backends never hand any over.
+#[derive(Default)]
+pub struct StartingSealedFiles {
+    ready: OnceLock<Arc<dyn crate::sql::SealedFiles>>,
+}
+
+impl StartingSealedFiles {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hands over to the recovered store's files. A second call is ignored.
+    pub fn set(&self, files: Arc<dyn crate::sql::SealedFiles>) {
+        let _ = self.ready.set(files);
+    }
+}
+
+#[async_trait]
+impl crate::sql::SealedFiles for StartingSealedFiles {
+    async fn sealed(&self) -> crate::sql::SealedCut {
+        match self.ready.get() {
+            Some(files) => files.sealed().await,
+            None => crate::sql::SealedCut {
+                files: Vec::new(),
+                last_position: 0,
+                guard: Box::new(()),
+            },
+        }
+    }
+}

@@ -62,6 +62,10 @@ pub enum ErrorCode {
     RateLimited,
     /// 429: a quota of the tenant is exhausted; answered with `Retry-After`.
     QuotaExceeded,
+    /// 408: a query ran past its time limit and was cancelled (an extension).
+    QueryTimeout,
+    /// 422: a query's answer or working memory is over its bound (an extension).
+    QueryTooLarge,
     /// 503: storage unavailable or not ready; answered with `Retry-After`.
     Unavailable,
     /// 500: a bug or an unexpected failure; details only in the log.
@@ -88,6 +92,8 @@ impl ErrorCode {
             Self::SchemaValidationFailed => "validation_failed",
             Self::RateLimited => "rate_limited",
             Self::QuotaExceeded => "quota_exceeded",
+            Self::QueryTimeout => "query_timeout",
+            Self::QueryTooLarge => "query_too_large",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -109,6 +115,8 @@ impl ErrorCode {
             Self::Conflict => StatusCode::CONFLICT,
             Self::SchemaValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited | Self::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueryTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::QueryTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,6 +141,8 @@ impl ErrorCode {
             Self::SchemaValidationFailed => "Schema validation failed",
             Self::RateLimited => "Rate limited",
             Self::QuotaExceeded => "Quota exceeded",
+            Self::QueryTimeout => "Query timeout",
+            Self::QueryTooLarge => "Query too large",
             Self::Unavailable => "Service unavailable",
             Self::Internal => "Internal server error",
         }
@@ -158,6 +168,8 @@ impl ErrorCode {
                 "https://allsource.dev/problems/schema-validation-failed"
             }
             Self::RateLimited => "https://allsource.dev/problems/rate-limited",
+            Self::QueryTimeout => "https://allsource.dev/problems/query-timeout",
+            Self::QueryTooLarge => "https://allsource.dev/problems/query-too-large",
             Self::QuotaExceeded => "https://allsource.dev/problems/quota-exceeded",
             Self::Unavailable => "https://allsource.dev/problems/unavailable",
             Self::Internal => "https://allsource.dev/problems/internal",
@@ -250,6 +262,16 @@ impl ApiError {
     /// 403 `forbidden`.
     pub fn forbidden(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::Forbidden, detail)
+    }
+
+    /// 408 `query_timeout`.
+    pub fn query_timeout(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::QueryTimeout, detail)
+    }
+
+    /// 422 `query_too_large`.
+    pub fn query_too_large(detail: impl Into<String>) -> Self {
+        Self::new(ErrorCode::QueryTooLarge, detail)
     }
 
     /// 409 `conflict` (not about events: an existing name, a resource in the wrong state).

@@ -19,7 +19,8 @@
 //!                          pub tenants: Option<Tenants>,
 //!                          pub consumer_groups: ConsumerGroups,
 //!                          pub webhooks: Webhooks,
-//!                          pub pipelines: Pipelines }          // use cases only
+//!                          pub pipelines: Pipelines,
+//!                          pub analytics: Analytics }          // use cases only
 //! pub struct AppState(Arc<AppServices>);   // From<AppServices>, Deref<Target = AppServices>
 //! pub struct HttpLimits { pub max_body_bytes: usize,      // Default: 64 MiB
 //!                         pub stream_send_timeout: Duration } // Default: 30 s
@@ -82,6 +83,7 @@ pub mod limits;
 pub mod routes;
 pub mod serve;
 
+use allsource_application::analytics::Analytics;
 use allsource_application::pipelines::Pipelines;
 use allsource_application::projections::{Projections, ReplayJobs};
 use allsource_application::use_cases::consumer_groups::ConsumerGroups;
@@ -169,6 +171,9 @@ pub struct AppServices {
     pub webhooks: Webhooks,
     /// Stream pipelines (`/api/v1/pipelines...`).
     pub pipelines: Pipelines,
+    /// Analytics, the query DSL and SQL (`/api/v1/analytics/*`, `/api/v1/query`,
+    /// `/api/v1/sql`).
+    pub analytics: Analytics,
 }
 
 /// HTTP-level limits.

@@ -107,6 +107,7 @@ fn authenticated_app() -> (Router, Recorded) {
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: crate::tests::idle_webhooks(&store),
             pipelines: crate::tests::idle_pipelines(&store),
+            analytics: crate::tests::idle_analytics(),
             snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
             health: allsource_application::use_cases::Health::new("0", store),
             auth: AuthMode::Enabled(Arc::new(auth)),

@@ -320,8 +320,8 @@ impl Routes {
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
     use crate::handlers::{
-        audit, auth, compaction, consumer_groups, consumers, entities, events, health, pipelines,
-        policies, projections, replay, schemas, snapshots, stream, tenants, webhooks,
+        analytics, audit, auth, compaction, consumer_groups, consumers, entities, events, health,
+        pipelines, policies, projections, replay, schemas, snapshots, stream, tenants, webhooks,
     };
     Routes::new()
         .merge(health::routes())
@@ -341,6 +341,7 @@ pub fn api_routes() -> Routes {
         .merge(consumer_groups::routes())
         .merge(webhooks::routes())
         .merge(pipelines::routes())
+        .merge(analytics::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -93,6 +93,15 @@ pub(crate) fn idle_webhooks(
     )
 }
 
+/// Analytics over an engine no test here calls (the analytics routes are tested in `tests/`).
+pub(crate) fn idle_analytics() -> allsource_application::analytics::Analytics {
+    allsource_application::analytics::Analytics::new(
+        Arc::new(allsource_application::ports::MockSqlEngine::new()),
+        Arc::new(MockClock::new()),
+        allsource_application::analytics::AnalyticsConfig::default(),
+    )
+}
+
 /// Pipelines over a state store no call may reach (router tests that are not about
 /// pipelines; theirs are in `tests/`).
 pub(crate) fn idle_pipelines(
@@ -157,6 +166,7 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: idle_webhooks(&store),
             pipelines: idle_pipelines(&store),
+            analytics: idle_analytics(),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             projections: allsource_application::projections::Projections::new(
@@ -1741,6 +1751,7 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             reads: ReadEvents::new(Arc::clone(&store)),
             webhooks: idle_webhooks(&store),
             pipelines: idle_pipelines(&store),
+            analytics: idle_analytics(),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             snapshots: snapshots_with(Arc::clone(&store), state),

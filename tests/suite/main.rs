@@ -31,6 +31,7 @@
 //!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
 
+mod analytics;
 mod auth;
 mod compaction;
 mod consumer_groups;

@@ -595,6 +595,7 @@ impl Matrix {
                 clock.clone(),
             );
         let webhook_store = store.clone();
+        let analytics_store = store.clone();
         let pipelines = allsource_application::pipelines::Pipelines::new(
             allsource_application::pipelines::PipelineDeps {
                 store: store.clone(),
@@ -680,6 +681,18 @@ impl Matrix {
                 tenants: Some(tenants),
                 consumer_groups,
                 pipelines,
+                analytics: allsource_application::analytics::Analytics::new(
+                    Arc::new(
+                        allsource_infrastructure::sql::DataFusionEngine::new(
+                            analytics_store,
+                            None,
+                            allsource_infrastructure::sql::SqlEngineConfig::default(),
+                        )
+                        .expect("engine"),
+                    ),
+                    clock.clone(),
+                    allsource_application::analytics::AnalyticsConfig::default(),
+                ),
             }),
             HttpLimits::default(),
         );

@@ -10,7 +10,7 @@ pub mod consumer_groups;
 mod consumers;
 mod health;
 pub mod identity;
-mod params;
+pub(crate) mod params;
 mod policies;
 mod read;
 mod schemas;

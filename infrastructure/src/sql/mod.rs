@@ -201,4 +201,6 @@ fn is_refusal(message: &str) -> bool {
 }
 
 #[cfg(test)]
+mod analytics_tests;
+#[cfg(test)]
 mod tests;

@@ -2,13 +2,13 @@
 //!
 //! Integers and floats become JSON numbers (non-finite floats become `null`, JSON has no
 //! NaN), booleans booleans, text text, timestamps RFC 3339 text in UTC with microseconds,
-//! dates `YYYY-MM-DD`; anything else (lists, structs, intervals, binary) is shown as Arrow
+//! dates `YYYY-MM-DD`, lists JSON arrays; anything else (lists, structs, intervals, binary) is shown as Arrow
 //! formats it, as text.
 
 use allsource_application::ports::{SqlError, Table};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, Date32Array, Float32Array, Float64Array, Int8Array, Int16Array,
-    Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+    Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch, StringArray, StringViewArray,
     TimestampMicrosecondArray, TimestampMillisecondArray, TimestampNanosecondArray,
     TimestampSecondArray, UInt8Array, UInt16Array, UInt32Array, UInt64Array,
 };
@@ -170,6 +170,21 @@ pub fn column_values(array: &ArrayRef) -> Result<Vec<Value>, SqlError> {
                     }
                 })
                 .collect()
+        }
+        DataType::List(_) => {
+            let a = array
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| mismatch(array))?;
+            let mut out = Vec::with_capacity(a.len());
+            for i in 0..a.len() {
+                out.push(if a.is_null(i) {
+                    Value::Null
+                } else {
+                    Value::Array(column_values(&a.value(i))?)
+                });
+            }
+            out
         }
         _ => {
             let formatter = ArrayFormatter::try_new(array.as_ref(), &FormatOptions::default())

@@ -17,9 +17,11 @@
 //! - [`tenants`]: tenants, their quotas and stats.
 //! - [`webhooks`]: webhooks and their delivery logs.
 //! - [`pipelines`]: stream pipelines, their figures and result tables.
+//! - [`analytics`]: the analytics routes, the query DSL and SQL.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod compaction;
