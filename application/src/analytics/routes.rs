@@ -999,8 +999,7 @@ impl Analytics {
                 _ => cell.clone(),
             }
         };
-        let mut by_group: BTreeMap<String, (Value, HashMap<DateTime<Utc>, Vec<Value>>)> =
-            BTreeMap::new();
+        let mut by_group: BTreeMap<String, (Value, BucketValues)> = BTreeMap::new();
         for row in &table.rows {
             let Some(bucket) = cell_time(&row[0]) else {
                 continue;
@@ -1046,7 +1045,7 @@ impl Analytics {
                 });
             }
         }
-        points.sort_by(|x, y| x.timestamp.cmp(&y.timestamp));
+        points.sort_by_key(|p| p.timestamp);
         Ok(points)
     }
 
@@ -1554,6 +1553,9 @@ impl Analytics {
         }
     }
 }
+
+/// A group's aggregated values by bucket start.
+type BucketValues = HashMap<DateTime<Utc>, Vec<Value>>;
 
 /// One point of a series.
 #[derive(Debug, Clone)]

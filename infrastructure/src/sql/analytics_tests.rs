@@ -82,7 +82,7 @@ impl Fixture {
     /// Appends events in time order: the store never stamps an event earlier than the one
     /// before it (it clamps to the last timestamp), so the fixtures must be chronological.
     async fn chronological(&self, mut events: Vec<(&str, &str, &str, Value)>) {
-        events.sort_by(|a, b| t(a.0).cmp(&t(b.0)));
+        events.sort_by_key(|e| t(e.0));
         for (time, entity, event_type, payload) in events {
             self.at(time, entity, event_type, payload).await;
         }
@@ -1159,7 +1159,7 @@ async fn dsl_limit_sets_has_more() {
         .query(&f.caller, &json!({"limit": 5}))
         .await
         .expect("query");
-    assert_eq!(entities_of(&five).1, false);
+    assert!(!entities_of(&five).1);
     assert_eq!(entities_of(&five).0.len(), 5);
     // A condition and a limit: n > 2 holds for a, b, c; limit 2 keeps a, b and more follow.
     let filtered = f

@@ -207,6 +207,7 @@ mod tests {
                 reads: ReadEvents::new(Arc::clone(&store)),
                 webhooks: crate::tests::idle_webhooks(&store),
                 pipelines: crate::tests::idle_pipelines(&store),
+                analytics: crate::tests::idle_analytics(),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
                 health: allsource_application::use_cases::Health::new("9.9.9", store),
                 auth: crate::AuthMode::Disabled,
