@@ -2090,6 +2090,9 @@ fn route_declarations_carry_their_defaults_and_properties() {
             "GET /api/v1/consumer-groups/{group}/parked",
             "GET /api/v1/webhooks/{id}/deliveries",
             "GET /api/v1/pipelines/{id}/results",
+            "GET /api/v1/analytics/frequency",
+            "GET /api/v1/analytics/summary",
+            "GET /api/v1/analytics/correlation",
         ]
     );
     // The streams: long-lived, credentials also in the query, no query quota.
