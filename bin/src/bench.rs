@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::{Application, Settings};
 
+mod analytics;
 mod pipelines;
 mod realtime;
 
@@ -71,6 +72,14 @@ pub struct BenchArgs {
     /// pipeline, and a pipeline catching up over everything stored).
     #[arg(long, conflicts_with = "realtime")]
     pub pipelines: bool,
+    /// Run the analytics workloads instead: load `--events` events, then time frequency,
+    /// summary, a funnel, a GROUP BY and a selective filter, against DuckDB over the same
+    /// Parquet files (needs `pip install duckdb` for the comparison).
+    #[arg(long, conflicts_with_all = ["realtime", "pipelines"])]
+    pub analytics: bool,
+    /// Events the analytics workloads load first.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: u64,
 }
 
 /// The header every AllSource request of a workload carries (name, value), if any.
@@ -139,6 +148,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             settings.storage.backend = args.backend.parse().map_err(anyhow::Error::msg)?;
             settings.storage.postgres.max_connections = 32;
             settings.rate_limit.enabled = args.rate_limit != "off";
+            if args.analytics {
+                // Loading 10 M events is not what a tenant's quotas are for; the questions may
+                // take longer than a request should.
+                settings.analytics.timeout_ms = 3_600_000;
+                settings.analytics.memory_mb = 8192;
+            }
             if args.rate_limit == "redis" {
                 settings.rate_limit.backend = crate::settings::RateLimitBackend::Redis;
             }
@@ -177,6 +192,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.pipelines {
         return client_runtime.block_on(pipelines::run(&args, &base, credential));
+    }
+    if args.analytics {
+        anyhow::ensure!(
+            args.url.is_none() && args.backend == "embedded",
+            "--analytics runs the in-process embedded server (DuckDB reads its Parquet files)"
+        );
+        return client_runtime.block_on(analytics::run(&args, &base, credential, &data_dir));
     }
     results.push(client_runtime.block_on(drive(
         "AllSource single-event appends",
