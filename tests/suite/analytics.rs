@@ -407,3 +407,64 @@ async fn bad_parameters_are_named() {
         );
     }
 }
+
+/// The session of docs/ANALYTICS.md, pasted as a new user would (the real binary, `curl` and
+/// `jq`), on a free port: every block runs, and the answers the guide shows come back.
+#[test]
+fn the_documented_session_runs_as_written() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ANALYTICS.md"))
+            .expect("docs/ANALYTICS.md");
+    let mut blocks = Vec::new();
+    let mut rest = guide.as_str();
+    while let Some(start) = rest.find("```sh\n") {
+        let body = &rest[start + 6..];
+        let end = body.find("```").expect("a closed block");
+        blocks.push(body[..end].to_owned());
+        rest = &body[end..][3..];
+        if blocks.last().is_some_and(|b| b.contains("kill $PID")) {
+            break;
+        }
+    }
+    assert!(blocks.len() > 10, "the session has its blocks");
+    let port = allsource_tests::process::free_port();
+    let binary = allsource_tests::process::binary();
+    let bin_dir = binary.parent().expect("binary dir");
+    let script = format!(
+        "set -u\nexport PATH={}:$PATH\nexport ALLSOURCE__SERVER__PORT={port}\n{}",
+        bin_dir.display(),
+        blocks
+            .join("\n")
+            .replace("localhost:3900", &format!("localhost:{port}"))
+    );
+    // `timeout`: a server that never comes up must not hang the suite in the guide's wait loop.
+    let output = std::process::Command::new("timeout")
+        .args(["300", "bash", "-c"])
+        .arg(&script)
+        .output()
+        .expect("bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the session failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for shown in [
+        r#"{"total":8,"ingested":8}"#,
+        r#""total_events":8"#,
+        r#""correlated_pairs":2,"correlation_percentage":66.66666666666667"#,
+        r#"{"group":"EUR","values":{"orders":2,"p90":120,"revenue":150}}"#,
+        r#""entered":3,"completed":1"#,
+        r#""retention":[2,0,0],"size":3"#,
+        r#""direction":"increasing""#,
+        r#""aggregation":"orders","anomalies":[{"#,
+        r#"["limt","where[1]","where[2][2]"]"#,
+        r#"{"columns":["event_type","n"],"row_count":3"#,
+        "DML not supported",
+    ] {
+        assert!(
+            stdout.contains(shown),
+            "{shown} not in the session's answers:\n{stdout}"
+        );
+    }
+}

@@ -265,7 +265,10 @@ pub async fn run(
         credential,
     };
     let rate = load(&client, args.events).await?;
-    eprintln!("loaded {} events at {rate:.0} events/s; waiting for the sealer", args.events);
+    eprintln!(
+        "loaded {} events at {rate:.0} events/s; waiting for the sealer",
+        args.events
+    );
     let stats = sealed(&client).await?;
     let until = chrono::Utc::now();
     let since = until - chrono::Duration::days(30);
@@ -275,7 +278,9 @@ pub async fn run(
         let mut runs = Vec::new();
         for i in 0..=RUNS {
             let started = Instant::now();
-            client.send(q.method.clone(), q.path, q.body.as_ref()).await?;
+            client
+                .send(q.method.clone(), q.path, q.body.as_ref())
+                .await?;
             if i > 0 {
                 runs.push(started.elapsed().as_secs_f64());
             }
