@@ -25,6 +25,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::StreamExt;
 
 pub use table::{SealedCut, SealedFiles};
 
@@ -149,11 +150,21 @@ impl SqlEngine for DataFusionEngine {
                 .sql_with_options(&sql, options)
                 .await
                 .map_err(|e| classify(&e))?;
-            let frame = frame
-                .limit(0, Some(max_rows.saturating_add(1)))
-                .map_err(|e| classify(&e))?;
+            // Rows are pulled until one more than the bound has come: the plan itself is left
+            // as the client wrote it (EXPLAIN must stay its root), and a huge answer is never
+            // held whole.
             let schema = frame.schema().as_arrow().clone();
-            let batches = frame.collect().await.map_err(|e| classify(&e))?;
+            let mut stream = frame.execute_stream().await.map_err(|e| classify(&e))?;
+            let mut batches = Vec::new();
+            let mut rows = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| classify(&e))?;
+                rows += batch.num_rows();
+                batches.push(batch);
+                if rows > max_rows {
+                    return Err(SqlError::TooManyRows(max_rows));
+                }
+            }
             values::table_of(&schema, &batches, max_rows)
         });
         let abort = task.abort_handle();
@@ -187,7 +198,12 @@ fn classify(error: &DataFusionError) -> SqlError {
         }
         DataFusionError::IoError(e) => SqlError::Internal(anyhow::anyhow!("{e}")),
         DataFusionError::ObjectStore(e) => SqlError::Internal(anyhow::anyhow!("{e}")),
-        DataFusionError::Internal(why) => SqlError::Internal(anyhow::anyhow!("{why}")),
+        // An internal error of the planner reached by a statement is the statement's to fix
+        // (a 400 naming it), not a failure of the server; it is logged for the engine's sake.
+        DataFusionError::Internal(why) => {
+            tracing::warn!(error = %why, "the SQL engine reported an internal error");
+            SqlError::Invalid(why.clone())
+        }
         DataFusionError::Plan(why) if is_refusal(why) => SqlError::Refused(why.clone()),
         other => SqlError::Invalid(other.strip_backtrace()),
     }

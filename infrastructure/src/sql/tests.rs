@@ -295,6 +295,20 @@ async fn memory_is_bounded_by_the_pool() {
 }
 
 #[tokio::test]
+async fn explain_shows_the_plan() {
+    let (_, engine) = two_tenants().await;
+    let t = run(
+        &engine,
+        "acme",
+        "EXPLAIN SELECT event_type, count(*) FROM events WHERE entity_id = 'order-1' GROUP BY 1",
+    )
+    .await
+    .expect("explain");
+    assert_eq!(t.columns, ["plan_type", "plan"]);
+    assert!(t.rows.len() >= 2, "{t:?}");
+}
+
+#[tokio::test]
 async fn json_functions_read_the_payload() {
     let (_, engine) = two_tenants().await;
     let t = run(
