@@ -10,7 +10,7 @@ use allsource_domain::{EntityId, Event, EventId, EventType, Position, Version};
 use chrono::{DateTime, Duration as TimeDelta, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::compute::{self, AnomalyMethod, FunnelRow, Interval};
+use super::compute::{self, AnomalyMethod, Interval};
 use super::sql::{self, As};
 use super::{Analytics, AnalyticsError};
 use crate::Caller;
@@ -1159,25 +1159,74 @@ impl Analytics {
         } else {
             format!("{filter} AND {types_clause}")
         };
-        let statement = format!(
-            "SELECT entity_id, position, CAST(\"timestamp\" AS BIGINT) AS t, {} FROM events{filter} \
-             ORDER BY entity_id, position",
+        // The funnel as one statement (the greedy rule of `compute::funnel`, which the tests
+        // compare it with): r0 is each entity's first step-0 event; r{k} its first event after
+        // r{k-1}'s, matching step k, within `within_ms` of r0's time.
+        let within_us = within_ms.saturating_mul(1000);
+        let mut ctes = vec![format!(
+            "e AS (SELECT entity_id, position, CAST(\"timestamp\" AS BIGINT) AS t, {} \
+             FROM events{filter})",
             matches.join(", ")
+        )];
+        ctes.push(
+            "r0 AS (SELECT e.entity_id, e.position AS p, e.t AS t0, e.t AS t, e.t AS prev \
+             FROM e JOIN (SELECT entity_id, min(position) AS p FROM e WHERE s0 \
+             GROUP BY entity_id) f ON e.entity_id = f.entity_id AND e.position = f.p)"
+                .to_owned(),
         );
-        let table = self.scan(caller, &statement).await?;
-        let rows: Vec<FunnelRow> = table
-            .rows
-            .iter()
-            .map(|r| FunnelRow {
-                entity_id: r[0].as_str().unwrap_or_default().to_owned(),
-                position: cell_u64(&r[1]),
-                timestamp_micros: r[2].as_i64().unwrap_or(0),
-                matches: (0..steps.len())
-                    .map(|i| r[3 + i].as_bool().unwrap_or(false))
-                    .collect(),
+        for k in 1..steps.len() {
+            ctes.push(format!(
+                "r{k} AS (SELECT e.entity_id, e.position AS p, n.t0, e.t AS t, n.prev FROM e \
+                 JOIN (SELECT r.entity_id, r.t0, r.t AS prev, min(e.position) AS p \
+                 FROM r{j} r JOIN e ON e.entity_id = r.entity_id AND e.s{k} \
+                 AND e.position > r.p AND e.t <= r.t0 + {within_us} \
+                 GROUP BY r.entity_id, r.t0, r.t) n \
+                 ON e.entity_id = n.entity_id AND e.position = n.p)",
+                j = k - 1
+            ));
+        }
+        let selects: Vec<String> = (0..steps.len())
+            .map(|k| {
+                format!(
+                    "SELECT {k} AS step, count(*) AS n, \
+                     median(CAST(t - prev AS DOUBLE)) AS median_us FROM r{k}"
+                )
             })
             .collect();
-        let outcomes = compute::funnel(&rows, steps.len(), within_ms.saturating_mul(1000));
+        let statement = format!(
+            "WITH {} SELECT step, n, median_us FROM ({}) ORDER BY step",
+            ctes.join(", "),
+            selects.join(" UNION ALL ")
+        );
+        let table = self.scan(caller, &statement).await?;
+        let mut reached = vec![(0_u64, None::<f64>); steps.len()];
+        for row in &table.rows {
+            if let Some(k) = row[0].as_u64().and_then(|k| usize::try_from(k).ok())
+                && let Some(slot) = reached.get_mut(k)
+            {
+                *slot = (cell_u64(&row[1]), row[2].as_f64());
+            }
+        }
+        let first = reached.first().map_or(0, |r| r.0);
+        let outcomes: Vec<compute::FunnelStepOutcome> = (0..steps.len())
+            .map(|k| {
+                let entered = reached[k].0;
+                let next = reached.get(k + 1);
+                let converted = next.map(|n| n.0);
+                compute::FunnelStepOutcome {
+                    entered,
+                    converted,
+                    conversion_rate: converted
+                        .filter(|_| entered > 0)
+                        .map(|c| c as f64 / entered as f64),
+                    conversion_from_start: (first > 0).then(|| entered as f64 / first as f64),
+                    median_time_to_convert_ms: next
+                        .filter(|n| n.0 > 0)
+                        .and_then(|n| n.1)
+                        .map(|us| us / 1000.0),
+                }
+            })
+            .collect();
         let entered = outcomes.first().map_or(0, |o| o.entered);
         let completed = outcomes.last().map_or(0, |o| o.entered);
         let steps_json: Vec<Value> = steps

@@ -1392,3 +1392,90 @@ fn dsl_query_selects_what_the_naive_evaluator_matches() {
         panic!("{e}");
     }
 }
+
+/// The funnel statement agrees with `compute::funnel` (the rule written as a loop) on random
+/// event sequences: entered and converted per step, and the median times.
+#[test]
+fn the_funnel_statement_agrees_with_the_reference_loop() {
+    use allsource_application::analytics::compute::{self, FunnelRow};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let f = fixture();
+    let cases = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(16));
+    let event = (0..4_usize, 0..4_usize, 0..50_i64);
+    let result = runner.run(&proptest::collection::vec(event, 1..40), |events| {
+        let tenant = TenantId::parse(&format!("funnel{}", cases.fetch_add(1, Ordering::Relaxed)))
+            .expect("tenant");
+        let caller = Caller::new(tenant.clone());
+        runtime.block_on(async {
+            let mut at = t("2024-08-01T00:00:00Z");
+            for (entity, kind, minutes) in &events {
+                at += chrono::Duration::minutes(*minutes);
+                f.at_tenant(
+                    &tenant,
+                    &at.to_rfc3339(),
+                    &format!("u{entity}"),
+                    ["a", "b", "c", "other"][*kind],
+                    json!({}),
+                )
+                .await;
+            }
+            let within_ms = 3_600_000_i64;
+            let answer = f
+                .analytics
+                .funnel(
+                    &caller,
+                    &json!({"steps": [{"event_type": "a"}, {"event_type": "b"}, {"event_type": "c"}],
+                            "within_ms": within_ms}),
+                )
+                .await
+                .expect("funnel");
+            let mut all = f
+                .store
+                .query(
+                    &tenant,
+                    EventQuery {
+                        limit: 10_000,
+                        ..EventQuery::default()
+                    },
+                )
+                .await
+                .expect("store query")
+                .events;
+            all.sort_by(|x, y| {
+                (x.entity_id.as_str(), x.position).cmp(&(y.entity_id.as_str(), y.position))
+            });
+            let rows: Vec<FunnelRow> = all
+                .iter()
+                .map(|e| FunnelRow {
+                    entity_id: e.entity_id.as_str().to_owned(),
+                    position: e.position.get(),
+                    timestamp_micros: e.timestamp.timestamp_micros(),
+                    matches: ["a", "b", "c"]
+                        .iter()
+                        .map(|s| e.event_type.as_str() == *s)
+                        .collect(),
+                })
+                .collect();
+            let expected = compute::funnel(&rows, 3, within_ms * 1000);
+            for (k, outcome) in expected.iter().enumerate() {
+                let step = &answer["steps"][k];
+                prop_assert_eq!(&step["entered"], &json!(outcome.entered), "step {} {}", k, answer);
+                prop_assert_eq!(&step["converted"], &json!(outcome.converted), "step {}", k);
+                let median = step["median_time_to_convert_ms"].as_f64();
+                match (median, outcome.median_time_to_convert_ms) {
+                    (Some(a), Some(b)) => prop_assert!((a - b).abs() < 1e-6, "step {k}: {a} vs {b}"),
+                    (a, b) => prop_assert_eq!(a, b, "step {}", k),
+                }
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
