@@ -271,7 +271,10 @@ impl Compaction {
     pub(crate) async fn sealed_cut(&self) -> crate::sql::SealedCut {
         let guard = Arc::clone(&self.file_readers).read_owned().await;
         let manifest = self.manifest.lock().clone();
+        // Canonical: the engine names files by absolute paths without `.` or `..` (a data dir
+        // given as `./data` would otherwise name files it cannot find).
         let dir = parquet_dir(&self.data_dir);
+        let dir = fs::canonicalize(&dir).unwrap_or(dir);
         crate::sql::SealedCut {
             files: manifest
                 .parquet

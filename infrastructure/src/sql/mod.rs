@@ -198,6 +198,7 @@ fn classify(error: &DataFusionError) -> SqlError {
         }
         DataFusionError::IoError(e) => SqlError::Internal(anyhow::anyhow!("{e}")),
         DataFusionError::ObjectStore(e) => SqlError::Internal(anyhow::anyhow!("{e}")),
+        DataFusionError::ParquetError(e) => SqlError::Internal(anyhow::anyhow!("{e}")),
         // An internal error of the planner reached by a statement is the statement's to fix
         // (a 400 naming it), not a failure of the server; it is logged for the engine's sake.
         DataFusionError::Internal(why) => {

@@ -453,6 +453,25 @@ mod embedded {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_relative_data_dir_is_read_too() {
+        let dir = tempfile::tempdir_in(".").expect("dir");
+        let relative = std::path::Path::new(".").join(dir.path().file_name().expect("name"));
+        let store = open(&relative);
+        filled(&store).await;
+        let engine = DataFusionEngine::new(
+            store.clone() as Arc<dyn EventStore>,
+            Some(store.sealed_files()),
+            SqlEngineConfig::default(),
+        )
+        .expect("engine");
+        let t = engine
+            .run(&tenant("acme"), "SELECT count(*) AS n FROM events", LIMITS)
+            .await
+            .expect("count");
+        assert_eq!(t.rows, [vec![json!(200)]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn compaction_does_not_delete_files_a_statement_still_reads() {
         let dir = tempfile::tempdir().expect("dir");
         let store = open(dir.path());
