@@ -1168,20 +1168,19 @@ impl Analytics {
              FROM events{filter})",
             matches.join(", ")
         )];
+        // Timestamps never decrease along positions (the store's invariant), so the time of
+        // the first matching event is the least time of the matching events: no join back.
         ctes.push(
-            "r0 AS (SELECT e.entity_id, e.position AS p, e.t AS t0, e.t AS t, e.t AS prev \
-             FROM e JOIN (SELECT entity_id, min(position) AS p FROM e WHERE s0 \
-             GROUP BY entity_id) f ON e.entity_id = f.entity_id AND e.position = f.p)"
+            "r0 AS (SELECT entity_id, min(position) AS p, min(t) AS t0, min(t) AS t, \
+             min(t) AS prev FROM e WHERE s0 GROUP BY entity_id)"
                 .to_owned(),
         );
         for k in 1..steps.len() {
             ctes.push(format!(
-                "r{k} AS (SELECT e.entity_id, e.position AS p, n.t0, e.t AS t, n.prev FROM e \
-                 JOIN (SELECT r.entity_id, r.t0, r.t AS prev, min(e.position) AS p \
-                 FROM r{j} r JOIN e ON e.entity_id = r.entity_id AND e.s{k} \
+                "r{k} AS (SELECT r.entity_id, min(e.position) AS p, r.t0, min(e.t) AS t, \
+                 r.t AS prev FROM r{j} r JOIN e ON e.entity_id = r.entity_id AND e.s{k} \
                  AND e.position > r.p AND e.t <= r.t0 + {within_us} \
-                 GROUP BY r.entity_id, r.t0, r.t) n \
-                 ON e.entity_id = n.entity_id AND e.position = n.p)",
+                 GROUP BY r.entity_id, r.t0, r.t)",
                 j = k - 1
             ));
         }

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use allsource_application::ports::{EventQuery, EventStore, SortOrder, StoreError};
 use allsource_domain::{EntityId, Event, EventType, Position, TenantId};
 use arrow::array::{
-    Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray, UInt64Array,
+    Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, RecordBatchOptions, StringArray,
+    StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
@@ -164,6 +164,7 @@ impl EventsTable {
         state: &dyn Session,
         cut: &SealedCut,
         filters: &[Expr],
+        columns: &[usize],
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let file_schema = file_schema();
         let df_schema = DFSchema::try_from(Arc::clone(&file_schema))?;
@@ -195,8 +196,8 @@ impl EventsTable {
         let filtered: Arc<dyn ExecutionPlan> = Arc::new(FilterExec::try_new(tenant_only, scan)?);
         let uuid_text = ScalarUDF::from(UuidText::new());
         let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
-        for field in self.schema.fields() {
-            let name = field.name();
+        for &i in columns {
+            let name = self.schema.field(i).name();
             let expr = if name == "id" {
                 uuid_text.call(vec![col("id")])
             } else {
@@ -235,11 +236,17 @@ impl TableProvider for EventsTable {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let after = self.cut.as_ref().map_or(0, |c| c.last_position);
         let head = self.head;
+        // Every child produces only the columns the plan reads (none for `count(*)`).
+        let columns: Vec<usize> = match projection {
+            Some(indices) => indices.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let schema = Arc::new(self.schema.project(&columns)?);
         let mut children: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(cut) = &self.cut
             && !cut.files.is_empty()
         {
-            children.push(self.parquet_scan(state, cut, filters)?);
+            children.push(self.parquet_scan(state, cut, filters, &columns)?);
         }
         if head > after {
             let mut query = EventQuery {
@@ -252,14 +259,15 @@ impl TableProvider for EventsTable {
                 narrow(&mut query, filter);
             }
             let tail = TailStream {
-                schema: Arc::clone(&self.schema),
+                schema: Arc::clone(&schema),
+                columns: columns.clone(),
                 store: Arc::clone(&self.store),
                 tenant: self.tenant.clone(),
                 query,
                 head,
             };
             children.push(Arc::new(StreamingTableExec::try_new(
-                Arc::clone(&self.schema),
+                Arc::clone(&schema),
                 vec![Arc::new(tail)],
                 None,
                 Vec::new(),
@@ -267,31 +275,12 @@ impl TableProvider for EventsTable {
                 None,
             )?));
         }
-        let all: Arc<dyn ExecutionPlan> = if children.is_empty() {
-            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
-                Arc::clone(&self.schema),
-            ))
-        } else {
-            UnionExec::try_new(children)?
-        };
-        match projection {
-            None => Ok(all),
-            Some(indices) => {
-                let schema = all.schema();
-                let mut exprs: Vec<(Arc<dyn PhysicalExpr>, String)> = Vec::new();
-                for &i in indices {
-                    let field = schema.field(i);
-                    exprs.push((
-                        Arc::new(datafusion::physical_expr::expressions::Column::new(
-                            field.name(),
-                            i,
-                        )),
-                        field.name().clone(),
-                    ));
-                }
-                Ok(Arc::new(ProjectionExec::try_new(exprs, all)?))
-            }
+        if children.is_empty() {
+            return Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                schema,
+            )));
         }
+        UnionExec::try_new(children)
     }
 }
 
@@ -360,7 +349,10 @@ fn narrow(query: &mut EventQuery, filter: &Expr) {
 
 /// The tail, read from the port page by page.
 struct TailStream {
+    /// The projected schema: the columns of `columns`, in that order.
     schema: SchemaRef,
+    /// Indexes into the table's columns.
+    columns: Vec<usize>,
     store: Arc<dyn EventStore>,
     tenant: TenantId,
     query: EventQuery,
@@ -387,11 +379,13 @@ impl PartitionStream for TailStream {
         let store = Arc::clone(&self.store);
         let tenant = self.tenant.clone();
         let head = self.head;
+        let columns = self.columns.clone();
         let first = self.query.clone();
         let pages = futures::stream::unfold(Some(first), move |next| {
             let store = Arc::clone(&store);
             let tenant = tenant.clone();
             let schema = Arc::clone(&schema);
+            let columns = columns.clone();
             async move {
                 let query = next?;
                 let page = match store.query(&tenant, query.clone()).await {
@@ -410,7 +404,7 @@ impl PartitionStream for TailStream {
                     from_position: events.last().map(|e| e.position),
                     ..query
                 });
-                Some((batch_of(&schema, &events), following))
+                Some((batch_of(&schema, &columns, &events), following))
             }
         })
         .filter(|batch| futures::future::ready(!matches!(batch, Ok(b) if b.num_rows() == 0)));
@@ -421,40 +415,62 @@ impl PartitionStream for TailStream {
     }
 }
 
-/// Events as a batch of the table's shape.
-pub fn batch_of(schema: &SchemaRef, events: &[Arc<Event>]) -> DfResult<RecordBatch> {
-    let mut ids = StringBuilder::with_capacity(events.len(), events.len() * 36);
-    for e in events {
-        ids.append_value(e.id.as_uuid().hyphenated().to_string());
+/// Events as a batch of the table's columns `columns` (indexes into [`table_schema`]), in
+/// that order; `schema` is their projected schema.
+pub fn batch_of(
+    schema: &SchemaRef,
+    columns: &[usize],
+    events: &[Arc<Event>],
+) -> DfResult<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for &column in columns {
+        let array: ArrayRef = match column {
+            0 => {
+                let mut ids = StringBuilder::with_capacity(events.len(), events.len() * 36);
+                let mut buffer = uuid::Uuid::encode_buffer();
+                for e in events {
+                    ids.append_value(e.id.as_uuid().hyphenated().encode_lower(&mut buffer));
+                }
+                Arc::new(ids.finish())
+            }
+            1 => Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.entity_id.as_str()),
+            )),
+            2 => Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.event_type.as_str()),
+            )),
+            3 => Arc::new(UInt64Array::from_iter_values(
+                events.iter().map(|e| e.version.get()),
+            )),
+            4 => Arc::new(UInt64Array::from_iter_values(
+                events.iter().map(|e| e.position.get()),
+            )),
+            5 => Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    events.iter().map(|e| e.timestamp.timestamp_micros()),
+                )
+                .with_timezone("UTC"),
+            ),
+            6 => Arc::new(StringArray::from_iter_values(
+                events.iter().map(|e| e.payload.get()),
+            )),
+            7 => Arc::new(StringArray::from_iter(
+                events.iter().map(|e| e.metadata.as_ref().map(|m| m.get())),
+            )),
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "the events table has no column {other}"
+                )));
+            }
+        };
+        arrays.push(array);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(ids.finish()),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|e| e.entity_id.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|e| e.event_type.as_str()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            events.iter().map(|e| e.version.get()),
-        )),
-        Arc::new(UInt64Array::from_iter_values(
-            events.iter().map(|e| e.position.get()),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter_values(
-                events.iter().map(|e| e.timestamp.timestamp_micros()),
-            )
-            .with_timezone("UTC"),
-        ),
-        Arc::new(StringArray::from_iter_values(
-            events.iter().map(|e| e.payload.get()),
-        )),
-        Arc::new(StringArray::from_iter(
-            events.iter().map(|e| e.metadata.as_ref().map(|m| m.get())),
-        )),
-    ];
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+    let options = RecordBatchOptions::new().with_row_count(Some(events.len()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        arrays,
+        &options,
+    )?)
 }
 
 /// `uuid_text(bytes)`: a 16-byte id as hyphenated lowercase UUID text (the files hold ids as
