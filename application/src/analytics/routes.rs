@@ -522,8 +522,10 @@ impl Analytics {
             event_type,
             condition: None,
         };
+        // Truncated as a timestamp without a zone (its UTC wall clock): the same buckets, and
+        // DataFusion's truncation of zoned timestamps is several times slower.
         let statement = format!(
-            "SELECT date_trunc({}, \"timestamp\") AS bucket, event_type, count(*) AS n \
+            "SELECT date_trunc({}, CAST(\"timestamp\" AS TIMESTAMP)) AS bucket, event_type, count(*) AS n \
              FROM events{} GROUP BY 1, 2",
             sql::string(interval.as_str()),
             scope.where_clause()
@@ -982,7 +984,7 @@ impl Analytics {
             .map(|(i, a)| format!("{} AS a{i}", a.expression()))
             .collect();
         let statement = format!(
-            "SELECT date_trunc({}, \"timestamp\") AS bucket, {group} AS grp, {} \
+            "SELECT date_trunc({}, CAST(\"timestamp\" AS TIMESTAMP)) AS bucket, {group} AS grp, {} \
              FROM events{} GROUP BY 1, 2",
             sql::string(spec.interval.as_str()),
             aggregates.join(", "),
@@ -1295,7 +1297,7 @@ impl Analytics {
             .scan(
                 caller,
                 &format!(
-                    "WITH {firsts} SELECT date_trunc({unit}, t0) AS cohort, count(*) AS n \
+                    "WITH {firsts} SELECT date_trunc({unit}, CAST(t0 AS TIMESTAMP)) AS cohort, count(*) AS n \
                      FROM firsts GROUP BY 1 ORDER BY 1"
                 ),
             )
@@ -1305,10 +1307,10 @@ impl Analytics {
                 caller,
                 &format!(
                     "WITH {firsts}, returns AS (SELECT DISTINCT entity_id, \
-                     date_trunc({unit}, \"timestamp\") AS rp FROM events WHERE event_type = {}) \
-                     SELECT date_trunc({unit}, f.t0) AS cohort, r.rp AS period, \
+                     date_trunc({unit}, CAST(\"timestamp\" AS TIMESTAMP)) AS rp FROM events WHERE event_type = {}) \
+                     SELECT date_trunc({unit}, CAST(f.t0 AS TIMESTAMP)) AS cohort, r.rp AS period, \
                      count(DISTINCT f.entity_id) AS n FROM firsts f JOIN returns r \
-                     ON f.entity_id = r.entity_id AND r.rp >= date_trunc({unit}, f.t0) \
+                     ON f.entity_id = r.entity_id AND r.rp >= date_trunc({unit}, CAST(f.t0 AS TIMESTAMP)) \
                      GROUP BY 1, 2",
                     sql::string(back.as_str())
                 ),
