@@ -85,6 +85,39 @@ pub struct BenchArgs {
 /// The header every AllSource request of a workload carries (name, value), if any.
 type Credential = Option<(&'static str, String)>;
 
+/// A JSON client of the server under test, with the workload's credential (the real-time,
+/// pipeline and analytics workloads).
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    credential: Credential,
+}
+
+impl Client {
+    /// Sends one request; a non-2xx answer is an error with its body.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some((name, value)) = &self.credential {
+            request = request.header(*name, value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.with_context(|| path.to_owned())?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            bail!("{path} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+}
+
 /// One workload's figures.
 #[derive(Debug, Clone)]
 struct Outcome {

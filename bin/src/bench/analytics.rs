@@ -17,11 +17,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use super::{BenchArgs, Credential};
+use super::{BenchArgs, Client, Credential};
 
 /// Timed runs per question (after one warm-up run).
 const RUNS: usize = 3;
@@ -113,36 +113,6 @@ fn questions(since: &str, until: &str) -> Vec<Question> {
             ),
         },
     ]
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    credential: Credential,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some((name, value)) = &self.credential {
-            request = request.header(*name, value);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.with_context(|| path.to_owned())?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path} answered {status}: {body}");
-        }
-        Ok(body)
-    }
 }
 
 fn batch(first: u64) -> Value {

@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::realtime::row_rate;
-use super::{BenchArgs, Credential, Workload, drive};
+use super::{BenchArgs, Client, Credential, Workload, drive};
 
 /// The benchmark's pipeline, following `order.placed` from `from_position`.
 fn definition(name: &str, from_position: Value) -> Value {
@@ -36,35 +36,7 @@ fn definition(name: &str, from_position: Value) -> Value {
     })
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    credential: Credential,
-}
-
 impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some((name, value)) = &self.credential {
-            request = request.header(*name, value);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request.send().await.with_context(|| path.to_owned())?;
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("{path} answered {status}: {body}");
-        }
-        Ok(body)
-    }
-
     async fn create(&self, definition: &Value) -> anyhow::Result<String> {
         let created = self
             .send(reqwest::Method::POST, "/api/v1/pipelines", Some(definition))

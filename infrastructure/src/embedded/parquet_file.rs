@@ -27,7 +27,8 @@ use super::sync_dir;
 /// Events per row group (and per read batch).
 const ROW_GROUP_ROWS: usize = 64 * 1024;
 
-fn schema() -> Arc<Schema> {
+/// The files' columns (the SQL engine scans them with this schema too).
+pub(crate) fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::FixedSizeBinary(16), false),
         Field::new("tenant_id", DataType::Utf8, false),

@@ -88,23 +88,9 @@ pub fn table_schema() -> SchemaRef {
     ]))
 }
 
-/// The columns of the Parquet files (see `embedded::parquet_file`).
+/// The columns of the Parquet files, as the embedded engine writes them.
 fn file_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::FixedSizeBinary(16), false),
-        Field::new("tenant_id", DataType::Utf8, false),
-        Field::new("entity_id", DataType::Utf8, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("version", DataType::UInt64, false),
-        Field::new("position", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("payload", DataType::Utf8, false),
-        Field::new("metadata", DataType::Utf8, true),
-    ]))
+    crate::embedded::parquet_file::schema()
 }
 
 /// One tenant's events, at the cut taken when the table was opened (one statement).
