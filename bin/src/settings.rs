@@ -345,7 +345,7 @@ pub struct AnalyticsSettings {
     /// `analytics.sql_max_rows`: the most rows a client's SQL statement may return (422 past it).
     pub sql_max_rows: usize,
     /// `analytics.scan_max_rows`: the most rows an analysis may read back from the engine
-    /// (funnel candidates, grouped series).
+    /// (the (bucket, group) rows of a series, the (cohort, period) rows of cohorts).
     pub scan_max_rows: usize,
     /// `analytics.timeout_ms`: the longest a statement may run (408 past it).
     pub timeout_ms: u64,
@@ -356,13 +356,15 @@ pub struct AnalyticsSettings {
 }
 
 impl Default for AnalyticsSettings {
+    /// The use cases' own defaults, and the engine's memory and threads.
     fn default() -> Self {
+        let bounds = allsource_application::analytics::AnalyticsConfig::default();
         Self {
-            max_range_days: 3660,
-            max_buckets: 10_000,
-            sql_max_rows: 10_000,
-            scan_max_rows: 1_000_000,
-            timeout_ms: 30_000,
+            max_range_days: bounds.max_range_days,
+            max_buckets: bounds.max_buckets,
+            sql_max_rows: bounds.sql_max_rows,
+            scan_max_rows: bounds.scan_max_rows,
+            timeout_ms: u64::try_from(bounds.timeout.as_millis()).unwrap_or(u64::MAX),
             memory_mb: 512,
             threads: 0,
         }

@@ -196,7 +196,8 @@ pub struct FunnelStepOutcome {
     pub median_time_to_convert_ms: Option<f64>,
 }
 
-/// Ordered funnel: for each entity, greedily: the first event matching step 0 gives t0; then,
+/// Ordered funnel, the reference rule (the route runs it as one statement on the engine; a
+/// property test compares the two): for each entity, greedily: the first event matching step 0 gives t0; then,
 /// for k >= 1, the first later event (greater position) matching step k whose time − t0 <=
 /// within_micros reaches step k (an event matching several steps may serve only one step: the
 /// one being looked for). An entity reaching step k also reached all before it.

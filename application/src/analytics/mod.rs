@@ -14,9 +14,6 @@ pub mod compute;
 mod routes;
 pub mod sql;
 
-#[cfg(test)]
-mod tests;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,8 +34,8 @@ pub struct AnalyticsConfig {
     pub max_buckets: usize,
     /// Most rows a client's SQL statement may return.
     pub sql_max_rows: usize,
-    /// Most rows an analysis may read back from the engine (funnel candidates, correlated
-    /// pairs' groups).
+    /// Most rows an analysis may read back from the engine (the (bucket, group) rows of a
+    /// series, the (cohort, period) rows of cohorts).
     pub scan_max_rows: usize,
     /// Longest a statement (the client's or an analysis's) may run.
     pub timeout: Duration,
@@ -125,10 +122,6 @@ impl Analytics {
             clock,
             config,
         }
-    }
-
-    pub fn config(&self) -> &AnalyticsConfig {
-        &self.config
     }
 
     fn now(&self) -> DateTime<Utc> {

@@ -23,7 +23,7 @@ use arrow::array::{
     Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, RecordBatchOptions, StringArray,
     StringBuilder, TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use datafusion::catalog::{Session, TableProvider};
@@ -70,22 +70,22 @@ pub struct SealedCut {
     pub guard: Box<dyn Any + Send + Sync>,
 }
 
-/// The columns users see.
+/// The columns users see: the files' columns without the tenant (a scan holds one tenant),
+/// with the id as UUID text.
 pub fn table_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Utf8, false),
-        Field::new("entity_id", DataType::Utf8, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("version", DataType::UInt64, false),
-        Field::new("position", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("payload", DataType::Utf8, false),
-        Field::new("metadata", DataType::Utf8, true),
-    ]))
+    let fields: Vec<Field> = file_schema()
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "tenant_id")
+        .map(|f| {
+            if f.name() == "id" {
+                Field::new("id", DataType::Utf8, false)
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
 }
 
 /// The columns of the Parquet files, as the embedded engine writes them.
