@@ -23,6 +23,7 @@
 //!   tenant's quotas and status.
 //! - [`tenancy`]: who a request acts for ([`Caller`]).
 //! - [`supervise`]: background loops that are restarted (and logged) when they die.
+//! - [`observability`]: the lags of the log's followers, measured for the metrics.
 //! - [`auth`]: the [`Authenticate`](auth::Authenticate) trait the HTTP layer calls with a
 //!   request's credential.
 //! - `testing` (feature `mocks`): an in-memory state store and a given/when/then helper for
@@ -32,6 +33,7 @@
 pub mod analytics;
 pub mod auth;
 mod fleet;
+pub mod observability;
 pub mod pipelines;
 pub mod ports;
 pub mod projections;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allsource_application::analytics::{Analytics, AnalyticsConfig};
+use allsource_application::observability::{Lag, LagProbe};
 use allsource_application::pipelines::{PipelineConfig, PipelineDeps, Pipelines, ReadLookups};
 use allsource_application::ports::{AuditLog, RateLimiter};
 use allsource_application::ports::{Clock, Compactor, EventStore, NoCompaction, StateStore};
@@ -49,7 +50,8 @@ use allsource_infrastructure::{
     JsonSchemaValidator, MemoryStore, StartingCompactor, StartingStateStore, StartingStore,
     SystemClock,
 };
-use allsource_presentation::{AppState, AuthMode, HttpLimits};
+use allsource_presentation::metrics::Collector;
+use allsource_presentation::{AppState, AuthMode, HttpLimits, MetricsEndpoint};
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -75,6 +77,15 @@ pub struct Application {
     webhooks: Webhooks,
     /// Run once recovery has finished; stopped before the store shuts down.
     pipelines: Pipelines,
+    /// `/metrics`, when metrics are on.
+    metrics: Option<MetricsEndpoint>,
+    /// `metrics.listen`: the separate scrape address, bound.
+    scrape_listener: Option<TcpListener>,
+    /// The settings the server started with and the parts a reload changes.
+    started_with: Settings,
+    policies: Policies,
+    /// Set by [`Application::reload_on_sighup`].
+    reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 /// The stores that recovery opens and hands over to the stand-ins the router already holds.
@@ -146,6 +157,12 @@ impl Application {
     /// Invalid settings, a data dir that cannot be created, or an address that cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        // Installed before anything records: the handles the engine takes at open go to it.
+        let metrics_handle = if settings.metrics.enabled {
+            crate::telemetry::install_metrics()
+        } else {
+            None
+        };
         let backend = settings.storage.backend;
         if !settings.auth_enabled() {
             tracing::warn!(
@@ -307,7 +324,7 @@ impl Application {
             reads,
             health: Health::new(env!("CARGO_PKG_VERSION"), as_port.clone()),
             projections: projections_api,
-            replays: ReplayJobs::new(projection_engine),
+            replays: ReplayJobs::new(projection_engine.clone()),
             schemas,
             // With auth off (`--dev`, `auth.enabled = false`), as documented, every request
             // is an admin of tenant `default`.
@@ -344,11 +361,28 @@ impl Application {
                 ),
             },
         );
+        let metrics = metrics_handle.map(|handle| {
+            let lags = LagProbe::new(projection_engine.clone(), pipelines.clone());
+            MetricsEndpoint::new(handle, settings.metrics.public, vec![lag_collector(lags)])
+        });
+        let router = match &metrics {
+            Some(endpoint) => allsource_presentation::with_metrics(router, endpoint.clone()),
+            None => router,
+        };
+        let scrape_listener = match (settings.metrics.listen_addr()?, &metrics) {
+            (Some(address), Some(_)) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?,
+            ),
+            _ => None,
+        };
         let address = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen on {address} (server.host, server.port)"))?;
         let addr = listener.local_addr()?;
+        let started_with = settings.clone();
         let recovery = tokio::spawn(recover(
             settings,
             backend,
@@ -357,7 +391,7 @@ impl Application {
                 state: state_store,
                 identity,
                 compactor,
-                policies,
+                policies: policies.clone(),
                 audit: audit_log,
                 feed: feed.clone(),
                 sealed,
@@ -375,7 +409,43 @@ impl Application {
             consumer_groups,
             webhooks,
             pipelines,
+            metrics,
+            scrape_listener,
+            started_with,
+            policies,
+            reloader: None,
         })
+    }
+
+    /// Re-reads the settings from `source` on every SIGHUP and applies what can change while
+    /// serving (see [`crate::reload`]); `telemetry` is the installed subscriber, whose log
+    /// filter a reload replaces.
+    #[must_use]
+    pub fn reload_on_sighup(
+        mut self,
+        source: crate::reload::SettingsSource,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    ) -> Self {
+        self.reloader = Some(Arc::new(crate::reload::Reloader::new(
+            source,
+            self.started_with.clone(),
+            telemetry,
+            self.metrics.clone(),
+            self.policies.clone(),
+        )));
+        self
+    }
+
+    /// The address `metrics.listen` bound (with the real port when 0 was asked).
+    pub fn scrape_addr(&self) -> Option<SocketAddr> {
+        self.scrape_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// `/metrics`, when metrics are on (its exposure changes on reload).
+    pub fn metrics_endpoint(&self) -> Option<MetricsEndpoint> {
+        self.metrics.clone()
     }
 
     /// The address the server listens on (with the real port when 0 was asked).
@@ -415,8 +485,31 @@ impl Application {
             consumer_groups,
             webhooks,
             pipelines,
+            metrics,
+            scrape_listener,
+            started_with: _,
+            policies: _,
+            reloader,
         } = self;
+        let reloading = reloader.map(|r| tokio::spawn(crate::reload::on_sighup(r)));
         tracing::info!(%addr, "listening");
+        let (stop_scrape, scrape_stopped) = tokio::sync::oneshot::channel::<()>();
+        let scrape = match (scrape_listener, metrics) {
+            (Some(listener), Some(endpoint)) => {
+                if let Ok(scrape_addr) = listener.local_addr() {
+                    tracing::info!(%scrape_addr, "serving /metrics without credentials (metrics.listen)");
+                }
+                let router = allsource_presentation::scrape_only_router(endpoint);
+                Some(tokio::spawn(allsource_presentation::serve(
+                    listener,
+                    router,
+                    async move {
+                        let _ = scrape_stopped.await;
+                    },
+                )))
+            }
+            _ => None,
+        };
         // Long polls end as soon as shutdown starts, so they do not hold the graceful stop.
         let shutdown = async move {
             shutdown.await;
@@ -455,8 +548,33 @@ impl Application {
         if let Some(tenants) = tenants {
             tenants.flush_all().await;
         }
+        if let Some(reloading) = reloading {
+            reloading.abort();
+        }
+        let _ = stop_scrape.send(());
+        if let Some(scrape) = scrape {
+            let _ = scrape.await;
+        }
         finish(&store).await
     }
+}
+
+/// Sets the lag gauges (`stat` = `max`, `sum`, `count`) before each scrape.
+fn lag_collector(lags: LagProbe) -> Collector {
+    Arc::new(move || {
+        let lags = lags.clone();
+        Box::pin(async move {
+            set_lag("allsource_projection_lag_events", lags.projections().await);
+            set_lag("allsource_pipeline_lag_events", lags.pipelines().await);
+        })
+    })
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn set_lag(name: &'static str, lag: Lag) {
+    metrics::gauge!(name, "stat" => "max").set(lag.max as f64);
+    metrics::gauge!(name, "stat" => "sum").set(lag.sum as f64);
+    metrics::gauge!(name, "stat" => "count").set(lag.count as f64);
 }
 
 /// What the webhooks share with the rest of the server.

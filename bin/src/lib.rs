@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`settings`]: the `Settings` struct, loaded from defaults, file, environment and flags.
 //! - [`app`]: `Application`: build (bind, start recovery), run until stopped, graceful shutdown.
-//! - [`telemetry`]: logging/tracing set-up.
+//! - [`telemetry`]: logs, OpenTelemetry traces, the Prometheus recorder.
+//! - [`reload`]: configuration reload on SIGHUP.
 //! - [`bench`]: the HTTP load generator behind `allsource bench`.
 //! - [`admin`]: `allsource admin create-user` (users without HTTP, e.g. the first admin).
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod reload;
 pub mod settings;
 pub mod telemetry;
 

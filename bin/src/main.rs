@@ -97,15 +97,24 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Option<PathBuf>, overrides: Overrides) -> anyhow::Result<()> {
-    let settings = Settings::load(config.as_deref(), overrides)?;
-    telemetry::init(&settings.log)?;
+    let source = allsource::reload::SettingsSource {
+        config_file: config,
+        overrides,
+    };
+    let settings = Settings::load(source.config_file.as_deref(), source.overrides.clone())?;
+    let telemetry = std::sync::Arc::new(telemetry::init(&settings.log, &settings.telemetry.otlp)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let app = Application::build(settings).await?;
+    let served = runtime.block_on(async {
+        let app = Application::build(settings)
+            .await?
+            .reload_on_sighup(source, Some(telemetry.clone()));
         app.run_until_stopped().await
-    })
+    });
+    // The spans of the last requests are sent before the process ends.
+    telemetry.shutdown();
+    served
 }
 
 fn repair(data_dir: PathBuf) -> anyhow::Result<()> {

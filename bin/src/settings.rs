@@ -42,6 +42,12 @@ pub struct Settings {
     /// `analytics.*`: the bounds of analytics, the query DSL and SQL.
     #[serde(default)]
     pub analytics: AnalyticsSettings,
+    /// `metrics.*`: the Prometheus exposition.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+    /// `telemetry.*`: OpenTelemetry traces.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -416,6 +422,131 @@ impl AnalyticsSettings {
                 "analytics.threads",
                 self.threads <= 1024,
                 "must be at most 1024 (0: the number of cores)",
+            ),
+        ];
+        first_failure(&checks)
+    }
+}
+
+/// `metrics.*`: the Prometheus exposition at `GET /metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// `metrics.enabled`: record metrics and serve `/metrics` (default true).
+    pub enabled: bool,
+    /// `metrics.public`: `/metrics` on the main port needs no credential (default false: it
+    /// needs a credential with the `metrics` permission). Reloaded by SIGHUP.
+    pub public: bool,
+    /// `metrics.listen`: also serve `/metrics`, without a credential, on this address only
+    /// (e.g. `127.0.0.1:9464`, for a scraper on the same host or network); empty: none.
+    pub listen: String,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            public: false,
+            listen: String::new(),
+        }
+    }
+}
+
+impl MetricsSettings {
+    /// The separate scrape address, when one is set.
+    ///
+    /// # Errors
+    /// `metrics.listen` that is not `host:port`.
+    pub fn listen_addr(&self) -> Result<Option<std::net::SocketAddr>, SettingsError> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return Ok(None);
+        }
+        listen.parse().map(Some).map_err(|_| {
+            SettingsError::new(
+                "metrics.listen",
+                format!("{listen:?} is not an address of the form host:port, e.g. 127.0.0.1:9464"),
+            )
+        })
+    }
+}
+
+/// `telemetry.*`: OpenTelemetry traces.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub otlp: OtlpSettings,
+}
+
+/// `telemetry.otlp.*`: export of traces over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpSettings {
+    /// `telemetry.otlp.endpoint`: the collector's base URL, e.g. `http://127.0.0.1:4318`
+    /// (traces go to `<endpoint>/v1/traces`); empty (default): no export.
+    pub endpoint: String,
+    /// `telemetry.otlp.service_name`: the `service.name` of the spans (default `allsource`).
+    pub service_name: String,
+    /// `telemetry.otlp.sample_ratio`: the share of new traces recorded, 0.0 to 1.0 (default
+    /// 1.0); a request that continues a trace follows its caller's sampling decision.
+    pub sample_ratio: f64,
+    /// `telemetry.otlp.batch_delay_ms`: the longest a finished span waits before it is sent
+    /// (default 1000).
+    pub batch_delay_ms: u64,
+    /// `telemetry.otlp.timeout_ms`: the longest one export may take (default 10000).
+    pub timeout_ms: u64,
+}
+
+impl Default for OtlpSettings {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            service_name: "allsource".into(),
+            sample_ratio: 1.0,
+            batch_delay_ms: 1000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl OtlpSettings {
+    /// The traces URL, when export is on.
+    pub fn traces_url(&self) -> Option<String> {
+        let endpoint = self.endpoint.trim().trim_end_matches('/');
+        (!endpoint.is_empty()).then(|| format!("{endpoint}/v1/traces"))
+    }
+
+    /// # Errors
+    /// A setting out of its range, naming it.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let endpoint = self.endpoint.trim();
+        let checks: [(&str, bool, &str); 5] = [
+            (
+                "telemetry.otlp.endpoint",
+                endpoint.is_empty()
+                    || endpoint.starts_with("http://")
+                    || endpoint.starts_with("https://"),
+                "must be an http:// or https:// URL (or empty: no export)",
+            ),
+            (
+                "telemetry.otlp.service_name",
+                !self.service_name.trim().is_empty(),
+                "must not be empty",
+            ),
+            (
+                "telemetry.otlp.sample_ratio",
+                (0.0..=1.0).contains(&self.sample_ratio),
+                "must be between 0.0 and 1.0",
+            ),
+            (
+                "telemetry.otlp.batch_delay_ms",
+                (1..=60_000).contains(&self.batch_delay_ms),
+                "must be between 1 and 60000",
+            ),
+            (
+                "telemetry.otlp.timeout_ms",
+                (100..=300_000).contains(&self.timeout_ms),
+                "must be between 100 and 300000",
             ),
         ];
         first_failure(&checks)
@@ -1170,6 +1301,8 @@ impl Settings {
         self.webhooks.validate()?;
         self.pipelines.validate()?;
         self.analytics.validate()?;
+        self.metrics.listen_addr()?;
+        self.telemetry.otlp.validate()?;
         Ok(())
     }
 

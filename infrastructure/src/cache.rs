@@ -108,8 +108,10 @@ impl EventStore for CachedStore {
         let key = (tenant.clone(), entity_id.clone());
         let prefix = self.streams.get(&key).await.unwrap_or_default();
         if let Some(hit) = Self::from_prefix(&prefix, range) {
+            cache_lookup("streams", true);
             return Ok(hit);
         }
+        cache_lookup("streams", false);
         // Fetch what follows the prefix, extend the prefix, then answer from it.
         let known = prefix.len() as u64;
         let tail = self
@@ -167,8 +169,10 @@ impl EventStore for CachedStore {
     ) -> Result<Option<Arc<Event>>, StoreError> {
         let key = (tenant.clone(), id);
         if let Some(hit) = self.events.get(&key).await {
+            cache_lookup("events", true);
             return Ok(Some(hit));
         }
+        cache_lookup("events", false);
         let found = self.inner.get_event(tenant, id).await?;
         if let Some(event) = &found {
             self.events.insert(key, Arc::clone(event)).await;
@@ -211,6 +215,14 @@ impl EventStore for CachedStore {
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.inner.shutdown().await
     }
+}
+
+/// Counts one lookup of `cache` in `allsource_cache_lookups_total{cache,result}` (the hit
+/// ratio is `hit / (hit + miss)`).
+fn cache_lookup(cache: &'static str, hit: bool) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!("allsource_cache_lookups_total", "cache" => cache, "result" => result)
+        .increment(1);
 }
 
 #[cfg(test)]
@@ -365,7 +377,9 @@ impl MokaStateCache {
 
 impl EntityStateCache for MokaStateCache {
     fn get(&self, tenant: &TenantId, entity_id: &EntityId) -> Option<Arc<EntityState>> {
-        self.states.get(&(tenant.clone(), entity_id.clone()))
+        let found = self.states.get(&(tenant.clone(), entity_id.clone()));
+        cache_lookup("states", found.is_some());
+        found
     }
 
     fn put(&self, tenant: &TenantId, state: Arc<EntityState>) {

@@ -38,6 +38,8 @@ struct Inner {
     last_position: u64,
     last_timestamp: Option<DateTime<Utc>>,
     total_events: u64,
+    /// Streams of all tenants.
+    total_entities: u64,
     body_bytes: u64,
 }
 
@@ -73,6 +75,12 @@ impl EventIndex {
     /// Number of events in the store, all tenants.
     pub fn total_events(&self) -> u64 {
         self.inner.read().total_events
+    }
+
+    /// Number of events and of entities (streams) in the store, all tenants.
+    pub fn totals(&self) -> (u64, u64) {
+        let inner = self.inner.read();
+        (inner.total_events, inner.total_entities)
     }
 
     /// Starts planning a group of appends. Holds a read lock until dropped: drop it before
@@ -290,6 +298,7 @@ impl Inner {
         };
         if expected_version == 1 {
             tenant.entity_order.insert(event.entity_id.clone());
+            self.total_entities += 1;
         }
         if !stream.types.contains(&event.event_type) {
             stream.types.push(event.event_type.clone());

@@ -571,6 +571,7 @@ impl IntoResponse for ApiError {
             None => {}
         }
         let code = self.code;
+        crate::metrics::record_problem(code);
         let status = self.status();
         let bytes = self.body_bytes();
         let mut response = (status, bytes).into_response();

@@ -13,6 +13,10 @@
 //! 4. **Query parameters**: a route that declares none refuses any (400 naming the first).
 //! 5. **Policies** ([`enforce::enforce`]): deny → 403, rate limit → 429, warn →
 //!    `X-Policy-Warning` on the response.
+//!
+//! Every answer, refusals included, is counted in the route's metrics ([`metrics`]). A route
+//! declared with [`Route::metrics_exposure`] is served as public while metrics are public by
+//! configuration.
 
 use std::net::SocketAddr;
 
@@ -23,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::dto::NoParams;
 use crate::extract::parse_query;
+use crate::metrics::{MetricsEndpoint, record_request};
 use crate::routes::Route;
 use crate::{AppState, access, admission, enforce};
 
@@ -36,10 +41,29 @@ pub struct Guarded {
 /// The request layer (see the module docs).
 pub async fn guard(
     State(Guarded { state, route }): State<Guarded>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let caller = match access::authenticate(&state, &route, &mut request).await {
+    let started = std::time::Instant::now();
+    let route = if route.metrics_exposure
+        && request
+            .extensions()
+            .get::<MetricsEndpoint>()
+            .is_some_and(MetricsEndpoint::is_public)
+    {
+        route.as_public()
+    } else {
+        route
+    };
+    let response = guarded(&state, &route, request, next).await;
+    record_request(&route, response.status(), started);
+    response
+}
+
+/// Steps 1 and 2, then the rest.
+async fn guarded(state: &AppState, route: &Route, mut request: Request, next: Next) -> Response {
+    let route = *route;
+    let caller = match access::authenticate(state, &route, &mut request).await {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -55,7 +79,7 @@ pub async fn guard(
         Ok(admitted) => admitted.rate,
         Err(refused) => return admission::refusal(refused),
     };
-    let response = match admitted(&state, &route, caller, request, next).await {
+    let response = match admitted(state, &route, caller, request, next).await {
         Ok(response) | Err(response) => response,
     };
     admission::with_rate_headers(response, rate.as_ref())

@@ -38,8 +38,10 @@
 //! The router is complete: the routes of [`routes::api_routes`], a problem+json answer for
 //! unknown routes (404) and wrong methods (405), and these layers, outermost first:
 //! 1. `x-request-id`: kept when the client sent one, else a new UUID; copied onto the response.
-//! 2. A `tracing` span per request (`request` with `method`, `path`, `request_id`), so
-//!    everything logged while serving the request, including the cause of a 500, carries the id.
+//! 2. A `tracing` span per request (`request` with `method`, `path`, `request_id`,
+//!    `trace_id`), so everything logged while serving the request, including the cause of a
+//!    500, carries the id; a `traceparent` header continues the caller's trace, and the
+//!    request's trace context is returned on the response ([`trace_context`]).
 //! 3. Any error answered below without a problem document becomes one ([`limits`]).
 //! 4. The request-head limits: target ≤ 8 KiB (414), headers ≤ 64 KiB and ≤ 100 lines (431).
 //! 5. A panic in a handler becomes a 500 problem (logged, never shown).
@@ -67,6 +69,8 @@
 //! - [`enforce`]: the policy step: deny → 403, rate limit → 429, warn → `X-Policy-Warning`.
 //! - [`auth`]: [`CallerExtractor`], the caller for handlers.
 //! - [`limits`]: the request-head limits and problem documents for bare errors.
+//! - [`metrics`]: the HTTP metrics and the `/metrics` exposition ([`MetricsEndpoint`]).
+//! - [`trace_context`]: W3C `traceparent` on requests, responses and appended events.
 //! - [`serve`](mod@serve): the server loop (hyper's own limits above ours, graceful shutdown).
 #![forbid(unsafe_code)]
 
@@ -80,8 +84,10 @@ pub mod extract;
 pub mod guard;
 pub mod handlers;
 pub mod limits;
+pub mod metrics;
 pub mod routes;
 pub mod serve;
+pub mod trace_context;
 
 use allsource_application::analytics::Analytics;
 use allsource_application::pipelines::Pipelines;
@@ -104,6 +110,7 @@ pub use access::{Access, AuthMode};
 pub use auth::CallerExtractor;
 pub use error::ApiError;
 pub use limits::HeadLimits;
+pub use metrics::{MetricsEndpoint, scrape_only_router, with_metrics};
 pub use routes::{Route, Routes, served_routes};
 pub use serve::serve;
 
@@ -227,6 +234,8 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         // answered without a body by what is below.
         .layer(middleware::from_fn(limits::head_limits))
         .layer(middleware::from_fn(limits::problem_for_bare_errors))
+        // Inside the span: the request's trace context (`traceparent`).
+        .layer(middleware::from_fn(trace_context::trace_context))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -244,12 +253,15 @@ fn request_span(request: &Request) -> tracing::Span {
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         method = %request.method(),
         path = %request.uri().path(),
         request_id = %request_id,
-    )
+        trace_id = tracing::field::Empty,
+    );
+    trace_context::continue_trace(&span, request.headers());
+    span
 }
 
 #[cfg(test)]

@@ -115,6 +115,9 @@ pub struct Route {
     /// Whether a successful answer is a stream that stays open (WebSocket, SSE): clients and
     /// tests that walk every route must not wait for its end.
     pub long_lived: bool,
+    /// Public instead of its access when metrics are public by configuration
+    /// (`metrics.public`): the `/metrics` route.
+    pub metrics_exposure: bool,
 }
 
 impl Route {
@@ -140,6 +143,7 @@ impl Route {
             records: RecordCount::FromLimit,
             token_in_query: false,
             long_lived: false,
+            metrics_exposure: false,
         }
     }
 
@@ -194,6 +198,19 @@ impl Route {
     /// A successful answer stays open (a stream).
     pub const fn long_lived(mut self) -> Self {
         self.long_lived = true;
+        self
+    }
+
+    /// Public when metrics are public by configuration (`metrics.public`), else its access.
+    pub const fn metrics_exposure(mut self) -> Self {
+        self.metrics_exposure = true;
+        self
+    }
+
+    /// The route as served when it is public: no credential, no policies.
+    pub const fn as_public(mut self) -> Self {
+        self.access = Access::Public;
+        self.policies = PolicyScope::Exempt;
         self
     }
 
@@ -321,7 +338,8 @@ impl Routes {
 pub fn api_routes() -> Routes {
     use crate::handlers::{
         analytics, audit, auth, compaction, consumer_groups, consumers, entities, events, health,
-        pipelines, policies, projections, replay, schemas, snapshots, stream, tenants, webhooks,
+        metrics, pipelines, policies, projections, replay, schemas, snapshots, stream, tenants,
+        webhooks,
     };
     Routes::new()
         .merge(health::routes())
@@ -342,6 +360,7 @@ pub fn api_routes() -> Routes {
         .merge(webhooks::routes())
         .merge(pipelines::routes())
         .merge(analytics::routes())
+        .merge(metrics::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

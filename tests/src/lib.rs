@@ -12,7 +12,7 @@
 //! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
 //! - [`harness`]: the storage backends the contract suite runs against.
 //! - [`problem`]: assertions on problem documents (`assert_problem`, `fields`).
-#![deny(unsafe_code)] // One exception, allowed where it is: `ServerProcess::terminate` sends SIGTERM.
+#![deny(unsafe_code)] // Exceptions, allowed where they are: `ServerProcess` sends SIGTERM and SIGHUP.
 
 pub mod harness;
 pub mod pg;

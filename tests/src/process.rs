@@ -64,6 +64,11 @@ impl ServerProcess {
     /// Starts `allsource serve` on `data_dir` with extra environment variables, and waits until
     /// it is ready.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(data_dir, env, &[]).await
+    }
+
+    /// [`start`](Self::start) with more arguments for `serve` (e.g. `--config FILE`).
+    pub async fn start_with_args(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Self {
         let mut last_error = String::new();
         for attempt in 0..3 {
             let port = free_port();
@@ -77,6 +82,7 @@ impl ServerProcess {
             command
                 .args(["serve", "--port", &port.to_string(), "--data-dir"])
                 .arg(data_dir)
+                .args(args)
                 .env("ALLSOURCE__LOG__LEVEL", "info")
                 // Tests that are not about authentication run without it; `env` may turn it on.
                 .env("ALLSOURCE__AUTH__ENABLED", "false")
@@ -154,6 +160,17 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends SIGHUP (configuration reload).
+    #[allow(unsafe_code)]
+    pub fn hangup(&self) {
+        let child = self.child.as_ref().expect("running");
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: `kill` only sends a signal to our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGHUP);
+        }
     }
 
     /// SIGTERM, then waits for the exit.

@@ -16,6 +16,8 @@
 //!   uninterrupted run, enrich from a projection, tenant isolation, the routes and paging,
 //!   two postgres nodes sharing a pipeline;
 //! - `policies`: the policy engine and the audit log over HTTP;
+//! - `operations`: the Prometheus exposition after a known workload (and promtool), who may
+//!   scrape it, traces exported over OTLP/HTTP with `traceparent` round trips;
 //! - `payloads`: payload safety: what some reader could not read is refused at append; what
 //!   is accepted reads back the same on every read path and across restarts;
 //! - `projections`: projections and replay over HTTP, restarts and crashes between updates;
@@ -37,6 +39,7 @@ mod compaction;
 mod consumer_groups;
 mod contract;
 mod http;
+mod operations;
 mod payloads;
 mod pipelines;
 mod policies;

@@ -122,7 +122,8 @@ struct Inner {
     state: Arc<dyn StateStore>,
     audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
-    enabled: bool,
+    /// `policies.enabled`; changed by a configuration reload.
+    enabled: std::sync::atomic::AtomicBool,
     cache: Mutex<Option<Cached>>,
     /// Bumped by every change through this node, so a read that raced with a change does not
     /// put the old set back into the cache.
@@ -154,7 +155,7 @@ impl Policies {
                 state,
                 audit,
                 clock,
-                enabled,
+                enabled: std::sync::atomic::AtomicBool::new(enabled),
                 cache: Mutex::new(None),
                 generation: AtomicU64::new(0),
                 windows: Mutex::new(HashMap::new()),
@@ -164,7 +165,19 @@ impl Policies {
 
     /// Whether enforcement is on.
     pub fn enabled(&self) -> bool {
-        self.inner.enabled
+        self.inner.enabled.load(Ordering::Acquire)
+    }
+
+    /// Turns enforcement on or off (configuration reload); the next request sees it.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner.enabled.store(enabled, Ordering::Release);
+    }
+
+    /// Forgets the cached policy set, so the next request reads the stored one (configuration
+    /// reload: changes made through other nodes apply at once instead of within the refresh
+    /// interval).
+    pub fn refresh(&self) {
+        self.invalidate();
     }
 
     /// Writes the default policies that are absent; returns how many were written.
@@ -324,7 +337,7 @@ impl Policies {
         mut context: PolicyContext,
         request_id: Option<String>,
     ) -> Result<Enforcement, PolicyError> {
-        if !self.inner.enabled {
+        if !self.enabled() {
             return Ok(Enforcement::Allowed {
                 warnings: Vec::new(),
             });

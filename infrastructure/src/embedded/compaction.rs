@@ -453,6 +453,7 @@ impl Compaction {
         self.counters
             .parquet_bytes
             .fetch_sub(old_bytes, Ordering::Relaxed);
+        self.counters.publish_gauges();
         self.reached(CompactionStep::ManifestSwapped)?;
         // Scans that may still read the old files finish first (compaction runs on a blocking
         // thread, never on the runtime).

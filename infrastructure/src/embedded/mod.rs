@@ -178,6 +178,19 @@ pub(crate) struct Counters {
     recovery_millis: AtomicU64,
 }
 
+impl Counters {
+    /// The storage gauges (`allsource_{wal,parquet}_{bytes,...}`) from the counters: called
+    /// when a file is sealed or compacted (the writer keeps the WAL's current per group).
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn publish_gauges(&self) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        metrics::gauge!("allsource_wal_bytes").set(load(&self.wal_bytes));
+        metrics::gauge!("allsource_wal_segments").set(load(&self.wal_segments));
+        metrics::gauge!("allsource_parquet_files").set(load(&self.parquet_files));
+        metrics::gauge!("allsource_parquet_bytes").set(load(&self.parquet_bytes));
+    }
+}
+
 type Reply = oneshot::Sender<Result<Vec<AppendReceipt>, StoreAppendError>>;
 
 enum Command {
@@ -428,8 +441,11 @@ impl EmbeddedStore {
             counters: Arc::clone(&counters),
             feed,
             done: writer_done,
+            metrics: WriterMetrics::new(),
             _lock: lock,
         };
+        writer.metrics.publish(&index, &counters);
+        counters.publish_gauges();
         threads.push(
             std::thread::Builder::new()
                 .name("allsource-writer".into())
@@ -566,8 +582,47 @@ struct Writer {
     feed: Option<Arc<CommitFeed>>,
     /// Set when the writer exits (stops the periodic syncer).
     done: Arc<AtomicBool>,
+    metrics: WriterMetrics,
     /// Keeps the data dir locked while the writer runs.
     _lock: Arc<DataDirLock>,
+}
+
+/// The writer's measurements (see docs/OPERATIONS.md, "Metrics"): handles taken once, so a
+/// commit group records with a few atomic operations and no lookup.
+struct WriterMetrics {
+    fsync_seconds: metrics::Histogram,
+    group_appends: metrics::Histogram,
+    group_events: metrics::Histogram,
+    events: metrics::Gauge,
+    entities: metrics::Gauge,
+    wal_bytes: metrics::Gauge,
+    wal_segments: metrics::Gauge,
+}
+
+impl WriterMetrics {
+    fn new() -> Self {
+        Self {
+            fsync_seconds: metrics::histogram!("allsource_wal_fsync_duration_seconds"),
+            group_appends: metrics::histogram!("allsource_commit_group_appends"),
+            group_events: metrics::histogram!("allsource_commit_group_events"),
+            events: metrics::gauge!("allsource_events"),
+            entities: metrics::gauge!("allsource_entities"),
+            wal_bytes: metrics::gauge!("allsource_wal_bytes"),
+            wal_segments: metrics::gauge!("allsource_wal_segments"),
+        }
+    }
+
+    /// The gauges, from the index and the store's counters.
+    #[allow(clippy::cast_precision_loss)]
+    fn publish(&self, index: &EventIndex, counters: &Counters) {
+        let (events, entities) = index.totals();
+        self.events.set(events as f64);
+        self.entities.set(entities as f64);
+        self.wal_bytes
+            .set(counters.wal_bytes.load(Ordering::Relaxed) as f64);
+        self.wal_segments
+            .set(counters.wal_segments.load(Ordering::Relaxed) as f64);
+    }
 }
 
 impl Drop for Writer {
@@ -630,6 +685,14 @@ impl Writer {
             return;
         }
         buffer.clear();
+        let span = tracing::info_span!(
+            "commit_group",
+            appends = appends.len(),
+            events = tracing::field::Empty
+        );
+        let _entered = span.enter();
+        #[allow(clippy::cast_precision_loss)]
+        self.metrics.group_appends.record(appends.len() as f64);
         let mut waiters = Vec::with_capacity(appends.len());
         let mut new_events = Vec::new();
         {
@@ -649,6 +712,9 @@ impl Writer {
                 }
             }
         }
+        span.record("events", new_events.len());
+        #[allow(clippy::cast_precision_loss)]
+        self.metrics.group_events.record(new_events.len() as f64);
         if !buffer.is_empty() {
             if let Err(e) = self.write(buffer) {
                 tracing::error!(error = %e, "WAL write failed; refusing further appends until restart");
@@ -674,6 +740,7 @@ impl Writer {
             if let (Some(feed), Some(events)) = (&self.feed, published) {
                 feed.publish_events(events);
             }
+            self.metrics.publish(&self.index, &self.counters);
         }
         for (reply, receipts) in waiters {
             let _ = reply.send(Ok(receipts));
@@ -690,7 +757,11 @@ impl Writer {
         let mut segment = self.segment.lock();
         segment.write_all(bytes)?;
         if self.durability == Durability::Fsync {
-            segment.sync_data()?;
+            let started = Instant::now();
+            tracing::info_span!("wal_fsync").in_scope(|| segment.sync_data())?;
+            self.metrics
+                .fsync_seconds
+                .record(started.elapsed().as_secs_f64());
         }
         self.segment_len += bytes.len() as u64;
         self.counters
@@ -847,8 +918,10 @@ impl Sealer {
                         .wal_bytes
                         .fetch_sub(wal_bytes, Ordering::Relaxed);
                     self.counters.wal_segments.fetch_sub(1, Ordering::Release);
+                    self.counters.publish_gauges();
                 }
                 Err(e) => {
+                    metrics::counter!("allsource_seal_failures_total").increment(1);
                     // The segment stays; the next start seals it again.
                     tracing::error!(segment = %segment.display(), error = format!("{e:#}"), "sealing failed");
                 }

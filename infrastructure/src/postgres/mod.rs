@@ -555,6 +555,7 @@ fn to_i64(value: u64) -> i64 {
 
 #[async_trait]
 impl EventStore for PostgresStore {
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "append"))]
     async fn append(
         &self,
         tenant: &TenantId,
@@ -568,6 +569,7 @@ impl EventStore for PostgresStore {
         self.append_once(tenant, &events).await
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "read_stream"))]
     async fn read_stream(
         &self,
         tenant: &TenantId,
@@ -592,6 +594,7 @@ impl EventStore for PostgresStore {
         self.fetch_events(q).await
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "query"))]
     async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
         if query.payload_filter.is_some() {
             return self.query_filtering_payloads(tenant, &query).await;
@@ -610,6 +613,7 @@ impl EventStore for PostgresStore {
         Ok(QueryPage { events, has_more })
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "get_event"))]
     async fn get_event(
         &self,
         tenant: &TenantId,
@@ -624,6 +628,7 @@ impl EventStore for PostgresStore {
         Ok(self.fetch_events(q).await?.pop())
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "list_entities"))]
     async fn list_entities(
         &self,
         tenant: &TenantId,
@@ -690,6 +695,7 @@ impl EventStore for PostgresStore {
         Ok(page)
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "event_types"))]
     async fn event_types(&self, tenant: &TenantId) -> Result<Vec<EventTypeCount>, StoreError> {
         let rows = sqlx::query(
             "SELECT event_type, COUNT(*) FROM allsource_events WHERE tenant_id = $1 \
@@ -712,6 +718,7 @@ impl EventStore for PostgresStore {
             .collect()
     }
 
+    #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "stats"))]
     async fn stats(&self, tenant: &TenantId) -> Result<StoreStats, StoreError> {
         let row = sqlx::query(
             "SELECT COUNT(*), COUNT(DISTINCT entity_id), COUNT(DISTINCT event_type), \

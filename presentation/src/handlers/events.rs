@@ -1,9 +1,9 @@
 //! `POST /api/v1/events`, `POST /api/v1/events/batch`, `GET /api/v1/events/query`,
 //! `GET /api/v1/events/{event_id}`.
 
-use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 use allsource_domain::Permission::{Read, Write};
 
@@ -17,6 +17,7 @@ use crate::dto::{
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 use crate::routes::{RecordCount, Route, Routes};
+use crate::trace_context::{RequestTrace, with_traceparent};
 
 /// The event routes.
 pub fn routes() -> Routes {
@@ -40,9 +41,14 @@ pub fn routes() -> Routes {
 pub async fn append_one(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
+    trace: Option<Extension<RequestTrace>>,
     JsonBody(request): JsonBody<AppendEventRequest>,
 ) -> Result<Response, ApiError> {
-    let receipt = state.append.one(&caller, request.into()).await?;
+    let mut input: allsource_application::use_cases::AppendEventInput = request.into();
+    if let Some(Extension(trace)) = &trace {
+        input.metadata = with_traceparent(input.metadata.take(), trace);
+    }
+    let receipt = state.append.one(&caller, input).await?;
     Ok(Json(ReceiptResponse::from(&receipt)).into_response())
 }
 
@@ -50,12 +56,16 @@ pub async fn append_one(
 pub async fn append_batch(
     State(state): State<AppState>,
     CallerExtractor(caller): CallerExtractor,
+    trace: Option<Extension<RequestTrace>>,
     JsonBody(request): JsonBody<AppendBatchRequest>,
 ) -> Result<Response, ApiError> {
-    let reply = state
-        .append
-        .batch(&caller, request.try_into_inputs()?)
-        .await?;
+    let mut inputs = request.try_into_inputs()?;
+    if let Some(Extension(trace)) = &trace {
+        for input in &mut inputs {
+            input.metadata = with_traceparent(input.metadata.take(), trace);
+        }
+    }
+    let reply = state.append.batch(&caller, inputs).await?;
     Ok(Json(BatchResponse::from(&reply)).into_response())
 }
 

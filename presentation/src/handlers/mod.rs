@@ -18,6 +18,7 @@
 //! - [`webhooks`]: webhooks and their delivery logs.
 //! - [`pipelines`]: stream pipelines, their figures and result tables.
 //! - [`analytics`]: the analytics routes, the query DSL and SQL.
+//! - [`metrics`]: the Prometheus exposition.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -30,6 +31,7 @@ pub mod consumers;
 pub mod entities;
 pub mod events;
 pub mod health;
+pub mod metrics;
 pub mod pipelines;
 pub mod policies;
 pub mod projections;
@@ -47,12 +49,22 @@ use axum::response::{IntoResponse, Response};
 use crate::error::ApiError;
 
 /// Any path no route matches.
-pub async fn not_found() -> ApiError {
+pub async fn not_found(method: axum::http::Method) -> ApiError {
+    crate::metrics::record_unmatched(
+        &method,
+        axum::http::StatusCode::NOT_FOUND,
+        std::time::Instant::now(),
+    );
     ApiError::not_found("no route matches this path")
 }
 
 /// A known path with a method it does not support (axum adds the `Allow` header).
-pub async fn method_not_allowed() -> ApiError {
+pub async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    crate::metrics::record_unmatched(
+        &method,
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        std::time::Instant::now(),
+    );
     ApiError::method_not_allowed()
 }
 

@@ -76,9 +76,13 @@ impl BackgroundSnapshots {
                     match snapshots.take_automatic(&tenant, &entity_id, version).await {
                         Ok(_) => {
                             stats.taken.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("allsource_snapshot_jobs_total", "outcome" => "taken")
+                                .increment(1);
                         }
                         Err(error) => {
                             stats.failed.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("allsource_snapshot_jobs_total", "outcome" => "failed")
+                                .increment(1);
                             tracing::warn!(
                                 %tenant, entity_id = %entity_id, version = version.get(), %error,
                                 "automatic snapshot failed"
@@ -121,6 +125,7 @@ impl SnapshotScheduler for BackgroundSnapshots {
         }
         pending.remove(&job);
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("allsource_snapshot_jobs_total", "outcome" => "dropped").increment(1);
         tracing::debug!(%tenant, entity_id = %entity_id, "snapshot queue full; job dropped");
         false
     }
