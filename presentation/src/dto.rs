@@ -131,7 +131,7 @@ impl AppendBatchRequest {
 // Query parameters
 
 /// Parameters of `GET /api/v1/events/query`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
     pub entity_id: Option<String>,
@@ -166,7 +166,7 @@ impl From<QueryParams> for QueryInput {
 }
 
 /// Parameters of `GET /api/v1/entities/{entity_id}/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     pub from_version: Option<String>,
@@ -185,7 +185,7 @@ impl From<StreamParams> for StreamInput {
 }
 
 /// Parameters of `GET /api/v1/entities/{entity_id}/state`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StateParams {
     pub as_of: Option<String>,
@@ -204,7 +204,7 @@ impl From<StateParams> for EntityStateInput {
 }
 
 /// Parameters of `GET /api/v1/entities`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EntitiesParams {
     pub limit: Option<String>,

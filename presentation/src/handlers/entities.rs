@@ -22,15 +22,17 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::get("/api/v1/entities", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities", Requires(Read)).params::<EntitiesParams>(),
             list,
         )
         .add(
-            Route::get("/api/v1/entities/{entity_id}/events", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities/{entity_id}/events", Requires(Read))
+                .params::<StreamParams>(),
             stream,
         )
         .add(
-            Route::get("/api/v1/entities/{entity_id}/state", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities/{entity_id}/state", Requires(Read))
+                .params::<StateParams>(),
             state,
         )
         .get("/api/v1/event-types", Requires(Read), event_types)

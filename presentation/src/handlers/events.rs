@@ -22,15 +22,19 @@ use crate::routes::{RecordCount, Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::post("/api/v1/events", Requires(Write)).records(RecordCount::One),
+            Route::post("/api/v1/events", Requires(Write))
+                .records(RecordCount::One)
+                .problems(&[409, 422]),
             append_one,
         )
         .add(
-            Route::post("/api/v1/events/batch", Requires(Write)).records(RecordCount::EventsInBody),
+            Route::post("/api/v1/events/batch", Requires(Write))
+                .records(RecordCount::EventsInBody)
+                .problems(&[409, 422]),
             append_batch,
         )
         .add(
-            Route::get("/api/v1/events/query", Requires(Read)).with_query(),
+            Route::get("/api/v1/events/query", Requires(Read)).params::<QueryParams>(),
             query,
         )
         .get("/api/v1/events/{event_id}", Requires(Read), event)
