@@ -272,8 +272,8 @@ fn component(
 }
 
 /// Any JSON value. Spelled as the list of every type rather than `{}`, which utoipa's model
-/// does not read back.
-fn any_value() -> RefOr<Schema> {
+/// does not read back. (Also for `#[schema(schema_with = ..)]` on DTO fields.)
+pub fn any_value() -> RefOr<Schema> {
     RefOr::T(Schema::Object(
         ObjectBuilder::new()
             .schema_type(SchemaType::Array(vec![
@@ -284,6 +284,41 @@ fn any_value() -> RefOr<Schema> {
                 Type::Boolean,
                 Type::Null,
             ]))
+            .build(),
+    ))
+}
+
+/// Any JSON object (`#[schema(schema_with = ..)]`).
+pub fn any_object() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new().schema_type(Type::Object).build(),
+    ))
+}
+
+/// A JSON object or `null` (an event's `metadata`).
+pub fn object_or_null() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::Object, Type::Null]))
+            .build(),
+    ))
+}
+
+/// `"any"`, `"no_stream"`, `"stream_exists"` or a version number (`expected_version`).
+pub fn expected_version() -> RefOr<Schema> {
+    use utoipa::openapi::schema::OneOfBuilder;
+    RefOr::T(Schema::OneOf(
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["any", "no_stream", "stream_exists"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            )
             .build(),
     ))
 }

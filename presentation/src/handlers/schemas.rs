@@ -41,7 +41,10 @@ pub fn routes() -> Routes {
             register,
         )
         .get("/api/v1/schemas", Requires(Read), list)
-        .post("/api/v1/schemas/validate", Requires(Read), validate)
+        .add(
+            Route::post("/api/v1/schemas/validate", Requires(Read)).problems(&[404]),
+            validate,
+        )
         .add(
             Route::get("/api/v1/schemas/{subject}", Requires(Read)).params::<VersionParams>(),
             schema,
