@@ -71,7 +71,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<JsonPayload>, D::Er
 }
 
 /// One event to append: the body of `POST /api/v1/events`, and each item of a batch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendEventRequest {
     /// UUID; the server assigns a UUIDv7 when absent.
@@ -82,11 +82,14 @@ pub struct AppendEventRequest {
     #[serde(default)]
     pub event_type: Option<String>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::openapi::any_value)]
     pub payload: Option<JsonPayload>,
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::openapi::object_or_null)]
     pub metadata: Option<JsonPayload>,
     /// `"any"`, `"no_stream"`, `"stream_exists"` or an integer; checked by the use case.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::expected_version)]
     pub expected_version: Option<serde_json::Value>,
 }
 
@@ -104,10 +107,11 @@ impl From<AppendEventRequest> for AppendEventInput {
 }
 
 /// The body of `POST /api/v1/events/batch`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppendBatchRequest {
     #[serde(default)]
+    #[schema(value_type = Vec<AppendEventRequest>)]
     pub events: Option<Vec<Object<AppendEventRequest>>>,
 }
 
@@ -131,7 +135,7 @@ impl AppendBatchRequest {
 // Query parameters
 
 /// Parameters of `GET /api/v1/events/query`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct QueryParams {
     pub entity_id: Option<String>,
@@ -166,7 +170,7 @@ impl From<QueryParams> for QueryInput {
 }
 
 /// Parameters of `GET /api/v1/entities/{entity_id}/events`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     pub from_version: Option<String>,
@@ -185,7 +189,7 @@ impl From<StreamParams> for StreamInput {
 }
 
 /// Parameters of `GET /api/v1/entities/{entity_id}/state`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StateParams {
     pub as_of: Option<String>,
@@ -204,7 +208,7 @@ impl From<StateParams> for EntityStateInput {
 }
 
 /// Parameters of `GET /api/v1/entities`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EntitiesParams {
     pub limit: Option<String>,
@@ -233,7 +237,7 @@ pub struct NoParams {}
 // Responses
 
 /// The answer for one appended (or re-sent) event.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReceiptResponse<'a> {
     pub event_id: Uuid,
     pub entity_id: &'a str,
@@ -257,7 +261,7 @@ impl<'a> From<&'a AppendReceipt> for ReceiptResponse<'a> {
 }
 
 /// `POST /api/v1/events/batch`: receipts in request order; `ingested` counts non-duplicates.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BatchResponse<'a> {
     pub total: usize,
     pub ingested: usize,
@@ -275,7 +279,7 @@ impl<'a> From<&'a AppendReply> for BatchResponse<'a> {
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventResponse<'a> {
     pub id: Uuid,
     pub tenant_id: &'a str,
@@ -285,8 +289,10 @@ pub struct EventResponse<'a> {
     pub position: u64,
     pub timestamp: String,
     /// The stored JSON text, written as is.
+    #[schema(schema_with = crate::openapi::any_value)]
     pub payload: &'a RawValue,
     /// `null` when absent.
+    #[schema(schema_with = crate::openapi::object_or_null)]
     pub metadata: Option<&'a RawValue>,
 }
 
@@ -314,7 +320,7 @@ fn events(list: &[Arc<Event>]) -> Vec<EventResponse<'_>> {
 
 /// `GET /api/v1/events/query`. `next_position` is the position of the last event returned (the
 /// cursor for the next page, as `from_position`), `null` when the page is empty.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueryResponse<'a> {
     pub events: Vec<EventResponse<'a>>,
     pub count: usize,
@@ -334,7 +340,7 @@ impl<'a> From<&'a QueryPage> for QueryResponse<'a> {
 }
 
 /// `GET /api/v1/entities/{entity_id}/events` (`has_more` is an extension of the contract).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StreamResponse<'a> {
     pub events: Vec<EventResponse<'a>>,
     pub count: usize,
@@ -353,13 +359,14 @@ impl<'a> StreamResponse<'a> {
 
 /// `GET /api/v1/entities/{entity_id}/state`. `as_of` is `null` when not asked for; `history`
 /// is present only with `include_history=true`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StateResponse<'a> {
     pub entity_id: &'a str,
     pub version: u64,
     pub event_count: u64,
     pub last_updated: String,
     pub as_of: Option<String>,
+    #[schema(schema_with = crate::openapi::any_value)]
     pub current_state: &'a serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<EventResponse<'a>>>,
@@ -380,7 +387,7 @@ impl<'a> From<&'a EntityStateView> for StateResponse<'a> {
 }
 
 /// One entity of `GET /api/v1/entities`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntitySummaryResponse<'a> {
     pub entity_id: &'a str,
     pub event_count: u64,
@@ -402,7 +409,7 @@ impl<'a> From<&'a EntitySummary> for EntitySummaryResponse<'a> {
 }
 
 /// `GET /api/v1/entities`. `total` counts the matching entities of all pages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EntitiesResponse<'a> {
     pub entities: Vec<EntitySummaryResponse<'a>>,
     pub total: u64,
@@ -426,14 +433,14 @@ impl<'a> EntitiesResponse<'a> {
 }
 
 /// One type of `GET /api/v1/event-types`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventTypeResponse<'a> {
     pub event_type: &'a str,
     pub count: u64,
 }
 
 /// `GET /api/v1/event-types`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventTypesResponse<'a> {
     pub event_types: Vec<EventTypeResponse<'a>>,
     pub total: usize,
@@ -455,12 +462,13 @@ impl<'a> From<&'a [EventTypeCount]> for EventTypesResponse<'a> {
 }
 
 /// `GET /api/v1/stats`. `storage` holds the backend's own figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsResponse<'a> {
     pub total_events: u64,
     pub total_entities: u64,
     pub total_event_types: u64,
     pub last_position: u64,
+    #[schema(schema_with = crate::openapi::any_object)]
     pub storage: &'a serde_json::Map<String, serde_json::Value>,
 }
 
@@ -477,7 +485,7 @@ impl<'a> From<&'a StoreStats> for StatsResponse<'a> {
 }
 
 /// `GET /health`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     /// Always `healthy`: the process answers.
     pub status: &'static str,
@@ -485,14 +493,14 @@ pub struct HealthResponse {
     pub storage: HealthStorage,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthStorage {
     /// `embedded`, `memory` or `postgres`.
     pub backend: &'static str,
 }
 
 /// `GET /health/ready` once the store serves.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReadyResponse {
     /// Always `ready`.
     pub status: &'static str,

@@ -58,6 +58,7 @@
 //! - [`routes`]: [`Route`] (a route's declaration) and [`Routes`] (the builder each handler
 //!   module returns), [`served_routes`].
 //! - [`guard`]: the one request layer, with the route's declaration.
+//! - [`openapi`]: the OpenAPI 3.1 document, built from the route table.
 //! - [`handlers`]: one function per route, each module with its `routes()`, and the fallbacks.
 //! - [`dto`]: request bodies and query parameters (unknown fields refused), response bodies
 //!   (field by field as in `API.md`).
@@ -85,6 +86,7 @@ pub mod guard;
 pub mod handlers;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod serve;
 pub mod trace_context;

@@ -20,6 +20,12 @@
 //! - whether the policies see it: public routes never; [`Route::exempt_from_policies`] for the
 //!   policy routes themselves, so that a bad policy can always be corrected.
 //! - its [`RecordCount`] for the policies' `request.record_count`.
+//! - its documentation ([`RouteDoc`]) for the OpenAPI document ([`crate::openapi`]): the
+//!   request body's and the answer's schemas ([`Route::body`], [`Route::returns`]), the query
+//!   parameters ([`Route::params`]), the success statuses ([`Route::responds`]) and the
+//!   route's own problem statuses ([`Route::problems`]). The defaults fit most routes: `POST`
+//!   and `PUT` take a JSON object, the answer is `200` with JSON; the problem statuses every
+//!   route shares are derived from the declaration (access, admission, path parameters, body).
 //!
 //! [`Routes::into_router`] wraps every route in the one request layer of [`guard`], which
 //! receives the route's declaration directly: authentication, admission, authorization and
@@ -32,6 +38,10 @@ use axum::handler::Handler;
 use axum::http::Method;
 use axum::middleware;
 use axum::routing::{MethodFilter, MethodRouter, on};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::Schema;
+use utoipa::{IntoParams, ToSchema};
 
 use allsource_application::use_cases::RequestKind;
 use allsource_domain::Permission;
@@ -97,6 +107,79 @@ pub enum PolicyScope {
     Exempt,
 }
 
+/// A schema of the OpenAPI document, by type: functions rather than values, so that a
+/// [`Route`] stays `Copy` and its builders `const`.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaOf {
+    /// The component name (`#/components/schemas/<name>`).
+    pub name: fn() -> std::borrow::Cow<'static, str>,
+    /// The type's own schema.
+    pub schema: fn() -> RefOr<Schema>,
+    /// The schemas it refers to, recursively.
+    pub schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+impl SchemaOf {
+    pub const fn of<T: ToSchema>() -> Self {
+        Self {
+            name: T::name,
+            schema: T::schema,
+            schemas: T::schemas,
+        }
+    }
+}
+
+impl PartialEq for SchemaOf {
+    fn eq(&self, other: &Self) -> bool {
+        (self.name)() == (other.name)()
+    }
+}
+
+impl Eq for SchemaOf {}
+
+/// The query parameters of a route, from their `IntoParams` type.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamsOf(pub fn() -> Vec<Parameter>);
+
+impl ParamsOf {
+    pub const fn of<P: IntoParams>() -> Self {
+        Self(query_parameters::<P>)
+    }
+}
+
+fn query_parameters<P: IntoParams>() -> Vec<Parameter> {
+    P::into_params(|| Some(ParameterIn::Query))
+}
+
+impl PartialEq for ParamsOf {
+    fn eq(&self, other: &Self) -> bool {
+        (self.0)() == (other.0)()
+    }
+}
+
+impl Eq for ParamsOf {}
+
+/// What the OpenAPI document says of a route beyond what the rest of its declaration implies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDoc {
+    /// A one-line summary (the description is the route's section of `docs/API.md`).
+    pub summary: Option<&'static str>,
+    /// Whether the route reads a JSON body (default: `POST` and `PUT`).
+    pub takes_body: bool,
+    /// The body's schema; `None` with `takes_body`: any JSON object.
+    pub body: Option<SchemaOf>,
+    /// The success answer's schema; `None`: any JSON value.
+    pub response: Option<SchemaOf>,
+    /// The success statuses (default `[200]`); `204` has no body.
+    pub success: &'static [u16],
+    /// The media type of a success answer (default `application/json`).
+    pub media_type: &'static str,
+    /// The query parameters, when the route takes some ([`Route::with_query`]).
+    pub params: Option<ParamsOf>,
+    /// Problem statuses of this route beyond the shared ones (409, 422, ...).
+    pub problems: &'static [u16],
+}
+
 /// One route's declaration (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -118,6 +201,8 @@ pub struct Route {
     /// Public instead of its access when metrics are public by configuration
     /// (`metrics.public`): the `/metrics` route.
     pub metrics_exposure: bool,
+    /// Its documentation in the OpenAPI document.
+    pub doc: RouteDoc,
 }
 
 impl Route {
@@ -144,6 +229,16 @@ impl Route {
             token_in_query: false,
             long_lived: false,
             metrics_exposure: false,
+            doc: RouteDoc {
+                summary: None,
+                takes_body: matches!(verb, Verb::Post | Verb::Put),
+                body: None,
+                response: None,
+                success: &[200],
+                media_type: "application/json",
+                params: None,
+                problems: &[],
+            },
         }
     }
 
@@ -217,6 +312,58 @@ impl Route {
     /// How the policies count the records of a request.
     pub const fn records(mut self, records: RecordCount) -> Self {
         self.records = records;
+        self
+    }
+
+    /// The one-line summary of the route in the OpenAPI document.
+    pub const fn summary(mut self, summary: &'static str) -> Self {
+        self.doc.summary = Some(summary);
+        self
+    }
+
+    /// The route reads a JSON body of type `T`.
+    pub const fn body<T: ToSchema>(mut self) -> Self {
+        self.doc.takes_body = true;
+        self.doc.body = Some(SchemaOf::of::<T>());
+        self
+    }
+
+    /// The route reads no body (a `POST` that only triggers something).
+    pub const fn no_body(mut self) -> Self {
+        self.doc.takes_body = false;
+        self.doc.body = None;
+        self
+    }
+
+    /// A success answer is a `T`.
+    pub const fn returns<T: ToSchema>(mut self) -> Self {
+        self.doc.response = Some(SchemaOf::of::<T>());
+        self
+    }
+
+    /// The statuses of a success answer (default `[200]`; `204` has no body).
+    pub const fn responds(mut self, statuses: &'static [u16]) -> Self {
+        self.doc.success = statuses;
+        self
+    }
+
+    /// The media type of a success answer (default `application/json`).
+    pub const fn media_type(mut self, media_type: &'static str) -> Self {
+        self.doc.media_type = media_type;
+        self
+    }
+
+    /// The route takes the query parameters of `P` (implies [`Route::with_query`]).
+    pub const fn params<P: IntoParams>(mut self) -> Self {
+        self.takes_query = true;
+        self.doc.params = Some(ParamsOf::of::<P>());
+        self
+    }
+
+    /// Problem statuses this route answers beyond the ones every route of its kind shares
+    /// (see [`crate::openapi`]): a `409` conflict, a `422`, a `408` time limit, ...
+    pub const fn problems(mut self, statuses: &'static [u16]) -> Self {
+        self.doc.problems = statuses;
         self
     }
 }
@@ -361,6 +508,7 @@ pub fn api_routes() -> Routes {
         .merge(pipelines::routes())
         .merge(analytics::routes())
         .merge(metrics::routes())
+        .merge(crate::handlers::docs::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -29,6 +29,8 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
 //! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
 //!   matrix over every route.
+//! - `openapi`: the OpenAPI document and docs page as served, and schemathesis fuzzing every
+//!   operation of a `--dev` server against the document.
 //! - `webhooks`: webhook delivery to a real local receiver (signatures, order, retries,
 //!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
@@ -39,6 +41,7 @@ mod compaction;
 mod consumer_groups;
 mod contract;
 mod http;
+mod openapi;
 mod operations;
 mod payloads;
 mod pipelines;

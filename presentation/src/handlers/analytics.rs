@@ -26,26 +26,49 @@ use crate::routes::{Route, Routes};
 
 /// The analytics, DSL and SQL routes, with the access each needs.
 pub fn routes() -> Routes {
+    // Every analysis has a time limit (408) and bounds on its answer and memory (422).
+    let analysis = |route: Route| route.problems(&[408, 422]);
     Routes::new()
         .add(
-            Route::get("/api/v1/analytics/frequency", Requires(Read)).with_query(),
+            analysis(Route::get("/api/v1/analytics/frequency", Requires(Read)))
+                .params::<FrequencyParams>(),
             frequency,
         )
         .add(
-            Route::get("/api/v1/analytics/summary", Requires(Read)).with_query(),
+            analysis(Route::get("/api/v1/analytics/summary", Requires(Read)))
+                .params::<SummaryParams>(),
             summary,
         )
         .add(
-            Route::get("/api/v1/analytics/correlation", Requires(Read)).with_query(),
+            analysis(Route::get("/api/v1/analytics/correlation", Requires(Read)))
+                .params::<CorrelationParams>(),
             correlation,
         )
-        .post("/api/v1/analytics/time-series", Requires(Read), time_series)
-        .post("/api/v1/analytics/funnel", Requires(Read), funnel)
-        .post("/api/v1/analytics/cohorts", Requires(Read), cohorts)
-        .post("/api/v1/analytics/trend", Requires(Read), trend)
-        .post("/api/v1/analytics/anomalies", Requires(Read), anomalies)
-        .post("/api/v1/query", Requires(Read), query)
-        .post("/api/v1/sql", Requires(Read), sql)
+        .add(
+            analysis(Route::post("/api/v1/analytics/time-series", Requires(Read))),
+            time_series,
+        )
+        .add(
+            analysis(Route::post("/api/v1/analytics/funnel", Requires(Read))),
+            funnel,
+        )
+        .add(
+            analysis(Route::post("/api/v1/analytics/cohorts", Requires(Read))),
+            cohorts,
+        )
+        .add(
+            analysis(Route::post("/api/v1/analytics/trend", Requires(Read))),
+            trend,
+        )
+        .add(
+            analysis(Route::post("/api/v1/analytics/anomalies", Requires(Read))),
+            anomalies,
+        )
+        .add(
+            analysis(Route::post("/api/v1/query", Requires(Read))),
+            query,
+        )
+        .add(analysis(Route::post("/api/v1/sql", Requires(Read))), sql)
 }
 
 impl From<AnalyticsError> for ApiError {
@@ -62,7 +85,7 @@ impl From<AnalyticsError> for ApiError {
 }
 
 /// Query parameters of `GET /api/v1/analytics/frequency`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FrequencyParams {
     pub since: Option<String>,
@@ -73,7 +96,7 @@ pub struct FrequencyParams {
 }
 
 /// Query parameters of `GET /api/v1/analytics/summary`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryParams {
     pub since: Option<String>,
@@ -83,7 +106,7 @@ pub struct SummaryParams {
 }
 
 /// Query parameters of `GET /api/v1/analytics/correlation`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct CorrelationParams {
     pub event_type_a: Option<String>,

@@ -30,13 +30,13 @@ use crate::routes::{Route, Routes};
 /// The audit routes, merged into the router.
 pub fn routes() -> Routes {
     Routes::new().add(
-        Route::get("/api/v1/audit", Requires(Admin)).with_query(),
+        Route::get("/api/v1/audit", Requires(Admin)).params::<AuditParams>(),
         query,
     )
 }
 
 /// Query parameters of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     tenant_id: Option<String>,

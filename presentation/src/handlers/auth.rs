@@ -21,24 +21,57 @@ use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
-use crate::routes::Routes;
+use crate::routes::{Route, Routes};
 
 /// The identity routes, with the access each needs.
 pub fn routes() -> Routes {
+    // Every route but `me` needs the identity service: 404 on a server without authentication.
+    let identity = |route: Route| route.problems(&[404]);
     Routes::new()
         // There is no self-registration: `register` is admin-only user creation.
-        .post("/api/v1/auth/register", Requires(Admin), create_user)
-        .post("/api/v1/auth/login", Public, login)
-        .post("/api/v1/auth/refresh", Public, refresh)
+        .add(
+            identity(Route::post("/api/v1/auth/register", Requires(Admin)))
+                .responds(&[201])
+                .problems(&[404, 409]),
+            create_user,
+        )
+        .add(identity(Route::post("/api/v1/auth/login", Public)), login)
+        .add(
+            identity(Route::post("/api/v1/auth/refresh", Public)),
+            refresh,
+        )
         .get("/api/v1/auth/me", Authenticated, me)
         // Any caller manages its own keys; the use case keeps the role at or below its own.
-        .post("/api/v1/auth/api-keys", Authenticated, create_api_key)
-        .get("/api/v1/auth/api-keys", Authenticated, list_api_keys)
-        .delete("/api/v1/auth/api-keys/{id}", Authenticated, revoke_api_key)
-        .post("/api/v1/auth/users", Requires(Admin), create_user)
-        .get("/api/v1/auth/users", Requires(Admin), list_users)
-        .get("/api/v1/auth/users/{id}", Requires(Admin), get_user)
-        .delete("/api/v1/auth/users/{id}", Requires(Admin), delete_user)
+        .add(
+            identity(Route::post("/api/v1/auth/api-keys", Authenticated)).responds(&[201]),
+            create_api_key,
+        )
+        .add(
+            identity(Route::get("/api/v1/auth/api-keys", Authenticated)),
+            list_api_keys,
+        )
+        .add(
+            identity(Route::delete("/api/v1/auth/api-keys/{id}", Authenticated)),
+            revoke_api_key,
+        )
+        .add(
+            identity(Route::post("/api/v1/auth/users", Requires(Admin)))
+                .responds(&[201])
+                .problems(&[404, 409]),
+            create_user,
+        )
+        .add(
+            identity(Route::get("/api/v1/auth/users", Requires(Admin))),
+            list_users,
+        )
+        .add(
+            identity(Route::get("/api/v1/auth/users/{id}", Requires(Admin))),
+            get_user,
+        )
+        .add(
+            identity(Route::delete("/api/v1/auth/users/{id}", Requires(Admin))),
+            delete_user,
+        )
 }
 
 impl From<IdentityError> for ApiError {

@@ -19,7 +19,7 @@ use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
 use crate::error::ApiError;
-use crate::routes::Routes;
+use crate::routes::{Route, Routes};
 
 impl From<CompactionError> for ApiError {
     fn from(e: CompactionError) -> Self {
@@ -153,7 +153,10 @@ impl From<&CompactionStats> for CompactionStatsDto {
 /// The compaction routes (operator routes: `admin`).
 pub fn routes() -> Routes {
     Routes::new()
-        .post("/api/v1/compaction/trigger", Requires(Admin), trigger)
+        .add(
+            Route::post("/api/v1/compaction/trigger", Requires(Admin)).no_body(),
+            trigger,
+        )
         .get("/api/v1/compaction/stats", Requires(Admin), stats)
 }
 

@@ -32,7 +32,10 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/consumer-groups", Requires(Read), list)
-        .post("/api/v1/consumer-groups", Requires(ManagePipelines), create)
+        .add(
+            Route::post("/api/v1/consumer-groups", Requires(ManagePipelines)).responds(&[201]),
+            create,
+        )
         .get("/api/v1/consumer-groups/{group}", Requires(Read), one)
         .put(
             "/api/v1/consumer-groups/{group}",
@@ -56,12 +59,16 @@ pub fn routes() -> Routes {
             nack,
         )
         .add(
-            Route::get("/api/v1/consumer-groups/{group}/parked", Requires(Read)).with_query(),
+            Route::get("/api/v1/consumer-groups/{group}/parked", Requires(Read))
+                .params::<ParkedParams>(),
             parked,
         )
-        .post(
-            "/api/v1/consumer-groups/{group}/parked/replay",
-            Requires(Write),
+        .add(
+            Route::post(
+                "/api/v1/consumer-groups/{group}/parked/replay",
+                Requires(Write),
+            )
+            .no_body(),
             replay,
         )
         .get(
@@ -135,7 +142,7 @@ pub struct SettleRequest {
 }
 
 /// Query parameters of `GET .../{group}/parked`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ParkedParams {
     pub limit: Option<String>,

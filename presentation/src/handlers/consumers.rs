@@ -27,9 +27,13 @@ pub fn routes() -> Routes {
         .post("/api/v1/consumers", Requires(Write), upsert)
         .get("/api/v1/consumers", Requires(Read), list)
         .get("/api/v1/consumers/{consumer_id}", Requires(Read), one)
-        .delete("/api/v1/consumers/{consumer_id}", Requires(Write), delete)
         .add(
-            Route::get("/api/v1/consumers/{consumer_id}/events", Requires(Read)).with_query(),
+            Route::delete("/api/v1/consumers/{consumer_id}", Requires(Write)).responds(&[204]),
+            delete,
+        )
+        .add(
+            Route::get("/api/v1/consumers/{consumer_id}/events", Requires(Read))
+                .params::<PollParams>(),
             poll,
         )
         .post("/api/v1/consumers/{consumer_id}/ack", Requires(Write), ack)
@@ -68,7 +72,7 @@ pub struct AckRequest {
 }
 
 /// Query parameters of `GET /api/v1/consumers/{consumer_id}/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PollParams {
     pub limit: Option<String>,

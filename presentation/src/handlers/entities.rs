@@ -22,19 +22,31 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::get("/api/v1/entities", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities", Requires(Read))
+                .returns::<EntitiesResponse>()
+                .params::<EntitiesParams>(),
             list,
         )
         .add(
-            Route::get("/api/v1/entities/{entity_id}/events", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities/{entity_id}/events", Requires(Read))
+                .returns::<StreamResponse>()
+                .params::<StreamParams>(),
             stream,
         )
         .add(
-            Route::get("/api/v1/entities/{entity_id}/state", Requires(Read)).with_query(),
+            Route::get("/api/v1/entities/{entity_id}/state", Requires(Read))
+                .returns::<StateResponse>()
+                .params::<StateParams>(),
             state,
         )
-        .get("/api/v1/event-types", Requires(Read), event_types)
-        .get("/api/v1/stats", Requires(Read), stats)
+        .add(
+            Route::get("/api/v1/event-types", Requires(Read)).returns::<EventTypesResponse>(),
+            event_types,
+        )
+        .add(
+            Route::get("/api/v1/stats", Requires(Read)).returns::<StatsResponse>(),
+            stats,
+        )
 }
 
 /// `GET /api/v1/entities/{entity_id}/events`: the entity's stream in version order (empty for

@@ -23,18 +23,31 @@ use crate::trace_context::{RequestTrace, with_traceparent};
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::post("/api/v1/events", Requires(Write)).records(RecordCount::One),
+            Route::post("/api/v1/events", Requires(Write))
+                .body::<AppendEventRequest>()
+                .returns::<ReceiptResponse>()
+                .records(RecordCount::One)
+                .problems(&[409, 422]),
             append_one,
         )
         .add(
-            Route::post("/api/v1/events/batch", Requires(Write)).records(RecordCount::EventsInBody),
+            Route::post("/api/v1/events/batch", Requires(Write))
+                .body::<AppendBatchRequest>()
+                .returns::<BatchResponse>()
+                .records(RecordCount::EventsInBody)
+                .problems(&[409, 422]),
             append_batch,
         )
         .add(
-            Route::get("/api/v1/events/query", Requires(Read)).with_query(),
+            Route::get("/api/v1/events/query", Requires(Read))
+                .returns::<QueryResponse>()
+                .params::<QueryParams>(),
             query,
         )
-        .get("/api/v1/events/{event_id}", Requires(Read), event)
+        .add(
+            Route::get("/api/v1/events/{event_id}", Requires(Read)).returns::<EventResponse>(),
+            event,
+        )
 }
 
 /// `POST /api/v1/events`: one event → 200 with its receipt.

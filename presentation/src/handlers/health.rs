@@ -15,8 +15,18 @@ use crate::routes::{Route, Routes};
 /// The health routes.
 pub fn routes() -> Routes {
     Routes::new()
-        .add(Route::get("/health", Public).unlimited(), health)
-        .add(Route::get("/health/ready", Public).unlimited(), ready)
+        .add(
+            Route::get("/health", Public)
+                .unlimited()
+                .returns::<HealthResponse>(),
+            health,
+        )
+        .add(
+            Route::get("/health/ready", Public)
+                .unlimited()
+                .returns::<ReadyResponse>(),
+            ready,
+        )
 }
 
 /// `GET /health` → 200 `{"status": "healthy", "version", "storage": {"backend"}}`.

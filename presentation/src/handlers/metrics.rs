@@ -19,7 +19,10 @@ pub fn routes() -> Routes {
     Routes::new().add(
         Route::get("/metrics", Requires(Metrics))
             .unlimited()
-            .metrics_exposure(),
+            .metrics_exposure()
+            .summary("The Prometheus text exposition")
+            .media_type("text/plain")
+            .problems(&[404]),
         scrape,
     )
 }

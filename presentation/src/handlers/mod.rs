@@ -19,6 +19,7 @@
 //! - [`pipelines`]: stream pipelines, their figures and result tables.
 //! - [`analytics`]: the analytics routes, the query DSL and SQL.
 //! - [`metrics`]: the Prometheus exposition.
+//! - [`docs`]: the OpenAPI document and the docs page.
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod compaction;
 pub mod consumer_groups;
 pub mod consumers;
+pub mod docs;
 pub mod entities;
 pub mod events;
 pub mod health;

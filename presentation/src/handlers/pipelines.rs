@@ -29,11 +29,17 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/pipelines", Requires(Read), list)
-        .post("/api/v1/pipelines", Requires(ManagePipelines), create)
+        .add(
+            Route::post("/api/v1/pipelines", Requires(ManagePipelines)).responds(&[201]),
+            create,
+        )
         .get("/api/v1/pipelines/stats", Requires(Read), all_stats)
         .get("/api/v1/pipelines/{id}", Requires(Read), one)
         .put("/api/v1/pipelines/{id}", Requires(ManagePipelines), update)
-        .delete("/api/v1/pipelines/{id}", Requires(ManagePipelines), delete)
+        .add(
+            Route::delete("/api/v1/pipelines/{id}", Requires(ManagePipelines)).responds(&[204]),
+            delete,
+        )
         .get("/api/v1/pipelines/{id}/stats", Requires(Read), stats)
         .put(
             "/api/v1/pipelines/{id}/reset",
@@ -41,7 +47,7 @@ pub fn routes() -> Routes {
             reset,
         )
         .add(
-            Route::get("/api/v1/pipelines/{id}/results", Requires(Read)).with_query(),
+            Route::get("/api/v1/pipelines/{id}/results", Requires(Read)).params::<ResultsParams>(),
             results,
         )
 }
@@ -108,7 +114,7 @@ pub struct ResetBody {
 }
 
 /// Query parameters of `GET /api/v1/pipelines/{id}/results`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsParams {
     pub limit: Option<String>,

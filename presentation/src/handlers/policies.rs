@@ -42,7 +42,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .add(route(Route::get("/api/v1/policies", Requires(Admin))), list)
         .add(
-            route(Route::post("/api/v1/policies", Requires(Admin))),
+            route(Route::post("/api/v1/policies", Requires(Admin)).responds(&[201])),
             create,
         )
         .add(

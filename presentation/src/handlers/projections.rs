@@ -30,7 +30,10 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/projections", Requires(Read), list)
-        .post("/api/v1/projections", Requires(ManagePipelines), create)
+        .add(
+            Route::post("/api/v1/projections", Requires(ManagePipelines)).responds(&[201]),
+            create,
+        )
         .get("/api/v1/projections/{name}", Requires(Read), one)
         .delete(
             "/api/v1/projections/{name}",
@@ -38,7 +41,7 @@ pub fn routes() -> Routes {
             delete,
         )
         .add(
-            Route::get("/api/v1/projections/{name}/state", Requires(Read)).with_query(),
+            Route::get("/api/v1/projections/{name}/state", Requires(Read)).params::<StateParams>(),
             state,
         )
         .get(
@@ -46,9 +49,13 @@ pub fn routes() -> Routes {
             Requires(Read),
             state_of_key,
         )
-        .post(
-            "/api/v1/projections/{name}/rebuild",
-            Requires(ManagePipelines),
+        .add(
+            Route::post(
+                "/api/v1/projections/{name}/rebuild",
+                Requires(ManagePipelines),
+            )
+            .no_body()
+            .responds(&[202]),
             rebuild,
         )
 }
@@ -67,7 +74,7 @@ impl From<ProjectionError> for ApiError {
 }
 
 /// Query parameters of `GET /api/v1/projections/{name}/state`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StateParams {
     pub limit: Option<String>,

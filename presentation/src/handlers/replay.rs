@@ -19,18 +19,20 @@ use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
-use crate::routes::Routes;
+use crate::routes::{Route, Routes};
 
 /// The replay routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/replay", Requires(Read), list)
-        .post("/api/v1/replay", Requires(ManagePipelines), start)
+        .add(
+            Route::post("/api/v1/replay", Requires(ManagePipelines)).responds(&[202]),
+            start,
+        )
         .get("/api/v1/replay/{id}", Requires(Read), one)
         .delete("/api/v1/replay/{id}", Requires(ManagePipelines), delete)
-        .post(
-            "/api/v1/replay/{id}/cancel",
-            Requires(ManagePipelines),
+        .add(
+            Route::post("/api/v1/replay/{id}/cancel", Requires(ManagePipelines)).no_body(),
             cancel,
         )
 }

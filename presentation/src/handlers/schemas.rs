@@ -36,11 +36,17 @@ use crate::routes::{Route, Routes};
 /// The registry's routes, merged into the router.
 pub fn routes() -> Routes {
     Routes::new()
-        .post("/api/v1/schemas", Requires(ManageSchemas), register)
-        .get("/api/v1/schemas", Requires(Read), list)
-        .post("/api/v1/schemas/validate", Requires(Read), validate)
         .add(
-            Route::get("/api/v1/schemas/{subject}", Requires(Read)).with_query(),
+            Route::post("/api/v1/schemas", Requires(ManageSchemas)).responds(&[201, 200]),
+            register,
+        )
+        .get("/api/v1/schemas", Requires(Read), list)
+        .add(
+            Route::post("/api/v1/schemas/validate", Requires(Read)).problems(&[404]),
+            validate,
+        )
+        .add(
+            Route::get("/api/v1/schemas/{subject}", Requires(Read)).params::<VersionParams>(),
             schema,
         )
         .get(
@@ -111,7 +117,7 @@ pub struct ConfigureRequest {
     pub enforce: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct VersionParams {
     pub version: Option<String>,

@@ -24,9 +24,12 @@ use crate::routes::{Route, Routes};
 /// The snapshot routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
-        .post("/api/v1/snapshots", Requires(Write), create)
         .add(
-            Route::get("/api/v1/snapshots", Requires(Read)).with_query(),
+            Route::post("/api/v1/snapshots", Requires(Write)).responds(&[201]),
+            create,
+        )
+        .add(
+            Route::get("/api/v1/snapshots", Requires(Read)).params::<ListSnapshotsParams>(),
             list,
         )
         .get(
@@ -47,7 +50,7 @@ pub struct CreateSnapshotRequest {
 }
 
 /// Parameters of `GET /api/v1/snapshots`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListSnapshotsParams {
     pub entity_id: Option<String>,

@@ -67,7 +67,7 @@ pub fn routes() -> Routes {
     Routes::new()
         .add(
             Route::get("/api/v1/events/stream", Requires(Read))
-                .with_query()
+                .params::<StreamParams>()
                 .token_in_query()
                 .not_counted_as_query()
                 .long_lived(),
@@ -75,7 +75,7 @@ pub fn routes() -> Routes {
         )
         .add(
             Route::get("/api/v1/events/sse", Requires(Read))
-                .with_query()
+                .params::<SseParams>()
                 .token_in_query()
                 .not_counted_as_query()
                 .long_lived(),
@@ -149,7 +149,7 @@ impl Default for RenderedEvents {
 }
 
 /// Query parameters of `GET /api/v1/events/stream`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct StreamParams {
     pub consumer_id: Option<String>,
@@ -446,7 +446,7 @@ fn on_message(text: &str, followed: &mut Followed, mode: &mut Mode) -> Result<()
 }
 
 /// Query parameters of `GET /api/v1/events/sse`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct SseParams {
     pub from_position: Option<String>,

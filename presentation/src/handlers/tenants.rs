@@ -28,13 +28,16 @@ use crate::auth::CallerExtractor;
 use crate::dto::timestamp;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
-use crate::routes::Routes;
+use crate::routes::{Route, Routes};
 
 /// The tenant routes, merged into the router by `router()`.
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/tenants", Requires(ManageTenants), list)
-        .post("/api/v1/tenants", Requires(ManageTenants), create)
+        .add(
+            Route::post("/api/v1/tenants", Requires(ManageTenants)).responds(&[201]),
+            create,
+        )
         .get("/api/v1/tenants/{id}", Requires(ManageTenants), read)
         .put("/api/v1/tenants/{id}", Requires(ManageTenants), update)
         .delete("/api/v1/tenants/{id}", Requires(ManageTenants), delete)
@@ -49,14 +52,12 @@ pub fn routes() -> Routes {
             Requires(ManageTenants),
             set_quotas,
         )
-        .post(
-            "/api/v1/tenants/{id}/activate",
-            Requires(ManageTenants),
+        .add(
+            Route::post("/api/v1/tenants/{id}/activate", Requires(ManageTenants)).no_body(),
             activate,
         )
-        .post(
-            "/api/v1/tenants/{id}/deactivate",
-            Requires(ManageTenants),
+        .add(
+            Route::post("/api/v1/tenants/{id}/deactivate", Requires(ManageTenants)).no_body(),
             deactivate,
         )
 }

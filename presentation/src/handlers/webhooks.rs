@@ -35,7 +35,10 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .get("/api/v1/webhooks", Requires(ManagePipelines), list)
-        .post("/api/v1/webhooks", Requires(ManagePipelines), create)
+        .add(
+            Route::post("/api/v1/webhooks", Requires(ManagePipelines)).responds(&[201]),
+            create,
+        )
         .get("/api/v1/webhooks/{id}", Requires(ManagePipelines), one)
         .put("/api/v1/webhooks/{id}", Requires(ManagePipelines), update)
         .delete("/api/v1/webhooks/{id}", Requires(ManagePipelines), delete)
@@ -44,7 +47,7 @@ pub fn routes() -> Routes {
                 "/api/v1/webhooks/{id}/deliveries",
                 Requires(ManagePipelines),
             )
-            .with_query(),
+            .params::<DeliveriesParams>(),
             deliveries,
         )
 }
@@ -118,7 +121,7 @@ impl From<WebhookBody> for WebhookInput {
 }
 
 /// Query parameters of `GET /api/v1/webhooks/{id}/deliveries`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveriesParams {
     pub limit: Option<String>,
