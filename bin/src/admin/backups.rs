@@ -110,7 +110,11 @@ pub async fn run(client: &Client, command: BackupsCommand) -> Result<(), CliErro
         }
         BackupsCommand::Create { kind, since_backup } => {
             let body = create_body(kind, since_backup.as_deref())?;
-            emit(client, &client.post(&["backups"], Some(&body)).await?, OBJECT)
+            emit(
+                client,
+                &client.post(&["backups"], Some(&body)).await?,
+                OBJECT,
+            )
         }
         BackupsCommand::Verify { id } => emit(
             client,
@@ -128,7 +132,10 @@ mod tests {
 
     #[test]
     fn create_sends_the_kind_and_the_base_backup() {
-        assert_eq!(create_body(Kind::Full, None).unwrap(), json!({"kind": "full"}));
+        assert_eq!(
+            create_body(Kind::Full, None).unwrap(),
+            json!({"kind": "full"})
+        );
         assert_eq!(
             create_body(Kind::Incremental, Some("b1")).unwrap(),
             json!({"kind": "incremental", "since_backup": "b1"})

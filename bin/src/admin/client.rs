@@ -285,10 +285,7 @@ pub fn classify(status: u16, text: String, sent_credential: bool) -> Result<Answ
         })?;
         return Ok(Answer { status, body, text });
     }
-    let problem = parsed
-        .as_ref()
-        .map(Problem::from_body)
-        .unwrap_or_default();
+    let problem = parsed.as_ref().map(Problem::from_body).unwrap_or_default();
     Err(CliError::Http {
         status,
         problem,
@@ -350,7 +347,11 @@ impl Client {
     }
 
     /// `GET` with query parameters.
-    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Answer, CliError> {
         self.send(Method::GET, segments, query, None).await
     }
 
@@ -533,10 +534,17 @@ mod tests {
     #[test]
     fn a_refused_credential_says_what_to_do() {
         let body = json!({"title": "Unauthorized", "status": 401, "detail": "bad token"});
-        let sent = classify(401, body.to_string(), true).unwrap_err().to_string();
-        assert!(sent.starts_with("the server refused the credential (401 Unauthorized): bad token"), "{sent}");
+        let sent = classify(401, body.to_string(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            sent.starts_with("the server refused the credential (401 Unauthorized): bad token"),
+            "{sent}"
+        );
         assert!(sent.contains("expired or been revoked"), "{sent}");
-        let missing = classify(401, body.to_string(), false).unwrap_err().to_string();
+        let missing = classify(401, body.to_string(), false)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("Give a credential"), "{missing}");
         let forbidden = classify(403, json!({"title": "Forbidden"}).to_string(), true)
             .unwrap_err()

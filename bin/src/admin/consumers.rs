@@ -144,15 +144,17 @@ const PARKED: View = View::List {
 /// See [`CliError`].
 pub async fn consumers(client: &Client, command: ConsumersCommand) -> Result<(), CliError> {
     match command {
-        ConsumersCommand::List => {
-            emit(client, &client.get(&["consumers"], &[]).await?, CONSUMERS)
-        }
+        ConsumersCommand::List => emit(client, &client.get(&["consumers"], &[]).await?, CONSUMERS),
         ConsumersCommand::Show { id } => {
             emit(client, &client.get(&["consumers", &id], &[]).await?, OBJECT)
         }
         ConsumersCommand::Create { id, filters } => {
             let body = json!({"consumer_id": id, "event_type_filters": filters});
-            emit(client, &client.post(&["consumers"], Some(&body)).await?, OBJECT)
+            emit(
+                client,
+                &client.post(&["consumers"], Some(&body)).await?,
+                OBJECT,
+            )
         }
         ConsumersCommand::Delete { id } => {
             let mut answer = client.delete(&["consumers", &id]).await?;
@@ -163,8 +165,10 @@ pub async fn consumers(client: &Client, command: ConsumersCommand) -> Result<(),
             emit(client, &answer, OBJECT)
         }
         ConsumersCommand::Events { id, limit } => {
-            let query: Vec<(&str, String)> =
-                limit.map(|l| ("limit", l.to_string())).into_iter().collect();
+            let query: Vec<(&str, String)> = limit
+                .map(|l| ("limit", l.to_string()))
+                .into_iter()
+                .collect();
             let answer = client.get(&["consumers", &id, "events"], &query).await?;
             emit_events(client, &answer)
         }
@@ -203,7 +207,11 @@ fn emit_events(client: &Client, answer: &Answer) -> Result<(), CliError> {
 /// See [`CliError`].
 pub async fn groups(client: &Client, command: GroupsCommand) -> Result<(), CliError> {
     match command {
-        GroupsCommand::List => emit(client, &client.get(&["consumer-groups"], &[]).await?, GROUPS),
+        GroupsCommand::List => emit(
+            client,
+            &client.get(&["consumer-groups"], &[]).await?,
+            GROUPS,
+        ),
         GroupsCommand::Show { group } => emit(
             client,
             &client.get(&["consumer-groups", &group], &[]).await?,
@@ -211,7 +219,9 @@ pub async fn groups(client: &Client, command: GroupsCommand) -> Result<(), CliEr
         ),
         GroupsCommand::Stats { group } => emit(
             client,
-            &client.get(&["consumer-groups", &group, "stats"], &[]).await?,
+            &client
+                .get(&["consumer-groups", &group, "stats"], &[])
+                .await?,
             View::Object {
                 compact: &["members"],
             },

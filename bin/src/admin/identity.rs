@@ -155,7 +155,11 @@ pub async fn users(client: &Client, command: UsersCommand) -> Result<(), CliErro
             if let Some(tenant) = tenant {
                 body["tenant_id"] = json!(tenant);
             }
-            emit(client, &client.post(&["auth", "users"], Some(&body)).await?, OBJECT)
+            emit(
+                client,
+                &client.post(&["auth", "users"], Some(&body)).await?,
+                OBJECT,
+            )
         }
         UsersCommand::Delete { id } => emit(
             client,
@@ -186,7 +190,9 @@ pub async fn keys(client: &Client, command: KeysCommand) -> Result<(), CliError>
             }
             let answer = client.post(&["auth", "api-keys"], Some(&body)).await?;
             emit(client, &answer, OBJECT)?;
-            if client.output == Output::Table && answer.body.get("key").is_some_and(Value::is_string) {
+            if client.output == Output::Table
+                && answer.body.get("key").is_some_and(Value::is_string)
+            {
                 note("Store the key now: the server keeps only a digest and never shows it again.");
             }
             Ok(())

@@ -147,9 +147,7 @@ pub fn run(command: AdminCommand) -> ExitCode {
 
 async fn online(command: AdminCommand) -> Result<(), CliError> {
     match command {
-        AdminCommand::CreateUser(_) => Err(CliError::Other(
-            "create-user runs offline".to_owned(),
-        )),
+        AdminCommand::CreateUser(_) => Err(CliError::Other("create-user runs offline".to_owned())),
         AdminCommand::Tenants(args) => tenants::run(&Client::new(&args.conn)?, args.command).await,
         AdminCommand::Users(args) => identity::users(&Client::new(&args.conn)?, args.command).await,
         AdminCommand::Keys(args) => identity::keys(&Client::new(&args.conn)?, args.command).await,
@@ -238,8 +236,17 @@ mod tests {
     #[test]
     fn connection_flags_may_follow_the_subcommand() {
         let cli = Cli::try_parse_from([
-            "admin", "tenants", "list", "--url", "http://h:1", "--output", "json",
-            "--timeout", "5", "--token", "ask_x",
+            "admin",
+            "tenants",
+            "list",
+            "--url",
+            "http://h:1",
+            "--output",
+            "json",
+            "--timeout",
+            "5",
+            "--token",
+            "ask_x",
         ])
         .unwrap();
         let AdminCommand::Tenants(args) = cli.command else {
@@ -266,15 +273,25 @@ mod tests {
 
     #[test]
     fn json_arguments_are_inline_files_or_refused_by_flag() {
-        assert_eq!(read_json("--schema", r#"{"type":"object"}"#).unwrap()["type"], "object");
+        assert_eq!(
+            read_json("--schema", r#"{"type":"object"}"#).unwrap()["type"],
+            "object"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("def.json");
         std::fs::write(&path, r#"{"name": "event_counter"}"#).unwrap();
         let path = path.to_str().unwrap();
-        assert_eq!(read_json("--definition", path).unwrap()["name"], "event_counter");
+        assert_eq!(
+            read_json("--definition", path).unwrap()["name"],
+            "event_counter"
+        );
         let e = read_json("--schema", "{not json").unwrap_err();
         assert_eq!(e.exit_code(), client::EXIT_USAGE);
-        assert!(e.to_string().starts_with("--schema: the argument is not valid JSON"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("--schema: the argument is not valid JSON"),
+            "{e}"
+        );
         let e = read_json("--schema", "/no/such/file.json").unwrap_err();
         assert_eq!(e.exit_code(), client::EXIT_FAILURE);
         assert!(e.to_string().contains("/no/such/file.json"), "{e}");

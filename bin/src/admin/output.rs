@@ -71,11 +71,7 @@ pub fn json_text(text: &str, body: &Value) -> String {
 /// A value as a table.
 pub fn table_text(body: &Value, view: View) -> String {
     match view {
-        View::List {
-            key,
-            noun,
-            columns,
-        } => match body
+        View::List { key, noun, columns } => match body
             .get(key)
             .and_then(Value::as_array)
             .or_else(|| body.as_array())
@@ -123,7 +119,11 @@ pub fn grid(headers: &[String], rows: &[Vec<String>]) -> String {
             if i + 1 == line.len() {
                 out.push_str(value);
             } else {
-                let pad = widths.get(i).copied().unwrap_or(0).saturating_sub(width(value));
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(width(value));
                 out.push_str(value);
                 out.push_str(&" ".repeat(pad + 2));
             }
@@ -251,7 +251,9 @@ pub fn write_stdout(text: &str) -> Result<bool, CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(CliError::Other(format!("cannot write to standard output: {e}"))),
+        Err(e) => Err(CliError::Other(format!(
+            "cannot write to standard output: {e}"
+        ))),
     }
 }
 
@@ -315,7 +317,10 @@ mod tests {
             text: "{\"z\":1,\"a\":[1, 2]}".into(),
             body: json!({"z": 1, "a": [1, 2]}),
         };
-        assert_eq!(render(Output::Json, &answer, OBJECT), "{\"z\":1,\"a\":[1, 2]}\n");
+        assert_eq!(
+            render(Output::Json, &answer, OBJECT),
+            "{\"z\":1,\"a\":[1, 2]}\n"
+        );
         let empty = Answer {
             status: 204,
             text: String::new(),
@@ -367,7 +372,10 @@ mod tests {
     fn cells_render_every_kind_of_value() {
         assert_eq!(cell(&json!(null)), "-");
         assert_eq!(cell(&json!([])), "-");
-        assert_eq!(cell(&json!(["order.*", "user.signed_up"])), "order.*,user.signed_up");
+        assert_eq!(
+            cell(&json!(["order.*", "user.signed_up"])),
+            "order.*,user.signed_up"
+        );
         assert_eq!(cell(&json!([{"a": 1}])), "[{\"a\":1}]");
         assert_eq!(cell(&json!(1.5)), "1.5");
         assert_eq!(cell(&json!(false)), "false");

@@ -93,10 +93,7 @@ fn state_table(body: &Value) -> String {
     if body.get("has_more").and_then(Value::as_bool) == Some(true)
         && let Some(next) = body.get("next_after").and_then(Value::as_str)
     {
-        text.push_str(&format!(
-            "(more: --after {})\n",
-            output::clean(next)
-        ));
+        text.push_str(&format!("(more: --after {})\n", output::clean(next)));
     }
     text
 }
@@ -115,12 +112,18 @@ fn emit_state(client: &Client, answer: &Answer) -> Result<(), CliError> {
 pub async fn run(client: &Client, command: ProjectionsCommand) -> Result<(), CliError> {
     match command {
         ProjectionsCommand::List => emit(client, &client.get(&["projections"], &[]).await?, LIST),
-        ProjectionsCommand::Show { name } => {
-            emit(client, &client.get(&["projections", &name], &[]).await?, ONE)
-        }
+        ProjectionsCommand::Show { name } => emit(
+            client,
+            &client.get(&["projections", &name], &[]).await?,
+            ONE,
+        ),
         ProjectionsCommand::Create { definition } => {
             let body = read_json("--definition", &definition)?;
-            emit(client, &client.post(&["projections"], Some(&body)).await?, ONE)
+            emit(
+                client,
+                &client.post(&["projections"], Some(&body)).await?,
+                ONE,
+            )
         }
         ProjectionsCommand::Delete { name } => {
             emit(client, &client.delete(&["projections", &name]).await?, ONE)
@@ -131,7 +134,9 @@ pub async fn run(client: &Client, command: ProjectionsCommand) -> Result<(), Cli
             ..
         } => emit(
             client,
-            &client.get(&["projections", &name, "state", &key], &[]).await?,
+            &client
+                .get(&["projections", &name, "state", &key], &[])
+                .await?,
             ONE,
         ),
         ProjectionsCommand::State {
@@ -154,7 +159,9 @@ pub async fn run(client: &Client, command: ProjectionsCommand) -> Result<(), Cli
         }
         ProjectionsCommand::Rebuild { name } => emit(
             client,
-            &client.post(&["projections", &name, "rebuild"], None).await?,
+            &client
+                .post(&["projections", &name, "rebuild"], None)
+                .await?,
             ONE,
         ),
     }

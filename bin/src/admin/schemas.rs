@@ -88,9 +88,15 @@ pub async fn run(client: &Client, command: SchemasCommand) -> Result<(), CliErro
     match command {
         SchemasCommand::List => emit(client, &client.get(&["schemas"], &[]).await?, LIST),
         SchemasCommand::Show { subject, version } => {
-            let query: Vec<(&str, String)> =
-                version.map(|v| ("version", v.to_string())).into_iter().collect();
-            emit(client, &client.get(&["schemas", &subject], &query).await?, ONE)
+            let query: Vec<(&str, String)> = version
+                .map(|v| ("version", v.to_string()))
+                .into_iter()
+                .collect();
+            emit(
+                client,
+                &client.get(&["schemas", &subject], &query).await?,
+                ONE,
+            )
         }
         SchemasCommand::Versions { subject } => emit(
             client,
@@ -131,7 +137,9 @@ pub async fn run(client: &Client, command: SchemasCommand) -> Result<(), CliErro
             }
             emit(
                 client,
-                &client.put(&["schemas", &subject, "compatibility"], &body).await?,
+                &client
+                    .put(&["schemas", &subject, "compatibility"], &body)
+                    .await?,
                 ONE,
             )
         }

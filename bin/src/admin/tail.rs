@@ -102,7 +102,9 @@ pub fn read_frame(text: &str) -> Result<Frame<'_>, CliError> {
         message: Option<String>,
     }
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
-        CliError::Other(format!("the server sent a frame that is not a JSON object: {e}"))
+        CliError::Other(format!(
+            "the server sent a frame that is not a JSON object: {e}"
+        ))
     })?;
     Ok(match envelope.kind {
         // A live event is a bare Event (no `type` member).
@@ -252,9 +254,9 @@ pub async fn run(client: &Client, args: TailArgs) -> Result<(), CliError> {
         .into_client_request()
         .map_err(|e| ws_error(e, &origin, false))?;
     if let Some(token) = client.token() {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| CliError::Usage("--token holds characters a header cannot carry".into()))?;
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            CliError::Usage("--token holds characters a header cannot carry".into())
+        })?;
         request
             .headers_mut()
             .insert(tungstenite::http::header::AUTHORIZATION, value);
@@ -340,7 +342,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn args(filters: &[&str], entity: Option<&str>, from: Option<u64>, consumer: Option<&str>) -> TailArgs {
+    fn args(
+        filters: &[&str],
+        entity: Option<&str>,
+        from: Option<u64>,
+        consumer: Option<&str>,
+    ) -> TailArgs {
         TailArgs {
             conn: Conn {
                 url: super::super::client::DEFAULT_URL.into(),
@@ -364,8 +371,10 @@ mod tests {
         );
         assert_eq!(
             subscribe_frame(&args(&["order.*"], Some("order-1"), Some(0), None)),
-            Some(json!({"type": "subscribe", "filters": ["order.*"], "from_position": 0,
-                "entity_id": "order-1"}))
+            Some(
+                json!({"type": "subscribe", "filters": ["order.*"], "from_position": 0,
+                "entity_id": "order-1"})
+            )
         );
         assert_eq!(subscribe_frame(&args(&[], None, None, Some("c"))), None);
         assert_eq!(
@@ -399,7 +408,10 @@ mod tests {
         let raw = "{\"position\":7,\"timestamp\":\"2026-12-02T00:00:00.000000Z\",\
                    \"event_type\":\"order.placed\",\"entity_id\":\"order-1\",\"version\":2,\
                    \"payload\":{\"total\":10}}";
-        assert_eq!(raw_event_line(raw, Output::Json).unwrap(), format!("{raw}\n"));
+        assert_eq!(
+            raw_event_line(raw, Output::Json).unwrap(),
+            format!("{raw}\n")
+        );
         assert_eq!(
             raw_event_line(raw, Output::Table).unwrap(),
             "7  2026-12-02T00:00:00.000000Z  order.placed  order-1  v2  {\"total\":10}\n"
@@ -408,7 +420,10 @@ mod tests {
         let spread = "{\"position\":8,\"payload\":{\n  \"a\": 1\n}}";
         let line = raw_event_line(spread, Output::Json).unwrap();
         assert_eq!(line.lines().count(), 1, "{line}");
-        assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["payload"]["a"], 1);
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).unwrap()["payload"]["a"],
+            1
+        );
     }
 
     #[test]
@@ -420,10 +435,13 @@ mod tests {
         assert!(closed(Some(&frame(CloseCode::Normal, "")), "u").is_ok());
         let away = closed(Some(&frame(CloseCode::Away, "")), "u").unwrap_err();
         assert_eq!(away.exit_code(), 3);
-        let storage = closed(Some(&frame(CloseCode::Error, "last position sent 41")), "u")
-            .unwrap_err();
+        let storage =
+            closed(Some(&frame(CloseCode::Error, "last position sent 41")), "u").unwrap_err();
         assert_eq!(storage.exit_code(), 7);
-        assert!(storage.to_string().contains("last position sent 41"), "{storage}");
+        assert!(
+            storage.to_string().contains("last position sent 41"),
+            "{storage}"
+        );
         let slow = closed(Some(&frame(CloseCode::Policy, "too slow")), "u").unwrap_err();
         assert_eq!(slow.exit_code(), 1);
         assert_eq!(closed(None, "u").unwrap_err().exit_code(), 3);

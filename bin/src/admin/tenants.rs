@@ -175,7 +175,11 @@ pub async fn run(client: &Client, command: TenantsCommand) -> Result<(), CliErro
             if name.is_none() {
                 body["name"] = json!(id);
             }
-            emit(client, &client.post(&["tenants"], Some(&body)).await?, OBJECT)
+            emit(
+                client,
+                &client.post(&["tenants"], Some(&body)).await?,
+                OBJECT,
+            )
         }
         TenantsCommand::Update { id, name, tier } => {
             if name.is_none() && tier.is_none() {
@@ -252,6 +256,9 @@ mod tests {
             max_pipelines: None,
             ..args
         };
-        assert_eq!(none.body().unwrap_err().exit_code(), super::super::client::EXIT_USAGE);
+        assert_eq!(
+            none.body().unwrap_err().exit_code(),
+            super::super::client::EXIT_USAGE
+        );
     }
 }
