@@ -9,13 +9,13 @@
 //! PostgreSQL), e.g. for the first admin.
 //!
 //! # Layout
-//! - [`client`]: the shared flags ([`Conn`]), the HTTP client, problem documents, and the
+//! - [`client`] — the shared flags ([`Conn`]), the HTTP client, problem documents, and the
 //!   mapping of every failure to a message and an exit code.
-//! - [`output`]: `--output table|json`.
+//! - [`output`] — `--output table|json`.
 //! - one module per resource group: [`tenants`], [`identity`] (users, keys, whoami),
 //!   [`schemas`], [`projections`], [`consumers`] (consumers and consumer groups), [`backups`],
 //!   [`store`] (stats, compaction), [`tail`].
-//! - [`offline`]: `create-user`.
+//! - [`offline`] — `create-user`.
 
 /// The exit codes as help text (a macro, so that `concat!` can put it into long help).
 macro_rules! exit_codes {
