@@ -10,7 +10,9 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces, the Prometheus recorder.
 //! - [`reload`]: configuration reload on SIGHUP.
 //! - [`bench`]: the HTTP load generator behind `allsource bench`.
-//! - [`admin`]: `allsource admin create-user` (users without HTTP, e.g. the first admin).
+//! - [`admin`]: `allsource admin ...`: the admin CLI over HTTP (tenants, users, keys, stats,
+//!   schemas, projections, consumers, backups, compaction, tail), and `create-user` (users
+//!   without HTTP, e.g. the first admin).
 #![forbid(unsafe_code)]
 
 pub mod admin;

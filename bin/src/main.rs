@@ -1,6 +1,6 @@
 //! The `allsource` binary: `serve` runs the server, `repair` fixes a corrupt WAL, `bench` runs
-//! the HTTP load generator, `admin` manages users offline. All logic lives in the `allsource`
-//! library.
+//! the HTTP load generator, `admin` administers a running server over HTTP (and creates users
+//! offline). All logic lives in the `allsource` library.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -60,8 +60,10 @@ enum Command {
     },
     /// HTTP load generator and peer baselines (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
-    /// Administration without HTTP (users), on a stopped server's data dir or on PostgreSQL.
-    #[command(subcommand)]
+    /// Administration: of a running server over HTTP (tenants, users, keys, stats, schemas,
+    /// projections, consumers, backups, compaction, tail), and `create-user` offline on a
+    /// stopped server's data dir or on PostgreSQL.
+    #[command(subcommand, after_long_help = admin::ADMIN_HELP)]
     Admin(admin::AdminCommand),
 }
 
@@ -85,7 +87,8 @@ fn main() -> ExitCode {
         ),
         Command::Repair { data_dir } => repair(data_dir),
         Command::Bench(args) => bench::run(args),
-        Command::Admin(command) => admin::run(command),
+        // The admin commands choose their own exit codes (see `allsource admin --help`).
+        Command::Admin(command) => return admin::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

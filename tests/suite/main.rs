@@ -1,4 +1,6 @@
 //! The black-box test suite of AllSource (one binary):
+//! - `admin_cli`: `allsource admin` over HTTP, the real binary against a real server: every
+//!   command group, table and json output, exit codes, `tail` following appends;
 //! - `auth`: authentication and authorization attacks, the route × role matrix, admin CLI;
 //! - `consumer_groups`: consumer groups over HTTP: competing members, redelivery, parking,
 //!   tenant isolation, SIGKILL mid-flight, two PostgreSQL nodes on one group;
@@ -35,6 +37,7 @@
 //!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
 
+mod admin_cli;
 mod analytics;
 mod auth;
 mod compaction;

@@ -1,4 +1,4 @@
-//! `allsource admin ...`: administration on a stopped server's data, without HTTP.
+//! The offline admin command: administration on a stopped server's data, without HTTP.
 //!
 //! `admin create-user` creates a user (any role, including the first admin) directly in the
 //! state store: the embedded data dir (refused while a server holds it) or, with
@@ -21,23 +21,11 @@ use allsource_infrastructure::identity::{Argon2Hasher, JwtSigner, OsSecrets, Sig
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::state::FileStateStore;
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 
 use crate::settings::{Backend, Overrides, Settings};
 
-/// Administration commands (run them with the server stopped, for the embedded backend).
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Create a user with a role in a tenant (e.g. the first admin)
-    ///
-    /// Example (choose your own password, at least 12 characters; refused while a server
-    /// uses the data dir):
-    ///
-    ///   printf '%s\n' 'correct horse battery' | allsource admin create-user --data-dir ./data --username alice --password-stdin --role admin --tenant default
-    #[command(verbatim_doc_comment)]
-    CreateUser(CreateUserArgs),
-}
-
+/// The flags of `admin create-user`.
 #[derive(Debug, Args)]
 pub struct CreateUserArgs {
     /// Data directory of the embedded store (storage.data_dir). Must not be in use.
@@ -68,17 +56,11 @@ pub struct CreateUserArgs {
     pub tenant: String,
 }
 
-/// Runs an admin command.
+/// `admin create-user`: writes the user straight into the state store.
 ///
 /// # Errors
 /// Invalid input (naming the flag), a data dir in use, storage failures.
-pub fn run(command: AdminCommand) -> anyhow::Result<()> {
-    match command {
-        AdminCommand::CreateUser(args) => create_user(args),
-    }
-}
-
-fn create_user(args: CreateUserArgs) -> anyhow::Result<()> {
+pub fn create_user(args: CreateUserArgs) -> anyhow::Result<()> {
     let password = match (&args.password, args.password_stdin) {
         (Some(p), false) => p.clone(),
         (None, true) => {
