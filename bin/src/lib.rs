@@ -10,10 +10,12 @@
 //! - [`telemetry`]: logging/tracing set-up.
 //! - [`bench`]: the HTTP load generator behind `allsource bench`.
 //! - [`admin`]: `allsource admin create-user` (users without HTTP, e.g. the first admin).
+//! - [`backup`]: `allsource backup create|list|verify|restore`, and the server's backup wiring.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod settings;
 pub mod telemetry;

@@ -63,6 +63,10 @@ enum Command {
     /// Administration without HTTP (users), on a stopped server's data dir or on PostgreSQL.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Backups: create (of a stopped server's data dir), list, verify, restore (into a new
+    /// data dir). A running server backs up online through POST /api/v1/backups.
+    #[command(subcommand)]
+    Backup(allsource::backup::BackupCommand),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Repair { data_dir } => repair(data_dir),
         Command::Bench(args) => bench::run(args),
         Command::Admin(command) => admin::run(command),
+        Command::Backup(command) => return allsource::backup::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

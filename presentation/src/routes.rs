@@ -323,6 +323,7 @@ pub fn api_routes() -> Routes {
         analytics, audit, auth, compaction, consumer_groups, consumers, entities, events, health,
         pipelines, policies, projections, replay, schemas, snapshots, stream, tenants, webhooks,
     };
+    use crate::handlers::backups;
     Routes::new()
         .merge(health::routes())
         .merge(events::routes())
@@ -342,6 +343,7 @@ pub fn api_routes() -> Routes {
         .merge(webhooks::routes())
         .merge(pipelines::routes())
         .merge(analytics::routes())
+        .merge(backups::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -27,12 +27,15 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
 //! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
 //!   matrix over every route.
+//! - `backup`: online backups under load, incremental chains, point-in-time restores by the
+//!   real binary, verification of a corrupted file, and a backup to a local S3 server (moto).
 //! - `webhooks`: webhook delivery to a real local receiver (signatures, order, retries,
 //!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
 
 mod analytics;
 mod auth;
+mod backup;
 mod compaction;
 mod consumer_groups;
 mod contract;

@@ -6,6 +6,7 @@
 //! [`failure`] maps the storage ports' failures into use-case errors, one way for all.
 
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod compactor;
 pub mod event_store;
@@ -51,4 +52,11 @@ pub use state_store::{StateEntry, StateError, StateStore};
 pub use webhook_sender::MockWebhookSender;
 pub use webhook_sender::{
     DestinationError, EventEncoder, Secret, SendError, WebhookRequest, WebhookSender,
+};
+
+#[cfg(any(test, feature = "mocks"))]
+pub use backup::{MockBackupSource, MockBackupTarget, MockRestoreSink};
+pub use backup::{
+    BackupIoError, BackupSource, BackupTarget, NoProgress, Piece, PieceKind, Progress,
+    RestorePoint, RestoreSink, StoreCut,
 };

@@ -5,6 +5,7 @@
 mod admission;
 mod append;
 mod audit;
+pub mod backups;
 mod compaction;
 pub mod consumer_groups;
 mod consumers;
@@ -59,4 +60,8 @@ pub use tenants::{
     CreateTenantInput, PurgeNamespaces, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE,
     TenantError, TenantMembers, TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput,
     quota_limit,
+};
+pub use backups::{
+    BackupError, BackupKind, BackupManifest, BackupState, BackupView, Backups, RestoreReport,
+    StartBackupInput, VerifyReport,
 };
