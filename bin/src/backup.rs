@@ -214,10 +214,12 @@ impl Drop for Bar {
 }
 
 fn settings(common: &Common, data_dir: Option<PathBuf>) -> anyhow::Result<Settings> {
+    // `dev` only skips the signing-secret check: these commands sign no token.
     Settings::load(
         common.config.as_deref(),
         Overrides {
             data_dir,
+            dev: true,
             ..Overrides::default()
         },
     )
