@@ -350,7 +350,8 @@ async fn run_async(command: BackupCommand) -> anyhow::Result<ExitCode> {
                     "\n{:<36}  {:<11}  {:<24}  {:>10}  {:>10}  {:>12}",
                     m.backup_id,
                     m.kind.as_str(),
-                    m.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    m.created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     m.from_position,
                     m.to_position,
                     m.size_bytes
@@ -404,7 +405,10 @@ async fn run_async(command: BackupCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|r| {
                     if r.ok {
-                        format!("{}: ok ({} files, {} bytes)", r.backup_id, r.files_checked, r.bytes_checked)
+                        format!(
+                            "{}: ok ({} files, {} bytes)",
+                            r.backup_id, r.files_checked, r.bytes_checked
+                        )
                     } else {
                         format!("{}: DAMAGED\n  {}", r.backup_id, r.problems.join("\n  "))
                     }
@@ -416,7 +420,11 @@ async fn run_async(command: BackupCommand) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"ok": ok, "backups": reports}),
                 &text,
             );
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         BackupCommand::Restore {
             common,

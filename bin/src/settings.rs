@@ -374,7 +374,8 @@ impl BackupSettings {
             ));
         }
         if !self.s3_endpoint.is_empty()
-            && !(self.s3_endpoint.starts_with("http://") || self.s3_endpoint.starts_with("https://"))
+            && !(self.s3_endpoint.starts_with("http://")
+                || self.s3_endpoint.starts_with("https://"))
         {
             return Err(SettingsError::new(
                 "backup.s3_endpoint",

@@ -319,11 +319,11 @@ impl Routes {
 
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
+    use crate::handlers::backups;
     use crate::handlers::{
         analytics, audit, auth, compaction, consumer_groups, consumers, entities, events, health,
         pipelines, policies, projections, replay, schemas, snapshots, stream, tenants, webhooks,
     };
-    use crate::handlers::backups;
     Routes::new()
         .merge(health::routes())
         .merge(events::routes())

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use allsource_tests::problem::assert_problem;
-use allsource_tests::server::{ADMIN_PASSWORD, ADMIN_USERNAME, TestServer};
 use allsource_tests::process::{binary, free_port};
+use allsource_tests::server::{ADMIN_PASSWORD, ADMIN_USERNAME, TestServer};
 use serde_json::{Value, json};
 
 /// Every event of the default tenant, in position order.
@@ -20,7 +20,10 @@ async fn all_events(server: &TestServer) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     loop {
         let path = match out.last() {
-            Some(e) => format!("/api/v1/events/query?limit=10000&from_position={}", e["position"]),
+            Some(e) => format!(
+                "/api/v1/events/query?limit=10000&from_position={}",
+                e["position"]
+            ),
             None => "/api/v1/events/query?limit=10000".to_owned(),
         };
         let reply = server.get(&path).await;
@@ -103,7 +106,15 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 fn restore(from: &str, data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Value {
     let dir = data_dir.to_str().unwrap();
-    let mut args = vec!["restore", "--from", from, "--data-dir", dir, "--output", "json"];
+    let mut args = vec![
+        "restore",
+        "--from",
+        from,
+        "--data-dir",
+        dir,
+        "--output",
+        "json",
+    ];
     args.extend_from_slice(extra);
     let (code, out, err) = cli(&args, env);
     assert_eq!(code, 0, "restore failed: {err}");
@@ -159,7 +170,10 @@ async fn an_online_chain_under_load_restores_the_same_events_positions_and_state
     assert_eq!(inc["event_count"].as_u64().unwrap(), inc_to - full_to);
     assert!(full_to > 0 && inc_to > full_to, "{full} {inc}");
     let source = all_events(&server).await;
-    assert!(source.len() as u64 > inc_to, "appends went on after the cut");
+    assert!(
+        source.len() as u64 > inc_to,
+        "appends went on after the cut"
+    );
     let listed = server.get("/api/v1/backups").await;
     assert_eq!(listed.body["total"], 2, "{}", listed.body);
     assert_eq!(listed.body["backups"][0]["backup_id"], full["backup_id"]);
@@ -169,12 +183,23 @@ async fn an_online_chain_under_load_restores_the_same_events_positions_and_state
     let restored = tempfile::tempdir().unwrap();
     let report = restore(target.path().to_str().unwrap(), restored.path(), &[], &[]);
     assert_eq!(report["to_position"].as_u64(), Some(inc_to), "{report}");
-    assert_eq!(report["chain"], json!([full["backup_id"], inc["backup_id"]]));
+    assert_eq!(
+        report["chain"],
+        json!([full["backup_id"], inc["backup_id"]])
+    );
     let copy = TestServer::start_in(restored, |_| {}).await;
     let events = all_events(&copy).await;
     assert_eq!(events.len() as u64, inc_to);
-    assert_eq!(events[..], source[..inc_to as usize], "the same events at the same positions");
-    assert_eq!(copy.get("/api/v1/schemas").await.body, schemas, "the same state store");
+    assert_eq!(
+        events[..],
+        source[..inc_to as usize],
+        "the same events at the same positions"
+    );
+    assert_eq!(
+        copy.get("/api/v1/schemas").await.body,
+        schemas,
+        "the same state store"
+    );
     // The restored log goes on after the cut.
     let next = copy
         .post_json(
@@ -183,7 +208,12 @@ async fn an_online_chain_under_load_restores_the_same_events_positions_and_state
         )
         .await;
     assert_eq!(next.status, 200, "{}", next.body);
-    assert_eq!(next.body["position"].as_u64(), Some(inc_to + 1), "{}", next.body);
+    assert_eq!(
+        next.body["position"].as_u64(),
+        Some(inc_to + 1),
+        "{}",
+        next.body
+    );
     copy.stop().await;
 
     // Point in time: between the two cuts, by position and by time.
@@ -199,10 +229,17 @@ async fn an_online_chain_under_load_restores_the_same_events_positions_and_state
     assert_eq!(report["state_from"], full["backup_id"]);
     let copy = TestServer::start_in(pit, |_| {}).await;
     let events = all_events(&copy).await;
-    assert_eq!(events[..], source[..at as usize], "stops exactly at the position asked");
+    assert_eq!(
+        events[..],
+        source[..at as usize],
+        "stops exactly at the position asked"
+    );
     copy.stop().await;
 
-    let when = source[at as usize - 1]["timestamp"].as_str().unwrap().to_owned();
+    let when = source[at as usize - 1]["timestamp"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let pit = tempfile::tempdir().unwrap();
     let report = restore(
         target.path().to_str().unwrap(),
@@ -251,7 +288,13 @@ async fn an_online_chain_under_load_restores_the_same_events_positions_and_state
 
     // The CLI lists the chain.
     let (code, out, err) = cli(
-        &["list", "--from", target.path().to_str().unwrap(), "--output", "json"],
+        &[
+            "list",
+            "--from",
+            target.path().to_str().unwrap(),
+            "--output",
+            "json",
+        ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
@@ -300,11 +343,23 @@ async fn a_corrupted_file_fails_verify() {
     let problems = bad.body["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{}", bad.body);
     let name = victim.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(problems[0].as_str().unwrap().contains(&name), "{}", bad.body);
+    assert!(
+        problems[0].as_str().unwrap().contains(&name),
+        "{}",
+        bad.body
+    );
     server.stop().await;
 
     let (code, out, _) = cli(
-        &["verify", "--from", target.path().to_str().unwrap(), "--backup", id, "--output", "json"],
+        &[
+            "verify",
+            "--from",
+            target.path().to_str().unwrap(),
+            "--backup",
+            id,
+            "--output",
+            "json",
+        ],
         &[],
     );
     assert_eq!(code, 3, "{out}");
@@ -314,7 +369,13 @@ async fn a_corrupted_file_fails_verify() {
     let restored = tempfile::tempdir().unwrap();
     let dir = restored.path().join("data");
     let (code, _, err) = cli(
-        &["restore", "--from", target.path().to_str().unwrap(), "--data-dir", dir.to_str().unwrap()],
+        &[
+            "restore",
+            "--from",
+            target.path().to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 1);
@@ -326,15 +387,21 @@ async fn a_corrupted_file_fails_verify() {
 async fn the_routes_refuse_bad_requests_and_need_an_operator() {
     let target = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(settings(target.path())).await;
-    let bad = server.post_json("/api/v1/backups", &json!({"kind": "partial"})).await;
+    let bad = server
+        .post_json("/api/v1/backups", &json!({"kind": "partial"}))
+        .await;
     assert_problem(&bad, 400, "validation_failed");
-    let bad = server.post_json("/api/v1/backups", &json!({"kind": "full", "extra": 1})).await;
+    let bad = server
+        .post_json("/api/v1/backups", &json!({"kind": "full", "extra": 1}))
+        .await;
     assert_eq!(bad.status, 400, "{}", bad.body);
     let none = server
         .post_json("/api/v1/backups", &json!({"kind": "incremental"}))
         .await;
     assert_problem(&none, 409, "conflict");
-    let missing = server.get("/api/v1/backups/0193a1b2-0000-7000-8000-000000000000").await;
+    let missing = server
+        .get("/api/v1/backups/0193a1b2-0000-7000-8000-000000000000")
+        .await;
     assert_problem(&missing, 404, "not_found");
     let missing = server
         .post_json("/api/v1/backups/..%2F..%2Fetc/verify", &json!({}))
@@ -344,9 +411,16 @@ async fn the_routes_refuse_bad_requests_and_need_an_operator() {
 
     // Without a target: 409 naming the setting.
     let server = TestServer::start().await;
-    let refused = server.post_json("/api/v1/backups", &json!({"kind": "full"})).await;
+    let refused = server
+        .post_json("/api/v1/backups", &json!({"kind": "full"}))
+        .await;
     assert_problem(&refused, 409, "conflict");
-    assert!(refused.body["detail"].as_str().unwrap().contains("backup.target"));
+    assert!(
+        refused.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("backup.target")
+    );
     server.stop().await;
 
     // The memory backend has nothing durable to back up.
@@ -355,7 +429,9 @@ async fn the_routes_refuse_bad_requests_and_need_an_operator() {
         s.backup.target = "/nonexistent-backups".into();
     })
     .await;
-    let refused = server.post_json("/api/v1/backups", &json!({"kind": "full"})).await;
+    let refused = server
+        .post_json("/api/v1/backups", &json!({"kind": "full"}))
+        .await;
     assert_problem(&refused, 409, "conflict");
     server.stop().await;
 
@@ -414,7 +490,12 @@ async fn backups_go_to_an_s3_compatible_server_and_restore_from_it() {
     let client = reqwest::Client::new();
     let mut up = false;
     for _ in 0..200 {
-        if client.put(format!("{endpoint}/backups")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if client
+            .put(format!("{endpoint}/backups"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             up = true;
             break;
         }

@@ -54,9 +54,9 @@ pub use webhook_sender::{
     DestinationError, EventEncoder, Secret, SendError, WebhookRequest, WebhookSender,
 };
 
-#[cfg(any(test, feature = "mocks"))]
-pub use backup::{MockBackupSource, MockBackupTarget, MockRestoreSink};
 pub use backup::{
     BackupIoError, BackupSource, BackupTarget, NoProgress, Piece, PieceKind, Progress,
     RestorePoint, RestoreSink, StoreCut,
 };
+#[cfg(any(test, feature = "mocks"))]
+pub use backup::{MockBackupSource, MockBackupTarget, MockRestoreSink};

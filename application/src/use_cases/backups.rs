@@ -28,11 +28,11 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::ports::Clock;
 use crate::ports::backup::{
     BackupIoError, BackupSource, BackupTarget, NoProgress, Piece, PieceKind, Progress,
     RestorePoint, RestoreSink,
 };
-use crate::ports::Clock;
 use crate::tenancy::Caller;
 use crate::use_cases::FieldError;
 
@@ -303,17 +303,22 @@ fn checksum(files: &[BackupFile]) -> String {
     let digest = hasher.finalize();
     format!(
         "sha256:{}",
-        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     )
 }
 
 fn compress(raw: &[u8]) -> Result<Vec<u8>, BackupError> {
-    let mut encoder = zstd::Encoder::new(Vec::new(), ZSTD_LEVEL)
-        .map_err(|e| BackupError::Internal(e.into()))?;
+    let mut encoder =
+        zstd::Encoder::new(Vec::new(), ZSTD_LEVEL).map_err(|e| BackupError::Internal(e.into()))?;
     encoder
         .write_all(raw)
         .map_err(|e| BackupError::Internal(e.into()))?;
-    encoder.finish().map_err(|e| BackupError::Internal(e.into()))
+    encoder
+        .finish()
+        .map_err(|e| BackupError::Internal(e.into()))
 }
 
 /// Reads a stored file back and checks both digests; the content on success.
@@ -666,7 +671,9 @@ impl Backups {
                     if let Some(j) = jobs.get_mut(&id) {
                         j.state = BackupState::Failed;
                         j.error = Some(match &e {
-                            BackupError::Internal(_) => "internal error (see the server log)".into(),
+                            BackupError::Internal(_) => {
+                                "internal error (see the server log)".into()
+                            }
                             other => other.to_string(),
                         });
                     }

@@ -31,6 +31,10 @@ pub use audit::{
     AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,
     record_or_log,
 };
+pub use backups::{
+    BackupError, BackupKind, BackupManifest, BackupState, BackupView, Backups, RestoreReport,
+    StartBackupInput, VerifyReport,
+};
 pub use compaction::{Compaction, CompactionRequestError};
 pub use consumers::{
     CONSUMERS_NAMESPACE, ConsumerError, ConsumerView, Consumers, ConsumersDeps, DEFAULT_POLL_LIMIT,
@@ -60,8 +64,4 @@ pub use tenants::{
     CreateTenantInput, PurgeNamespaces, QuotaUsage, TENANT_CACHE_MILLIS, TENANTS_NAMESPACE,
     TenantError, TenantMembers, TenantStats, Tenants, USAGE_NAMESPACE, UpdateTenantInput,
     quota_limit,
-};
-pub use backups::{
-    BackupError, BackupKind, BackupManifest, BackupState, BackupView, Backups, RestoreReport,
-    StartBackupInput, VerifyReport,
 };

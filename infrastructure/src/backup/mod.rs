@@ -136,7 +136,12 @@ impl BackupSource for EmbeddedBackupSource {
                 next = entry.first_position;
             }
             if entry.first_position < next || entry.last_position > head {
-                index_pieces(&self.index, next, entry.last_position.min(head), &mut pieces);
+                index_pieces(
+                    &self.index,
+                    next,
+                    entry.last_position.min(head),
+                    &mut pieces,
+                );
             } else {
                 pieces.push((
                     events_piece(&self.index, entry.first_position, entry.last_position),
@@ -163,7 +168,9 @@ impl BackupSource for EmbeddedBackupSource {
         Ok(Box::new(EmbeddedCut {
             pieces,
             to_position: head.max(after),
-            to_timestamp: (head > 0).then(|| timestamp_at(&self.index, head)).flatten(),
+            to_timestamp: (head > 0)
+                .then(|| timestamp_at(&self.index, head))
+                .flatten(),
             index: Arc::clone(&self.index),
             state,
             _guard: guard,
@@ -275,7 +282,11 @@ impl BackupSource for StartingBackupSource {
 
 /// Checks an object path: `/`-separated names, none empty, `.` or `..`.
 fn object_path(path: &str) -> Result<&str, BackupIoError> {
-    if path.split('/').all(|c| !c.is_empty() && c != "." && c != "..") && !path.contains('\\') {
+    if path
+        .split('/')
+        .all(|c| !c.is_empty() && c != "." && c != "..")
+        && !path.contains('\\')
+    {
         Ok(path)
     } else {
         Err(internal(anyhow!("not an object path: {path:?}")))
@@ -446,7 +457,8 @@ impl EmbeddedRestore {
         {
             return Err(corrupt("its positions are not contiguous".into()));
         }
-        let name = crate::embedded::compaction::file_name(first.position.get(), last.position.get());
+        let name =
+            crate::embedded::compaction::file_name(first.position.get(), last.position.get());
         let path = parquet.join(&name);
         let bytes = if whole {
             fs::File::open(&tmp)?.sync_all()?;
@@ -465,7 +477,11 @@ impl EmbeddedRestore {
             bytes,
         });
         self.next = last.position.get() + 1;
-        Ok(Some((kept.len() as u64, last.position.get(), last.timestamp)))
+        Ok(Some((
+            kept.len() as u64,
+            last.position.get(),
+            last.timestamp,
+        )))
     }
 }
 
@@ -490,7 +506,8 @@ impl RestoreSink for EmbeddedRestore {
         point: RestorePoint,
     ) -> Result<Option<(u64, u64, DateTime<Utc>)>, BackupIoError> {
         // Offline work (the CLI's restore): plain blocking I/O.
-        self.write_events(piece, bytes, point).map_err(restore_error)
+        self.write_events(piece, bytes, point)
+            .map_err(restore_error)
     }
 
     async fn state(&mut self, bytes: Vec<u8>) -> Result<(), BackupIoError> {

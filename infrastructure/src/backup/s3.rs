@@ -138,10 +138,7 @@ mod tests {
 
     #[test]
     fn urls_name_a_bucket_and_a_prefix() {
-        assert_eq!(
-            parse_s3_url("s3://b/x/y/"),
-            Ok(("b".into(), "x/y".into()))
-        );
+        assert_eq!(parse_s3_url("s3://b/x/y/"), Ok(("b".into(), "x/y".into())));
         assert_eq!(parse_s3_url("s3://b"), Ok(("b".into(), String::new())));
         assert!(parse_s3_url("s3:///x").is_err());
         assert!(parse_s3_url("/srv/backups").is_err());

@@ -98,7 +98,13 @@ async fn a_chain_restores_the_same_events_positions_and_state() {
     let (store, state) = open(src.path());
     for k in 0..5 {
         state
-            .put(&tenant("default"), "things", &format!("k{k}"), json!({"k": k}), None)
+            .put(
+                &tenant("default"),
+                "things",
+                &format!("k{k}"),
+                json!({"k": k}),
+                None,
+            )
             .await
             .unwrap();
     }
@@ -110,7 +116,10 @@ async fn a_chain_restores_the_same_events_positions_and_state() {
         target.clone(),
         Arc::new(SystemClock),
     );
-    let full = b.create_now(BackupKind::Full, None, &NoProgress).await.unwrap();
+    let full = b
+        .create_now(BackupKind::Full, None, &NoProgress)
+        .await
+        .unwrap();
     assert_eq!(full.to_position, 150);
     let state_at_full = state_entries(state.as_ref()).await;
     state
@@ -122,7 +131,10 @@ async fn a_chain_restores_the_same_events_positions_and_state() {
         .create_now(BackupKind::Incremental, None, &NoProgress)
         .await
         .unwrap();
-    assert_eq!((inc.from_position, inc.to_position, inc.event_count), (151, 230, 80));
+    assert_eq!(
+        (inc.from_position, inc.to_position, inc.event_count),
+        (151, 230, 80)
+    );
     let source_events = everything(&store).await;
     let source_state = state_entries(state.as_ref()).await;
     store.shutdown().await.unwrap();
@@ -140,7 +152,10 @@ async fn a_chain_restores_the_same_events_positions_and_state() {
 
     // Point in time: stops at the position, with the state of the full backup.
     let dir = restored.path().join("pit");
-    assert_eq!(restore_into(&target, &dir, RestorePoint::Position(190)).await, 190);
+    assert_eq!(
+        restore_into(&target, &dir, RestorePoint::Position(190)).await,
+        190
+    );
     let (copy, copy_state) = open(&dir);
     assert_eq!(everything(&copy).await, source_events[..190].to_vec());
     assert_eq!(state_entries(copy_state.as_ref()).await, state_at_full);

@@ -29,7 +29,11 @@ pub fn routes() -> Routes {
         .post("/api/v1/backups", Requires(ManageTenants), start)
         .get("/api/v1/backups", Requires(ManageTenants), list)
         .get("/api/v1/backups/{id}", Requires(ManageTenants), one)
-        .post("/api/v1/backups/{id}/verify", Requires(ManageTenants), verify)
+        .post(
+            "/api/v1/backups/{id}/verify",
+            Requires(ManageTenants),
+            verify,
+        )
 }
 
 impl From<BackupError> for ApiError {
@@ -144,8 +148,7 @@ pub async fn start(
             },
         )
         .await?;
-    let mut response =
-        (StatusCode::ACCEPTED, Json(BackupResponse::from(&job))).into_response();
+    let mut response = (StatusCode::ACCEPTED, Json(BackupResponse::from(&job))).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/backups/{}", job.backup_id)) {
         response.headers_mut().insert(header::LOCATION, value);
     }

@@ -46,7 +46,8 @@ impl BackupTarget for MemTarget {
 }
 
 fn ts(position: u64) -> DateTime<Utc> {
-    Utc.timestamp_opt(1_700_000_000 + position as i64, 0).unwrap()
+    Utc.timestamp_opt(1_700_000_000 + position as i64, 0)
+        .unwrap()
 }
 
 /// A store of `head` events in pieces of 10, each piece's bytes naming its positions; the
@@ -141,7 +142,11 @@ impl RestoreSink for Recorder {
             }
         }
         let n = (self.positions.len() - before) as u64;
-        Ok(self.positions.last().filter(|_| n > 0).map(|&p| (n, p, ts(p))))
+        Ok(self
+            .positions
+            .last()
+            .filter(|_| n > 0)
+            .map(|&p| (n, p, ts(p))))
     }
     async fn state(&mut self, bytes: Vec<u8>) -> Result<(), BackupIoError> {
         self.state = Some(String::from_utf8(bytes).unwrap());
@@ -180,16 +185,29 @@ async fn a_chain_restores_every_event_once_with_the_newest_state() {
         .await
         .unwrap();
     assert_eq!(inc.since_backup.as_deref(), Some(full.backup_id.as_str()));
-    assert_eq!((inc.from_position, inc.to_position, inc.event_count), (26, 47, 22));
+    assert_eq!(
+        (inc.from_position, inc.to_position, inc.event_count),
+        (26, 47, 22)
+    );
 
     let mut sink = Recorder::default();
-    let report = restore(target.as_ref(), None, RestorePoint::Latest, false, &mut sink, &NoProgress)
-        .await
-        .unwrap();
+    let report = restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Latest,
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(sink.positions, (1..=47).collect::<Vec<_>>());
     assert_eq!(sink.state.as_deref(), Some("state@47"));
     assert!(sink.finished);
-    assert_eq!(report.chain, vec![full.backup_id.clone(), inc.backup_id.clone()]);
+    assert_eq!(
+        report.chain,
+        vec![full.backup_id.clone(), inc.backup_id.clone()]
+    );
     assert_eq!((report.events, report.to_position), (47, 47));
 }
 
@@ -198,40 +216,92 @@ async fn a_point_in_time_restore_stops_at_the_position_and_takes_an_older_state(
     let head = Arc::new(Mutex::new(25));
     let target = Arc::new(MemTarget::default());
     let b = backups(Arc::clone(&head), Arc::clone(&target));
-    let full = b.create_now(BackupKind::Full, None, &NoProgress).await.unwrap();
-    *head.lock() = 47;
-    b.create_now(BackupKind::Incremental, None, &NoProgress).await.unwrap();
-
-    let mut sink = Recorder::default();
-    let report = restore(target.as_ref(), None, RestorePoint::Position(33), false, &mut sink, &NoProgress)
+    let full = b
+        .create_now(BackupKind::Full, None, &NoProgress)
         .await
         .unwrap();
+    *head.lock() = 47;
+    b.create_now(BackupKind::Incremental, None, &NoProgress)
+        .await
+        .unwrap();
+
+    let mut sink = Recorder::default();
+    let report = restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Position(33),
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(sink.positions, (1..=33).collect::<Vec<_>>());
-    assert_eq!(sink.state.as_deref(), Some("state@25"), "the state of the full backup");
+    assert_eq!(
+        sink.state.as_deref(),
+        Some("state@25"),
+        "the state of the full backup"
+    );
     assert_eq!(report.state_from.as_deref(), Some(full.backup_id.as_str()));
 
     let mut sink = Recorder::default();
-    restore(target.as_ref(), None, RestorePoint::Time(ts(40)), false, &mut sink, &NoProgress)
-        .await
-        .unwrap();
+    restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Time(ts(40)),
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(sink.positions, (1..=40).collect::<Vec<_>>());
 
     // Before the full backup's cut: no state is that old.
     let mut sink = Recorder::default();
-    let refused = restore(target.as_ref(), None, RestorePoint::Position(10), false, &mut sink, &NoProgress).await;
-    assert!(matches!(refused, Err(BackupError::Conflict(_))), "{refused:?}");
+    let refused = restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Position(10),
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(BackupError::Conflict(_))),
+        "{refused:?}"
+    );
     assert!(!sink.finished);
     let mut sink = Recorder::default();
-    restore(target.as_ref(), None, RestorePoint::Position(10), true, &mut sink, &NoProgress)
-        .await
-        .unwrap();
+    restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Position(10),
+        true,
+        &mut sink,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
     assert_eq!(sink.positions, (1..=10).collect::<Vec<_>>());
     assert_eq!(sink.state, None);
 
     // Past the cut: refused, not silently shorter.
     let mut sink = Recorder::default();
-    let refused = restore(target.as_ref(), None, RestorePoint::Position(48), false, &mut sink, &NoProgress).await;
-    assert!(matches!(refused, Err(BackupError::Conflict(_))), "{refused:?}");
+    let refused = restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Position(48),
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(BackupError::Conflict(_))),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +309,10 @@ async fn a_damaged_file_fails_verify_and_restore() {
     let head = Arc::new(Mutex::new(15));
     let target = Arc::new(MemTarget::default());
     let b = backups(head, Arc::clone(&target));
-    let full = b.create_now(BackupKind::Full, None, &NoProgress).await.unwrap();
+    let full = b
+        .create_now(BackupKind::Full, None, &NoProgress)
+        .await
+        .unwrap();
     let clean = b.verify(&operator(), &full.backup_id).await.unwrap();
     assert!(clean.ok, "{clean:?}");
     assert_eq!(clean.files_checked, 3);
@@ -249,10 +322,24 @@ async fn a_damaged_file_fails_verify_and_restore() {
     let report = b.verify(&operator(), &full.backup_id).await.unwrap();
     assert!(!report.ok);
     assert_eq!(report.problems.len(), 1, "{report:?}");
-    assert!(report.problems[0].contains(&full.files[1].object), "{report:?}");
+    assert!(
+        report.problems[0].contains(&full.files[1].object),
+        "{report:?}"
+    );
     let mut sink = Recorder::default();
-    let refused = restore(target.as_ref(), None, RestorePoint::Latest, false, &mut sink, &NoProgress).await;
-    assert!(matches!(refused, Err(BackupError::Corrupt(_))), "{refused:?}");
+    let refused = restore(
+        target.as_ref(),
+        None,
+        RestorePoint::Latest,
+        false,
+        &mut sink,
+        &NoProgress,
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(BackupError::Corrupt(_))),
+        "{refused:?}"
+    );
     assert!(!sink.finished);
 }
 
@@ -290,7 +377,10 @@ async fn only_operators_and_valid_requests_start_backups() {
     let b = backups(Arc::new(Mutex::new(5)), Arc::new(MemTarget::default()));
     let tenant_admin = Caller::new(TenantId::parse("acme").unwrap());
     let refused = b.start(&tenant_admin, StartBackupInput::default()).await;
-    assert!(matches!(refused, Err(BackupError::Forbidden(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(BackupError::Forbidden(_))),
+        "{refused:?}"
+    );
     let refused = b.list(&tenant_admin).await;
     assert!(matches!(refused, Err(BackupError::Forbidden(_))));
     for (kind, since, field) in [
@@ -318,7 +408,10 @@ async fn only_operators_and_valid_requests_start_backups() {
             },
         )
         .await;
-    assert!(matches!(refused, Err(BackupError::Conflict(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(BackupError::Conflict(_))),
+        "{refused:?}"
+    );
     let missing = b.get(&operator(), "0000-nope").await;
     assert!(matches!(missing, Err(BackupError::NotFound(_))));
 }
@@ -329,7 +422,11 @@ async fn a_backend_without_backups_is_refused_before_any_job() {
     source
         .expect_head()
         .returning(|| Err(BackupIoError::Unsupported("postgres: use pg_dump".into())));
-    let b = Backups::new(Arc::new(source), Arc::new(MemTarget::default()), Arc::new(FixedClock));
+    let b = Backups::new(
+        Arc::new(source),
+        Arc::new(MemTarget::default()),
+        Arc::new(FixedClock),
+    );
     let refused = b
         .start(
             &operator(),
@@ -339,6 +436,9 @@ async fn a_backend_without_backups_is_refused_before_any_job() {
             },
         )
         .await;
-    assert!(matches!(refused, Err(BackupError::Conflict(ref m)) if m.contains("pg_dump")), "{refused:?}");
+    assert!(
+        matches!(refused, Err(BackupError::Conflict(ref m)) if m.contains("pg_dump")),
+        "{refused:?}"
+    );
     assert!(b.list(&operator()).await.unwrap().is_empty());
 }
