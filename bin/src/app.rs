@@ -103,6 +103,8 @@ struct Stores {
     feed: Arc<CommitFeed>,
     /// The embedded store's Parquet files, for the SQL engine.
     sealed: Arc<StartingSealedFiles>,
+    /// What backups cut, once the embedded store is recovered.
+    backup: Arc<allsource_infrastructure::backup::StartingBackupSource>,
 }
 
 /// The identity use cases over the (starting) state store, with auth on.
@@ -175,6 +177,7 @@ impl Application {
         let feed = Arc::new(CommitFeed::new(settings.realtime.feed_capacity));
         let as_port: Arc<dyn EventStore> = store.clone();
         let sealed = Arc::new(StartingSealedFiles::new());
+        let backup_source = crate::backup::starting_source(backend);
         let state_store = Arc::new(StartingStateStore::new());
         let projection_engine = Arc::new(ProjectionEngine::new(
             as_port.clone(),
@@ -351,6 +354,7 @@ impl Application {
             webhooks: webhooks.clone(),
             pipelines: pipelines.clone(),
             analytics: build_analytics(&settings, as_port.clone(), sealed.clone())?,
+            backups: crate::backup::backups(&settings, backup_source.clone())?,
         });
         let router = allsource_presentation::router(
             state,
@@ -395,6 +399,7 @@ impl Application {
                 audit: audit_log,
                 feed: feed.clone(),
                 sealed,
+                backup: backup_source,
             },
         ));
         Ok(Self {
@@ -775,7 +780,11 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
             let (events, state) = opened?;
             compactor = Arc::new(events.compactor());
             target.sealed.set(events.sealed_files());
-            (Arc::new(events), Arc::new(state))
+            let state = Arc::new(state);
+            target
+                .backup
+                .set(Arc::new(events.backup_source(state.clone())));
+            (Arc::new(events), state)
         }
         Backend::Postgres => {
             let config = PostgresConfig {

@@ -13,10 +13,12 @@
 //! - [`admin`]: `allsource admin ...`: the admin CLI over HTTP (tenants, users, keys, stats,
 //!   schemas, projections, consumers, backups, compaction, tail), and `create-user` (users
 //!   without HTTP, e.g. the first admin).
+//! - [`backup`]: `allsource backup create|list|verify|restore`, and the server's backup wiring.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod reload;
 pub mod settings;

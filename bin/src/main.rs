@@ -65,6 +65,10 @@ enum Command {
     /// stopped server's data dir or on PostgreSQL.
     #[command(subcommand, after_long_help = admin::ADMIN_HELP)]
     Admin(admin::AdminCommand),
+    /// Backups: create (of a stopped server's data dir), list, verify, restore (into a new
+    /// data dir). A running server backs up online through POST /api/v1/backups.
+    #[command(subcommand)]
+    Backup(allsource::backup::BackupCommand),
 }
 
 fn main() -> ExitCode {
@@ -87,8 +91,9 @@ fn main() -> ExitCode {
         ),
         Command::Repair { data_dir } => repair(data_dir),
         Command::Bench(args) => bench::run(args),
-        // The admin commands choose their own exit codes (see `allsource admin --help`).
+        // The admin and backup commands choose their own exit codes (see their --help).
         Command::Admin(command) => return admin::run(command),
+        Command::Backup(command) => return allsource::backup::run(command),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

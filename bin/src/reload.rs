@@ -146,6 +146,7 @@ pub fn compare(old: &Settings, new: &Settings) -> ReloadReport {
         ),
         (old.metrics.listen != new.metrics.listen, "metrics.listen"),
         (old.telemetry != new.telemetry, "telemetry.*"),
+        (old.backup != new.backup, "backup.*"),
         (old.dev != new.dev, "dev"),
     ];
     report.needs_restart = restart

@@ -48,6 +48,9 @@ pub struct Settings {
     /// `telemetry.*`: OpenTelemetry traces.
     #[serde(default)]
     pub telemetry: TelemetrySettings,
+    /// `backup.*`: where backups are written.
+    #[serde(default)]
+    pub backup: BackupSettings,
     /// Development mode: authentication off (once it exists), loud warning at start.
     #[serde(default)]
     pub dev: bool,
@@ -337,6 +340,55 @@ impl PipelineSettings {
             ),
         ];
         first_failure(&checks)
+    }
+}
+
+/// `backup.*`: where backups are written (`allsource backup`, `/api/v1/backups`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSettings {
+    /// `backup.target`: a directory path, or `s3://bucket/prefix` for an S3-compatible bucket.
+    /// Empty (the default): no target, and `POST /api/v1/backups` answers 409.
+    pub target: String,
+    /// `backup.s3_endpoint`: `http(s)://host:port` of an S3-compatible server (MinIO, Ceph,
+    /// moto); empty for AWS itself.
+    pub s3_endpoint: String,
+    /// `backup.s3_region`: the bucket's region; empty takes `AWS_REGION` (or `us-east-1`).
+    pub s3_region: String,
+    /// `backup.s3_access_key_id` and `backup.s3_secret_access_key`: credentials; empty takes
+    /// the standard `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables.
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    /// `backup.s3_allow_http`: allow a plain `http://` endpoint (a local test server).
+    pub s3_allow_http: bool,
+}
+
+impl BackupSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.target.starts_with("s3:") && !self.target.starts_with("s3://") {
+            return Err(SettingsError::new(
+                "backup.target",
+                "must be a directory path or s3://bucket/prefix",
+            ));
+        }
+        if self.target.starts_with("s3://")
+            && allsource_infrastructure::backup::s3::parse_s3_url(&self.target).is_err()
+        {
+            return Err(SettingsError::new(
+                "backup.target",
+                "an s3:// target names a bucket: s3://bucket/prefix",
+            ));
+        }
+        if !self.s3_endpoint.is_empty()
+            && !(self.s3_endpoint.starts_with("http://")
+                || self.s3_endpoint.starts_with("https://"))
+        {
+            return Err(SettingsError::new(
+                "backup.s3_endpoint",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1303,6 +1355,7 @@ impl Settings {
         self.analytics.validate()?;
         self.metrics.listen_addr()?;
         self.telemetry.otlp.validate()?;
+        self.backup.validate()?;
         Ok(())
     }
 

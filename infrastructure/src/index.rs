@@ -83,6 +83,21 @@ impl EventIndex {
         (inner.total_events, inner.total_entities)
     }
 
+    /// Every tenant's events with `after < position <= upto`, in position order (backups).
+    pub fn range_all(&self, after: u64, upto: u64) -> Vec<Arc<Event>> {
+        let inner = self.inner.read();
+        let mut out = Vec::new();
+        for t in inner.tenants.values() {
+            let start = t.log.partition_point(|e| e.position.get() <= after);
+            let end = t.log.partition_point(|e| e.position.get() <= upto);
+            if start < end {
+                out.extend_from_slice(&t.log[start..end]);
+            }
+        }
+        out.sort_unstable_by_key(|e| e.position.get());
+        out
+    }
+
     /// Starts planning a group of appends. Holds a read lock until dropped: drop it before
     /// [`publish`](Self::publish). Only the store's single writer may plan.
     pub fn planner(&self) -> GroupPlanner<'_> {

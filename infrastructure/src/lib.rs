@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod backup;
 pub mod cache;
 pub mod clock;
 pub mod embedded;

@@ -183,6 +183,8 @@ pub struct AppServices {
     /// Analytics, the query DSL and SQL (`/api/v1/analytics/*`, `/api/v1/query`,
     /// `/api/v1/sql`).
     pub analytics: Analytics,
+    /// Backups of the whole store (operators only).
+    pub backups: allsource_application::use_cases::Backups,
 }
 
 /// HTTP-level limits.

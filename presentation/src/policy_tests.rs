@@ -108,6 +108,9 @@ fn authenticated_app() -> (Router, Recorded) {
             webhooks: crate::tests::idle_webhooks(&store),
             pipelines: crate::tests::idle_pipelines(&store),
             analytics: crate::tests::idle_analytics(),
+            backups: allsource_application::use_cases::Backups::disabled(
+                "no backup target in these tests",
+            ),
             snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
             health: allsource_application::use_cases::Health::new("0", store),
             auth: AuthMode::Enabled(Arc::new(auth)),

@@ -483,6 +483,7 @@ impl Routes {
 
 /// Every route of the API: the tables of all handler modules.
 pub fn api_routes() -> Routes {
+    use crate::handlers::backups;
     use crate::handlers::{
         analytics, audit, auth, compaction, consumer_groups, consumers, entities, events, health,
         metrics, pipelines, policies, projections, replay, schemas, snapshots, stream, tenants,
@@ -509,6 +510,7 @@ pub fn api_routes() -> Routes {
         .merge(analytics::routes())
         .merge(metrics::routes())
         .merge(crate::handlers::docs::routes())
+        .merge(backups::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -167,6 +167,9 @@ fn app_with(store: MockEventStore, limits: AppendLimits, max_body_bytes: usize) 
             webhooks: idle_webhooks(&store),
             pipelines: idle_pipelines(&store),
             analytics: idle_analytics(),
+            backups: allsource_application::use_cases::Backups::disabled(
+                "no backup target in these tests",
+            ),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             projections: allsource_application::projections::Projections::new(
@@ -1752,6 +1755,9 @@ fn app_with_snapshots(store: MockEventStore, state: MockStateStore) -> Router {
             webhooks: idle_webhooks(&store),
             pipelines: idle_pipelines(&store),
             analytics: idle_analytics(),
+            backups: allsource_application::use_cases::Backups::disabled(
+                "no backup target in these tests",
+            ),
             health: allsource_application::use_cases::Health::new("9.9.9", Arc::clone(&store)),
             auth: crate::AuthMode::Disabled,
             snapshots: snapshots_with(Arc::clone(&store), state),

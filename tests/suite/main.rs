@@ -33,6 +33,8 @@
 //!   matrix over every route.
 //! - `openapi`: the OpenAPI document and docs page as served, and schemathesis fuzzing every
 //!   operation of a `--dev` server against the document.
+//! - `backup`: online backups under load, incremental chains, point-in-time restores by the
+//!   real binary, verification of a corrupted file, and a backup to a local S3 server (moto).
 //! - `webhooks`: webhook delivery to a real local receiver (signatures, order, retries,
 //!   failure, the delivery log, restarts), refused destinations, validation, tenant isolation.
 #![forbid(unsafe_code)]
@@ -40,6 +42,7 @@
 mod admin_cli;
 mod analytics;
 mod auth;
+mod backup;
 mod compaction;
 mod consumer_groups;
 mod contract;

@@ -693,6 +693,7 @@ impl Matrix {
                     clock.clone(),
                     allsource_application::analytics::AnalyticsConfig::default(),
                 ),
+                backups: allsource_application::use_cases::Backups::disabled("no backup target"),
             }),
             HttpLimits::default(),
         );

@@ -6,6 +6,7 @@
 //! [`failure`] maps the storage ports' failures into use-case errors, one way for all.
 
 pub mod audit;
+pub mod backup;
 pub mod clock;
 pub mod compactor;
 pub mod event_store;
@@ -52,3 +53,10 @@ pub use webhook_sender::MockWebhookSender;
 pub use webhook_sender::{
     DestinationError, EventEncoder, Secret, SendError, WebhookRequest, WebhookSender,
 };
+
+pub use backup::{
+    BackupIoError, BackupSource, BackupTarget, NoProgress, Piece, PieceKind, Progress,
+    RestorePoint, RestoreSink, StoreCut,
+};
+#[cfg(any(test, feature = "mocks"))]
+pub use backup::{MockBackupSource, MockBackupTarget, MockRestoreSink};

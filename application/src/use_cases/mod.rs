@@ -5,6 +5,7 @@
 mod admission;
 mod append;
 mod audit;
+pub mod backups;
 mod compaction;
 pub mod consumer_groups;
 mod consumers;
@@ -29,6 +30,10 @@ pub use append::{
 pub use audit::{
     AuditPage, AuditQueryError, AuditQueryInput, AuditTrail, DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT,
     record_or_log,
+};
+pub use backups::{
+    BackupError, BackupKind, BackupManifest, BackupState, BackupView, Backups, RestoreReport,
+    StartBackupInput, VerifyReport,
 };
 pub use compaction::{Compaction, CompactionRequestError};
 pub use consumers::{

@@ -286,6 +286,20 @@ impl Compaction {
         }
     }
 
+    /// The manifest's entries now and the Parquet directory, kept from deletion while the
+    /// guard lives (backups copy the files).
+    pub(crate) async fn backup_cut(
+        &self,
+    ) -> (
+        Vec<super::manifest::ParquetEntry>,
+        PathBuf,
+        tokio::sync::OwnedRwLockReadGuard<()>,
+    ) {
+        let guard = Arc::clone(&self.file_readers).read_owned().await;
+        let entries = self.manifest.lock().parquet.clone();
+        (entries, parquet_dir(&self.data_dir), guard)
+    }
+
     pub(crate) fn config(&self) -> &CompactionConfig {
         &self.config
     }

@@ -163,7 +163,7 @@ pub enum OpenError {
 }
 
 /// Syncs a directory, so that files created or renamed in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
@@ -474,6 +474,19 @@ impl EmbeddedStore {
     /// The sealed Parquet files, for the SQL engine to read directly.
     pub fn sealed_files(&self) -> Arc<dyn crate::sql::SealedFiles> {
         Arc::new(EmbeddedSealedFiles(Arc::clone(&self.compaction)))
+    }
+
+    /// What backups cut of this store, with `state` (this data dir's state store) copied
+    /// before each cut.
+    pub fn backup_source(
+        &self,
+        state: Arc<crate::state::FileStateStore>,
+    ) -> crate::backup::EmbeddedBackupSource {
+        crate::backup::EmbeddedBackupSource::new(
+            Arc::clone(&self.index),
+            Arc::clone(&self.compaction),
+            state,
+        )
     }
 
     /// The read side (for benchmarks and diagnostics).

@@ -89,6 +89,22 @@ pub fn write(path: &Path, events: &[Arc<Event>]) -> anyhow::Result<u64> {
     sink.finish()?.publish()
 }
 
+fn properties() -> anyhow::Result<WriterProperties> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build())
+}
+
+/// `events` as the bytes of a Parquet file like [`write`] writes (backups of the unsealed tail).
+pub fn encode(events: &[Arc<Event>]) -> anyhow::Result<Vec<u8>> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema(), Some(properties()?))?;
+    for chunk in events.chunks(ROW_GROUP_ROWS) {
+        writer.write(&batch_of(chunk)?)?;
+    }
+    Ok(writer.into_inner()?)
+}
+
 /// A Parquet file being written in pieces (compaction streams several files into one), to a
 /// temp file next to its final path.
 pub struct ParquetSink {
@@ -103,11 +119,7 @@ impl ParquetSink {
         let tmp = path.with_extension("parquet.tmp");
         let file =
             File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let writer = ArrowWriter::try_new(file, schema(), Some(props))?;
+        let writer = ArrowWriter::try_new(file, schema(), Some(properties()?))?;
         Ok(Self {
             path: path.to_path_buf(),
             tmp,

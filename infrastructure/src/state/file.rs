@@ -153,6 +153,20 @@ impl FileStateStore {
         })
     }
 
+    /// The bytes of the log as they are now: whole records only (taken under the writers'
+    /// lock), a state the store was in. Backups copy it.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn backup_copy(&self) -> anyhow::Result<Vec<u8>> {
+        let log = self.log.lock();
+        let path = log.dir.join(LOG_NAME);
+        fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+    }
+
+    /// The name of the log file in its directory (restores write it).
+    pub const LOG_FILE: &'static str = LOG_NAME;
+
     /// Makes writes to `namespaces` relaxed: not synced on their own (see the module docs).
     /// Only for state that can be rebuilt from events.
     #[must_use]

@@ -211,6 +211,9 @@ mod tests {
                 webhooks: crate::tests::idle_webhooks(&store),
                 pipelines: crate::tests::idle_pipelines(&store),
                 analytics: crate::tests::idle_analytics(),
+                backups: allsource_application::use_cases::Backups::disabled(
+                    "no backup target in these tests",
+                ),
                 snapshots: crate::tests::quiet_snapshots(Arc::clone(&store)),
                 health: allsource_application::use_cases::Health::new("9.9.9", store),
                 auth: crate::AuthMode::Disabled,

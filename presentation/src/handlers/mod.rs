@@ -26,6 +26,7 @@
 pub mod analytics;
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod compaction;
 pub mod consumer_groups;
 pub mod consumers;
