@@ -379,10 +379,9 @@ impl BackupSettings {
                 "an s3:// target names a bucket: s3://bucket/prefix",
             ));
         }
-        if !self.s3_endpoint.is_empty()
-            && !(self.s3_endpoint.starts_with("http://")
-                || self.s3_endpoint.starts_with("https://"))
-        {
+        let endpoint = &self.s3_endpoint;
+        let is_url = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+        if !endpoint.is_empty() && !is_url {
             return Err(SettingsError::new(
                 "backup.s3_endpoint",
                 "must be an http:// or https:// URL",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use allsource_application::ports::{EventQuery, EventStore, NoProgress, StateStore};
 use allsource_application::use_cases::backups::{self, BackupKind, Backups};
-use allsource_domain::{EntityId, Event, EventType, ProposedEvent, TenantId};
+use allsource_domain::{EntityId, Event, EventId, EventType, ProposedEvent, TenantId};
 use serde_json::json;
 use serde_json::value::RawValue;
 
@@ -36,7 +36,7 @@ async fn append(store: &EmbeddedStore, from: usize, to: usize) {
     for i in from..to {
         let t = tenant(if i % 3 == 0 { "other" } else { "default" });
         let event = ProposedEvent {
-            id: None,
+            id: EventId::generate(),
             entity_id: EntityId::parse(&format!("e{}", i % 7)).unwrap(),
             event_type: EventType::parse("thing.happened").unwrap(),
             payload: RawValue::from_string(format!("{{\"n\":{i}}}")).unwrap(),

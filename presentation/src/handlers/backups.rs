@@ -34,11 +34,15 @@ pub fn routes() -> Routes {
             start,
         )
         .add(
-            Route::get("/api/v1/backups", Requires(ManageTenants)).summary("The backups"),
+            Route::get("/api/v1/backups", Requires(ManageTenants))
+                .summary("The backups")
+                .problems(&[409]),
             list,
         )
         .add(
-            Route::get("/api/v1/backups/{id}", Requires(ManageTenants)).summary("One backup"),
+            Route::get("/api/v1/backups/{id}", Requires(ManageTenants))
+                .summary("One backup")
+                .problems(&[409]),
             one,
         )
         .add(
