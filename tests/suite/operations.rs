@@ -66,6 +66,21 @@ async fn scrape(client: &reqwest::Client, base: &str) -> (u16, String, String) {
     (status, content_type, response.text().await.expect("body"))
 }
 
+/// The stored event an append's receipt names.
+async fn stored_event(client: &reqwest::Client, base: &str, receipt: &Value) -> Value {
+    let id = receipt["event_id"]
+        .as_str()
+        .expect("a receipt has an event id");
+    client
+        .get(format!("{base}/api/v1/events/{id}"))
+        .send()
+        .await
+        .expect("read the event")
+        .json()
+        .await
+        .expect("an event document")
+}
+
 async fn append(client: &reqwest::Client, base: &str, body: Value) -> u16 {
     client
         .post(format!("{base}/api/v1/events"))
@@ -405,18 +420,7 @@ async fn a_traceparent_continues_its_trace_is_returned_stored_and_exported_over_
     let receipt: Value = response.json().await.unwrap();
 
     // The event carries the request's trace context; a client's own traceparent is kept.
-    let event: Value = client
-        .get(format!(
-            "{}/api/v1/events/{}",
-            server.base,
-            receipt["event_id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event: Value = stored_event(&client, &server.base, &receipt).await;
     assert_eq!(
         event["metadata"]["traceparent"],
         returned.as_str(),
@@ -431,18 +435,7 @@ async fn a_traceparent_continues_its_trace_is_returned_stored_and_exported_over_
         .await
         .unwrap();
     let receipt: Value = response.json().await.unwrap();
-    let event: Value = client
-        .get(format!(
-            "{}/api/v1/events/{}",
-            server.base,
-            receipt["event_id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let event: Value = stored_event(&client, &server.base, &receipt).await;
     assert_eq!(event["metadata"], json!({"traceparent": own, "k": 1}));
 
     // The receiver gets the request span (a child of the caller's), the use case's span under
