@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use allsource_application::analytics::{Analytics, AnalyticsConfig};
-use allsource_application::observability::{Lag, LagProbe};
+use allsource_application::observability::{Lag, LagProbe, LagSources};
 use allsource_application::pipelines::{PipelineConfig, PipelineDeps, Pipelines, ReadLookups};
 use allsource_application::ports::{AuditLog, RateLimiter};
 use allsource_application::ports::{Clock, Compactor, EventStore, NoCompaction, StateStore};
@@ -322,6 +322,14 @@ impl Application {
                 },
             },
         );
+        let consumers = Consumers::new(ConsumersDeps {
+            store: as_port.clone(),
+            state: state_port.clone(),
+            feed: feed.clone(),
+            audit: audit_log.clone(),
+            clock: Arc::new(SystemClock),
+            quotas: quota_gate(tenancy.tenants.as_ref()),
+        });
         let state = AppState::from(allsource_presentation::AppServices {
             append,
             reads,
@@ -341,14 +349,7 @@ impl Application {
             audit: AuditTrail::new(audit_log.clone()),
             policies: policies.clone(),
             admission: Admission::for_tenants(tenancy.tenants.clone(), tenancy.rate_limiter),
-            consumers: Consumers::new(ConsumersDeps {
-                store: as_port.clone(),
-                state: state_port.clone(),
-                feed: feed.clone(),
-                audit: audit_log.clone(),
-                clock: Arc::new(SystemClock),
-                quotas: quota_gate(tenancy.tenants.as_ref()),
-            }),
+            consumers: consumers.clone(),
             tenants: tenancy.tenants,
             consumer_groups: consumer_groups.clone(),
             webhooks: webhooks.clone(),
@@ -366,7 +367,13 @@ impl Application {
             },
         );
         let metrics = metrics_handle.map(|handle| {
-            let lags = LagProbe::new(projection_engine.clone(), pipelines.clone());
+            let lags = LagProbe::new(LagSources {
+                projections: projection_engine.clone(),
+                pipelines: pipelines.clone(),
+                consumers: consumers.clone(),
+                consumer_groups: consumer_groups.clone(),
+                tenants: tenants.clone(),
+            });
             MetricsEndpoint::new(handle, settings.metrics.public, vec![lag_collector(lags)])
         });
         let router = match &metrics {
@@ -571,6 +578,11 @@ fn lag_collector(lags: LagProbe) -> Collector {
         Box::pin(async move {
             set_lag("allsource_projection_lag_events", lags.projections().await);
             set_lag("allsource_pipeline_lag_events", lags.pipelines().await);
+            set_lag("allsource_consumer_lag_events", lags.consumers().await);
+            set_lag(
+                "allsource_consumer_group_lag_events",
+                lags.consumer_groups().await,
+            );
         })
     })
 }

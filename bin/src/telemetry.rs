@@ -260,6 +260,14 @@ fn describe_metrics() {
         "Matching events after the checkpoints of the pipelines running here (stat: max, sum, count)"
     );
     describe_gauge!(
+        "allsource_consumer_lag_events",
+        "Positions between each tenant's head and its consumers' cursors (stat: max, sum, count)"
+    );
+    describe_gauge!(
+        "allsource_consumer_group_lag_events",
+        "Positions between each tenant's head and its consumer groups' committed positions (stat: max, sum, count)"
+    );
+    describe_gauge!(
         "allsource_build_info",
         "Always 1; the labels say which build runs"
     );

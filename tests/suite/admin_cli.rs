@@ -2,7 +2,8 @@
 //! (in process, on port 0), for every command group: what it prints in table and json form,
 //! what it changes on the server, and its exit codes for a server that is down, a refused or
 //! missing credential, an unknown resource and a conflict. `tail` follows appends made while
-//! it runs. (`admin backups` is left to the backup routes' own tests.)
+//! it runs. `admin backups` creates, lists, shows and verifies backups of a server with a
+//! backup target (restoring is offline: `tests/suite/backup.rs`).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -779,6 +780,159 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     .ok()
     .json();
     assert!(triggered.get("compacted").is_some(), "{triggered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_are_created_listed_shown_and_verified() {
+    binary();
+    let target = tempfile::tempdir().expect("temp dir");
+    let target_path = target.path().to_str().expect("utf-8 path").to_owned();
+    let server = TestServer::start_with(move |s| s.backup.target = target_path).await;
+    let base = server.base.clone();
+    for n in 1..=5 {
+        append(&server, &format!("order-{}", n % 2), "order.placed", n).await;
+    }
+
+    // Without --wait: the running job at once (202), or already finished.
+    let started = admin(
+        &base,
+        None,
+        &["backups", "create", "--output", "json"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    let full = started["backup_id"].as_str().expect("an id").to_owned();
+    assert_eq!(started["kind"], "full", "{started}");
+    assert!(
+        ["running", "completed"].contains(&started["state"].as_str().unwrap_or("")),
+        "{started}"
+    );
+    // Show until it has completed.
+    let mut shown = Value::Null;
+    for _ in 0..300 {
+        shown = admin(
+            &base,
+            None,
+            &["backups", "show", &full, "--output", "json"],
+            None,
+        )
+        .await
+        .ok()
+        .json();
+        if shown["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown["state"], "completed", "{shown}");
+    assert_eq!(shown["to_position"], 5, "{shown}");
+    assert_eq!(shown["event_count"], 5, "{shown}");
+
+    // With --wait: the finished backup; an incremental one continues the full one.
+    append(&server, "order-9", "order.paid", 6).await;
+    let incremental = admin(
+        &base,
+        None,
+        &[
+            "backups",
+            "create",
+            "--kind",
+            "incremental",
+            "--wait",
+            "--output",
+            "json",
+        ],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(incremental["state"], "completed", "{incremental}");
+    assert_eq!(incremental["since_backup"], full.as_str(), "{incremental}");
+    assert_eq!(incremental["from_position"], 6, "{incremental}");
+    assert_eq!(incremental["to_position"], 6, "{incremental}");
+    let incremental_id = incremental["backup_id"].as_str().expect("an id").to_owned();
+
+    // The list, as JSON and as a table.
+    let listed = admin(&base, None, &["backups", "list", "--output", "json"], None)
+        .await
+        .ok()
+        .json();
+    assert_eq!(listed["total"], 2, "{listed}");
+    let ids: Vec<&str> = listed["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .filter_map(|b| b["backup_id"].as_str())
+        .collect();
+    assert_eq!(ids, [full.as_str(), incremental_id.as_str()], "{listed}");
+    let table = admin(&base, None, &["backups", "list"], None).await.ok();
+    let header = table.stdout.lines().next().unwrap_or("");
+    assert!(
+        header.starts_with("ID") && header.contains("STATE") && header.contains("EVENTS"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&full) && l.contains(" full ") && l.contains(" completed ")),
+        "{}",
+        table.stdout
+    );
+
+    // Verify: intact, then with a flipped byte (exit 1, the problem printed).
+    let report = admin(
+        &base,
+        None,
+        &["backups", "verify", &full, "--output", "json"],
+        None,
+    )
+    .await
+    .ok()
+    .json();
+    assert_eq!(report["ok"], true, "{report}");
+    let victim = std::fs::read_dir(target.path().join(&full))
+        .expect("the backup's directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().contains("events-"))
+        .expect("an events file");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&victim, bytes).expect("write");
+    let damaged = admin(
+        &base,
+        None,
+        &["backups", "verify", &full, "--output", "json"],
+        None,
+    )
+    .await;
+    assert_eq!(damaged.code, 1, "stderr: {}", damaged.stderr);
+    assert_eq!(damaged.json()["ok"], false, "{}", damaged.stdout);
+    assert!(damaged.stderr.contains("damaged"), "{}", damaged.stderr);
+
+    // Unknown backup (5), a full backup with a base (usage, 2).
+    let unknown = admin(&base, None, &["backups", "show", "no-such-backup"], None).await;
+    assert_eq!(unknown.code, 5, "stderr: {}", unknown.stderr);
+    let usage = admin(
+        &base,
+        None,
+        &[
+            "backups",
+            "create",
+            "--kind",
+            "full",
+            "--since-backup",
+            &full,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(usage.code, 2, "stderr: {}", usage.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

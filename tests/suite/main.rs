@@ -33,6 +33,8 @@
 //!   matrix over every route.
 //! - `openapi`: the OpenAPI document and docs page as served, and schemathesis fuzzing every
 //!   operation of a `--dev` server against the document.
+//! - `browser`: the docs page rendered by headless Chromium (operations shown, no script
+//!   error, a screenshot kept as an artifact).
 //! - `backup`: online backups under load, incremental chains, point-in-time restores by the
 //!   real binary, verification of a corrupted file, and a backup to a local S3 server (moto).
 //! - `webhooks`: webhook delivery to a real local receiver (signatures, order, retries,
@@ -43,6 +45,7 @@ mod admin_cli;
 mod analytics;
 mod auth;
 mod backup;
+mod browser;
 mod compaction;
 mod consumer_groups;
 mod contract;

@@ -140,6 +140,31 @@ async fn the_scrape_after_a_known_workload_has_the_expected_values_and_passes_pr
         .unwrap()
         .status();
     assert_eq!(stream, 200);
+    // A consumer at position 10 and a group that starts after 12, of 15 events.
+    let consumer = client
+        .post(format!("{base}/api/v1/consumers"))
+        .json(&json!({"consumer_id": "billing"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(consumer, 200);
+    let ack = client
+        .post(format!("{base}/api/v1/consumers/billing/ack"))
+        .json(&json!({"position": 10}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(ack, 200);
+    let group = client
+        .post(format!("{base}/api/v1/consumer-groups"))
+        .json(&json!({"group": "workers", "start_position": 12}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(group, 201);
 
     let (status, content_type, text) = scrape(&client, base).await;
     assert_eq!(status, 200, "{text}");
@@ -231,6 +256,16 @@ async fn the_scrape_after_a_known_workload_has_the_expected_values_and_passes_pr
         1.0
     );
     assert_eq!(value("allsource_projection_lag_events", "stat=count"), 0.0);
+    assert_eq!(value("allsource_consumer_lag_events", "stat=count"), 1.0);
+    assert_eq!(value("allsource_consumer_lag_events", "stat=max"), 5.0);
+    assert_eq!(
+        value("allsource_consumer_group_lag_events", "stat=count"),
+        1.0
+    );
+    assert_eq!(
+        value("allsource_consumer_group_lag_events", "stat=sum"),
+        3.0
+    );
     assert!(
         text.contains("# HELP allsource_http_requests_total"),
         "{text}"

@@ -2,11 +2,16 @@
 //! (`full`, or `incremental` since an earlier backup; the server answers 202 with the job),
 //! list them, show one, and verify one (the server re-reads it and checks every digest).
 //! Restoring is offline, into a data dir: `allsource backup restore` (see docs/OPERATIONS.md).
+//!
+//! For scripts: `create --wait` returns when the job has finished (exit 1 if it failed), and
+//! `verify` exits 1 when the backup is damaged (the report is printed either way).
+
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::client::{CliError, Client, Conn, EXIT_CODES_HELP};
+use super::client::{Answer, CliError, Client, Conn, EXIT_CODES_HELP};
 use super::emit;
 use super::output::{OBJECT, View, col};
 
@@ -14,7 +19,7 @@ use super::output::{OBJECT, View, col};
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES_HELP, after_long_help = concat!("\
 Examples:
-  allsource admin backups create
+  allsource admin backups create --wait
   allsource admin backups create --kind incremental --since-backup BACKUP_ID
   allsource admin backups list
   allsource admin backups show BACKUP_ID
@@ -42,8 +47,21 @@ pub enum BackupsCommand {
         /// For an incremental backup: the backup it continues (default: the server's choice).
         #[arg(long, value_name = "BACKUP_ID")]
         since_backup: Option<String>,
+        /// Wait until the backup has completed (exit 1 if it failed) and print it then,
+        /// instead of printing the running job at once.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: how long to wait at most, in seconds (exit 1 past it; the backup goes
+        /// on on the server).
+        #[arg(
+            long,
+            value_name = "SECONDS",
+            default_value_t = 3600,
+            requires = "wait"
+        )]
+        wait_timeout: u64,
     },
-    /// Re-read a backup and check every file's digest
+    /// Re-read a backup and check every file's digest (exit 1 when a problem is found)
     Verify { id: String },
 }
 
@@ -108,20 +126,81 @@ pub async fn run(client: &Client, command: BackupsCommand) -> Result<(), CliErro
         BackupsCommand::Show { id } => {
             emit(client, &client.get(&["backups", &id], &[]).await?, OBJECT)
         }
-        BackupsCommand::Create { kind, since_backup } => {
+        BackupsCommand::Create {
+            kind,
+            since_backup,
+            wait,
+            wait_timeout,
+        } => {
             let body = create_body(kind, since_backup.as_deref())?;
-            emit(
-                client,
-                &client.post(&["backups"], Some(&body)).await?,
-                OBJECT,
-            )
+            let started = client.post(&["backups"], Some(&body)).await?;
+            if !wait {
+                return emit(client, &started, OBJECT);
+            }
+            let id = started
+                .body
+                .get("backup_id")
+                .and_then(Value::as_str)
+                .ok_or_else(|| CliError::Other("the server's answer names no backup_id".into()))?
+                .to_owned();
+            let finished =
+                wait_for(client, &id, started, Duration::from_secs(wait_timeout)).await?;
+            emit(client, &finished, OBJECT)?;
+            match state_of(&finished) {
+                "completed" => Ok(()),
+                _ => Err(CliError::Other(format!(
+                    "backup {id} failed: {}",
+                    finished
+                        .body
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given")
+                ))),
+            }
         }
-        BackupsCommand::Verify { id } => emit(
-            client,
-            &client.post(&["backups", &id, "verify"], None).await?,
-            OBJECT,
-        ),
+        BackupsCommand::Verify { id } => {
+            let report = client.post(&["backups", &id, "verify"], None).await?;
+            emit(client, &report, OBJECT)?;
+            match report.body.get("ok").and_then(Value::as_bool) {
+                Some(true) => Ok(()),
+                _ => Err(CliError::Other(format!(
+                    "backup {id} is damaged: see its problems above"
+                ))),
+            }
+        }
     }
+}
+
+fn state_of(answer: &Answer) -> &str {
+    answer
+        .body
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Polls the backup until it is no longer `running`; its last answer.
+async fn wait_for(
+    client: &Client,
+    id: &str,
+    mut answer: Answer,
+    timeout: Duration,
+) -> Result<Answer, CliError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    while state_of(&answer) == "running" {
+        if started.elapsed() > timeout {
+            return Err(CliError::Other(format!(
+                "backup {id} still running after {}s (it goes on on the server: \
+                 `allsource admin backups show {id}`)",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+        answer = client.get(&["backups", id], &[]).await?;
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -565,6 +565,20 @@ impl ConsumerGroups {
         }
     }
 
+    /// The committed position of each live group of `tenant` (for the lag metrics: cheap,
+    /// no event is read).
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub async fn committed_positions(&self, tenant: &TenantId) -> Result<Vec<u64>, GroupError> {
+        Ok(self
+            .entries(tenant)
+            .await?
+            .into_iter()
+            .map(|(_, record)| record.committed)
+            .collect())
+    }
+
     /// The caller's tenant's groups, by name.
     ///
     /// # Errors
