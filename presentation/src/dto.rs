@@ -484,6 +484,21 @@ impl<'a> From<&'a StoreStats> for StatsResponse<'a> {
     }
 }
 
+/// `{"id", "deleted": true}`: the answer of a deletion.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeletedResponse<'a> {
+    pub id: &'a str,
+    /// Always `true`.
+    #[schema(schema_with = crate::openapi::always_true)]
+    pub deleted: bool,
+}
+
+impl<'a> DeletedResponse<'a> {
+    pub fn new(id: &'a str) -> Self {
+        Self { id, deleted: true }
+    }
+}
+
 /// `GET /health`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthResponse {

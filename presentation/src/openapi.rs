@@ -14,8 +14,11 @@
 //! - **security**: routes that are not public accept a bearer token (a JWT or an API key) or an
 //!   `X-API-Key` header.
 //! - **bodies, answers, query parameters**: the types declared with [`Route::body`],
-//!   [`Route::returns`] and [`Route::params`] (`utoipa::ToSchema` / `IntoParams` derives); an
-//!   undeclared body is any JSON object, an undeclared answer any JSON value.
+//!   [`Route::returns`] and [`Route::params`] (`utoipa::ToSchema` / `IntoParams` derives),
+//!   mostly derived on the very types the handlers read and write, so the document cannot
+//!   drift from the code. A JSON answer that really is arbitrary JSON is declared so
+//!   ([`Route::returns_any_json`]). A test refuses a route that reads a JSON body or answers
+//!   JSON without declaring its type (undeclared, they would be any JSON object or value).
 //! - **problem answers** (`application/problem+json`, the one [`Problem`] schema), derived from
 //!   the declaration: `400` always (a route refuses unknown query parameters), `500` and `503`
 //!   always, `401`/`403` unless public, `429` unless never limited, `404` when a path parameter
@@ -40,7 +43,7 @@ use utoipa::openapi::{
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::access::Access;
-use crate::routes::{Route, Verb, served_routes};
+use crate::routes::{Answer, Route, Verb, served_routes};
 use allsource_application::use_cases::RequestKind;
 
 /// The user's API reference: each route's section is its operation's description.
@@ -215,12 +218,14 @@ fn operation(
     }
 
     let success_schema = match doc.response {
-        Some(response) => component(response, schemas),
-        None => any_value(),
+        Answer::Typed(response) => component(response, schemas),
+        // Text, a page, an asset, a stream of events: not JSON.
+        Answer::Undeclared if !doc.media_type.contains("json") => string_schema(),
+        Answer::Undeclared | Answer::AnyJson => any_value(),
     };
     for status in doc.success {
         let mut response = ResponseBuilder::new().description(success_description(*status));
-        if *status != 204 {
+        if has_content(*status) {
             response = response.content(
                 doc.media_type,
                 ContentBuilder::new()
@@ -295,6 +300,15 @@ pub fn any_object() -> RefOr<Schema> {
     ))
 }
 
+/// A list of JSON objects, each of any members (rows of a query's answer).
+pub fn list_of_objects() -> RefOr<Schema> {
+    RefOr::T(Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(any_object())
+            .build(),
+    ))
+}
+
 /// A JSON object or `null` (an event's `metadata`).
 pub fn object_or_null() -> RefOr<Schema> {
     RefOr::T(Schema::Object(
@@ -319,6 +333,149 @@ pub fn expected_version() -> RefOr<Schema> {
                     .schema_type(Type::Integer)
                     .minimum(Some(0)),
             )
+            .build(),
+    ))
+}
+
+/// A string, one of `values` (the names the domain gives a closed set of values); with
+/// `nullable`, `null` too (`#[schema(schema_with = ..)]` of a field).
+pub fn string_enum<'a>(values: impl IntoIterator<Item = &'a str>, nullable: bool) -> RefOr<Schema> {
+    let mut items: Vec<serde_json::Value> = values.into_iter().map(Into::into).collect();
+    let schema_type = if nullable {
+        items.push(serde_json::Value::Null);
+        SchemaType::Array(vec![Type::String, Type::Null])
+    } else {
+        SchemaType::Type(Type::String)
+    };
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(schema_type)
+            .enum_values(Some(items))
+            .build(),
+    ))
+}
+
+/// A name of consumers, consumer groups, their members and pipelines: 1–128 of
+/// `A-Z a-z 0-9 . _ : -`.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._:-]{1,128}$";
+/// An event type (also a schema subject): 1–128 of `A-Z a-z 0-9 . _ -`, no leading or trailing
+/// `.`, no `..`.
+pub const EVENT_TYPE_PATTERN: &str = "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$";
+/// An event-type filter: a type, `type.*` or `*`.
+pub const TYPE_FILTER_PATTERN: &str = "^(\\*|[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.\\*)?)$";
+
+/// A string matching `pattern`, at most `max_length` characters; with `nullable`, `null` too.
+pub fn pattern_string(pattern: &str, max_length: usize, nullable: bool) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(if nullable {
+                SchemaType::Array(vec![Type::String, Type::Null])
+            } else {
+                SchemaType::Type(Type::String)
+            })
+            .pattern(Some(pattern))
+            .max_length(Some(max_length))
+            .build(),
+    ))
+}
+
+/// A name ([`NAME_PATTERN`]).
+pub fn name() -> RefOr<Schema> {
+    pattern_string(NAME_PATTERN, 128, false)
+}
+
+/// A name ([`NAME_PATTERN`]) or `null`.
+pub fn name_or_null() -> RefOr<Schema> {
+    pattern_string(NAME_PATTERN, 128, true)
+}
+
+/// An event type ([`EVENT_TYPE_PATTERN`]).
+pub fn event_type() -> RefOr<Schema> {
+    pattern_string(EVENT_TYPE_PATTERN, 128, false)
+}
+
+/// An event type ([`EVENT_TYPE_PATTERN`]) or `null`.
+pub fn event_type_or_null() -> RefOr<Schema> {
+    pattern_string(EVENT_TYPE_PATTERN, 128, true)
+}
+
+/// At most 100 event-type filters ([`TYPE_FILTER_PATTERN`]); `[]` matches every type. With
+/// `nullable`, `null` too (the default).
+fn filters(nullable: bool) -> RefOr<Schema> {
+    RefOr::T(Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .schema_type(if nullable {
+                SchemaType::Array(vec![Type::Array, Type::Null])
+            } else {
+                SchemaType::Type(Type::Array)
+            })
+            .items(pattern_string(TYPE_FILTER_PATTERN, 130, false))
+            .max_items(Some(100))
+            .build(),
+    ))
+}
+
+/// Event-type filters (see [`filters`]).
+pub fn type_filters() -> RefOr<Schema> {
+    filters(false)
+}
+
+/// Event-type filters or `null` (see [`filters`]).
+pub fn type_filters_or_null() -> RefOr<Schema> {
+    filters(true)
+}
+
+/// An RFC 3339 time, or `null`.
+pub fn time_or_null() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::String, Type::Null]))
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .build(),
+    ))
+}
+
+/// A list of strings, each one of `values`.
+pub fn string_enum_list<'a>(values: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    RefOr::T(Schema::Array(
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(string_enum(values, false))
+            .build(),
+    ))
+}
+
+/// Always `true` (`"deleted": true`).
+pub fn always_true() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(Type::Boolean)
+            .enum_values(Some([true]))
+            .build(),
+    ))
+}
+
+/// A JSON object or array (a DSL condition is an array; some members take either).
+pub fn object_or_array() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![Type::Object, Type::Array]))
+            .build(),
+    ))
+}
+
+/// Any JSON value but `null`.
+pub fn any_but_null() -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Array(vec![
+                Type::Object,
+                Type::Array,
+                Type::String,
+                Type::Number,
+                Type::Boolean,
+            ]))
             .build(),
     ))
 }
@@ -348,8 +505,14 @@ pub fn problem_statuses(route: &Route) -> BTreeSet<u16> {
     statuses
 }
 
+/// Whether a success answer of this status has a body (`204` and `101` have none).
+pub fn has_content(status: u16) -> bool {
+    !matches!(status, 101 | 204)
+}
+
 fn success_description(status: u16) -> &'static str {
     match status {
+        101 => "Switching protocols: the connection is upgraded (a WebSocket).",
         201 => "Created.",
         202 => "Accepted: a job was started.",
         204 => "Done; no content.",
@@ -587,6 +750,88 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_json_body_and_every_json_answer_declares_its_type() {
+        let mut untyped = Vec::new();
+        for route in served_routes() {
+            let name = format!("{} {}", route.verb.as_str(), route.path);
+            if route.doc.takes_body && route.doc.body.is_none() {
+                untyped.push(format!(
+                    "{name} reads a JSON body but declares no type: add `.body::<T>()` with \
+                     `T` the request struct the handler deserializes (derive `utoipa::ToSchema` \
+                     on it), or `.no_body()` when it reads none"
+                ));
+            }
+            let answers_json = route.doc.media_type.contains("json")
+                && route.doc.success.iter().any(|status| has_content(*status));
+            if answers_json && route.doc.response == Answer::Undeclared {
+                untyped.push(format!(
+                    "{name} answers JSON but declares no type: add `.returns::<U>()` with `U` \
+                     the struct the handler serializes (derive `utoipa::ToSchema` on it), or, \
+                     only for an answer that really is arbitrary JSON, `.returns_any_json()`"
+                ));
+            }
+        }
+        assert!(untyped.is_empty(), "{untyped:#?}");
+
+        // In the document: every JSON body and every JSON success answer is a component.
+        let doc = document_value();
+        let mut problems = Vec::new();
+        for route in served_routes() {
+            let method = route.verb.as_str().to_ascii_lowercase();
+            let operation = &doc["paths"][openapi_path(route.path)][&method];
+            let name = format!("{} {}", route.verb.as_str(), route.path);
+            if route.doc.takes_body
+                && operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                    .as_str()
+                    .is_none()
+            {
+                problems.push(format!("{name}: body"));
+            }
+            for status in route.doc.success {
+                let schema = &operation["responses"][status.to_string()]["content"]
+                    [route.doc.media_type]["schema"];
+                let typed = schema["$ref"].as_str().is_some();
+                if has_content(*status)
+                    && route.doc.media_type.contains("json")
+                    && !typed
+                    && route.doc.response != Answer::AnyJson
+                {
+                    problems.push(format!("{name}: answer {status}"));
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+
+        // Required members are required, and a body that refuses unknown members says so.
+        let login = &doc["components"]["schemas"]["LoginRequest"];
+        assert_eq!(
+            login["required"],
+            serde_json::json!(["username", "password"]),
+            "{login}"
+        );
+        assert_eq!(login["additionalProperties"], false, "{login}");
+    }
+
+    /// Where `a` and `b` first differ (a JSON pointer), with both values there.
+    fn first_difference(a: &Value, b: &Value, at: String) -> Option<String> {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                    (Some(v), Some(w)) => first_difference(v, w, format!("{at}/{k}")),
+                    (v, w) => Some(format!("{at}/{k}: {v:?} != {w:?}")),
+                })
+            }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (v, w))| first_difference(v, w, format!("{at}/{i}"))),
+            _ => (a != b).then(|| format!("{at}: {a} != {b}")),
+        }
+    }
+
     /// Every `$ref` of `value`.
     fn refs(value: &Value, out: &mut Vec<String>) {
         match value {
@@ -625,10 +870,11 @@ mod tests {
         }
         let parsed: OpenApi =
             serde_json::from_value(doc.clone()).expect("the document parses as OpenAPI");
-        assert_eq!(
-            serde_json::to_value(&parsed).expect("serializes"),
-            doc,
-            "the document does not survive a round trip through the OpenAPI model"
+        let back = serde_json::to_value(&parsed).expect("serializes");
+        assert!(
+            back == doc,
+            "the document does not survive a round trip through the OpenAPI model: {}",
+            first_difference(&doc, &back, String::new()).unwrap_or_default()
         );
         let mut all = Vec::new();
         refs(&doc, &mut all);

@@ -21,11 +21,13 @@
 //!   policy routes themselves, so that a bad policy can always be corrected.
 //! - its [`RecordCount`] for the policies' `request.record_count`.
 //! - its documentation ([`RouteDoc`]) for the OpenAPI document ([`crate::openapi`]): the
-//!   request body's and the answer's schemas ([`Route::body`], [`Route::returns`]), the query
+//!   request body's and the answer's schemas ([`Route::body`], [`Route::returns`], or
+//!   [`Route::returns_any_json`] for an answer that really is arbitrary JSON), the query
 //!   parameters ([`Route::params`]), the success statuses ([`Route::responds`]) and the
 //!   route's own problem statuses ([`Route::problems`]). The defaults fit most routes: `POST`
-//!   and `PUT` take a JSON object, the answer is `200` with JSON; the problem statuses every
+//!   and `PUT` take a JSON body, the answer is `200` with JSON; the problem statuses every
 //!   route shares are derived from the declaration (access, admission, path parameters, body).
+//!   A test of [`crate::openapi`] refuses a JSON body or a JSON answer without its type.
 //!
 //! [`Routes::into_router`] wraps every route in the one request layer of [`guard`], which
 //! receives the route's declaration directly: authentication, admission, authorization and
@@ -159,6 +161,19 @@ impl PartialEq for ParamsOf {
 
 impl Eq for ParamsOf {}
 
+/// What the OpenAPI document says of a route's success answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing declared: documented as any JSON value. A test refuses it for a route that
+    /// answers JSON, so a new route cannot be added without its answer's type.
+    Undeclared,
+    /// A `T` ([`Route::returns`]).
+    Typed(SchemaOf),
+    /// Any JSON value, by decision ([`Route::returns_any_json`]): the answer really is
+    /// arbitrary JSON.
+    AnyJson,
+}
+
 /// What the OpenAPI document says of a route beyond what the rest of its declaration implies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteDoc {
@@ -166,11 +181,11 @@ pub struct RouteDoc {
     pub summary: Option<&'static str>,
     /// Whether the route reads a JSON body (default: `POST` and `PUT`).
     pub takes_body: bool,
-    /// The body's schema; `None` with `takes_body`: any JSON object.
+    /// The body's schema; `None` with `takes_body`: any JSON object (a test refuses that).
     pub body: Option<SchemaOf>,
-    /// The success answer's schema; `None`: any JSON value.
-    pub response: Option<SchemaOf>,
-    /// The success statuses (default `[200]`); `204` has no body.
+    /// What a success answer's body is.
+    pub response: Answer,
+    /// The success statuses (default `[200]`); `204` and `101` have no body.
     pub success: &'static [u16],
     /// The media type of a success answer (default `application/json`).
     pub media_type: &'static str,
@@ -233,7 +248,7 @@ impl Route {
                 summary: None,
                 takes_body: matches!(verb, Verb::Post | Verb::Put),
                 body: None,
-                response: None,
+                response: Answer::Undeclared,
                 success: &[200],
                 media_type: "application/json",
                 params: None,
@@ -337,11 +352,18 @@ impl Route {
 
     /// A success answer is a `T`.
     pub const fn returns<T: ToSchema>(mut self) -> Self {
-        self.doc.response = Some(SchemaOf::of::<T>());
+        self.doc.response = Answer::Typed(SchemaOf::of::<T>());
         self
     }
 
-    /// The statuses of a success answer (default `[200]`; `204` has no body).
+    /// A success answer is any JSON value: for an answer that really is arbitrary JSON (a
+    /// client's own document), so that the decision is recorded rather than forgotten.
+    pub const fn returns_any_json(mut self) -> Self {
+        self.doc.response = Answer::AnyJson;
+        self
+    }
+
+    /// The statuses of a success answer (default `[200]`; `204` and `101` have no body).
     pub const fn responds(mut self, statuses: &'static [u16]) -> Self {
         self.doc.success = statuses;
         self

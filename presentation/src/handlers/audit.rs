@@ -10,7 +10,7 @@
 //! → `200 {"records": [...], "count": n, "has_more": bool, "next_cursor": "<id>"|null}`,
 //! oldest first.
 
-use allsource_application::ports::AuditRecord;
+use allsource_application::ports::{AuditOutcome, AuditRecord};
 use allsource_application::use_cases::{AuditQueryError, AuditQueryInput};
 use allsource_domain::Permission::Admin;
 use axum::Json;
@@ -30,7 +30,9 @@ use crate::routes::{Route, Routes};
 /// The audit routes, merged into the router.
 pub fn routes() -> Routes {
     Routes::new().add(
-        Route::get("/api/v1/audit", Requires(Admin)).params::<AuditParams>(),
+        Route::get("/api/v1/audit", Requires(Admin))
+            .params::<AuditParams>()
+            .returns::<AuditPageResponse>(),
         query,
     )
 }
@@ -49,17 +51,36 @@ pub struct AuditParams {
     limit: Option<String>,
 }
 
+fn outcome() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(
+        [
+            AuditOutcome::Success,
+            AuditOutcome::Failure,
+            AuditOutcome::Denied,
+            AuditOutcome::Warned,
+        ]
+        .map(AuditOutcome::as_str),
+        false,
+    )
+}
+
 /// One record as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditRecordResponse {
     id: String,
     timestamp: String,
     tenant_id: String,
+    /// `user:<id>`, `api_key:<id>`, `system` or `anonymous`.
     actor: String,
     action: String,
+    #[schema(schema_with = outcome)]
     outcome: &'static str,
+    #[schema(required = true)]
     resource: Option<String>,
+    /// What the action was about (per action).
+    #[schema(schema_with = crate::openapi::any_value)]
     details: Value,
+    #[schema(required = true)]
     request_id: Option<String>,
 }
 
@@ -79,11 +100,13 @@ impl From<AuditRecord> for AuditRecordResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/audit`: oldest first; `next_cursor` is `null` on the last page.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AuditPageResponse {
     records: Vec<AuditRecordResponse>,
     count: usize,
     has_more: bool,
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 

@@ -9,6 +9,7 @@ use allsource_application::use_cases::identity::{
     TokenPair, UserView,
 };
 use allsource_domain::Permission::Admin;
+use allsource_domain::{Permission, Role};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use crate::AppState;
 use crate::access::Access::{Authenticated, Public, Requires};
 use crate::auth::CallerExtractor;
-use crate::dto::timestamp;
+use crate::dto::{DeletedResponse, timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::openapi::{string_enum, string_enum_list};
 use crate::routes::{Route, Routes};
 
 /// The identity routes, with the access each needs.
@@ -31,45 +33,67 @@ pub fn routes() -> Routes {
         // There is no self-registration: `register` is admin-only user creation.
         .add(
             identity(Route::post("/api/v1/auth/register", Requires(Admin)))
+                .body::<CreateUserRequest>()
+                .returns::<UserResponse>()
                 .responds(&[201])
                 .problems(&[404, 409]),
             create_user,
         )
-        .add(identity(Route::post("/api/v1/auth/login", Public)), login)
         .add(
-            identity(Route::post("/api/v1/auth/refresh", Public)),
+            identity(Route::post("/api/v1/auth/login", Public))
+                .body::<LoginRequest>()
+                .returns::<TokenResponse>(),
+            login,
+        )
+        .add(
+            identity(Route::post("/api/v1/auth/refresh", Public))
+                .body::<RefreshRequest>()
+                .returns::<TokenResponse>(),
             refresh,
         )
-        .get("/api/v1/auth/me", Authenticated, me)
+        .add(
+            Route::get("/api/v1/auth/me", Authenticated).returns::<MeResponse>(),
+            me,
+        )
         // Any caller manages its own keys; the use case keeps the role at or below its own.
         .add(
-            identity(Route::post("/api/v1/auth/api-keys", Authenticated)).responds(&[201]),
+            identity(Route::post("/api/v1/auth/api-keys", Authenticated))
+                .body::<CreateApiKeyRequest>()
+                .returns::<ApiKeyResponse>()
+                .responds(&[201]),
             create_api_key,
         )
         .add(
-            identity(Route::get("/api/v1/auth/api-keys", Authenticated)),
+            identity(Route::get("/api/v1/auth/api-keys", Authenticated))
+                .returns::<ApiKeyListResponse>(),
             list_api_keys,
         )
         .add(
-            identity(Route::delete("/api/v1/auth/api-keys/{id}", Authenticated)),
+            identity(Route::delete("/api/v1/auth/api-keys/{id}", Authenticated))
+                .returns::<ApiKeyResponse>(),
             revoke_api_key,
         )
         .add(
             identity(Route::post("/api/v1/auth/users", Requires(Admin)))
+                .body::<CreateUserRequest>()
+                .returns::<UserResponse>()
                 .responds(&[201])
                 .problems(&[404, 409]),
             create_user,
         )
         .add(
-            identity(Route::get("/api/v1/auth/users", Requires(Admin))),
+            identity(Route::get("/api/v1/auth/users", Requires(Admin)))
+                .returns::<UserListResponse>(),
             list_users,
         )
         .add(
-            identity(Route::get("/api/v1/auth/users/{id}", Requires(Admin))),
+            identity(Route::get("/api/v1/auth/users/{id}", Requires(Admin)))
+                .returns::<UserResponse>(),
             get_user,
         )
         .add(
-            identity(Route::delete("/api/v1/auth/users/{id}", Requires(Admin))),
+            identity(Route::delete("/api/v1/auth/users/{id}", Requires(Admin)))
+                .returns::<DeletedResponse>(),
             delete_user,
         )
 }
@@ -101,7 +125,18 @@ fn identity(state: &AppState) -> Result<&Identity, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// A role's name.
+fn role() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(Role::ALL.map(Role::as_str), false)
+}
+
+/// A role's name, or `null` (the caller's).
+fn role_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(Role::ALL.map(Role::as_str), true)
+}
+
+/// The body of `POST /api/v1/auth/login`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     pub username: String,
@@ -110,38 +145,48 @@ pub struct LoginRequest {
     pub tenant_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/auth/refresh`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/auth/users` (and `register`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     pub username: String,
     pub password: String,
+    #[schema(schema_with = role)]
     pub role: String,
+    /// Default: the creator's tenant (only operators name another).
     #[serde(default)]
     pub tenant_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/auth/api-keys`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     pub name: String,
+    /// Default: the caller's role (never above it).
     #[serde(default)]
+    #[schema(schema_with = role_or_null)]
     pub role: Option<String>,
     /// RFC 3339, in the future; absent: no expiry.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::time_or_null)]
     pub expires_at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A user (never its password).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserResponse {
     pub id: String,
     pub username: String,
     pub tenant_id: String,
+    #[schema(schema_with = role)]
     pub role: &'static str,
     pub created_at: String,
 }
@@ -158,9 +203,12 @@ impl From<&UserView> for UserResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A login's tokens.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
+    /// Always `Bearer`.
+    #[schema(schema_with = bearer)]
     pub token_type: &'static str,
     pub expires_in: i64,
     pub refresh_token: String,
@@ -181,17 +229,26 @@ impl From<&TokenPair> for TokenResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+fn bearer() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(["Bearer"], false)
+}
+
+/// An API key (its secret only in the answer to its creation).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyResponse {
     pub id: String,
     pub name: String,
     pub tenant_id: String,
+    #[schema(schema_with = role)]
     pub role: &'static str,
     pub owner_user_id: String,
     pub prefix: String,
     pub created_at: String,
+    #[schema(required = true)]
     pub expires_at: Option<String>,
+    #[schema(required = true)]
     pub revoked_at: Option<String>,
+    #[schema(required = true)]
     pub last_used_at: Option<String>,
     /// Only in the answer to creation.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,17 +273,47 @@ impl From<&ApiKeyView> for ApiKeyResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /api/v1/auth/users`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserListResponse {
+    pub total: usize,
+    pub users: Vec<UserResponse>,
+}
+
+/// `GET /api/v1/auth/api-keys`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApiKeyListResponse {
+    pub total: usize,
+    pub api_keys: Vec<ApiKeyResponse>,
+}
+
+fn permissions() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum_list(Permission::ALL.map(Permission::as_str))
+}
+
+fn caller_kind() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(["user", "api_key", "system"], false)
+}
+
+/// Who a credential stands for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MeResponse {
     pub tenant_id: String,
+    #[schema(schema_with = role)]
     pub role: &'static str,
+    #[schema(schema_with = permissions)]
     pub permissions: Vec<&'static str>,
     /// `user`, `api_key` or `system` (auth disabled).
     #[serde(rename = "type")]
+    #[schema(schema_with = caller_kind)]
     pub kind: &'static str,
+    #[schema(required = true)]
     pub user_id: Option<String>,
+    #[schema(required = true)]
     pub username: Option<String>,
+    #[schema(required = true)]
     pub api_key_id: Option<String>,
+    #[schema(required = true)]
     pub api_key_name: Option<String>,
 }
 
@@ -301,7 +388,11 @@ pub async fn list_users(
 ) -> Result<Response, ApiError> {
     let users = identity(&state)?.list_users(&caller).await?;
     let users: Vec<UserResponse> = users.iter().map(UserResponse::from).collect();
-    Ok(Json(serde_json::json!({"total": users.len(), "users": users})).into_response())
+    Ok(Json(UserListResponse {
+        total: users.len(),
+        users,
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/auth/users/{id}`.
@@ -321,7 +412,7 @@ pub async fn delete_user(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     identity(&state)?.delete_user(&caller, &id).await?;
-    Ok(Json(serde_json::json!({"id": id, "deleted": true})).into_response())
+    Ok(Json(DeletedResponse::new(&id)).into_response())
 }
 
 /// `POST /api/v1/auth/api-keys` → 201 with the key, shown this once.
@@ -352,7 +443,11 @@ pub async fn list_api_keys(
 ) -> Result<Response, ApiError> {
     let keys = identity(&state)?.list_api_keys(&caller).await?;
     let keys: Vec<ApiKeyResponse> = keys.iter().map(ApiKeyResponse::from).collect();
-    Ok(Json(serde_json::json!({"total": keys.len(), "api_keys": keys})).into_response())
+    Ok(Json(ApiKeyListResponse {
+        total: keys.len(),
+        api_keys: keys,
+    })
+    .into_response())
 }
 
 /// `DELETE /api/v1/auth/api-keys/{id}` → 200 the revoked key.

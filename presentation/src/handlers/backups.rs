@@ -29,6 +29,8 @@ pub fn routes() -> Routes {
         .add(
             Route::post("/api/v1/backups", Requires(ManageTenants))
                 .summary("Start a full or incremental backup (a job)")
+                .body::<StartBackupRequest>()
+                .returns::<BackupResponse>()
                 .responds(&[202])
                 .problems(&[409]),
             start,
@@ -36,12 +38,14 @@ pub fn routes() -> Routes {
         .add(
             Route::get("/api/v1/backups", Requires(ManageTenants))
                 .summary("The backups")
+                .returns::<BackupListResponse>()
                 .problems(&[409]),
             list,
         )
         .add(
             Route::get("/api/v1/backups/{id}", Requires(ManageTenants))
                 .summary("One backup")
+                .returns::<BackupResponse>()
                 .problems(&[409]),
             one,
         )
@@ -49,6 +53,7 @@ pub fn routes() -> Routes {
             Route::post("/api/v1/backups/{id}/verify", Requires(ManageTenants))
                 .summary("Re-read a backup's files and check their digests")
                 .no_body()
+                .returns::<VerifyResponse>()
                 .problems(&[409]),
             verify,
         )
@@ -67,12 +72,21 @@ impl From<BackupError> for ApiError {
     }
 }
 
+fn kind() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(["full", "incremental"], false)
+}
+
+fn state() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(["running", "completed", "failed"], false)
+}
+
 /// The body of `POST /api/v1/backups`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartBackupRequest {
-    /// `full` or `incremental` (required).
+    /// `full` or `incremental` (required; the use case names it when missing).
     #[serde(default)]
+    #[schema(schema_with = kind, required = true)]
     pub kind: Option<String>,
     /// For `incremental`: the backup it continues (the newest completed one when absent).
     #[serde(default)]
@@ -80,24 +94,35 @@ pub struct StartBackupRequest {
 }
 
 /// A backup or a backup job.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackupResponse {
     pub backup_id: String,
     pub created_at: String,
+    #[schema(required = true)]
     pub completed_at: Option<String>,
     /// `full` or `incremental`.
+    #[schema(schema_with = kind)]
     pub kind: &'static str,
+    #[schema(required = true)]
     pub since_backup: Option<String>,
     /// `running`, `completed` or `failed`.
+    #[schema(schema_with = state)]
     pub state: &'static str,
     /// Figures known once the backup is completed (`null` before).
+    #[schema(required = true)]
     pub event_count: Option<u64>,
+    #[schema(required = true)]
     pub size_bytes: Option<u64>,
+    #[schema(required = true)]
     pub checksum: Option<String>,
+    #[schema(required = true)]
     pub from_position: Option<u64>,
+    #[schema(required = true)]
     pub to_position: Option<u64>,
+    #[schema(required = true)]
     pub files: Option<usize>,
     /// Why a failed job failed.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 
@@ -122,14 +147,14 @@ impl From<&BackupView> for BackupResponse {
 }
 
 /// `GET /api/v1/backups`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BackupListResponse {
     pub total: usize,
     pub backups: Vec<BackupResponse>,
 }
 
 /// `POST /api/v1/backups/{id}/verify`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct VerifyResponse {
     pub backup_id: String,
     pub ok: bool,

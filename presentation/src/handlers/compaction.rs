@@ -40,18 +40,19 @@ impl From<CompactionRequestError> for ApiError {
 }
 
 /// Files and their bytes at one moment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct FilesDto {
     pub files: u64,
     pub bytes: u64,
 }
 
 /// The body of `POST /api/v1/compaction/trigger` (and `last_run` in the stats).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompactionReportDto {
     pub backend: String,
     pub compacted: bool,
     /// Why nothing was merged; `null` when `compacted`.
+    #[schema(required = true)]
     pub reason: Option<String>,
     /// `api` or `policy`.
     pub trigger: String,
@@ -91,7 +92,7 @@ impl From<&CompactionReport> for CompactionReportDto {
 }
 
 /// The background policy in the stats.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompactionPolicyDto {
     pub enabled: bool,
     pub interval_seconds: u64,
@@ -101,11 +102,13 @@ pub struct CompactionPolicyDto {
 }
 
 /// The body of `GET /api/v1/compaction/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CompactionStatsDto {
     pub backend: String,
     /// False for backends without files to compact (memory, postgres).
     pub applicable: bool,
+    /// `null` for backends without files to compact.
+    #[schema(required = true)]
     pub policy: Option<CompactionPolicyDto>,
     /// Parquet files now.
     pub current: FilesDto,
@@ -116,8 +119,11 @@ pub struct CompactionStatsDto {
     pub files_written: u64,
     pub bytes_written: u64,
     pub events_rewritten: u64,
+    #[schema(required = true)]
     pub last_checked_at: Option<String>,
+    #[schema(required = true)]
     pub last_run: Option<CompactionReportDto>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
 }
 
@@ -154,10 +160,15 @@ impl From<&CompactionStats> for CompactionStatsDto {
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::post("/api/v1/compaction/trigger", Requires(Admin)).no_body(),
+            Route::post("/api/v1/compaction/trigger", Requires(Admin))
+                .no_body()
+                .returns::<CompactionReportDto>(),
             trigger,
         )
-        .get("/api/v1/compaction/stats", Requires(Admin), stats)
+        .add(
+            Route::get("/api/v1/compaction/stats", Requires(Admin)).returns::<CompactionStatsDto>(),
+            stats,
+        )
 }
 
 /// `POST /api/v1/compaction/trigger`: compacts now and answers what was done (200, also when

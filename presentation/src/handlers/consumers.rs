@@ -10,8 +10,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::access::Access::Requires;
@@ -24,19 +23,41 @@ use crate::routes::{Route, Routes};
 /// The consumer routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
-        .post("/api/v1/consumers", Requires(Write), upsert)
-        .get("/api/v1/consumers", Requires(Read), list)
-        .get("/api/v1/consumers/{consumer_id}", Requires(Read), one)
         .add(
-            Route::delete("/api/v1/consumers/{consumer_id}", Requires(Write)).responds(&[204]),
+            Route::post("/api/v1/consumers", Requires(Write))
+                .body::<RegisterConsumerRequest>()
+                .returns::<ConsumerResponse>()
+                .problems(&[409]),
+            upsert,
+        )
+        .add(
+            Route::get("/api/v1/consumers", Requires(Read)).returns::<ConsumerListResponse>(),
+            list,
+        )
+        .add(
+            Route::get("/api/v1/consumers/{consumer_id}", Requires(Read))
+                .returns::<ConsumerResponse>(),
+            one,
+        )
+        .add(
+            Route::delete("/api/v1/consumers/{consumer_id}", Requires(Write))
+                .responds(&[204])
+                .problems(&[409]),
             delete,
         )
         .add(
             Route::get("/api/v1/consumers/{consumer_id}/events", Requires(Read))
-                .params::<PollParams>(),
+                .params::<PollParams>()
+                .returns::<PolledResponse>(),
             poll,
         )
-        .post("/api/v1/consumers/{consumer_id}/ack", Requires(Write), ack)
+        .add(
+            Route::post("/api/v1/consumers/{consumer_id}/ack", Requires(Write))
+                .body::<AckRequest>()
+                .returns::<AckResponse>()
+                .problems(&[409]),
+            ack,
+        )
 }
 
 impl From<ConsumerError> for ApiError {
@@ -54,20 +75,26 @@ impl From<ConsumerError> for ApiError {
 }
 
 /// The body of `POST /api/v1/consumers`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterConsumerRequest {
+    /// 1–128 of `[A-Za-z0-9._:-]` (required; the use case names it when missing).
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::name, required = true)]
     pub consumer_id: Option<String>,
+    /// Type filters (`x`, `x.*`, `*`); absent or `[]`: every type.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::type_filters_or_null)]
     pub event_type_filters: Option<Vec<String>>,
 }
 
 /// The body of `POST /api/v1/consumers/{consumer_id}/ack`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckRequest {
+    /// The position processed last (required; the use case names it when missing).
     #[serde(default)]
+    #[schema(value_type = u64, required = true)]
     pub position: Option<u64>,
 }
 
@@ -78,15 +105,57 @@ pub struct PollParams {
     pub limit: Option<String>,
 }
 
-/// A consumer as JSON (`ConsumerState` of the API).
-pub fn consumer_json(view: &ConsumerView) -> Value {
-    json!({
-        "consumer_id": view.consumer_id.as_str(),
-        "event_type_filters": view.filters.to_strings(),
-        "cursor_position": view.cursor_position,
-        "created_at": timestamp(view.created_at),
-        "updated_at": timestamp(view.updated_at),
-    })
+/// A consumer (`ConsumerState` of the API).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsumerResponse<'a> {
+    pub consumer_id: &'a str,
+    pub event_type_filters: Vec<String>,
+    /// The last acknowledged position; `null` before the first ack.
+    #[schema(required = true)]
+    pub cursor_position: Option<u64>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl<'a> From<&'a ConsumerView> for ConsumerResponse<'a> {
+    fn from(view: &'a ConsumerView) -> Self {
+        Self {
+            consumer_id: view.consumer_id.as_str(),
+            event_type_filters: view.filters.to_strings(),
+            cursor_position: view.cursor_position,
+            created_at: timestamp(view.created_at),
+            updated_at: timestamp(view.updated_at),
+        }
+    }
+}
+
+/// `GET /api/v1/consumers`, by name.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConsumerListResponse<'a> {
+    pub total: usize,
+    pub consumers: Vec<ConsumerResponse<'a>>,
+}
+
+/// `GET /api/v1/consumers/{consumer_id}/events`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolledResponse<'a> {
+    pub events: Vec<EventResponse<'a>>,
+    pub count: usize,
+    pub has_more: bool,
+}
+
+fn ok() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(["ok"], false)
+}
+
+/// `POST /api/v1/consumers/{consumer_id}/ack`: the cursor as it is afterwards.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AckResponse<'a> {
+    /// Always `ok`.
+    #[schema(schema_with = ok)]
+    pub status: &'static str,
+    pub consumer_id: &'a str,
+    pub position: u64,
 }
 
 /// `POST /api/v1/consumers`: creates the consumer or changes its filters (the cursor is kept).
@@ -105,7 +174,7 @@ pub async fn upsert(
             },
         )
         .await?;
-    Ok(Json(consumer_json(&view)).into_response())
+    Ok(Json(ConsumerResponse::from(&view)).into_response())
 }
 
 /// `GET /api/v1/consumers`: the tenant's consumers, by name.
@@ -114,8 +183,12 @@ pub async fn list(
     CallerExtractor(caller): CallerExtractor,
 ) -> Result<Response, ApiError> {
     let views = app.consumers.list(&caller).await?;
-    let consumers: Vec<Value> = views.iter().map(consumer_json).collect();
-    Ok(Json(json!({"total": consumers.len(), "consumers": consumers})).into_response())
+    let consumers: Vec<ConsumerResponse<'_>> = views.iter().map(ConsumerResponse::from).collect();
+    Ok(Json(ConsumerListResponse {
+        total: consumers.len(),
+        consumers,
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/consumers/{consumer_id}`.
@@ -125,7 +198,7 @@ pub async fn one(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let view = app.consumers.get(&caller, &id).await?;
-    Ok(Json(consumer_json(&view)).into_response())
+    Ok(Json(ConsumerResponse::from(&view)).into_response())
 }
 
 /// `DELETE /api/v1/consumers/{consumer_id}`: `204`.
@@ -154,11 +227,11 @@ pub async fn poll(
         .iter()
         .map(|e| EventResponse::from(e.as_ref()))
         .collect();
-    Ok(Json(json!({
-        "events": events,
-        "count": polled.events.len(),
-        "has_more": polled.has_more,
-    }))
+    Ok(Json(PolledResponse {
+        count: events.len(),
+        events,
+        has_more: polled.has_more,
+    })
     .into_response())
 }
 
@@ -170,5 +243,10 @@ pub async fn ack(
     JsonBody(body): JsonBody<AckRequest>,
 ) -> Result<Response, ApiError> {
     let position = app.consumers.ack(&caller, &id, body.position).await?;
-    Ok(Json(json!({"status": "ok", "consumer_id": id, "position": position})).into_response())
+    Ok(Json(AckResponse {
+        status: "ok",
+        consumer_id: &id,
+        position,
+    })
+    .into_response())
 }

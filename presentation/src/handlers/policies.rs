@@ -20,19 +20,23 @@ use std::collections::BTreeMap;
 
 use allsource_application::use_cases::{ConditionInput, PolicyError, PolicyInput};
 use allsource_domain::Permission::Admin;
-use allsource_domain::policy::{self, Decision, Effect, Matched, Policy};
+use allsource_domain::policy::{self, Decision, Effect, Matched, Operator, Policy};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use crate::AppState;
 use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
+use crate::dto::DeletedResponse;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::openapi::string_enum;
 use crate::routes::{Route, Routes};
 
 /// The policy routes, merged into the router.
@@ -40,48 +44,98 @@ pub fn routes() -> Routes {
     // Not subject to the policies themselves, so that a bad policy can always be corrected.
     let route = |route: Route| route.exempt_from_policies();
     Routes::new()
-        .add(route(Route::get("/api/v1/policies", Requires(Admin))), list)
         .add(
-            route(Route::post("/api/v1/policies", Requires(Admin)).responds(&[201])),
+            route(Route::get("/api/v1/policies", Requires(Admin))).returns::<PolicyListResponse>(),
+            list,
+        )
+        .add(
+            route(
+                Route::post("/api/v1/policies", Requires(Admin))
+                    .body::<PolicyRequest>()
+                    .returns::<PolicyResponse>()
+                    .responds(&[201])
+                    .problems(&[409]),
+            ),
             create,
         )
         .add(
-            route(Route::post("/api/v1/policies/evaluate", Requires(Admin))),
+            route(
+                Route::post("/api/v1/policies/evaluate", Requires(Admin))
+                    .body::<EvaluateRequest>()
+                    .returns::<DecisionResponse>(),
+            ),
             evaluate,
         )
         .add(
-            route(Route::get("/api/v1/policies/{id}", Requires(Admin))),
+            route(Route::get("/api/v1/policies/{id}", Requires(Admin)).returns::<PolicyResponse>()),
             one,
         )
         .add(
-            route(Route::put("/api/v1/policies/{id}", Requires(Admin))),
+            route(
+                Route::put("/api/v1/policies/{id}", Requires(Admin))
+                    .body::<PolicyRequest>()
+                    .returns::<PolicyResponse>()
+                    .problems(&[409]),
+            ),
             replace,
         )
         .add(
-            route(Route::delete("/api/v1/policies/{id}", Requires(Admin))),
+            route(
+                Route::delete("/api/v1/policies/{id}", Requires(Admin))
+                    .returns::<DeletedResponse>()
+                    .problems(&[409]),
+            ),
             remove,
         )
 }
 
+/// The names of the actions.
+const ACTIONS: [&str; 4] = ["allow", "deny", "warn", "rate_limit"];
+
+/// The names of the operators.
+const OPERATORS: [Operator; 6] = [
+    Operator::Eq,
+    Operator::Ne,
+    Operator::Gt,
+    Operator::Lt,
+    Operator::Contains,
+    Operator::In,
+];
+
+fn action() -> RefOr<Schema> {
+    string_enum(ACTIONS, false)
+}
+
+fn operator() -> RefOr<Schema> {
+    string_enum(OPERATORS.map(Operator::as_str), false)
+}
+
 /// A policy as a client sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
     name: String,
     description: Option<String>,
+    /// Default 0; higher first.
     priority: Option<i64>,
+    /// Default `true`.
     enabled: Option<bool>,
+    #[schema(schema_with = action)]
     action: String,
+    /// With `rate_limit` (required there).
     per_minute: Option<u64>,
     conditions: Vec<ConditionRequest>,
 }
 
 /// A condition as a client sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionRequest {
+    /// A request attribute (`method`, `route`, `role`, `resource.id`, ...).
     attribute: String,
+    #[schema(schema_with = operator)]
     operator: String,
+    #[schema(schema_with = crate::openapi::any_value)]
     value: Value,
 }
 
@@ -107,27 +161,48 @@ impl From<PolicyRequest> for PolicyInput {
     }
 }
 
-/// The body of `POST /api/v1/policies/evaluate`.
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/policies/evaluate`: attribute name → value (missing `role`,
+/// `tenant_id` and `user_id` are the caller's).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
+    #[schema(schema_with = crate::openapi::any_object)]
     context: BTreeMap<String, Value>,
 }
 
+/// A condition as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConditionResponse {
+    attribute: String,
+    #[schema(schema_with = operator)]
+    operator: &'static str,
+    #[schema(schema_with = crate::openapi::any_value)]
+    value: Value,
+}
+
 /// A policy as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PolicyResponse {
     id: String,
     name: String,
     description: String,
     priority: i64,
     enabled: bool,
+    #[schema(schema_with = action)]
     action: &'static str,
+    /// Only with `rate_limit`.
     #[serde(skip_serializing_if = "Option::is_none")]
     per_minute: Option<u32>,
-    conditions: Vec<Value>,
+    conditions: Vec<ConditionResponse>,
     /// One of the five default policies (editable, not deletable).
     default: bool,
+}
+
+/// `GET /api/v1/policies`, in evaluation order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyListResponse {
+    total: usize,
+    policies: Vec<PolicyResponse>,
 }
 
 impl From<Policy> for PolicyResponse {
@@ -142,9 +217,10 @@ impl From<Policy> for PolicyResponse {
             conditions: p
                 .conditions
                 .into_iter()
-                .map(|c| {
-                    json!({"attribute": c.attribute, "operator": c.operator.as_str(),
-                           "value": c.value})
+                .map(|c| ConditionResponse {
+                    attribute: c.attribute,
+                    operator: c.operator.as_str(),
+                    value: c.value,
                 })
                 .collect(),
             id: p.id,
@@ -157,18 +233,51 @@ impl From<Policy> for PolicyResponse {
 }
 
 /// A policy named in a decision.
-pub fn matched_json(m: &Matched) -> Value {
-    json!({"id": m.id, "name": m.name, "action": m.effect.as_str()})
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MatchedResponse<'a> {
+    id: &'a str,
+    name: &'a str,
+    #[schema(schema_with = action)]
+    action: &'static str,
 }
 
-fn decision_json(d: &Decision) -> Value {
-    json!({
-        "decision": if d.denied() { "deny" } else { "allow" },
-        "decided_by": d.decided_by.as_ref().map(matched_json),
-        "warnings": d.warnings.iter().map(matched_json).collect::<Vec<_>>(),
-        "rate_limits": d.rate_limits.iter().map(matched_json).collect::<Vec<_>>(),
-        "matched": d.matched().map(matched_json).collect::<Vec<_>>(),
-    })
+impl<'a> From<&'a Matched> for MatchedResponse<'a> {
+    fn from(m: &'a Matched) -> Self {
+        Self {
+            id: &m.id,
+            name: &m.name,
+            action: m.effect.as_str(),
+        }
+    }
+}
+
+fn decision() -> RefOr<Schema> {
+    string_enum(["allow", "deny"], false)
+}
+
+/// The answer of `POST /api/v1/policies/evaluate`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DecisionResponse<'a> {
+    #[schema(schema_with = decision)]
+    decision: &'static str,
+    /// The `deny` or `allow` policy that decided, `null` when none matched.
+    #[schema(required = true)]
+    decided_by: Option<MatchedResponse<'a>>,
+    warnings: Vec<MatchedResponse<'a>>,
+    rate_limits: Vec<MatchedResponse<'a>>,
+    matched: Vec<MatchedResponse<'a>>,
+}
+
+impl<'a> From<&'a Decision> for DecisionResponse<'a> {
+    fn from(d: &'a Decision) -> Self {
+        Self {
+            decision: if d.denied() { "deny" } else { "allow" },
+            decided_by: d.decided_by.as_ref().map(MatchedResponse::from),
+            warnings: d.warnings.iter().map(MatchedResponse::from).collect(),
+            rate_limits: d.rate_limits.iter().map(MatchedResponse::from).collect(),
+            matched: d.matched().map(MatchedResponse::from).collect(),
+        }
+    }
 }
 
 impl From<PolicyError> for ApiError {
@@ -196,7 +305,11 @@ pub async fn list(
         .into_iter()
         .map(Into::into)
         .collect();
-    Ok(Json(json!({"total": policies.len(), "policies": policies})).into_response())
+    Ok(Json(PolicyListResponse {
+        total: policies.len(),
+        policies,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/policies` → 201.
@@ -237,7 +350,7 @@ pub async fn remove(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     state.policies.delete(&caller, &id).await?;
-    Ok(Json(json!({"id": id, "deleted": true})).into_response())
+    Ok(Json(DeletedResponse::new(&id)).into_response())
 }
 
 /// `POST /api/v1/policies/evaluate`: a dry run.
@@ -250,5 +363,5 @@ pub async fn evaluate(
         .policies
         .evaluate(&caller, request.context.into_iter().collect())
         .await?;
-    Ok(Json(decision_json(&decision)).into_response())
+    Ok(Json(DecisionResponse::from(&decision)).into_response())
 }

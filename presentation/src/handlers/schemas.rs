@@ -19,6 +19,7 @@ use allsource_application::use_cases::{
     ConfigureSubjectInput, RegisterSchemaInput, SchemaError, SchemaView, ValidateInput,
 };
 use allsource_domain::Permission::{ManageSchemas, Read};
+use allsource_domain::schema::CompatibilityMode;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,32 +32,50 @@ use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
+use crate::openapi::string_enum;
 use crate::routes::{Route, Routes};
 
 /// The registry's routes, merged into the router.
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::post("/api/v1/schemas", Requires(ManageSchemas)).responds(&[201, 200]),
+            Route::post("/api/v1/schemas", Requires(ManageSchemas))
+                .body::<RegisterSchemaRequest>()
+                .returns::<SchemaResponse>()
+                .responds(&[201, 200])
+                .problems(&[409]),
             register,
         )
-        .get("/api/v1/schemas", Requires(Read), list)
         .add(
-            Route::post("/api/v1/schemas/validate", Requires(Read)).problems(&[404]),
+            Route::get("/api/v1/schemas", Requires(Read)).returns::<SubjectListResponse>(),
+            list,
+        )
+        .add(
+            Route::post("/api/v1/schemas/validate", Requires(Read))
+                .body::<ValidateRequest>()
+                .returns::<ValidationResponse>()
+                .problems(&[404]),
             validate,
         )
         .add(
-            Route::get("/api/v1/schemas/{subject}", Requires(Read)).params::<VersionParams>(),
+            Route::get("/api/v1/schemas/{subject}", Requires(Read))
+                .params::<VersionParams>()
+                .returns::<SchemaResponse>(),
             schema,
         )
-        .get(
-            "/api/v1/schemas/{subject}/versions",
-            Requires(Read),
+        .add(
+            Route::get("/api/v1/schemas/{subject}/versions", Requires(Read))
+                .returns::<VersionsResponse>(),
             versions,
         )
-        .put(
-            "/api/v1/schemas/{subject}/compatibility",
-            Requires(ManageSchemas),
+        .add(
+            Route::put(
+                "/api/v1/schemas/{subject}/compatibility",
+                Requires(ManageSchemas),
+            )
+            .body::<ConfigureRequest>()
+            .returns::<SubjectConfigResponse>()
+            .problems(&[409]),
             configure,
         )
 }
@@ -90,29 +109,61 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+/// The compatibility modes (case-insensitive in requests).
+const MODES: [CompatibilityMode; 4] = [
+    CompatibilityMode::None,
+    CompatibilityMode::Backward,
+    CompatibilityMode::Forward,
+    CompatibilityMode::Full,
+];
+
+fn mode() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(MODES.map(CompatibilityMode::as_str), false)
+}
+
+fn mode_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    string_enum(MODES.map(CompatibilityMode::as_str), true)
+}
+
+/// The body of `POST /api/v1/schemas`: `subject` or `event_type` (the same thing, by
+/// either name), and the schema.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterSchemaRequest {
+    #[schema(schema_with = crate::openapi::event_type_or_null)]
     pub subject: Option<String>,
+    #[schema(schema_with = crate::openapi::event_type_or_null)]
     pub event_type: Option<String>,
+    /// A JSON Schema (draft 2020-12) document (required).
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::openapi::any_value, required = true)]
     pub schema: Option<Value>,
+    /// The subject's mode (default `BACKWARD` for a new subject; case-insensitive).
+    #[schema(schema_with = mode_or_null)]
     pub compatibility: Option<String>,
+    /// Whether appends of the subject's event type are validated (default `true`).
     pub enforce: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `POST /api/v1/schemas/validate`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
+    #[schema(schema_with = crate::openapi::event_type, required = true)]
     pub subject: Option<String>,
+    /// The document to validate (required; `null` is a document).
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::openapi::any_value, required = true)]
     pub payload: Option<Value>,
+    /// Default: the latest.
     pub version: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /api/v1/schemas/{subject}/compatibility`: what is sent changes.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigureRequest {
+    #[schema(schema_with = mode_or_null)]
     pub compatibility: Option<String>,
     pub enforce: Option<bool>,
 }
@@ -123,11 +174,15 @@ pub struct VersionParams {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One version of a subject's schema.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SchemaResponse {
     pub subject: String,
     pub version: u32,
+    /// The JSON Schema document, as registered.
+    #[schema(schema_with = crate::openapi::any_value)]
     pub schema: Value,
+    #[schema(schema_with = mode)]
     pub compatibility: &'static str,
     pub enforce: bool,
     pub registered_at: String,
@@ -146,10 +201,55 @@ impl From<SchemaView> for SchemaResponse {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// Where a payload fails its schema: `field` is `payload/<JSON pointer>`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct FieldErrorResponse {
     field: String,
     message: String,
+}
+
+/// The verdict of `POST /api/v1/schemas/validate` (valid or not, the request succeeded).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ValidationResponse<'a> {
+    valid: bool,
+    subject: &'a str,
+    version: u32,
+    errors: Vec<FieldErrorResponse>,
+}
+
+/// One subject of `GET /api/v1/schemas`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SubjectResponse<'a> {
+    subject: &'a str,
+    latest_version: u32,
+    /// How many versions it has.
+    versions: usize,
+    #[schema(schema_with = mode)]
+    compatibility: &'static str,
+    enforce: bool,
+}
+
+/// `GET /api/v1/schemas`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SubjectListResponse<'a> {
+    subjects: Vec<SubjectResponse<'a>>,
+    total: usize,
+}
+
+/// `GET /api/v1/schemas/{subject}/versions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct VersionsResponse<'a> {
+    subject: &'a str,
+    versions: Vec<u32>,
+}
+
+/// A subject's configuration.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SubjectConfigResponse<'a> {
+    subject: &'a str,
+    #[schema(schema_with = mode)]
+    compatibility: &'static str,
+    enforce: bool,
 }
 
 /// `POST /api/v1/schemas`.
@@ -194,20 +294,21 @@ pub async fn list(
     CallerExtractor(caller): CallerExtractor,
 ) -> Result<Response, ApiError> {
     let subjects = state.schemas.list(&caller).await?;
-    let total = subjects.len();
-    let subjects: Vec<Value> = subjects
-        .into_iter()
-        .map(|s| {
-            serde_json::json!({
-                "subject": s.subject.as_str(),
-                "latest_version": s.latest_version,
-                "versions": s.versions,
-                "compatibility": s.compatibility.as_str(),
-                "enforce": s.enforce,
-            })
+    let subjects: Vec<SubjectResponse<'_>> = subjects
+        .iter()
+        .map(|s| SubjectResponse {
+            subject: s.subject.as_str(),
+            latest_version: s.latest_version,
+            versions: s.versions,
+            compatibility: s.compatibility.as_str(),
+            enforce: s.enforce,
         })
         .collect();
-    Ok(Json(serde_json::json!({"subjects": subjects, "total": total})).into_response())
+    Ok(Json(SubjectListResponse {
+        total: subjects.len(),
+        subjects,
+    })
+    .into_response())
 }
 
 /// `GET /api/v1/schemas/{subject}?version=N`.
@@ -231,10 +332,11 @@ pub async fn versions(
     PathParam(subject): PathParam,
 ) -> Result<Response, ApiError> {
     let (subject, versions) = state.schemas.versions(&caller, &subject).await?;
-    Ok(
-        Json(serde_json::json!({"subject": subject.as_str(), "versions": versions}))
-            .into_response(),
-    )
+    Ok(Json(VersionsResponse {
+        subject: subject.as_str(),
+        versions,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/schemas/validate`.
@@ -262,12 +364,12 @@ pub async fn validate(
             message: e.message,
         })
         .collect();
-    Ok(Json(serde_json::json!({
-        "valid": errors.is_empty(),
-        "subject": report.subject.as_str(),
-        "version": report.version,
-        "errors": errors,
-    }))
+    Ok(Json(ValidationResponse {
+        valid: errors.is_empty(),
+        subject: report.subject.as_str(),
+        version: report.version,
+        errors,
+    })
     .into_response())
 }
 
@@ -289,10 +391,10 @@ pub async fn configure(
             },
         )
         .await?;
-    Ok(Json(serde_json::json!({
-        "subject": config.subject.as_str(),
-        "compatibility": config.compatibility.as_str(),
-        "enforce": config.enforce,
-    }))
+    Ok(Json(SubjectConfigResponse {
+        subject: config.subject.as_str(),
+        compatibility: config.compatibility.as_str(),
+        enforce: config.enforce,
+    })
     .into_response())
 }

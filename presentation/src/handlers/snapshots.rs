@@ -3,7 +3,7 @@
 //! (404 when the entity has none). Their request and response bodies live here too.
 
 use allsource_application::use_cases::{
-    CreateSnapshotInput, ListSnapshotsInput, Snapshot, SnapshotError, SnapshotPage,
+    CreateSnapshotInput, ListSnapshotsInput, Snapshot, SnapshotError, SnapshotOrigin, SnapshotPage,
 };
 use allsource_domain::Permission::{Read, Write};
 use axum::Json;
@@ -25,27 +25,34 @@ use crate::routes::{Route, Routes};
 pub fn routes() -> Routes {
     Routes::new()
         .add(
-            Route::post("/api/v1/snapshots", Requires(Write)).responds(&[201]),
+            Route::post("/api/v1/snapshots", Requires(Write))
+                .body::<CreateSnapshotRequest>()
+                .returns::<SnapshotResponse>()
+                .responds(&[201])
+                .problems(&[404]),
             create,
         )
         .add(
-            Route::get("/api/v1/snapshots", Requires(Read)).params::<ListSnapshotsParams>(),
+            Route::get("/api/v1/snapshots", Requires(Read))
+                .params::<ListSnapshotsParams>()
+                .returns::<SnapshotListResponse>(),
             list,
         )
-        .get(
-            "/api/v1/snapshots/{entity_id}/latest",
-            Requires(Read),
+        .add(
+            Route::get("/api/v1/snapshots/{entity_id}/latest", Requires(Read))
+                .returns::<SnapshotResponse>(),
             latest,
         )
 }
 
 /// Body of `POST /api/v1/snapshots`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshotRequest {
     pub entity_id: String,
     /// Snapshot the state as it was at this time (RFC 3339); absent = now.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::time_or_null)]
     pub as_of: Option<String>,
 }
 
@@ -58,8 +65,15 @@ pub struct ListSnapshotsParams {
     pub limit: Option<String>,
 }
 
+fn origin() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(
+        [SnapshotOrigin::Manual, SnapshotOrigin::Automatic].map(SnapshotOrigin::as_str),
+        false,
+    )
+}
+
 /// One snapshot.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SnapshotResponse {
     pub entity_id: String,
     /// Version of the last event folded in.
@@ -71,7 +85,10 @@ pub struct SnapshotResponse {
     pub last_event_at: String,
     pub created_at: String,
     /// `manual` or `automatic`.
+    #[schema(schema_with = origin)]
     pub origin: &'static str,
+    /// The entity's folded state.
+    #[schema(schema_with = crate::openapi::any_value)]
     pub state: Value,
 }
 
@@ -91,12 +108,13 @@ impl From<Snapshot> for SnapshotResponse {
 }
 
 /// A page of snapshots.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SnapshotListResponse {
     pub snapshots: Vec<SnapshotResponse>,
     pub count: usize,
     pub has_more: bool,
     /// Pass as `after` to get the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

@@ -68,6 +68,7 @@ pub fn routes() -> Routes {
         .add(
             Route::get("/api/v1/events/stream", Requires(Read))
                 .params::<StreamParams>()
+                .responds(&[101])
                 .token_in_query()
                 .not_counted_as_query()
                 .long_lived(),
@@ -76,6 +77,7 @@ pub fn routes() -> Routes {
         .add(
             Route::get("/api/v1/events/sse", Requires(Read))
                 .params::<SseParams>()
+                .media_type("text/event-stream")
                 .token_in_query()
                 .not_counted_as_query()
                 .long_lived(),

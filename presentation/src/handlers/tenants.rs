@@ -10,54 +10,93 @@
 //! overrides: a quota given (a number, or `null` for unlimited) overrides the tier's, a quota
 //! left out follows the tier again.
 
+use std::collections::BTreeMap;
+
 use allsource_application::use_cases::{
     CreateTenantInput, TenantError, TenantStats, Tenants, UpdateTenantInput, quota_limit,
 };
 use allsource_domain::Permission::{ManageTenants, Read};
-use allsource_domain::{QuotaOverrides, Quotas, Tenant};
+use allsource_domain::{QuotaOverrides, Quotas, Tenant, Tier};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Map, Value, json};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
 
 use crate::AppState;
 use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
-use crate::dto::timestamp;
+use crate::dto::{DeletedResponse, timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, PathParam};
+use crate::openapi::string_enum;
 use crate::routes::{Route, Routes};
 
 /// The tenant routes, merged into the router by `router()`.
 pub fn routes() -> Routes {
     Routes::new()
-        .get("/api/v1/tenants", Requires(ManageTenants), list)
         .add(
-            Route::post("/api/v1/tenants", Requires(ManageTenants)).responds(&[201]),
+            Route::get("/api/v1/tenants", Requires(ManageTenants))
+                .returns::<TenantListResponse>()
+                .problems(&[404]),
+            list,
+        )
+        .add(
+            Route::post("/api/v1/tenants", Requires(ManageTenants))
+                .body::<CreateTenantRequest>()
+                .returns::<TenantResponse>()
+                .responds(&[201])
+                .problems(&[404, 409]),
             create,
         )
-        .get("/api/v1/tenants/{id}", Requires(ManageTenants), read)
-        .put("/api/v1/tenants/{id}", Requires(ManageTenants), update)
-        .delete("/api/v1/tenants/{id}", Requires(ManageTenants), delete)
-        .get("/api/v1/tenants/{id}/stats", Requires(Read), stats)
-        .get(
-            "/api/v1/tenants/{id}/quotas",
-            Requires(ManageTenants),
+        .add(
+            Route::get("/api/v1/tenants/{id}", Requires(ManageTenants)).returns::<TenantResponse>(),
+            read,
+        )
+        .add(
+            Route::put("/api/v1/tenants/{id}", Requires(ManageTenants))
+                .body::<UpdateTenantRequest>()
+                .returns::<TenantResponse>()
+                .problems(&[409]),
+            update,
+        )
+        .add(
+            Route::delete("/api/v1/tenants/{id}", Requires(ManageTenants))
+                .returns::<DeletedResponse>()
+                .problems(&[409]),
+            delete,
+        )
+        .add(
+            Route::get("/api/v1/tenants/{id}/stats", Requires(Read))
+                .returns::<TenantStatsResponse>(),
+            stats,
+        )
+        .add(
+            Route::get("/api/v1/tenants/{id}/quotas", Requires(ManageTenants))
+                .returns::<TenantQuotasResponse>(),
             quotas,
         )
-        .put(
-            "/api/v1/tenants/{id}/quotas",
-            Requires(ManageTenants),
+        .add(
+            Route::put("/api/v1/tenants/{id}/quotas", Requires(ManageTenants))
+                .body::<QuotasRequest>()
+                .returns::<TenantQuotasResponse>()
+                .problems(&[409]),
             set_quotas,
         )
         .add(
-            Route::post("/api/v1/tenants/{id}/activate", Requires(ManageTenants)).no_body(),
+            Route::post("/api/v1/tenants/{id}/activate", Requires(ManageTenants))
+                .no_body()
+                .returns::<TenantResponse>()
+                .problems(&[409]),
             activate,
         )
         .add(
-            Route::post("/api/v1/tenants/{id}/deactivate", Requires(ManageTenants)).no_body(),
+            Route::post("/api/v1/tenants/{id}/deactivate", Requires(ManageTenants))
+                .no_body()
+                .returns::<TenantResponse>()
+                .problems(&[409]),
             deactivate,
         )
 }
@@ -85,20 +124,42 @@ fn tenants(state: &AppState) -> Result<&Tenants, ApiError> {
 // ---------------------------------------------------------------------------------------------
 // Bodies
 
-/// `POST /api/v1/tenants`.
-#[derive(Debug, Deserialize)]
+/// A tenant id.
+fn tenant_id() -> RefOr<Schema> {
+    crate::openapi::pattern_string("^[A-Za-z0-9-][A-Za-z0-9_-]{0,63}$", 64, false)
+}
+
+/// A tier's name.
+fn tier() -> RefOr<Schema> {
+    string_enum(Tier::ALL.map(Tier::as_str), false)
+}
+
+/// A tier's name, or `null` (the default).
+fn tier_or_null() -> RefOr<Schema> {
+    string_enum(Tier::ALL.map(Tier::as_str), true)
+}
+
+/// `POST /api/v1/tenants`. `id` and `name` are required (the use case names them when
+/// missing).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenantRequest {
+    /// 1–64 of `A-Z a-z 0-9 _ -`, not starting with `_`.
+    #[schema(schema_with = tenant_id, required = true)]
     pub id: Option<String>,
+    #[schema(value_type = String, required = true)]
     pub name: Option<String>,
+    /// Default `free`.
+    #[schema(schema_with = tier_or_null)]
     pub tier: Option<String>,
 }
 
 /// `PUT /api/v1/tenants/{id}`: fields left out are kept.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenantRequest {
     pub name: Option<String>,
+    #[schema(schema_with = tier_or_null)]
     pub tier: Option<String>,
 }
 
@@ -107,25 +168,34 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u64>>, D::E
     Option::<u64>::deserialize(d).map(Some)
 }
 
-/// `PUT /api/v1/tenants/{id}/quotas`.
-#[derive(Debug, Default, Deserialize)]
+/// `PUT /api/v1/tenants/{id}/quotas`: each quota a number, `null` (unlimited) or left out
+/// (the tier's).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotasRequest {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_events_per_day: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_storage_bytes: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_queries_per_hour: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_api_keys: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_projections: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_pipelines: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_subscriptions: Option<Option<u64>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>)]
     pub max_webhooks: Option<Option<u64>>,
 }
 
@@ -145,15 +215,23 @@ impl From<QuotasRequest> for QuotaOverrides {
 }
 
 /// Quotas as the API shows them (`null`: unlimited).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QuotasBody {
+    #[schema(required = true)]
     pub max_events_per_day: Option<u64>,
+    #[schema(required = true)]
     pub max_storage_bytes: Option<u64>,
+    #[schema(required = true)]
     pub max_queries_per_hour: Option<u64>,
+    #[schema(required = true)]
     pub max_api_keys: Option<u64>,
+    #[schema(required = true)]
     pub max_projections: Option<u64>,
+    #[schema(required = true)]
     pub max_pipelines: Option<u64>,
+    #[schema(required = true)]
     pub max_subscriptions: Option<u64>,
+    #[schema(required = true)]
     pub max_webhooks: Option<u64>,
 }
 
@@ -172,34 +250,70 @@ impl From<Quotas> for QuotasBody {
     }
 }
 
-/// The overrides only: quota name → number or `null`.
-fn overrides_body(o: &QuotaOverrides) -> Map<String, Value> {
-    [
-        ("max_events_per_day", o.max_events_per_day),
-        ("max_storage_bytes", o.max_storage_bytes),
-        ("max_queries_per_hour", o.max_queries_per_hour),
-        ("max_api_keys", o.max_api_keys),
-        ("max_projections", o.max_projections),
-        ("max_pipelines", o.max_pipelines),
-        ("max_subscriptions", o.max_subscriptions),
-        ("max_webhooks", o.max_webhooks),
-    ]
-    .into_iter()
-    .filter_map(|(name, value)| value.map(|v| (name.to_owned(), json!(v))))
-    .collect()
+/// The overrides only: a quota overridden is a number or `null` (unlimited); a quota that
+/// follows the tier is absent.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OverridesBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_events_per_day: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_storage_bytes: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_queries_per_hour: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_api_keys: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_projections: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_pipelines: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_subscriptions: Option<Option<u64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
+    pub max_webhooks: Option<Option<u64>>,
+}
+
+impl From<&QuotaOverrides> for OverridesBody {
+    fn from(o: &QuotaOverrides) -> Self {
+        Self {
+            max_events_per_day: o.max_events_per_day,
+            max_storage_bytes: o.max_storage_bytes,
+            max_queries_per_hour: o.max_queries_per_hour,
+            max_api_keys: o.max_api_keys,
+            max_projections: o.max_projections,
+            max_pipelines: o.max_pipelines,
+            max_subscriptions: o.max_subscriptions,
+            max_webhooks: o.max_webhooks,
+        }
+    }
+}
+
+/// A tier's rate limit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RateLimitBody {
+    pub requests_per_second: u32,
+    pub burst: u32,
 }
 
 /// A tenant.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantResponse {
     pub id: String,
     pub name: String,
+    #[schema(schema_with = tier)]
     pub tier: &'static str,
     pub active: bool,
     /// The quotas that hold (tier with overrides).
     pub quotas: QuotasBody,
     /// The tier's rate limit.
-    pub rate_limit: Value,
+    pub rate_limit: RateLimitBody,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -213,47 +327,99 @@ impl From<&Tenant> for TenantResponse {
             tier: t.tier.as_str(),
             active: t.active,
             quotas: t.quotas().into(),
-            rate_limit: json!({"requests_per_second": limit.per_second, "burst": limit.burst}),
+            rate_limit: RateLimitBody {
+                requests_per_second: limit.per_second,
+                burst: limit.burst,
+            },
             created_at: timestamp(t.created_at),
             updated_at: timestamp(t.updated_at),
         }
     }
 }
 
-fn quotas_response(t: &Tenant) -> Value {
-    json!({
-        "tenant_id": t.id.as_str(),
-        "tier": t.tier.as_str(),
-        "quotas": QuotasBody::from(t.quotas()),
-        "overrides": overrides_body(&t.overrides),
-    })
+/// `GET /api/v1/tenants`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantListResponse {
+    pub total: usize,
+    pub tenants: Vec<TenantResponse>,
 }
 
-fn stats_response(s: &TenantStats) -> Value {
+/// A tenant's quotas: those that hold, and its overrides of its tier's.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantQuotasResponse {
+    pub tenant_id: String,
+    #[schema(schema_with = tier)]
+    pub tier: &'static str,
+    pub quotas: QuotasBody,
+    pub overrides: OverridesBody,
+}
+
+fn quotas_response(t: &Tenant) -> TenantQuotasResponse {
+    TenantQuotasResponse {
+        tenant_id: t.id.as_str().to_owned(),
+        tier: t.tier.as_str(),
+        quotas: QuotasBody::from(t.quotas()),
+        overrides: OverridesBody::from(&t.overrides),
+    }
+}
+
+/// One quota's use: `limit` `null` is unlimited.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UsageBody {
+    pub used: u64,
+    #[schema(required = true)]
+    pub limit: Option<u64>,
+}
+
+/// The tenant's events.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantEventsBody {
+    pub total_events: u64,
+    pub total_entities: u64,
+    pub total_event_types: u64,
+    pub last_position: u64,
+}
+
+/// `GET /api/v1/tenants/{id}/stats`. `usage` maps each quota's name (`max_events_per_day`,
+/// ...) to its use.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TenantStatsResponse {
+    pub tenant_id: String,
+    #[schema(schema_with = tier)]
+    pub tier: &'static str,
+    pub active: bool,
+    pub usage: BTreeMap<&'static str, UsageBody>,
+    pub events: TenantEventsBody,
+}
+
+fn stats_response(s: &TenantStats) -> TenantStatsResponse {
     let quotas = s.tenant.quotas();
-    let usage: Map<String, Value> = s
+    let usage = s
         .usage
         .iter()
         .map(|u| {
             debug_assert_eq!(u.limit, quota_limit(&quotas, u.kind));
             (
-                u.kind.as_str().to_owned(),
-                json!({"used": u.used, "limit": u.limit}),
+                u.kind.as_str(),
+                UsageBody {
+                    used: u.used,
+                    limit: u.limit,
+                },
             )
         })
         .collect();
-    json!({
-        "tenant_id": s.tenant.id.as_str(),
-        "tier": s.tenant.tier.as_str(),
-        "active": s.tenant.active,
-        "usage": usage,
-        "events": {
-            "total_events": s.events.total_events,
-            "total_entities": s.events.total_entities,
-            "total_event_types": s.events.total_event_types,
-            "last_position": s.events.last_position,
+    TenantStatsResponse {
+        tenant_id: s.tenant.id.as_str().to_owned(),
+        tier: s.tenant.tier.as_str(),
+        active: s.tenant.active,
+        usage,
+        events: TenantEventsBody {
+            total_events: s.events.total_events,
+            total_entities: s.events.total_entities,
+            total_event_types: s.events.total_event_types,
+            last_position: s.events.last_position,
         },
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,8 +431,12 @@ pub async fn list(
     CallerExtractor(caller): CallerExtractor,
 ) -> Result<Response, ApiError> {
     let list = tenants(&state)?.list(&caller).await?;
-    let body: Vec<TenantResponse> = list.iter().map(TenantResponse::from).collect();
-    Ok(Json(json!({"total": body.len(), "tenants": body})).into_response())
+    let tenants: Vec<TenantResponse> = list.iter().map(TenantResponse::from).collect();
+    Ok(Json(TenantListResponse {
+        total: tenants.len(),
+        tenants,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/tenants` → 201.
@@ -325,7 +495,7 @@ pub async fn delete(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     tenants(&state)?.delete(&caller, &id).await?;
-    Ok(Json(json!({"id": id, "deleted": true})).into_response())
+    Ok(Json(DeletedResponse::new(&id)).into_response())
 }
 
 /// `GET /api/v1/tenants/{id}/stats`.

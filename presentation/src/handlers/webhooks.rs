@@ -11,7 +11,7 @@
 use allsource_application::ports::EventEncoder;
 use allsource_application::use_cases::FieldError;
 use allsource_application::webhooks::{
-    Delivery, DeliveryPage, SecretInput, WebhookError, WebhookInput, WebhookView,
+    Delivery, DeliveryPage, DeliveryStatus, SecretInput, WebhookError, WebhookInput, WebhookView,
 };
 use allsource_domain::Event;
 use allsource_domain::Permission::ManagePipelines;
@@ -19,14 +19,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::AppState;
 use crate::access::Access::Requires;
 use crate::auth::CallerExtractor;
-use crate::dto::{EventResponse, timestamp};
+use crate::dto::{DeletedResponse, EventResponse, timestamp};
 use crate::error::ApiError;
 use crate::extract::{JsonBody, Params, PathParam};
 use crate::routes::{Route, Routes};
@@ -34,20 +34,44 @@ use crate::routes::{Route, Routes};
 /// The webhook routes, with the access each needs.
 pub fn routes() -> Routes {
     Routes::new()
-        .get("/api/v1/webhooks", Requires(ManagePipelines), list)
         .add(
-            Route::post("/api/v1/webhooks", Requires(ManagePipelines)).responds(&[201]),
+            Route::get("/api/v1/webhooks", Requires(ManagePipelines))
+                .returns::<WebhookListResponse>(),
+            list,
+        )
+        .add(
+            Route::post("/api/v1/webhooks", Requires(ManagePipelines))
+                .body::<WebhookBody>()
+                .returns::<WebhookResponse>()
+                .responds(&[201])
+                .problems(&[409]),
             create,
         )
-        .get("/api/v1/webhooks/{id}", Requires(ManagePipelines), one)
-        .put("/api/v1/webhooks/{id}", Requires(ManagePipelines), update)
-        .delete("/api/v1/webhooks/{id}", Requires(ManagePipelines), delete)
+        .add(
+            Route::get("/api/v1/webhooks/{id}", Requires(ManagePipelines))
+                .returns::<WebhookResponse>(),
+            one,
+        )
+        .add(
+            Route::put("/api/v1/webhooks/{id}", Requires(ManagePipelines))
+                .body::<WebhookBody>()
+                .returns::<WebhookResponse>()
+                .problems(&[409]),
+            update,
+        )
+        .add(
+            Route::delete("/api/v1/webhooks/{id}", Requires(ManagePipelines))
+                .returns::<DeletedResponse>()
+                .problems(&[409]),
+            delete,
+        )
         .add(
             Route::get(
                 "/api/v1/webhooks/{id}/deliveries",
                 Requires(ManagePipelines),
             )
-            .params::<DeliveriesParams>(),
+            .params::<DeliveriesParams>()
+            .returns::<DeliveryPageResponse>(),
             deliveries,
         )
 }
@@ -85,20 +109,28 @@ fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D
 }
 
 /// The body of `POST /api/v1/webhooks` and `PUT /api/v1/webhooks/{id}` (no `Debug`: it holds
-/// the secret).
-#[derive(Deserialize)]
+/// the secret). `url` and `event_types` are required (the use case names them when missing).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookBody {
+    /// An absolute `http` or `https` URL, at most 2,048 characters.
     #[serde(default)]
+    #[schema(value_type = String, required = true)]
     pub url: Option<String>,
+    /// Type filters (`x`, `x.*`, `*`); `[]`: every type. At most 100.
     #[serde(default)]
+    #[schema(schema_with = crate::openapi::type_filters, required = true)]
     pub event_types: Option<Vec<String>>,
+    /// Only these entities' events (absent or `[]`: every entity). At most 100.
     #[serde(default)]
     pub entity_ids: Option<Vec<String>>,
+    /// 16–256 characters; write-only. On `PUT`: absent keeps the secret, `null` removes it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, write_only)]
     pub secret: Option<Option<String>>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Default `true`.
     #[serde(default)]
     pub active: Option<bool>,
 }
@@ -127,43 +159,121 @@ pub struct DeliveriesParams {
     pub limit: Option<String>,
 }
 
-/// A webhook as JSON (never its secret).
-pub fn webhook_json(view: &WebhookView) -> Value {
-    json!({
-        "id": view.id,
-        "url": view.url,
-        "event_types": view.event_types,
-        "entity_ids": view.entity_ids,
-        "has_secret": view.has_secret,
-        "description": view.description,
-        "active": view.active,
-        "created_at": timestamp(view.created_at),
-        "updated_at": timestamp(view.updated_at),
-        "cursor_position": view.cursor_position,
-    })
+/// A webhook (never its secret).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookResponse<'a> {
+    pub id: Uuid,
+    pub url: &'a str,
+    pub event_types: &'a [String],
+    pub entity_ids: &'a [String],
+    pub has_secret: bool,
+    #[schema(required = true)]
+    pub description: Option<&'a str>,
+    pub active: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The position of the last settled event.
+    pub cursor_position: u64,
 }
 
-fn delivery_json(d: &Delivery) -> Value {
-    json!({
-        "delivery_id": d.delivery_id,
-        "event_id": d.event_id,
-        "position": d.position,
-        "event_type": d.event_type,
-        "entity_id": d.entity_id,
-        "status": d.status.as_str(),
-        "attempts": d.attempts,
-        "last_status_code": d.last_status_code,
-        "last_error": d.last_error,
-        "first_attempt_at": timestamp(d.first_attempt_at),
-        "last_attempt_at": timestamp(d.last_attempt_at),
-        "next_attempt_at": d.next_attempt_at.map(timestamp),
-        "completed_at": d.completed_at.map(timestamp),
-    })
+impl<'a> From<&'a WebhookView> for WebhookResponse<'a> {
+    fn from(view: &'a WebhookView) -> Self {
+        Self {
+            id: view.id,
+            url: &view.url,
+            event_types: &view.event_types,
+            entity_ids: &view.entity_ids,
+            has_secret: view.has_secret,
+            description: view.description.as_deref(),
+            active: view.active,
+            created_at: timestamp(view.created_at),
+            updated_at: timestamp(view.updated_at),
+            cursor_position: view.cursor_position,
+        }
+    }
 }
 
-fn page_json(page: &DeliveryPage) -> Value {
-    let deliveries: Vec<Value> = page.deliveries.iter().map(delivery_json).collect();
-    json!({"webhook_id": page.webhook_id, "count": deliveries.len(), "deliveries": deliveries})
+/// `GET /api/v1/webhooks`, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookListResponse<'a> {
+    pub total: usize,
+    pub webhooks: Vec<WebhookResponse<'a>>,
+}
+
+fn delivery_status() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    crate::openapi::string_enum(
+        [
+            DeliveryStatus::Delivered,
+            DeliveryStatus::Retrying,
+            DeliveryStatus::Failed,
+        ]
+        .map(DeliveryStatus::as_str),
+        false,
+    )
+}
+
+/// One event's delivery to the webhook.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryResponse<'a> {
+    pub delivery_id: Uuid,
+    pub event_id: Uuid,
+    pub position: u64,
+    pub event_type: &'a str,
+    pub entity_id: &'a str,
+    #[schema(schema_with = delivery_status)]
+    pub status: &'static str,
+    pub attempts: u32,
+    /// The status of the last attempt's answer; `null` when it got none.
+    #[schema(required = true)]
+    pub last_status_code: Option<u16>,
+    /// Why the last attempt got no answer.
+    #[schema(required = true)]
+    pub last_error: Option<&'a str>,
+    pub first_attempt_at: String,
+    pub last_attempt_at: String,
+    /// Set while `retrying`.
+    #[schema(required = true)]
+    pub next_attempt_at: Option<String>,
+    #[schema(required = true)]
+    pub completed_at: Option<String>,
+}
+
+impl<'a> From<&'a Delivery> for DeliveryResponse<'a> {
+    fn from(d: &'a Delivery) -> Self {
+        Self {
+            delivery_id: d.delivery_id,
+            event_id: d.event_id,
+            position: d.position,
+            event_type: &d.event_type,
+            entity_id: &d.entity_id,
+            status: d.status.as_str(),
+            attempts: d.attempts,
+            last_status_code: d.last_status_code,
+            last_error: d.last_error.as_deref(),
+            first_attempt_at: timestamp(d.first_attempt_at),
+            last_attempt_at: timestamp(d.last_attempt_at),
+            next_attempt_at: d.next_attempt_at.map(timestamp),
+            completed_at: d.completed_at.map(timestamp),
+        }
+    }
+}
+
+/// `GET /api/v1/webhooks/{id}/deliveries`, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeliveryPageResponse<'a> {
+    pub webhook_id: Uuid,
+    pub count: usize,
+    pub deliveries: Vec<DeliveryResponse<'a>>,
+}
+
+impl<'a> From<&'a DeliveryPage> for DeliveryPageResponse<'a> {
+    fn from(page: &'a DeliveryPage) -> Self {
+        Self {
+            webhook_id: page.webhook_id,
+            count: page.deliveries.len(),
+            deliveries: page.deliveries.iter().map(DeliveryResponse::from).collect(),
+        }
+    }
 }
 
 /// `GET /api/v1/webhooks`: the tenant's webhooks, oldest first.
@@ -172,8 +282,12 @@ pub async fn list(
     CallerExtractor(caller): CallerExtractor,
 ) -> Result<Response, ApiError> {
     let views = app.webhooks.list(&caller).await?;
-    let items: Vec<Value> = views.iter().map(webhook_json).collect();
-    Ok(Json(json!({"total": items.len(), "webhooks": items})).into_response())
+    let webhooks: Vec<WebhookResponse<'_>> = views.iter().map(WebhookResponse::from).collect();
+    Ok(Json(WebhookListResponse {
+        total: webhooks.len(),
+        webhooks,
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/webhooks`: registers a webhook (`201` with a `Location`).
@@ -183,7 +297,7 @@ pub async fn create(
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> Result<Response, ApiError> {
     let view = app.webhooks.create(&caller, body.into()).await?;
-    let mut response = (StatusCode::CREATED, Json(webhook_json(&view))).into_response();
+    let mut response = (StatusCode::CREATED, Json(WebhookResponse::from(&view))).into_response();
     if let Ok(value) = HeaderValue::from_str(&format!("/api/v1/webhooks/{}", view.id)) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -197,7 +311,7 @@ pub async fn one(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     let view = app.webhooks.get(&caller, &id).await?;
-    Ok(Json(webhook_json(&view)).into_response())
+    Ok(Json(WebhookResponse::from(&view)).into_response())
 }
 
 /// `PUT /api/v1/webhooks/{id}`: replaces the definition (an absent `secret` is kept).
@@ -208,7 +322,7 @@ pub async fn update(
     JsonBody(body): JsonBody<WebhookBody>,
 ) -> Result<Response, ApiError> {
     let view = app.webhooks.update(&caller, &id, body.into()).await?;
-    Ok(Json(webhook_json(&view)).into_response())
+    Ok(Json(WebhookResponse::from(&view)).into_response())
 }
 
 /// `DELETE /api/v1/webhooks/{id}`.
@@ -218,7 +332,7 @@ pub async fn delete(
     PathParam(id): PathParam,
 ) -> Result<Response, ApiError> {
     app.webhooks.delete(&caller, &id).await?;
-    Ok(Json(json!({"id": id, "deleted": true})).into_response())
+    Ok(Json(DeletedResponse::new(&id)).into_response())
 }
 
 /// `GET /api/v1/webhooks/{id}/deliveries?limit`: the newest deliveries first.
@@ -232,5 +346,5 @@ pub async fn deliveries(
         .webhooks
         .deliveries(&caller, &id, params.limit.as_deref())
         .await?;
-    Ok(Json(page_json(&page)).into_response())
+    Ok(Json(DeliveryPageResponse::from(&page)).into_response())
 }
