@@ -13,6 +13,7 @@
 //! - [`admin`]: `allsource admin ...`: the admin CLI over HTTP (tenants, users, keys, stats,
 //!   schemas, projections, consumers, backups, compaction, tail), and `create-user` (users
 //!   without HTTP, e.g. the first admin).
+//! - [`mcp`]: `allsource mcp`, the MCP server over stdio (for desktop agents).
 //! - [`backup`]: `allsource backup create|list|verify|restore`, and the server's backup wiring.
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod app;
 pub mod backup;
 pub mod bench;
+pub mod mcp;
 pub mod reload;
 pub mod settings;
 pub mod telemetry;

@@ -69,6 +69,9 @@ enum Command {
     /// data dir). A running server backs up online through POST /api/v1/backups.
     #[command(subcommand)]
     Backup(allsource::backup::BackupCommand),
+    /// The MCP server over stdio, for AI agents: tools that query and append through a running
+    /// server at --url with --api-key (see docs/MCP.md).
+    Mcp(allsource::mcp::McpArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
         // The admin and backup commands choose their own exit codes (see their --help).
         Command::Admin(command) => return admin::run(command),
         Command::Backup(command) => return allsource::backup::run(command),
+        Command::Mcp(args) => return allsource::mcp::run(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

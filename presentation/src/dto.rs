@@ -77,12 +77,17 @@ pub struct AppendEventRequest {
     /// UUID; the server assigns a UUIDv7 when absent.
     #[serde(default)]
     pub id: Option<String>,
+    /// Required; a missing one is the use case's 400 (so it is optional for serde only).
     #[serde(default)]
+    #[schema(required = true, value_type = String)]
     pub entity_id: Option<String>,
+    /// Required, like `entity_id`.
     #[serde(default)]
+    #[schema(required = true, value_type = String)]
     pub event_type: Option<String>,
+    /// Required; any JSON value, `null` included.
     #[serde(default, deserialize_with = "present")]
-    #[schema(schema_with = crate::openapi::any_value)]
+    #[schema(required = true, schema_with = crate::openapi::any_value)]
     pub payload: Option<JsonPayload>,
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = crate::openapi::object_or_null)]

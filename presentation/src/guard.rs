@@ -14,6 +14,9 @@
 //! 5. **Policies** ([`enforce::enforce`]): deny → 403, rate limit → 429, warn →
 //!    `X-Policy-Warning` on the response.
 //!
+//! A request an MCP tool makes ([`crate::mcp`]) is recorded in the audit log as
+//! `mcp.tool_call` once it is authenticated, with the tool, the route and the status.
+//!
 //! Every answer, refusals included, is counted in the route's metrics ([`metrics`]). A route
 //! declared with [`Route::metrics_exposure`] is served as public while metrics are public by
 //! configuration.
@@ -24,6 +27,8 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use allsource_application::ports::{AuditOutcome, AuditRecord};
 
 use crate::dto::NoParams;
 use crate::extract::parse_query;
@@ -79,10 +84,52 @@ async fn guarded(state: &AppState, route: &Route, mut request: Request, next: Ne
         Ok(admitted) => admitted.rate,
         Err(refused) => return admission::refusal(refused),
     };
+    let tool_call = mcp_tool(&request).zip(caller.clone());
+    let request_id = tool_call.as_ref().and_then(|_| {
+        request
+            .headers()
+            .get(crate::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
     let response = match admitted(state, &route, caller, request, next).await {
         Ok(response) | Err(response) => response,
     };
+    if let Some((tool, caller)) = tool_call {
+        let status = response.status();
+        let outcome = if status.is_success() {
+            AuditOutcome::Success
+        } else if matches!(status.as_u16(), 401 | 403) {
+            AuditOutcome::Denied
+        } else {
+            AuditOutcome::Failure
+        };
+        let record = AuditRecord::new(
+            caller.tenant().as_str(),
+            caller.actor(),
+            "mcp.tool_call",
+            outcome,
+        )
+        .resource(tool)
+        .details(serde_json::json!({
+            "route": format!("{} {}", route.verb.as_str(), route.path),
+            "status": status.as_u16(),
+        }))
+        .request_id(request_id);
+        state.audit.record(record).await;
+    }
     admission::with_rate_headers(response, rate.as_ref())
+}
+
+/// The MCP tool a request is made for ([`crate::mcp::rest::TOOL_HEADER`]), when it names one
+/// of the tools.
+fn mcp_tool(request: &Request) -> Option<&'static str> {
+    let name = request
+        .headers()
+        .get(crate::mcp::rest::TOOL_HEADER)?
+        .to_str()
+        .ok()?;
+    crate::mcp::catalog::tool(name).map(|spec| spec.name)
 }
 
 /// Steps 3 to 5, and the handler.

@@ -71,6 +71,8 @@
 //! - [`auth`]: [`CallerExtractor`], the caller for handlers.
 //! - [`limits`]: the request-head limits and problem documents for bare errors.
 //! - [`metrics`]: the HTTP metrics and the `/metrics` exposition ([`MetricsEndpoint`]).
+//! - [`mcp`]: the MCP server (tools for AI agents), served at `POST /mcp` and by
+//!   `allsource mcp` over stdio.
 //! - [`trace_context`]: W3C `traceparent` on requests, responses and appended events.
 //! - [`serve`](mod@serve): the server loop (hyper's own limits above ours, graceful shutdown).
 #![forbid(unsafe_code)]
@@ -85,6 +87,7 @@ pub mod extract;
 pub mod guard;
 pub mod handlers;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -216,6 +219,15 @@ impl Default for HttpLimits {
 
 /// The complete router of the REST API, with its middleware (see the crate docs).
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
+    let api = api_router(state, limits);
+    // `/mcp`'s tools call the router in process; the router they call is this one without
+    // the endpoint (no tool calls `/mcp`), so there is no cycle.
+    let endpoint = handlers::mcp::McpEndpoint::new(api.clone(), limits.max_body_bytes);
+    api.layer(Extension(endpoint))
+}
+
+/// [`router`] without the MCP endpoint's state (`POST /mcp` answers 404 there).
+fn api_router(state: AppState, limits: HttpLimits) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     routes::api_routes()
         .into_router(&state)

@@ -533,6 +533,7 @@ pub fn api_routes() -> Routes {
         .merge(metrics::routes())
         .merge(crate::handlers::docs::routes())
         .merge(backups::routes())
+        .merge(crate::handlers::mcp::routes())
 }
 
 /// What the router serves: every route's method, path pattern and declaration.

@@ -36,6 +36,11 @@ impl Run {
     }
 }
 
+/// [`admin`] that must succeed, and its standard output as JSON.
+async fn admin_json(base: &str, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> Value {
+    admin(base, token, args, stdin).await.ok().json()
+}
+
 /// Runs `allsource admin <args>` against `base`, with the token (if any) in `ALLSOURCE_TOKEN`.
 async fn admin(base: &str, token: Option<&str>, args: &[&str], stdin: Option<&str>) -> Run {
     let mut command = tokio::process::Command::new(binary());
@@ -196,15 +201,13 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     )
     .await
     .ok();
-    let quotas = admin(
+    let quotas = admin_json(
         &base,
         root,
         &["tenants", "quotas", "acme", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(quotas["quotas"]["max_api_keys"], 7, "{quotas}");
     assert_eq!(quotas["quotas"]["max_pipelines"], Value::Null, "{quotas}");
     let bad = admin(
@@ -215,19 +218,17 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     )
     .await;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
-    let stats = admin(
+    let stats = admin_json(
         &base,
         root,
         &["tenants", "stats", "acme", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(stats["tenant_id"], "acme", "{stats}");
 
     // Users: created with the password on stdin, listed, logged in with.
-    let user = admin(
+    let user = admin_json(
         &base,
         root,
         &[
@@ -245,9 +246,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
         ],
         Some("a long password 123\n"),
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(user["tenant_id"], "acme");
     let user_id = user["id"].as_str().unwrap().to_owned();
     let ops = login(&server, "acme-ops", "a long password 123").await;
@@ -264,7 +263,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     );
 
     // Keys: the new key works as a credential (whoami), then revoked it is refused (exit 4).
-    let key = admin(
+    let key = admin_json(
         &base,
         Some(&ops),
         &[
@@ -272,18 +271,13 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
         ],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     let secret = key["key"]
         .as_str()
         .expect("the key is shown once")
         .to_owned();
     let key_id = key["id"].as_str().unwrap().to_owned();
-    let me = admin(&base, Some(&secret), &["whoami", "--output", "json"], None)
-        .await
-        .ok()
-        .json();
+    let me = admin_json(&base, Some(&secret), &["whoami", "--output", "json"], None).await;
     assert_eq!(me["tenant_id"], "acme", "{me}");
     assert_eq!(me["role"], "readonly", "{me}");
     assert_eq!(me["type"], "api_key", "{me}");
@@ -325,7 +319,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     admin(&base, Some(&ops), &["whoami"], None).await.ok();
 
     // Users delete, then tenant delete.
-    let temp = admin(
+    let temp = admin_json(
         &base,
         root,
         &[
@@ -342,9 +336,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
         ],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     let temp_id = temp["id"].as_str().unwrap().to_owned();
     admin(&base, root, &["users", "show", &temp_id], None)
         .await
@@ -358,15 +350,13 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
             .code,
         5
     );
-    let deleted = admin(
+    let deleted = admin_json(
         &base,
         root,
         &["tenants", "delete", "acme", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(deleted, json!({"id": "acme", "deleted": true}));
 }
 
@@ -420,10 +410,7 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     }
     append(&server, "user-1", "user.signed_up", 0).await;
 
-    let stats = admin(&base, None, &["stats", "--output", "json"], None)
-        .await
-        .ok()
-        .json();
+    let stats = admin_json(&base, None, &["stats", "--output", "json"], None).await;
     assert_eq!(stats["total_events"], 4, "{stats}");
     let table = admin(&base, None, &["stats"], None).await.ok();
     assert!(
@@ -461,15 +448,13 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
         "{}",
         list.stdout
     );
-    let shown = admin(
+    let shown = admin_json(
         &base,
         None,
         &["schemas", "show", "order.placed", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(shown["schema"]["required"], json!(["n"]), "{shown}");
     let refused = server
         .post_json(
@@ -496,15 +481,13 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     )
     .await
     .ok();
-    let versions = admin(
+    let versions = admin_json(
         &base,
         None,
         &["schemas", "versions", "order.placed", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(versions["versions"], json!([1]));
     let bad = admin(
         &base,
@@ -537,15 +520,13 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     .ok();
     let mut counted = Value::Null;
     for _ in 0..200 {
-        counted = admin(
+        counted = admin_json(
             &base,
             None,
             &["projections", "state", "event_counter", "--output", "json"],
             None,
         )
-        .await
-        .ok()
-        .json();
+        .await;
         if counted["state"]["order.placed"]["count"] == 3 {
             break;
         }
@@ -568,7 +549,7 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
         "{}",
         state.stdout
     );
-    let one = admin(
+    let one = admin_json(
         &base,
         None,
         &[
@@ -582,9 +563,7 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
         ],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(one["state"]["count"], 1, "{one}");
     let listed = admin(&base, None, &["projections", "list"], None)
         .await
@@ -600,7 +579,7 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     admin(&base, None, &["projections", "show", "event_counter"], None)
         .await
         .ok();
-    let job = admin(
+    let job = admin_json(
         &base,
         None,
         &[
@@ -612,9 +591,7 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
         ],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(job["projection"], "event_counter", "{job}");
     let again = admin(
         &base,
@@ -657,25 +634,21 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     )
     .await
     .ok();
-    let consumer = admin(
+    let consumer = admin_json(
         &base,
         None,
         &["consumers", "show", "orders", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(consumer["cursor_position"], 2, "{consumer}");
-    let polled = admin(
+    let polled = admin_json(
         &base,
         None,
         &["consumers", "events", "orders", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(polled["count"], 1, "{polled}");
     let consumers = admin(&base, None, &["consumers", "list"], None).await.ok();
     assert!(
@@ -695,15 +668,13 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     .await;
     assert_eq!(past.code, 6, "{}", past.stderr);
     assert!(past.stderr.contains("position"), "{}", past.stderr);
-    let deleted = admin(
+    let deleted = admin_json(
         &base,
         None,
         &["consumers", "delete", "orders", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(deleted, json!({"consumer_id": "orders", "deleted": true}));
     assert_eq!(
         admin(&base, None, &["consumers", "show", "orders"], None)
@@ -728,15 +699,13 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
         "{}",
         groups.stdout
     );
-    let group_stats = admin(
+    let group_stats = admin_json(
         &base,
         None,
         &["consumer-groups", "stats", "billing", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(group_stats["lag"], 3, "{group_stats}");
     admin(&base, None, &["consumer-groups", "parked", "billing"], None)
         .await
@@ -760,25 +729,21 @@ async fn stats_schemas_projections_consumers_groups_and_compaction() {
     );
 
     // Compaction (embedded backend).
-    let compaction = admin(
+    let compaction = admin_json(
         &base,
         None,
         &["compaction", "stats", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(compaction["backend"], "embedded", "{compaction}");
-    let triggered = admin(
+    let triggered = admin_json(
         &base,
         None,
         &["compaction", "trigger", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert!(triggered.get("compacted").is_some(), "{triggered}");
 }
 
@@ -794,15 +759,13 @@ async fn backups_are_created_listed_shown_and_verified() {
     }
 
     // Without --wait: the running job at once (202), or already finished.
-    let started = admin(
+    let started = admin_json(
         &base,
         None,
         &["backups", "create", "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     let full = started["backup_id"].as_str().expect("an id").to_owned();
     assert_eq!(started["kind"], "full", "{started}");
     assert!(
@@ -812,15 +775,13 @@ async fn backups_are_created_listed_shown_and_verified() {
     // Show until it has completed.
     let mut shown = Value::Null;
     for _ in 0..300 {
-        shown = admin(
+        shown = admin_json(
             &base,
             None,
             &["backups", "show", &full, "--output", "json"],
             None,
         )
-        .await
-        .ok()
-        .json();
+        .await;
         if shown["state"] != "running" {
             break;
         }
@@ -832,7 +793,7 @@ async fn backups_are_created_listed_shown_and_verified() {
 
     // With --wait: the finished backup; an incremental one continues the full one.
     append(&server, "order-9", "order.paid", 6).await;
-    let incremental = admin(
+    let incremental = admin_json(
         &base,
         None,
         &[
@@ -846,9 +807,7 @@ async fn backups_are_created_listed_shown_and_verified() {
         ],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(incremental["state"], "completed", "{incremental}");
     assert_eq!(incremental["since_backup"], full.as_str(), "{incremental}");
     assert_eq!(incremental["from_position"], 6, "{incremental}");
@@ -856,10 +815,7 @@ async fn backups_are_created_listed_shown_and_verified() {
     let incremental_id = incremental["backup_id"].as_str().expect("an id").to_owned();
 
     // The list, as JSON and as a table.
-    let listed = admin(&base, None, &["backups", "list", "--output", "json"], None)
-        .await
-        .ok()
-        .json();
+    let listed = admin_json(&base, None, &["backups", "list", "--output", "json"], None).await;
     assert_eq!(listed["total"], 2, "{listed}");
     let ids: Vec<&str> = listed["backups"]
         .as_array()
@@ -885,15 +841,13 @@ async fn backups_are_created_listed_shown_and_verified() {
     );
 
     // Verify: intact, then with a flipped byte (exit 1, the problem printed).
-    let report = admin(
+    let report = admin_json(
         &base,
         None,
         &["backups", "verify", &full, "--output", "json"],
         None,
     )
-    .await
-    .ok()
-    .json();
+    .await;
     assert_eq!(report["ok"], true, "{report}");
     let victim = std::fs::read_dir(target.path().join(&full))
         .expect("the backup's directory")

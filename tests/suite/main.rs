@@ -31,6 +31,8 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes).
 //! - `tenancy`: tenants, quotas, rate limits (memory and Redis), the two-tenant isolation
 //!   matrix over every route.
+//! - `mcp`: the MCP server with a real MCP client over HTTP (`/mcp`) and stdio (`allsource
+//!   mcp`): every tool against the REST answer, schemas, tenancy, roles, read-only, audit.
 //! - `openapi`: the OpenAPI document and docs page as served, and schemathesis fuzzing every
 //!   operation of a `--dev` server against the document.
 //! - `browser`: the docs page rendered by headless Chromium (operations shown, no script
@@ -50,6 +52,7 @@ mod compaction;
 mod consumer_groups;
 mod contract;
 mod http;
+mod mcp;
 mod openapi;
 mod operations;
 mod payloads;

@@ -202,6 +202,9 @@ const FUNCTIONS: [&str; 11] = [
     "first",
     "last",
 ];
+const FILLS: [&str; 3] = ["zero", "null", "none"];
+const PERIODS: [&str; 3] = ["day", "week", "month"];
+const METHODS: [&str; 3] = ["zscore", "iqr", "mad"];
 /// The operators of a DSL condition (its array's first element).
 const CONDITION_OPERATORS: [&str; 12] = [
     "and", "or", "not", "=", "!=", ">", ">=", "<", "<=", "in", "contains", "exists",
@@ -220,23 +223,23 @@ fn function() -> RefOr<Schema> {
 }
 
 fn fill_or_null() -> RefOr<Schema> {
-    string_enum(["zero", "null", "none"], true)
+    string_enum(FILLS, true)
 }
 
 fn period() -> RefOr<Schema> {
-    string_enum(["day", "week", "month"], false)
+    string_enum(PERIODS, false)
 }
 
 fn period_or_null() -> RefOr<Schema> {
-    string_enum(["day", "week", "month"], true)
+    string_enum(PERIODS, true)
 }
 
 fn method() -> RefOr<Schema> {
-    string_enum(["zscore", "iqr", "mad"], false)
+    string_enum(METHODS, false)
 }
 
 fn method_or_null() -> RefOr<Schema> {
-    string_enum(["zscore", "iqr", "mad"], true)
+    string_enum(METHODS, true)
 }
 
 fn direction() -> RefOr<Schema> {

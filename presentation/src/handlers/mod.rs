@@ -34,6 +34,7 @@ pub mod docs;
 pub mod entities;
 pub mod events;
 pub mod health;
+pub mod mcp;
 pub mod metrics;
 pub mod pipelines;
 pub mod policies;
