@@ -212,7 +212,11 @@ fn operation(
                     "application/json",
                     ContentBuilder::new().schema(Some(schema)).build(),
                 )
-                .required(Some(Required::True))
+                .required(Some(if doc.body_optional {
+                    Required::False
+                } else {
+                    Required::True
+                }))
                 .build(),
         ));
     }

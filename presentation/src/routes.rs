@@ -181,6 +181,8 @@ pub struct RouteDoc {
     pub summary: Option<&'static str>,
     /// Whether the route reads a JSON body (default: `POST` and `PUT`).
     pub takes_body: bool,
+    /// Whether the body may be left out (an empty body means the defaults).
+    pub body_optional: bool,
     /// The body's schema; `None` with `takes_body`: any JSON object (a test refuses that).
     pub body: Option<SchemaOf>,
     /// What a success answer's body is.
@@ -247,6 +249,7 @@ impl Route {
             doc: RouteDoc {
                 summary: None,
                 takes_body: matches!(verb, Verb::Post | Verb::Put),
+                body_optional: false,
                 body: None,
                 response: Answer::Undeclared,
                 success: &[200],
@@ -347,6 +350,12 @@ impl Route {
     pub const fn no_body(mut self) -> Self {
         self.doc.takes_body = false;
         self.doc.body = None;
+        self
+    }
+
+    /// The body may be left out (empty: the defaults).
+    pub const fn optional_body(mut self) -> Self {
+        self.doc.body_optional = true;
         self
     }
 

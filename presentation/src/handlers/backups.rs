@@ -32,7 +32,8 @@ pub fn routes() -> Routes {
                 .body::<StartBackupRequest>()
                 .returns::<BackupResponse>()
                 .responds(&[202])
-                .problems(&[409]),
+                // 404: an unknown `since_backup`.
+                .problems(&[404, 409]),
             start,
         )
         .add(

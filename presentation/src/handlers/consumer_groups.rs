@@ -128,8 +128,8 @@ pub struct GroupRequest {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::type_filters_or_null)]
     pub event_type_filters: Option<Vec<String>>,
-    /// The group delivers the events after this position (default: the log's end; cannot
-    /// change).
+    /// The group delivers the events after this position (default 0: from the first
+    /// event; cannot change).
     #[serde(default)]
     pub start_position: Option<u64>,
     #[serde(default)]
@@ -152,7 +152,7 @@ pub struct NewGroupRequest {
     /// Type filters (`x`, `x.*`, `*`); absent or `[]`: every type.
     #[schema(schema_with = crate::openapi::type_filters_or_null)]
     event_type_filters: Option<Vec<String>>,
-    /// The group delivers the events after this position (default: the log's end).
+    /// The group delivers the events after this position (default 0: from the first event).
     start_position: Option<u64>,
     ack_timeout_ms: Option<u64>,
     max_in_flight: Option<u64>,

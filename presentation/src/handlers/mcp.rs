@@ -11,13 +11,17 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::Value;
 use tower::ServiceExt;
 
+use crate::HttpLimits;
 use crate::access::Access::Authenticated;
 use crate::error::ApiError;
+use crate::extract::is_json_content_type;
 use crate::mcp::McpServer;
 use crate::routes::{Route, Routes};
 
@@ -29,7 +33,7 @@ pub fn routes() -> Routes {
             .body::<JsonRpcMessage>()
             .returns_any_json()
             .responds(&[200, 202])
-            .problems(&[406, 415]),
+            .problems(&[406]),
         mcp,
     )
 }
@@ -76,13 +80,105 @@ impl McpEndpoint {
     }
 }
 
-/// `POST /mcp`.
-pub async fn mcp(endpoint: Option<Extension<McpEndpoint>>, request: Request) -> Response {
+/// `POST /mcp`: the body is checked to be one JSON-RPC 2.0 message before the transport
+/// sees it, so bad input gets a problem document that says what is wrong (the transport's own
+/// refusals are bare statuses).
+pub async fn mcp(
+    endpoint: Option<Extension<McpEndpoint>>,
+    limits: Option<Extension<HttpLimits>>,
+    request: Request,
+) -> Response {
     let Some(Extension(endpoint)) = endpoint else {
         return ApiError::not_found("the MCP endpoint is not served here").into_response();
     };
+    let (mut parts, body) = request.into_parts();
+    if !is_json_content_type(&parts.headers) {
+        return ApiError::unsupported_media_type().into_response();
+    }
+    let limit = limits.map_or(HttpLimits::DEFAULT_MAX_BODY_BYTES, |l| l.max_body_bytes);
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return ApiError::payload_too_large(format!("the body exceeds {limit} bytes"))
+            .into_response();
+    };
+    if let Err(error) = check_message(&bytes) {
+        return error.into_response();
+    }
+    // MCP asks clients to accept both JSON and an event stream; this transport answers JSON
+    // only, so a client that accepts anything (or says nothing) is served too.
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
+    if accept.contains("*/*") || accept.contains("application/json") {
+        parts.headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+    } else {
+        return ApiError::for_status(axum::http::StatusCode::NOT_ACCEPTABLE).into_response();
+    }
+    let request = Request::from_parts(parts, Body::from(bytes));
     match endpoint.service.oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
+    }
+}
+
+/// One JSON-RPC 2.0 message: a request or notification (`method`), or a response (`id` with
+/// `result` or `error`).
+fn check_message(bytes: &[u8]) -> Result<(), ApiError> {
+    let message: Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid("body", format!("is not JSON: {e}")))?;
+    let Some(object) = message.as_object() else {
+        return Err(ApiError::invalid(
+            "body",
+            "must be one JSON-RPC 2.0 message (an object)",
+        ));
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(ApiError::invalid("jsonrpc", "must be \"2.0\""));
+    }
+    match object.get("method") {
+        Some(Value::String(_)) => Ok(()),
+        Some(_) => Err(ApiError::invalid("method", "must be a string")),
+        None if object.contains_key("id")
+            && (object.contains_key("result") || object.contains_key("error")) =>
+        {
+            Ok(())
+        }
+        None => Err(ApiError::invalid(
+            "method",
+            "is required (a request or notification), or `id` with `result` or `error` (a \
+             response)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_json_rpc_messages_pass() {
+        for good in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        ] {
+            assert!(check_message(good.as_bytes()).is_ok(), "{good}");
+        }
+        for (bad, field) in [
+            ("{", "body"),
+            ("[]", "body"),
+            (r#"{"id":1,"method":"x"}"#, "jsonrpc"),
+            (r#"{"jsonrpc":"1.0","method":"x"}"#, "jsonrpc"),
+            (r#"{"jsonrpc":"2.0","method":7}"#, "method"),
+            (r#"{"jsonrpc":"2.0","id":1}"#, "method"),
+        ] {
+            let error = check_message(bad.as_bytes()).expect_err(bad);
+            assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST, "{bad}");
+            assert_eq!(error.errors()[0].field, field, "{bad}");
+        }
     }
 }

@@ -74,6 +74,7 @@ pub fn routes() -> Routes {
         .add(
             Route::put("/api/v1/pipelines/{id}/reset", Requires(ManagePipelines))
                 .body::<ResetBody>()
+                .optional_body()
                 .returns::<PipelineDoc>()
                 .problems(&[409]),
             reset,

@@ -117,10 +117,6 @@ fn reducer() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     crate::openapi::string_enum(Reducer::ALL.map(Reducer::as_str), false)
 }
 
-fn reducer_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    crate::openapi::string_enum(Reducer::ALL.map(Reducer::as_str), true)
-}
-
 /// A projection's name.
 pub fn projection_name() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     crate::openapi::pattern_string("^[a-z0-9][a-z0-9_-]{0,63}$", 64, false)
@@ -172,9 +168,10 @@ pub struct FilterBody {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documentation only
 pub struct FieldBody {
-    #[schema(schema_with = reducer_or_null)]
+    #[schema(schema_with = reducer, required = true)]
     reducer: Option<String>,
-    /// The payload path folded (`payload.amount`); `count` needs none.
+    /// The payload path folded (`payload.amount`); needed by `sum`, `min`, `max`, `avg` and
+    /// `distinct_count`.
     path: Option<String>,
 }
 

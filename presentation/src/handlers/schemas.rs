@@ -121,8 +121,19 @@ fn mode() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
     string_enum(MODES.map(CompatibilityMode::as_str), false)
 }
 
+/// In requests the modes are case-insensitive (`backward` is `BACKWARD`): a pattern, since a
+/// JSON Schema `enum` is not.
 fn mode_or_null() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    string_enum(MODES.map(CompatibilityMode::as_str), true)
+    let words: Vec<String> = MODES
+        .map(CompatibilityMode::as_str)
+        .iter()
+        .map(|word| {
+            word.chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()))
+                .collect()
+        })
+        .collect();
+    crate::openapi::pattern_string(&format!("^(?:{})$", words.join("|")), 8, true)
 }
 
 /// The body of `POST /api/v1/schemas`: `subject` or `event_type` (the same thing, by

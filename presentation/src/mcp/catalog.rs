@@ -537,6 +537,27 @@ fn standalone(doc: &Value, mut schema: Map<String, Value>) -> Map<String, Value>
     object(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Whether every value a schema admits is an object: `"type": "object"`, or a `oneOf` /
+/// `anyOf` whose every branch is.
+fn is_object(doc: &Value, schema: &Map<String, Value>) -> bool {
+    if schema.get("type") == Some(&json!("object")) {
+        return true;
+    }
+    ["oneOf", "anyOf"].iter().any(|key| {
+        schema
+            .get(*key)
+            .and_then(Value::as_array)
+            .is_some_and(|branches| {
+                !branches.is_empty()
+                    && branches.iter().all(|b| {
+                        resolve(doc, b)
+                            .as_object()
+                            .is_some_and(|b| is_object(doc, b))
+                    })
+            })
+    })
+}
+
 /// The shape of a route tool, from the OpenAPI document.
 pub fn route_shape(verb: Verb, path: &str, own_tenant: Option<&str>) -> RouteShape {
     let doc = document();
@@ -625,7 +646,11 @@ pub fn route_shape(verb: Verb, path: &str, own_tenant: Option<&str>) -> RouteSha
     // `"type": "object"` at the root of an output schema.
     let answer = answer.map(|schema| object(resolve(doc, &Value::Object(schema)).clone()));
     let output = match answer {
-        Some(schema) if schema.get("type") == Some(&json!("object")) => schema,
+        Some(schema) if is_object(doc, &schema) => {
+            let mut schema = schema;
+            schema.insert("type".into(), json!("object"));
+            schema
+        }
         // MCP's structured content is an object: anything else is wrapped as `result`.
         Some(schema) => {
             shape.wrapped = true;
@@ -747,6 +772,16 @@ mod tests {
             }
             Value::Array(items) => items.iter().for_each(|v| collect_refs(v, into)),
             _ => {}
+        }
+    }
+
+    #[test]
+    fn answers_that_are_objects_are_not_wrapped() {
+        for tool in TOOLS {
+            if let Action::Route { verb, path, .. } = tool.action {
+                let shape = route_shape(verb, path, None);
+                assert!(!shape.wrapped, "{}: {:?}", tool.name, shape.output);
+            }
         }
     }
 
