@@ -718,3 +718,96 @@ async fn the_stdio_server_says_when_the_server_is_down() {
     client.cancel().await.expect("close");
     drop(dir);
 }
+
+/// Whether the Python SDK (`pip install mcp`) is here; CI installs it and sets
+/// `ALLSOURCE_REQUIRE_PYTHON_MCP`, elsewhere the test says it did not run.
+fn python_mcp() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import mcp"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("ALLSOURCE_REQUIRE_PYTHON_MCP").is_none(),
+            "the Python MCP SDK is required here (pip install mcp; .ci/run does)"
+        );
+        eprintln!("python3 with `mcp` not found: the Python client test did not run (CI runs it)");
+    }
+    found
+}
+
+/// Runs `tests/mcp/client.py` (the official Python SDK's client) and parses what it printed.
+async fn python_client(args: Vec<String>) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp/client.py");
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .args(&args)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the Python client finished in time")
+    .expect("python3 ran");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_client_works_over_both_transports() {
+    if !python_mcp() {
+        return;
+    }
+    let server = TestServer::start_with_auth(|_| {}).await;
+    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let admin_key = key(&server, &root, "admin").await;
+    let binary = binary().to_str().expect("utf-8 path").to_owned();
+    for args in [
+        vec!["http".to_owned(), server.url("/mcp"), admin_key.clone()],
+        vec![
+            "stdio".to_owned(),
+            binary,
+            server.base.clone(),
+            admin_key.clone(),
+        ],
+    ] {
+        let seen = python_client(args.clone()).await;
+        assert_eq!(seen["server"], "allsource", "{seen}");
+        assert_eq!(seen["protocol_version"], "2025-11-25", "{seen}");
+        let tools = seen["tools"].as_array().expect("tools");
+        assert!(tools.len() >= 38, "{seen}");
+        assert_eq!(seen["appended_error"], false, "{seen}");
+        // The SDK checked each structured result against the tool's output schema.
+        let rest_answer = rest(
+            &server,
+            &root,
+            Method::GET,
+            "/api/v1/events/query?entity_id=py-1",
+            None,
+        )
+        .await;
+        assert_eq!(seen["queried"], rest_answer, "{args:?}");
+        assert_eq!(seen["explained"]["event_count"], rest_answer["count"]);
+        assert_eq!(seen["refused_error"], true, "{seen}");
+        assert!(
+            seen["refused_text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("400")),
+            "{seen}"
+        );
+        assert!(
+            seen["resources"]
+                .as_array()
+                .is_some_and(|r| r.contains(&json!("allsource://docs/api"))),
+            "{seen}"
+        );
+    }
+}
