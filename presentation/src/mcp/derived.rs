@@ -418,17 +418,19 @@ pub fn timeline(entity: &str, events: &[Value], has_more: bool) -> Value {
     })
 }
 
+/// What [`diff`] finds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateDiff {
+    pub only_a: Map<String, Value>,
+    pub only_b: Map<String, Value>,
+    /// `{key: {"a": .., "b": ..}}`.
+    pub different: Map<String, Value>,
+    pub same: Vec<String>,
+}
+
 /// The differences between two states: keys only in `a`, only in `b`, in both with
 /// different values, and the same. A state that is not an object counts as the one key `$`.
-pub fn diff(
-    a: &Value,
-    b: &Value,
-) -> (
-    Map<String, Value>,
-    Map<String, Value>,
-    Map<String, Value>,
-    Vec<String>,
-) {
+pub fn diff(a: &Value, b: &Value) -> StateDiff {
     fn keyed(state: &Value) -> Map<String, Value> {
         match state {
             Value::Object(map) => map.clone(),
@@ -457,7 +459,12 @@ pub fn diff(
             only_b.insert(key.clone(), value.clone());
         }
     }
-    (only_a, only_b, different, same)
+    StateDiff {
+        only_a,
+        only_b,
+        different,
+        same,
+    }
 }
 
 async fn analyze_changes(
@@ -481,7 +488,12 @@ async fn analyze_changes(
         s.as_ref()
             .map_or(null.clone(), |s| s["current_state"].clone())
     };
-    let (removed, added, changed, _) = diff(&state(&before), &state(&after));
+    let StateDiff {
+        only_a: removed,
+        only_b: added,
+        different: changed,
+        ..
+    } = diff(&state(&before), &state(&after));
     let changed: Map<String, Value> = changed
         .into_iter()
         .map(|(k, v)| (k, json!({"from": v["a"], "to": v["b"]})))
@@ -531,7 +543,12 @@ async fn compare_entities(
     };
     let state_a = reader.state(a, as_of).await?;
     let state_b = reader.state(b, as_of).await?;
-    let (only_a, only_b, different, same) = diff(
+    let StateDiff {
+        only_a,
+        only_b,
+        different,
+        same,
+    } = diff(
         state_a
             .as_ref()
             .map_or(&Value::Null, |s| &s["current_state"]),
@@ -576,7 +593,12 @@ pub fn explain(entity: &str, events: &[Value], truncated: bool) -> Value {
             .or_default() += 1;
         let before = state.clone();
         fold(&mut state, &event["payload"]);
-        let (removed, added, different, _) = diff(&before, &state);
+        let StateDiff {
+            only_a: removed,
+            only_b: added,
+            different,
+            ..
+        } = diff(&before, &state);
         for key in different.keys().chain(added.keys()).chain(removed.keys()) {
             let entry = keys.entry(key.clone()).or_insert_with(|| Key {
                 first_set: version,
@@ -639,7 +661,12 @@ mod tests {
 
     #[test]
     fn diffs_name_every_key_once() {
-        let (only_a, only_b, different, same) = diff(
+        let StateDiff {
+            only_a,
+            only_b,
+            different,
+            same,
+        } = diff(
             &json!({"x": 1, "y": 2, "z": 3}),
             &json!({"y": 2, "z": 4, "w": 5}),
         );
@@ -647,7 +674,7 @@ mod tests {
         assert_eq!(Value::Object(only_b), json!({"w": 5}));
         assert_eq!(Value::Object(different), json!({"z": {"a": 3, "b": 4}}));
         assert_eq!(same, ["y"]);
-        let (_, only_b, _, _) = diff(&Value::Null, &json!(7));
+        let StateDiff { only_b, .. } = diff(&Value::Null, &json!(7));
         assert_eq!(Value::Object(only_b), json!({"$": 7}));
     }
 
