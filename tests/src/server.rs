@@ -158,6 +158,21 @@ impl TestServer {
         read(request.send().await.expect("request")).await
     }
 
+    /// Logs in (the login must succeed): the access token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let reply = self
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"username": username, "password": password}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
     /// Stops gracefully and gives back the data dir.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
@@ -194,20 +209,7 @@ pub async fn read(response: reqwest::Response) -> Reply {
 /// Logs in as the bootstrap admin, creates the tenants `acme` and `globex` (professional) with
 /// a developer each (`acme-dev`, `globex-dev`), and returns their access tokens by tenant.
 pub async fn tenant_tokens(server: &TestServer) -> HashMap<&'static str, String> {
-    async fn login(server: &TestServer, username: &str, password: &str) -> String {
-        let reply = server
-            .post_json(
-                "/api/v1/auth/login",
-                &json!({"username": username, "password": password}),
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        reply.body["access_token"]
-            .as_str()
-            .expect("token")
-            .to_owned()
-    }
-    let root = login(server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let mut tokens = HashMap::new();
     for tenant in ["acme", "globex"] {
         let r = server
@@ -231,11 +233,11 @@ pub async fn tenant_tokens(server: &TestServer) -> HashMap<&'static str, String>
     }
     tokens.insert(
         "acme",
-        login(server, "acme-dev", "a long password 123").await,
+        server.login("acme-dev", "a long password 123").await,
     );
     tokens.insert(
         "globex",
-        login(server, "globex-dev", "a long password 123").await,
+        server.login("globex-dev", "a long password 123").await,
     );
     tokens
 }

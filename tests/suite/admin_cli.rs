@@ -78,20 +78,6 @@ async fn admin(base: &str, token: Option<&str>, args: &[&str], stdin: Option<&st
     }
 }
 
-async fn login(server: &TestServer, username: &str, password: &str) -> String {
-    let reply = server
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"username": username, "password": password}),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
-
 async fn append(server: &TestServer, entity: &str, event_type: &str, n: u64) {
     let reply = server
         .post_json(
@@ -107,7 +93,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     binary();
     let server = TestServer::start_with_auth(|_| {}).await;
     let base = server.base.clone();
-    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let root = Some(root.as_str());
 
     // Tenants: create (table), a second create is a conflict, list (json), show, update.
@@ -249,7 +235,7 @@ async fn tenants_users_and_keys_are_administered_with_a_token() {
     .await;
     assert_eq!(user["tenant_id"], "acme");
     let user_id = user["id"].as_str().unwrap().to_owned();
-    let ops = login(&server, "acme-ops", "a long password 123").await;
+    let ops = server.login("acme-ops", "a long password 123").await;
     let users = admin(&base, Some(&ops), &["users", "list"], None)
         .await
         .ok();
@@ -893,7 +879,7 @@ async fn backups_are_created_listed_shown_and_verified() {
 async fn tail_prints_replayed_and_live_events_until_its_limit() {
     binary();
     let server = TestServer::start_with_auth(|_| {}).await;
-    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let auth = |body: Value| {
         let server = &server;
         let root = root.clone();

@@ -24,20 +24,6 @@ type Client = RunningService<RoleClient, ()>;
 const SINCE: &str = "2020-01-01T00:00:00Z";
 const UNTIL: &str = "2100-01-01T00:00:00Z";
 
-async fn login(server: &TestServer, username: &str, password: &str) -> String {
-    let reply = server
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"username": username, "password": password}),
-        )
-        .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    reply.body["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
-}
-
 /// An API key of `role`, created by `token` (in the token's tenant).
 async fn key(server: &TestServer, token: &str, role: &str) -> String {
     let reply = server
@@ -77,7 +63,7 @@ async fn tenant_admin_key(server: &TestServer, root: &str, id: &str) -> String {
         )
         .await;
     assert_eq!(user.status, 201, "{}", user.body);
-    let token = login(server, &username, &password).await;
+    let token = server.login(&username, &password).await;
     key(server, &token, "admin").await
 }
 
@@ -173,7 +159,7 @@ async fn every_tool_over_http_answers_as_the_rest_api_does() {
     let target = tempfile::tempdir().expect("temp dir");
     let target_path = target.path().to_str().expect("utf-8").to_owned();
     let server = TestServer::start_with_auth(move |s| s.backup.target = target_path).await;
-    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let admin_key = key(&server, &root, "admin").await;
     let client = over_http(&server, Some(&admin_key)).await;
 
@@ -592,7 +578,7 @@ async fn every_tool_over_http_answers_as_the_rest_api_does() {
 async fn tenants_roles_and_read_only_mode_hold_through_both_transports() {
     binary();
     let server = TestServer::start_with_auth(|_| {}).await;
-    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let acme = tenant_admin_key(&server, &root, "acme").await;
     let default_event = rest(
         &server,
@@ -767,7 +753,7 @@ async fn the_python_sdk_client_works_over_both_transports() {
         return;
     }
     let server = TestServer::start_with_auth(|_| {}).await;
-    let root = login(&server, ADMIN_USERNAME, ADMIN_PASSWORD).await;
+    let root = server.login(ADMIN_USERNAME, ADMIN_PASSWORD).await;
     let admin_key = key(&server, &root, "admin").await;
     let binary = binary().to_str().expect("utf-8 path").to_owned();
     for args in [

@@ -192,8 +192,15 @@ pub(crate) async fn crash_cycles(extra_env: &[(&str, &str)], expect_parquet: boo
             last_position = now;
         }
         let stop = Arc::new(AtomicBool::new(false));
+        let acked_before = ledger.lock().acked.len();
         let clients = start_clients(&server.base, 8, &ledger, &stop);
         tokio::time::sleep(Duration::from_millis(300 + pseudo_random(400))).await;
+        // On a loaded machine the first acknowledgements can take longer: the kill must land
+        // while appends are acknowledged, not before any was.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while ledger.lock().acked.len() == acked_before && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         server.kill9();
         stop.store(true, Ordering::Release);
         for c in clients {
