@@ -84,7 +84,8 @@ async fn guarded(state: &AppState, route: &Route, mut request: Request, next: Ne
         Ok(admitted) => admitted.rate,
         Err(refused) => return admission::refusal(refused),
     };
-    let tool_call = mcp_tool(&request).zip(caller.clone());
+    // Only a tool's request pays for the clone (this runs on every request).
+    let tool_call = mcp_tool(&request).and_then(|tool| Some((tool, caller.clone()?)));
     let request_id = tool_call.as_ref().and_then(|_| {
         request
             .headers()

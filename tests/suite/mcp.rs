@@ -601,6 +601,29 @@ async fn tenants_roles_and_read_only_mode_hold_through_both_transports() {
         .await
         .expect("POST /mcp");
     assert_eq!(anonymous.status(), 401);
+    // Bad input is a problem document that names what is wrong, and changes nothing.
+    for (content_type, body, status) in [
+        ("application/json", r#"{"id":1,"method":"tools/list"}"#, 400),
+        ("application/json", "not json", 400),
+        (
+            "text/plain",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            415,
+        ),
+    ] {
+        let reply = server
+            .client
+            .post(server.url("/mcp"))
+            .bearer_auth(&root)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /mcp");
+        assert_eq!(reply.status(), status, "{body}");
+        let problem: Value = reply.json().await.expect("a problem document");
+        assert_eq!(problem["status"], status, "{problem}");
+    }
 
     // Tenant acme over HTTP and over stdio: its own events only.
     for client in [
