@@ -541,6 +541,7 @@ pub fn api_routes() -> Routes {
         .merge(analytics::routes())
         .merge(metrics::routes())
         .merge(crate::handlers::docs::routes())
+        .merge(crate::handlers::console::routes())
         .merge(backups::routes())
         .merge(crate::handlers::mcp::routes())
 }

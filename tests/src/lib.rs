@@ -10,10 +10,12 @@
 //! - [`pg`]: fresh PostgreSQL databases per test; loud skip or failure without PostgreSQL.
 //! - [`proxy`]: a TCP proxy a test can cut, to take PostgreSQL away from a running node.
 //! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
+//! - [`cdp`]: a headless Chromium driven through the DevTools protocol (the browser tests).
 //! - [`harness`]: the storage backends the contract suite runs against.
 //! - [`problem`]: assertions on problem documents (`assert_problem`, `fields`).
 #![deny(unsafe_code)] // Exceptions, allowed where they are: `ServerProcess` sends SIGTERM and SIGHUP.
 
+pub mod cdp;
 pub mod harness;
 pub mod pg;
 pub mod problem;

@@ -11,27 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use allsource_tests::cdp::{CHROMIUM, chromium_available};
 use allsource_tests::process::ServerProcess;
-
-/// Where Debian's package puts the browser.
-const CHROMIUM: &str = "chromium";
-
-fn chromium_available() -> bool {
-    let found = Command::new(CHROMIUM)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("ALLSOURCE_REQUIRE_CHROMIUM").is_none(),
-            "chromium is required here (apt-get install chromium; .ci/run does)"
-        );
-        eprintln!("chromium not found: the browser test did not run (CI runs it)");
-    }
-    found
-}
 
 /// What a browser run printed.
 struct Run {

@@ -49,6 +49,7 @@ mod auth;
 mod backup;
 mod browser;
 mod compaction;
+mod console;
 mod consumer_groups;
 mod contract;
 mod http;

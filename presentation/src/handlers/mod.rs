@@ -20,6 +20,7 @@
 //! - [`analytics`]: the analytics routes, the query DSL and SQL.
 //! - [`metrics`]: the Prometheus exposition.
 //! - [`docs`]: the OpenAPI document and the docs page.
+//! - [`console`]: the web console (its page and files, compiled in).
 //! - here: the fallbacks for unknown routes (404) and methods (405), and panics (500), so that
 //!   every answer of the server is JSON.
 
@@ -28,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod backups;
 pub mod compaction;
+pub mod console;
 pub mod consumer_groups;
 pub mod consumers;
 pub mod docs;
