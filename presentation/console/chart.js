@@ -107,19 +107,21 @@ export function barChart({ title, labels, values, labelName = "bucket", valueNam
     values.forEach((value, i) => {
       const v = typeof value === "number" ? value : 0;
       const barH = (v / max) * plotH;
-      const x = left + i * slot + slot * 0.1;
+      // Bars fill 80% of their slot, but no wider than 64 px (a few buckets stay bars).
+      const barW = Math.max(1, Math.min(slot * 0.8, 64));
+      const x = left + i * slot + (slot - barW) / 2;
       const bar = s("rect", {
         x,
         y: top + plotH - barH,
-        width: Math.max(1, slot * 0.8),
+        width: barW,
         height: Math.max(0, barH),
         class: "bar",
       });
       bar.appendChild(s("title", {}, `${labels[i]}: ${formatNumber(v)}`));
       svg.appendChild(bar);
       if (i % every === 0) {
-        const anchor = i === 0 ? "start" : "middle";
-        svg.appendChild(s("text", { x: i === 0 ? x : x + slot * 0.4, y: height - bottom + 16, class: "axis", "text-anchor": anchor }, String(labels[i])));
+        const centre = Math.min(Math.max(x + barW / 2, left + 30), width - 30);
+        svg.appendChild(s("text", { x: centre, y: height - bottom + 16, class: "axis", "text-anchor": "middle" }, String(labels[i])));
       }
     });
     return svg;

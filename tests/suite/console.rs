@@ -22,6 +22,8 @@ fn artifacts() -> PathBuf {
 
 async fn shoot(page: &Page<'_>, name: &str) {
     let path = artifacts().join(format!("console-{name}.png"));
+    // From the top: the header is sticky, and a whole-page capture keeps the scroll position.
+    page.eval("window.scrollTo(0, 0)").await;
     page.screenshot(&path).await;
     let size = std::fs::metadata(&path).expect("the screenshot").len();
     // A blank page compresses to a few kilobytes; a rendered one does not.
@@ -266,6 +268,50 @@ async fn the_console_signs_in_follows_the_log_travels_in_time_and_runs_sql_in_a_
     .await;
     shoot(&page, "sql").await;
 
+    // A projection rebuilt from the console, its progress followed to the end.
+    let created = server
+        .client
+        .post(server.url("/api/v1/projections"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "event_counter"}))
+        .send()
+        .await
+        .expect("create a projection");
+    assert_eq!(created.status(), 201);
+    open_page(&page, "#/projections?name=event_counter", "projections").await;
+    page.click("#projection-rebuild-button").await;
+    page.wait_for(
+        "document.querySelector('#projection-rebuild')?.innerText.includes('Rebuilt')",
+        "the rebuild completes",
+    )
+    .await;
+    let progress = page
+        .eval("document.querySelector('#projection-rebuild progress').value")
+        .await;
+    assert_eq!(progress, json!(100), "the progress bar is full");
+
+    // A funnel through the two steps of the order.
+    open_page(&page, "#/analytics", "analytics").await;
+    page.type_into(
+        "form[aria-label=Funnel] textarea",
+        "order.placed\norder.paid",
+    )
+    .await;
+    page.eval("document.querySelector('form[aria-label=Funnel]').requestSubmit()")
+        .await;
+    let funnel = page
+        .wait_for(
+            "document.querySelector('#analytics-funnel svg') && document.querySelector('#analytics-funnel').innerText",
+            "the funnel",
+        )
+        .await;
+    let funnel = funnel.as_str().unwrap_or_default();
+    assert!(
+        funnel.contains("Completed\n1"),
+        "one entity completes: {funnel}"
+    );
+    shoot(&page, "analytics").await;
+
     // Every other page renders for an admin on this data.
     for (hash, id) in [
         ("#/analytics", "analytics"),
@@ -284,8 +330,6 @@ async fn the_console_signs_in_follows_the_log_travels_in_time_and_runs_sql_in_a_
     )
     .await;
     shoot(&page, "overview").await;
-    open_page(&page, "#/analytics", "analytics").await;
-    shoot(&page, "analytics").await;
 
     // Nothing went wrong in the browser but the refused password.
     assert_eq!(

@@ -45,7 +45,7 @@ function chartOf(columns, rows) {
   labelPick.addEventListener("change", draw);
   valuePick.addEventListener("change", draw);
   draw();
-  return h("div", {}, h("div", { class: "row" }, field("Label", labelPick), field("Value", valuePick)), out);
+  return h("div", { class: "chart-block" }, h("div", { class: "row" }, field("Label", labelPick), field("Value", valuePick)), out);
 }
 
 function runOnCtrlEnter(textarea, form) {
