@@ -285,6 +285,7 @@ async fn the_console_signs_in_follows_the_log_travels_in_time_and_runs_sql_in_a_
         "the rebuild completes",
     )
     .await;
+    shoot(&page, "projection").await;
     let progress = page
         .eval("document.querySelector('#projection-rebuild progress').value")
         .await;
@@ -322,6 +323,7 @@ async fn the_console_signs_in_follows_the_log_travels_in_time_and_runs_sql_in_a_
         ("#/entities", "entities"),
     ] {
         open_page(&page, hash, id).await;
+        shoot(&page, &format!("page-{id}")).await;
     }
     open_page(&page, "#/overview", "overview").await;
     page.wait_for(
