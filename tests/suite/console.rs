@@ -401,3 +401,45 @@ async fn the_console_signs_in_follows_the_log_travels_in_time_and_runs_sql_in_a_
     shoot(&phone, "phone-entity").await;
     assert_eq!(unexpected_errors(&phone, &[]), Vec::<String>::new());
 }
+
+/// With authentication off (`--dev`), the console opens without signing in, as an admin of
+/// `default`, and says that users and keys need authentication instead of failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_authentication_the_console_opens_directly() {
+    if !chromium_available() {
+        return;
+    }
+    let server = TestServer::start().await;
+    let browser = Browser::launch().await;
+    let page = browser.new_page(1280, 900, false).await;
+    page.goto(&server.url("/console")).await;
+    let who = page
+        .wait_for(
+            "document.querySelector('#who')?.innerText",
+            "the console opens",
+        )
+        .await;
+    assert!(
+        who.as_str().unwrap_or_default().contains("tenant default"),
+        "{who}"
+    );
+    assert_eq!(
+        page.eval("!!document.querySelector('#login-form, #sign-out')")
+            .await,
+        json!(false),
+        "nothing to sign in to or out of"
+    );
+    open_page(&page, "#/overview", "overview").await;
+    open_page(&page, "#/admin", "admin").await;
+    let admin = page
+        .eval("document.querySelector('#page-admin').innerText")
+        .await;
+    assert!(
+        admin
+            .as_str()
+            .unwrap_or_default()
+            .contains("Authentication is off"),
+        "{admin}"
+    );
+    assert_eq!(unexpected_errors(&page, &[]), Vec::<String>::new());
+}
