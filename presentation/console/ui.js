@@ -75,9 +75,27 @@ export function notice(text, kind = "info") {
   return h("div", { class: `notice ${kind}`, role: "status" }, text);
 }
 
+/** Keeps short values (ids, times, badges) on one line: tables scroll sideways instead. */
+export function nowrap(...children) {
+  return h("span", { style: "white-space: nowrap" }, ...children);
+}
+
+/**
+ * A notice that is part of what the page shows (an empty result, a feature that is off), not
+ * the outcome of an action: no status role, which marks content still loading.
+ */
+export function calm(text, kind = "info") {
+  return h("div", { class: `notice ${kind}` }, text);
+}
+
+/** A placeholder while a part of a page loads (the browser test waits until none is left). */
+export function loadingText(text = "Loading…") {
+  return h("p", { class: "muted loading", role: "status" }, text);
+}
+
 /** A "Loading…" placeholder, replaced by what `promise` renders (or its error). */
 export function loading(container, promise) {
-  replace(container, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+  replace(container, loadingText());
   return promise.then(
     (node) => replace(container, node),
     (error) => replace(container, errorNotice(error)),

@@ -27,6 +27,22 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Where Debian's package puts the browser.
 pub const CHROMIUM: &str = "chromium";
 
+/// Headless, in a container, and with the features that would call out (and fail on a closed
+/// network) turned off: the flags of every browser run of the tests.
+pub const HEADLESS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-extensions",
+    "--disable-dev-shm-usage",
+];
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Replies = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
@@ -71,21 +87,8 @@ impl Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let log = std::fs::File::create(profile.path().join("chromium.log")).expect("log file");
         let child = Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-                "--remote-allow-origins=*",
-            ])
+            .args(HEADLESS)
+            .args(["--remote-debugging-port=0", "--remote-allow-origins=*"])
             .arg(format!(
                 "--user-data-dir={}",
                 profile.path().join("data").display()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use allsource_tests::cdp::{CHROMIUM, chromium_available};
+use allsource_tests::cdp::{CHROMIUM, HEADLESS, chromium_available};
 use allsource_tests::process::ServerProcess;
 
 /// What a browser run printed.
@@ -29,16 +29,8 @@ fn chromium(profile: &Path, url: &str, args: &[&str]) -> Run {
     let out_path = profile.join("stdout.txt");
     let err_path = profile.join("stderr.txt");
     let mut child = Command::new(CHROMIUM)
+        .args(HEADLESS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
             "--enable-logging=stderr",
             "--v=0",
             "--virtual-time-budget=15000",

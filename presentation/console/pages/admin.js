@@ -13,8 +13,8 @@
 
 import { api } from "../api.js";
 import {
-  cards, errorNotice, field, formatBytes, formatNumber, h, notice, onSubmit, replace, section,
-  select, table, time,
+  calm, cards, errorNotice, field, formatBytes, formatNumber, h, loadingText, notice, nowrap,
+  onSubmit, replace, section, select, table, time,
 } from "../ui.js";
 
 const TIERS = ["free", "professional", "unlimited"];
@@ -46,23 +46,6 @@ function grantableRoles(me) {
     ROLE_PERMISSIONS[role].every((p) => me.permissions.includes(p)),
   );
   return roles.length > 0 ? roles : [me.role];
-}
-
-/** Keeps short values (ids, times, badges) on one line: tables scroll sideways instead. */
-function nowrap(...children) {
-  return h("span", { style: "white-space: nowrap" }, ...children);
-}
-
-/**
- * A notice that is part of what the page shows (an empty result, a feature that is off), not
- * the outcome of an action: no status role, which marks content still loading.
- */
-function calm(text, kind = "info") {
-  return h("div", { class: `notice ${kind}` }, text);
-}
-
-function loadingText(text = "Loading…") {
-  return h("p", { class: "muted loading", role: "status" }, text);
 }
 
 function badge(text, kind) {

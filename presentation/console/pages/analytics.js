@@ -10,7 +10,7 @@
 import { api } from "../api.js";
 import { barChart, hbarChart } from "../chart.js";
 import {
-  cards, errorNotice, field, formatNumber, h, onSubmit, replace, section, select, time,
+  cards, errorNotice, field, formatNumber, h, loadingText, onSubmit, replace, section, select, time,
 } from "../ui.js";
 
 const WINDOWS = ["minute", "hour", "day", "week", "month"];
@@ -106,7 +106,7 @@ function frequencySection() {
 
   async function run() {
     const query = { window: window.value, event_type: eventType.value.trim(), ...range.values() };
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    replace(output, loadingText());
     const answer = await api("/api/v1/analytics/frequency", { query });
     const buckets = answer.buckets || [];
     const first = buckets[0] ? new Date(buckets[0].timestamp).toDateString() : "";
@@ -174,7 +174,7 @@ function funnelSection() {
       within_ms: Math.max(1, Math.round(hours * 3600000)),
       ...range.values(),
     };
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Running…"));
+    replace(output, loadingText("Running…"));
     const answer = await api("/api/v1/analytics/funnel", { method: "POST", body });
     renderFunnel(output, answer);
   });
@@ -274,7 +274,7 @@ function cohortSection() {
       periods: count,
       ...range.values(),
     };
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Running…"));
+    replace(output, loadingText("Running…"));
     const answer = await api("/api/v1/analytics/cohorts", { method: "POST", body });
     renderCohorts(output, answer, count);
   });

@@ -7,7 +7,9 @@
 
 import { api } from "../api.js";
 import { hbarChart } from "../chart.js";
-import { errorNotice, formatNumber, h, replace, section, table, time } from "../ui.js";
+import {
+  errorNotice, formatNumber, h, loadingText, replace, section, table, time,
+} from "../ui.js";
 
 const REFRESH_MS = 5000;
 const STATS_AT_ONCE = 6;
@@ -128,8 +130,8 @@ function renderGroups(output, groups, stats, errors) {
 export default {
   title: "Consumers",
   async render(container) {
-    const consumersOut = h("div", { id: "consumers-list" }, h("p", { class: "muted loading", role: "status" }, "Loading…"));
-    const groupsOut = h("div", { id: "consumer-groups" }, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    const consumersOut = h("div", { id: "consumers-list" }, loadingText());
+    const groupsOut = h("div", { id: "consumer-groups" }, loadingText());
     const updated = h("span", { class: "muted", id: "consumers-updated" });
     const refreshButton = h("button", { type: "button", id: "consumers-refresh", onclick: () => refresh() }, "Refresh");
     let busy = false;

@@ -7,8 +7,7 @@
 
 import { api } from "../api.js";
 import {
-  compactJson, entityLink, errorNotice, field, formatNumber, h, jsonBlock, notice, onSubmit,
-  replace, section, select, table, time,
+  compactJson, entityLink, errorNotice, field, formatNumber, h, jsonBlock, loadingText, notice, onSubmit, replace, section, select, table, time,
 } from "../ui.js";
 
 const PAGE_SIZE = 50;
@@ -47,7 +46,7 @@ function listing(container, ctx) {
   });
 
   async function load() {
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    replace(output, loadingText());
     try {
       let rows;
       let hasMore;
@@ -144,7 +143,7 @@ function diffList(a, b) {
 
 async function entity(container, ctx, entityId) {
   const path = `/api/v1/entities/${encodeURIComponent(entityId)}`;
-  replace(container, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+  replace(container, loadingText());
   const stream = await api(`${path}/events`, { query: { limit: 1000 } });
   const events = stream.events;
   const back = h("p", {}, h("a", { href: "#/entities" }, "← All entities"));

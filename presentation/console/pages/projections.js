@@ -9,7 +9,8 @@
 
 import { api } from "../api.js";
 import {
-  cards, display, errorNotice, formatNumber, h, jsonBlock, replace, section, table, time,
+  calm, cards, display, errorNotice, formatNumber, h, jsonBlock, loadingText, nowrap, replace,
+  section, table, time,
 } from "../ui.js";
 
 const STATE_PAGE = 100;
@@ -40,23 +41,6 @@ function caughtUpBadge(status) {
 function jobBadge(status) {
   const kind = status === "completed" ? "badge good" : status === "failed" ? "badge bad" : "badge";
   return h("span", { class: kind, style: "white-space: nowrap" }, status);
-}
-
-/** Keeps short values (ids, times, badges) on one line: tables scroll sideways instead. */
-function nowrap(...children) {
-  return h("span", { style: "white-space: nowrap" }, ...children);
-}
-
-/**
- * A notice that is part of what the page shows (an empty result, a feature that is off), not
- * the outcome of an action: no status role, which marks content still loading.
- */
-function calm(text, kind = "info") {
-  return h("div", { class: `notice ${kind}` }, text);
-}
-
-function loadingText(text = "Loading…") {
-  return h("p", { class: "muted loading", role: "status" }, text);
 }
 
 function jobsTable(jobs, caption) {

@@ -5,8 +5,7 @@
 import { api } from "../api.js";
 import { barChart } from "../chart.js";
 import {
-  compactJson, display, entityLink, field, formatNumber, h, onSubmit, parseJson, replace,
-  section, select, table, time,
+  compactJson, display, entityLink, field, formatNumber, h, loadingText, onSubmit, parseJson, replace, section, select, table, time,
 } from "../ui.js";
 
 const SQL_EXAMPLE = `SELECT event_type, count(*) AS events
@@ -68,7 +67,7 @@ function sqlTab(panel) {
   );
   runOnCtrlEnter(editor, form);
   onSubmit(form, output, async () => {
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Running…"));
+    replace(output, loadingText("Running…"));
     const started = performance.now();
     const answer = await api("/api/v1/sql", { method: "POST", body: { query: editor.value } });
     const took = Math.round(performance.now() - started);
@@ -99,7 +98,7 @@ function dslTab(panel) {
   runOnCtrlEnter(editor, form);
   onSubmit(form, output, async () => {
     const body = parseJson(editor.value, "The query");
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Running…"));
+    replace(output, loadingText("Running…"));
     const answer = await api("/api/v1/query", { method: "POST", body });
     const more = answer.has_more ? " More match: raise limit or narrow the condition." : "";
     if (answer.rows) {

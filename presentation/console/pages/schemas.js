@@ -10,8 +10,7 @@
 
 import { api } from "../api.js";
 import {
-  errorNotice, field, formatNumber, h, jsonBlock, notice, onSubmit, parseJson, replace, section,
-  select, table, time,
+  errorNotice, field, formatNumber, h, jsonBlock, loadingText, notice, onSubmit, parseJson, replace, section, select, table, time,
 } from "../ui.js";
 
 const MODES = ["NONE", "BACKWARD", "FORWARD", "FULL"];
@@ -70,7 +69,7 @@ function detail(subject, wantedVersion) {
   );
 
   async function show(version) {
-    replace(versionOut, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    replace(versionOut, loadingText());
     try {
       const schema = await api(subjectPath(subject), { query: { version } });
       replace(
@@ -119,7 +118,7 @@ function detail(subject, wantedVersion) {
   });
 
   async function load() {
-    replace(output, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    replace(output, loadingText());
     try {
       const answer = await api(`${subjectPath(subject)}/versions`);
       const versions = [...(answer.versions || [])].sort((a, b) => b - a);
@@ -247,7 +246,7 @@ export default {
       section("Subjects", listOut),
       register ? register.node : null,
     );
-    replace(listOut, h("p", { class: "muted loading", role: "status" }, "Loading…"));
+    replace(listOut, loadingText());
     await Promise.all([refreshList(), one ? one.load() : null]);
     if (register) register.sync();
   },
