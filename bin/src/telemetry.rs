@@ -7,8 +7,8 @@
 //! - Traces: with `telemetry.otlp.endpoint` set, every span (requests, use cases, commit
 //!   groups and their fsync, PostgreSQL statements) is also exported over OTLP/HTTP
 //!   (protobuf) by a batch exporter on its own thread. Off by default.
-//! - Metrics: [`install_metrics`] installs the process's Prometheus recorder once; every
-//!   server of the process renders from it.
+//! - Metrics: [`install_metrics`] installs the process's Prometheus recorder once, with its
+//!   upkeep thread; every server of the process renders from it.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -168,7 +168,9 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
                         tracing::warn!("a metrics recorder is installed already; /metrics is off");
                         return None;
                     }
+                    allsource_presentation::metrics::recorder_installed();
                     describe_metrics();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -178,6 +180,26 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// How often the recorded histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The recorder's upkeep, on a thread of its own for the process: a histogram keeps every
+/// sample it records until they are folded into its buckets, which a render does too, so
+/// without upkeep a server nobody scrapes would hold every sample of its uptime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep; histograms are folded at scrapes only");
+    }
 }
 
 /// HELP lines and units of every metric the server records (docs/OPERATIONS.md lists them).

@@ -1,13 +1,15 @@
 //! What recording metrics costs a request: the measurements one single-event append makes
-//! (the request layer's counter and histogram, the use case's histogram and counter, the
+//! (the request layer's counters and histogram, the use case's histogram and counter, the
 //! writer's group histograms, fsync histogram and gauges), without a recorder (the facade's
 //! no-op, as with `metrics.enabled = false`) and with the Prometheus recorder the server
-//! installs. Run: `cargo bench -p allsource-presentation --bench metrics`.
+//! installs (with its upkeep). The request layer is measured both ways: resolving its handles
+//! on every answer (before the recorder is declared installed) and with the handles it keeps.
+//! Run: `cargo bench -p allsource-presentation --bench metrics`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use allsource_presentation::Access;
-use allsource_presentation::metrics::record_request;
+use allsource_presentation::metrics::{record_request, recorder_installed};
 use allsource_presentation::routes::{Route, Verb};
 use axum::http::StatusCode;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -19,22 +21,25 @@ const APPEND: Route = Route::new(
     Access::Requires(allsource_domain::Permission::Write),
 );
 
-/// What one single-event append records on its way (the writer's handles are taken once).
-fn one_append(writer: &Writer) {
+/// What one single-event append records on its way (the use case's and the writer's handles
+/// are taken once).
+fn one_append(handles: &Handles) {
     let started = Instant::now();
-    metrics::histogram!("allsource_append_duration_seconds").record(0.000_2);
-    metrics::counter!("allsource_events_appended_total").increment(1);
-    writer.group_appends.record(1.0);
-    writer.group_events.record(1.0);
-    writer.fsync.record(0.000_1);
-    writer.events.set(1_000.0);
-    writer.entities.set(100.0);
-    writer.wal_bytes.set(1_000_000.0);
-    writer.wal_segments.set(1.0);
+    handles.append_duration.record(0.000_2);
+    handles.events_appended.increment(1);
+    handles.group_appends.record(1.0);
+    handles.group_events.record(1.0);
+    handles.fsync.record(0.000_1);
+    handles.events.set(1_000.0);
+    handles.entities.set(100.0);
+    handles.wal_bytes.set(1_000_000.0);
+    handles.wal_segments.set(1.0);
     record_request(&APPEND, StatusCode::OK, started);
 }
 
-struct Writer {
+struct Handles {
+    append_duration: metrics::Histogram,
+    events_appended: metrics::Counter,
     group_appends: metrics::Histogram,
     group_events: metrics::Histogram,
     fsync: metrics::Histogram,
@@ -44,9 +49,11 @@ struct Writer {
     wal_segments: metrics::Gauge,
 }
 
-impl Writer {
+impl Handles {
     fn new() -> Self {
         Self {
+            append_duration: metrics::histogram!("allsource_append_duration_seconds"),
+            events_appended: metrics::counter!("allsource_events_appended_total"),
             group_appends: metrics::histogram!("allsource_commit_group_appends"),
             group_events: metrics::histogram!("allsource_commit_group_events"),
             fsync: metrics::histogram!("allsource_wal_fsync_duration_seconds"),
@@ -59,26 +66,41 @@ impl Writer {
 }
 
 fn without_recorder(c: &mut Criterion) {
-    let writer = Writer::new();
+    let handles = Handles::new();
     c.bench_function("one append's metrics, no recorder", |b| {
-        b.iter(|| one_append(&writer));
+        b.iter(|| one_append(&handles));
     });
 }
 
 fn with_prometheus(c: &mut Criterion) {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .install_recorder()
         .expect("the only recorder of this process");
-    let writer = Writer::new();
-    c.bench_function("one append's metrics, Prometheus recorder", |b| {
-        b.iter(|| one_append(&writer));
+    // The server's upkeep (bin/src/telemetry.rs), more often: the samples of millions of
+    // iterations would otherwise pile up.
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            handle.run_upkeep();
+        }
     });
     c.bench_function(
-        "one request's metrics (request layer only), Prometheus recorder",
+        "one request's metrics (request layer only), handles resolved per answer",
         |b| {
             b.iter(|| record_request(&APPEND, StatusCode::OK, Instant::now()));
         },
     );
+    recorder_installed();
+    c.bench_function(
+        "one request's metrics (request layer only), handles kept",
+        |b| {
+            b.iter(|| record_request(&APPEND, StatusCode::OK, Instant::now()));
+        },
+    );
+    let handles = Handles::new();
+    c.bench_function("one append's metrics, Prometheus recorder", |b| {
+        b.iter(|| one_append(&handles));
+    });
 }
 
 // The no-op runs first: once a recorder is installed it stays for the process.

@@ -194,14 +194,35 @@ pub struct AppendEvents {
     store: Arc<dyn EventStore>,
     limits: AppendLimits,
     guards: Vec<Arc<dyn AppendGuard>>,
+    metrics: AppendMetrics,
+}
+
+/// The use case's measurements (see docs/OPERATIONS.md, "Metrics"): handles taken when it is
+/// built (after the binary installed its recorder), so an append records with a few atomic
+/// operations and no lookup in the recorder's registry.
+#[derive(Clone)]
+struct AppendMetrics {
+    duration_seconds: metrics::Histogram,
+    events_appended: metrics::Counter,
+}
+
+impl AppendMetrics {
+    fn new() -> Self {
+        Self {
+            duration_seconds: metrics::histogram!("allsource_append_duration_seconds"),
+            events_appended: metrics::counter!("allsource_events_appended_total"),
+        }
+    }
 }
 
 impl AppendEvents {
+    /// Takes the metrics handles of the recorder installed now (none: they record nothing).
     pub fn new(store: Arc<dyn EventStore>, limits: AppendLimits) -> Self {
         Self {
             store,
             limits,
             guards: Vec::new(),
+            metrics: AppendMetrics::new(),
         }
     }
 
@@ -282,7 +303,8 @@ impl AppendEvents {
         // the transaction on PostgreSQL), measured for `allsource_append_duration_seconds`.
         let started = std::time::Instant::now();
         let stored = self.store.append(caller.tenant(), events).await;
-        metrics::histogram!("allsource_append_duration_seconds")
+        self.metrics
+            .duration_seconds
             .record(started.elapsed().as_secs_f64());
         let receipts = stored.map_err(|e| match e {
             StoreAppendError::Rejected(AppendRejection::VersionConflict {
@@ -312,7 +334,9 @@ impl AppendEvents {
                 expected_count
             )));
         }
-        metrics::counter!("allsource_events_appended_total").increment(receipts.len() as u64);
+        self.metrics
+            .events_appended
+            .increment(receipts.len() as u64);
         for guard in &self.guards {
             guard.after_append(caller, &receipts, &body_bytes).await;
         }
