@@ -1,4 +1,5 @@
-//! PostgreSQL-specific tests: readers paging while writers append never miss an event, a node
+//! PostgreSQL-specific tests: readers paging while writers append never miss an event,
+//! concurrent appends share transactions and keep their own answers, a node
 //! that loses its database answers 503 and recovers, and two real server processes on one
 //! database keep every invariant.
 //!
@@ -119,6 +120,95 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
     // Per writer: 14 batches of 1, 13 of 2 and 13 of 3 events.
     assert_eq!(expected.len(), 6 * 79);
     assert_eq!(seen, expected, "the pager saw every event once, in order");
+}
+
+/// Many concurrent appends on one node share transactions (node-level group commit), and each
+/// gets the answer it would have had alone: exactly one `no_stream` winner per entity, gapless
+/// versions, and a retried id answered with the original's receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_transactions_and_keep_their_own_answers() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = store(&db).await;
+    let tenant = TenantId::default_tenant();
+    // Warm the committer's connection, so the first group is not the one that connects.
+    store
+        .append(&tenant, vec![event("warm")])
+        .await
+        .expect("warm");
+    let before = store.group_commit_stats();
+
+    let mut racers = Vec::new();
+    for n in 0..200 {
+        let store = Arc::clone(&store);
+        let tenant = tenant.clone();
+        racers.push(tokio::spawn(async move {
+            let mut e = event(&format!("race-{}", n % 10));
+            e.expected_version = ExpectedVersion::NoStream;
+            store.append(&tenant, vec![e]).await.is_ok()
+        }));
+    }
+    let retried = event("retried");
+    let mut retries = Vec::new();
+    for _ in 0..20 {
+        let store = Arc::clone(&store);
+        let tenant = tenant.clone();
+        let again = ProposedEvent {
+            id: retried.id,
+            entity_id: retried.entity_id.clone(),
+            event_type: retried.event_type.clone(),
+            payload: retried.payload.clone(),
+            metadata: None,
+            expected_version: ExpectedVersion::Any,
+        };
+        retries.push(tokio::spawn(async move {
+            store
+                .append(&tenant, vec![again])
+                .await
+                .expect("retry")
+                .remove(0)
+        }));
+    }
+    let mut winners = 0;
+    for r in racers {
+        winners += usize::from(r.await.expect("racer"));
+    }
+    assert_eq!(winners, 10, "one no_stream winner per entity");
+    let mut receipts = Vec::new();
+    for r in retries {
+        receipts.push(r.await.expect("retry"));
+    }
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(
+        receipts
+            .iter()
+            .all(|r| (r.position, r.version) == (receipts[0].position, receipts[0].version)),
+        "every retry got the original's receipt"
+    );
+
+    let all = store
+        .query(
+            &tenant,
+            EventQuery {
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query all");
+    assert_eq!(all.events.len(), 1 + 10 + 1);
+    let positions: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
+    assert_eq!(positions, (1..=12).collect::<Vec<_>>(), "gapless positions");
+    // The 11 appends that wrote events took fewer transactions than appends; the
+    // rejections and retries that wrote nothing committed none.
+    let after = store.group_commit_stats();
+    let (groups, appends) = (after.groups - before.groups, after.appends - before.appends);
+    assert!(
+        groups < 11,
+        "{groups} transactions for 11 appends that wrote"
+    );
+    assert!(appends > groups, "{appends} appends in {groups} groups");
 }
 
 async fn start_node(

@@ -3,14 +3,16 @@
 //!
 //! # Positions without gaps visible to readers
 //! Every append transaction first takes one advisory lock (transaction-scoped), reads the head
-//! row of `allsource_log_head`, plans the batch
-//! (with the same [`plan_append`](allsource_domain::plan_append) as every adapter), inserts its
+//! row of `allsource_log_head`, plans its appends
+//! (with the same [`plan_append`](allsource_domain::plan_append) as every adapter), inserts the
 //! events at the positions after the head, moves the head and commits. The lock is released only
-//! once the commit is visible, so appends commit in position order and any snapshot a reader
+//! once the commit is visible, so transactions commit in position order and any snapshot a reader
 //! takes holds a gapless prefix of positions: paging by `from_position` can never skip an event
-//! that commits later with a smaller position. The price is that appends are serialized (one
-//! commit at a time, across all nodes); batches amortize it. `docs/ARCHITECTURE.md` discusses
-//! the alternative (a high-water mark over transaction ids) should this become the bottleneck.
+//! that commits later with a smaller position. The price is that transactions are serialized
+//! (one commit at a time, across all nodes); node-level group commit (`group.rs`) makes each
+//! transaction serve every request that arrived on the node meanwhile, so the lock is taken once
+//! per group, not once per request. `docs/ARCHITECTURE.md` discusses the alternative (a
+//! high-water mark over transaction ids) should the lock become the bottleneck.
 //!
 //! # Live delivery across nodes
 //! Every append transaction notifies `allsource_commits` with its positions; each node's
@@ -24,18 +26,19 @@
 //! driver's message logged, never sent.
 //!
 //! # Layout
-//! - `mod.rs`: the adapter, connection and migrations.
+//! - `mod.rs`: the adapter, connection, migrations and reads.
+//! - `group.rs`: the appends, one transaction per group of concurrent requests.
 //! - `rows.rs`: decoding rows into events.
 //! - `feed.rs`: the commit listener that publishes every node's commits to this node's feed.
 
 mod feed;
+mod group;
 mod rows;
 
 pub use feed::{
     COMMIT_CHANNEL, CommitListener, CommitListenerStats, LISTENER_APPLICATION_NAME, notified_last,
 };
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -47,16 +50,15 @@ use allsource_application::ports::{
 };
 use allsource_application::subscriptions::CommitFeed;
 use allsource_domain::{
-    AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, Position, ProposedEvent,
-    TenantId, TypeFilter, TypeFilters, Version, plan_append,
+    EntityId, Event, EventId, EventType, Position, ProposedEvent, TenantId, TypeFilter,
+    TypeFilters, Version,
 };
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
-use uuid::Uuid;
 
-use crate::index::truncate_to_micros;
+pub use group::GroupCommitStats;
+use group::GroupCommitter;
 use rows::{EVENT_COLUMNS, event_from_row};
 
 /// Key of the transaction-scoped advisory lock that serializes appends ("allsrc" in ASCII).
@@ -97,10 +99,11 @@ pub enum PostgresOpenError {
 /// The event store on PostgreSQL.
 pub struct PostgresStore {
     pool: PgPool,
-    clock: Arc<dyn Clock>,
     closed: AtomicBool,
     /// Publishes every node's commits to this node's feed, once started; stopped at shutdown.
     listener: parking_lot::Mutex<Option<CommitListener>>,
+    /// Runs the appends, one transaction per group of concurrent requests (`group.rs`).
+    committer: GroupCommitter,
 }
 
 impl PostgresStore {
@@ -120,7 +123,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(config.acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| PostgresOpenError::Unreachable {
                 url: redact(&config.url),
@@ -130,11 +133,12 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| PostgresOpenError::Migration(e.to_string()))?;
+        let committer = GroupCommitter::start(options, config.acquire_timeout, clock);
         Ok(Self {
             pool,
-            clock,
             closed: AtomicBool::new(false),
             listener: parking_lot::Mutex::new(None),
+            committer,
         })
     }
 
@@ -164,151 +168,16 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// Figures of this node's group commit: transactions that wrote events, and the append
+    /// requests they served.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.committer.stats()
+    }
+
     /// Figures of the commit listener, once [`publish_commits_to`](Self::publish_commits_to)
     /// started it.
     pub fn commit_listener_stats(&self) -> Option<CommitListenerStats> {
         self.listener.lock().as_ref().map(CommitListener::stats)
-    }
-
-    async fn append_once(
-        &self,
-        tenant: &TenantId,
-        events: &[ProposedEvent],
-    ) -> Result<Vec<AppendReceipt>, StoreAppendError> {
-        let mut tx = self.pool.begin().await.map_err(append_error)?;
-        // The append lock serializes appends: see the module docs. It is an advisory lock, not
-        // `SELECT ... FOR UPDATE` on the head row: waiters queue in order and one is woken per
-        // commit, where row-lock waiters all wake and race on every commit (measured with 64
-        // clients: 796 against 625 appends/s). It must be its own statement, so that the reads
-        // below take their snapshots after it is granted.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK_KEY)
-            .execute(&mut *tx)
-            .await
-            .map_err(append_error)?;
-        let (last_position, last_timestamp, context) =
-            self.load_context(&mut tx, tenant, events).await?;
-        let plan = plan_append(&context, events)?;
-
-        let timestamp = truncate_to_micros(self.clock.now());
-        let timestamp = last_timestamp.map_or(timestamp, |t| t.max(timestamp));
-        let mut next_position = last_position;
-        let mut receipts = Vec::with_capacity(events.len());
-        let mut rows = NewRows::default();
-        for (event, planned) in events.iter().zip(plan) {
-            match planned {
-                PlannedEvent::Duplicate(stored) => {
-                    receipts.push(AppendReceipt::for_event(&stored, true));
-                }
-                PlannedEvent::New { version } => {
-                    next_position += 1;
-                    rows.push(event, version, next_position);
-                    receipts.push(AppendReceipt {
-                        event_id: event.id,
-                        entity_id: event.entity_id.clone(),
-                        version,
-                        position: allsource_domain::Position::new(next_position as u64),
-                        timestamp,
-                        duplicate: false,
-                    });
-                }
-            }
-        }
-        if rows.positions.is_empty() {
-            // Only retries: nothing to write.
-            tx.rollback().await.map_err(append_error)?;
-            return Ok(receipts);
-        }
-        // Insert, move the head and notify every node's commit listener, in one round trip
-        // (the critical section is round-trip bound). PostgreSQL delivers the notification at
-        // commit, in commit order; the listener reads the events, the payload only tells it
-        // how far to read.
-        sqlx::query(
-            "WITH inserted AS ( \
-               INSERT INTO allsource_events \
-                 (position, tenant_id, entity_id, event_type, version, id, recorded_at, payload, metadata) \
-               SELECT p, $2, e, t, v, i, $3, pl::json, m::json \
-               FROM UNNEST($1::bigint[], $4::text[], $5::text[], $6::bigint[], $7::uuid[], $8::text[], $9::text[]) \
-                 AS r(p, e, t, v, i, pl, m)), \
-             moved AS ( \
-               UPDATE allsource_log_head SET last_position = $10, last_timestamp = $3 WHERE singleton) \
-             SELECT pg_notify($11, $12)",
-        )
-        .bind(&rows.positions)
-        .bind(tenant.as_str())
-        .bind(timestamp)
-        .bind(&rows.entity_ids)
-        .bind(&rows.event_types)
-        .bind(&rows.versions)
-        .bind(&rows.ids)
-        .bind(&rows.payloads)
-        .bind(&rows.metadata)
-        .bind(next_position)
-        .bind(COMMIT_CHANNEL)
-        .bind(format!("{}:{next_position}", last_position + 1))
-        .execute(&mut *tx)
-        .await
-        .map_err(append_error)?;
-        tx.commit().await.map_err(append_error)?;
-        Ok(receipts)
-    }
-
-    /// Reads what the planner needs, in one round trip: the head (last position and
-    /// timestamp), the current versions of the batch's entities (one backward index probe per
-    /// entity, so the cost does not grow with stream length), and the positions of stored
-    /// events with the batch's ids. Only when there are such events (retries) are they fetched,
-    /// in a second query.
-    async fn load_context(
-        &self,
-        tx: &mut sqlx::Transaction<'static, Postgres>,
-        tenant: &TenantId,
-        events: &[ProposedEvent],
-    ) -> Result<(i64, Option<DateTime<Utc>>, StoredContext), StoreAppendError> {
-        let entity_ids: Vec<&str> = events.iter().map(|e| e.entity_id.as_str()).collect();
-        let ids: Vec<Uuid> = events.iter().map(|e| e.id.as_uuid()).collect();
-        let row = sqlx::query(
-            "SELECT h.last_position, h.last_timestamp, \
-               (SELECT COALESCE(json_agg(json_build_array(e.entity_id, m.version)), '[]')::text \
-                FROM (SELECT DISTINCT entity_id FROM UNNEST($2::text[]) AS u(entity_id)) e \
-                CROSS JOIN LATERAL (SELECT MAX(version) AS version FROM allsource_events \
-                      WHERE tenant_id = $1 AND entity_id = e.entity_id) m \
-                WHERE m.version IS NOT NULL), \
-               (SELECT COALESCE(json_agg(position), '[]')::text FROM allsource_events \
-                WHERE tenant_id = $1 AND id = ANY($3)) \
-             FROM allsource_log_head h WHERE h.singleton",
-        )
-        .bind(tenant.as_str())
-        .bind(&entity_ids)
-        .bind(&ids)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(append_error)?;
-        let last_position: i64 = row.try_get(0).map_err(append_error)?;
-        let last_timestamp: Option<DateTime<Utc>> = row.try_get(1).map_err(append_error)?;
-        let versions: &str = row.try_get(2).map_err(append_error)?;
-        let stored_positions: &str = row.try_get(3).map_err(append_error)?;
-        let versions: Vec<(String, i64)> = serde_json::from_str(versions)
-            .map_err(|e| StoreAppendError::Internal(anyhow::Error::new(e).context("versions")))?;
-        let stored_positions: Vec<i64> = serde_json::from_str(stored_positions)
-            .map_err(|e| StoreAppendError::Internal(anyhow::Error::new(e).context("positions")))?;
-        let mut context = StoredContext::default();
-        for (entity, version) in versions {
-            context.versions.insert(entity, version as u64);
-        }
-        if !stored_positions.is_empty() {
-            let stored = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM allsource_events WHERE position = ANY($1)"
-            )))
-            .bind(&stored_positions)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(append_error)?;
-            for row in stored {
-                let event = event_from_row(&row).map_err(StoreAppendError::Internal)?;
-                context.events.insert(event.id, Arc::new(event));
-            }
-        }
-        Ok((last_position, last_timestamp, context))
     }
 
     /// A query with a `payload_filter`. Payloads are stored as `json` (the client's text), and
@@ -371,47 +240,6 @@ impl PostgresStore {
                     .map_err(StoreError::Internal)
             })
             .collect()
-    }
-}
-
-#[derive(Default)]
-struct StoredContext {
-    versions: HashMap<String, u64>,
-    events: HashMap<EventId, Arc<Event>>,
-}
-
-impl AppendContext for StoredContext {
-    fn stream_version(&self, entity_id: &EntityId) -> u64 {
-        self.versions.get(entity_id.as_str()).copied().unwrap_or(0)
-    }
-
-    fn stored_event(&self, id: &EventId) -> Option<Arc<Event>> {
-        self.events.get(id).cloned()
-    }
-}
-
-/// Columns of the new rows, for one `INSERT ... SELECT FROM UNNEST` (one round trip per batch).
-#[derive(Default)]
-struct NewRows {
-    positions: Vec<i64>,
-    entity_ids: Vec<String>,
-    event_types: Vec<String>,
-    versions: Vec<i64>,
-    ids: Vec<Uuid>,
-    payloads: Vec<String>,
-    metadata: Vec<Option<String>>,
-}
-
-impl NewRows {
-    fn push(&mut self, event: &ProposedEvent, version: Version, position: i64) {
-        self.positions.push(position);
-        self.entity_ids.push(event.entity_id.as_str().to_owned());
-        self.event_types.push(event.event_type.as_str().to_owned());
-        self.versions.push(version.get() as i64);
-        self.ids.push(event.id.as_uuid());
-        self.payloads.push(event.payload.get().to_owned());
-        self.metadata
-            .push(event.metadata.as_ref().map(|m| m.get().to_owned()));
     }
 }
 
@@ -566,7 +394,7 @@ impl EventStore for PostgresStore {
                 "the store is shutting down".into(),
             ));
         }
-        self.append_once(tenant, &events).await
+        self.committer.append(tenant, events).await
     }
 
     #[tracing::instrument(name = "postgres", skip_all, fields(db.system = "postgresql", db.operation = "read_stream"))]
@@ -746,6 +574,13 @@ impl EventStore for PostgresStore {
         stats
             .storage
             .insert("store_last_position".into(), get(4)?.into());
+        let groups = self.committer.stats();
+        stats
+            .storage
+            .insert("commit_groups".into(), groups.groups.into());
+        stats
+            .storage
+            .insert("commit_group_appends".into(), groups.appends.into());
         stats
             .storage
             .insert("pool_size".into(), self.pool.size().into());
@@ -765,6 +600,8 @@ impl EventStore for PostgresStore {
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         self.closed.store(true, Ordering::Release);
+        // What was queued is committed; later appends are refused.
+        self.committer.stop().await;
         // Nothing is published after shutdown.
         let listener = self.listener.lock().take();
         if let Some(listener) = listener {
