@@ -6,6 +6,10 @@
 #
 #   docs/bench/metrics-ab.sh
 #   PAIRS=10 BIN=path/to/allsource docs/bench/metrics-ab.sh
+#   PIN=0 docs/bench/metrics-ab.sh    # without pinning the server and wrk to their own cores
+#
+# By default (PIN=1, with taskset) the server runs on CPU 0 and wrk on CPU 1, so that the two
+# do not trade places on the cores between runs, which is most of the spread between pairs.
 #
 # Prints one line per pair (appends/s off, on, on ÷ off) and the means. Needs wrk and curl.
 set -euo pipefail
@@ -15,19 +19,25 @@ pairs=${PAIRS:-6}
 port=${PORT:-3991}
 duration=${DURATION:-10s}
 url="http://127.0.0.1:$port"
+server_cpu=()
+wrk_cpu=()
+if [[ ${PIN:-1} == 1 ]] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c 0)
+  wrk_cpu=(taskset -c 1)
+fi
 
 # One run: the server with metrics $1 (true|false); prints its appends/s.
 run() {
   local dir pid out
   dir=$(mktemp -d)
-  ALLSOURCE__METRICS__ENABLED=$1 "$bin" serve --dev --port "$port" --data-dir "$dir/data" \
+  ALLSOURCE__METRICS__ENABLED=$1 "${server_cpu[@]}" "$bin" serve --dev --port "$port" --data-dir "$dir/data" \
     >"$dir/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 200); do
     curl -fs "$url/health/ready" >/dev/null 2>&1 && break
     sleep 0.1
   done
-  out=$(wrk -t2 -c64 -d"$duration" -s docs/bench/single-append.lua "$url")
+  out=$("${wrk_cpu[@]}" wrk -t2 -c64 -d"$duration" -s docs/bench/single-append.lua "$url")
   kill "$pid"
   wait "$pid" || true
   rm -rf "$dir"
