@@ -33,6 +33,21 @@ async fn store(db: &TestDatabase) -> Arc<PostgresStore> {
     )
 }
 
+/// The positions of every event of `tenant`, in order.
+async fn all_positions(store: &PostgresStore, tenant: &TenantId) -> Vec<u64> {
+    let all = store
+        .query(
+            tenant,
+            EventQuery {
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query all");
+    all.events.iter().map(|e| e.position.get()).collect()
+}
+
 fn event(entity: &str) -> ProposedEvent {
     ProposedEvent {
         id: EventId::generate(),
@@ -106,17 +121,7 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
         w.await.expect("writer");
     }
     let seen = pager.await.expect("pager");
-    let all = store
-        .query(
-            &tenant,
-            EventQuery {
-                limit: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("query all");
-    let expected: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
+    let expected = all_positions(&store, &tenant).await;
     // Per writer: 14 batches of 1, 13 of 2 and 13 of 3 events.
     assert_eq!(expected.len(), 6 * 79);
     assert_eq!(seen, expected, "the pager saw every event once, in order");
@@ -187,19 +192,12 @@ async fn concurrent_appends_share_transactions_and_keep_their_own_answers() {
         "every retry got the original's receipt"
     );
 
-    let all = store
-        .query(
-            &tenant,
-            EventQuery {
-                limit: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("query all");
-    assert_eq!(all.events.len(), 1 + 10 + 1);
-    let positions: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
-    assert_eq!(positions, (1..=12).collect::<Vec<_>>(), "gapless positions");
+    let all = all_positions(&store, &tenant).await;
+    assert_eq!(
+        all,
+        (1..=12).collect::<Vec<_>>(),
+        "1 + 10 + 1 events, gapless positions"
+    );
     // The 11 appends that wrote events took fewer transactions than appends; the
     // rejections and retries that wrote nothing committed none.
     let after = store.group_commit_stats();
