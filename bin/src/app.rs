@@ -805,6 +805,8 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
                 acquire_timeout: std::time::Duration::from_millis(
                     settings.storage.postgres.acquire_timeout_ms,
                 ),
+                read_url: settings.storage.postgres.read_url(),
+                read_wait: std::time::Duration::from_millis(settings.storage.postgres.read_wait_ms),
             };
             let postgres = PostgresStore::connect(&config, clock).await?;
             // Several nodes may share the database: every node's commits reach this node's

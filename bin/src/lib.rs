@@ -11,8 +11,8 @@
 //! - [`reload`]: configuration reload on SIGHUP.
 //! - [`bench`]: the HTTP load generator behind `allsource bench`.
 //! - [`admin`]: `allsource admin ...`: the admin CLI over HTTP (tenants, users, keys, stats,
-//!   schemas, projections, consumers, backups, compaction, tail), and `create-user` (users
-//!   without HTTP, e.g. the first admin).
+//!   schemas, projections, consumers, backups, compaction, tail), `create-user` (users
+//!   without HTTP, e.g. the first admin) and `postgres-partition` (on the database).
 //! - [`mcp`]: `allsource mcp`, the MCP server over stdio (for desktop agents).
 //! - [`backup`]: `allsource backup create|list|verify|restore`, and the server's backup wiring.
 #![forbid(unsafe_code)]

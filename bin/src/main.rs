@@ -61,8 +61,8 @@ enum Command {
     /// HTTP load generator and peer baselines (see docs/BENCHMARKS.md).
     Bench(bench::BenchArgs),
     /// Administration: of a running server over HTTP (tenants, users, keys, stats, schemas,
-    /// projections, consumers, backups, compaction, tail), and `create-user` offline on a
-    /// stopped server's data dir or on PostgreSQL.
+    /// projections, consumers, backups, compaction, tail), `create-user` offline on a
+    /// stopped server's data dir or on PostgreSQL, and `postgres-partition` on the database.
     #[command(subcommand, after_long_help = admin::ADMIN_HELP)]
     Admin(admin::AdminCommand),
     /// Backups: create (of a stopped server's data dir), list, verify, restore (into a new

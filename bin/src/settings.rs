@@ -94,6 +94,21 @@ pub struct PostgresSettings {
     /// `storage.postgres.acquire_timeout_ms`: how long a request waits for a connection
     /// before answering 503.
     pub acquire_timeout_ms: u64,
+    /// `storage.postgres.read_url`: a streaming-replication standby of `url` that serves reads
+    /// once it holds everything this node knows is committed; empty (the default) reads the
+    /// primary only.
+    pub read_url: String,
+    /// `storage.postgres.read_wait_ms`: how long a read waits for the standby to catch up
+    /// before it reads the primary instead.
+    pub read_wait_ms: u64,
+}
+
+impl PostgresSettings {
+    /// The standby's URL, if one is set.
+    pub fn read_url(&self) -> Option<String> {
+        let url = self.read_url.trim();
+        (!url.is_empty()).then(|| url.to_owned())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -976,6 +991,8 @@ segment_bytes = 67108864
 url = "postgres://postgres@127.0.0.1:5432/allsource"
 max_connections = 16
 acquire_timeout_ms = 5000
+read_url = ""
+read_wait_ms = 250
 
 [limits]
 max_event_bytes = 1048576

@@ -13,12 +13,18 @@ use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
 use allsource_infrastructure::{MemoryStore, SystemClock};
 
 use crate::pg::TestDatabase;
+use crate::pg_cluster::{ReplicatedDatabase, ReplicatedPair};
 
 /// Where a contract test's store lives.
 pub enum Harness {
     Memory,
     Embedded(tempfile::TempDir),
     Postgres(TestDatabase),
+    /// The postgres backend on a log hash-partitioned by tenant (`admin postgres-partition`).
+    PostgresPartitioned(TestDatabase),
+    /// The postgres backend reading from a streaming-replication standby
+    /// (`storage.postgres.read_url`): every answer must be the primary's.
+    PostgresStandby(ReplicatedDatabase),
     /// The moka cache decorator over another harness's store.
     Cached(Box<Harness>),
 }
@@ -43,12 +49,41 @@ impl Harness {
         TestDatabase::create().await.map(Self::Postgres)
     }
 
+    /// A fresh database whose log was partitioned by tenant (4 partitions) before the test.
+    pub async fn postgres_partitioned() -> Option<Self> {
+        let db = TestDatabase::create().await?;
+        let config = PostgresConfig {
+            url: db.url().to_owned(),
+            max_connections: 2,
+            ..PostgresConfig::default()
+        };
+        let store = PostgresStore::connect(&config, Arc::new(SystemClock))
+            .await
+            .expect("connect to the test database");
+        store
+            .partition_by_tenant(4, |_, _| {})
+            .await
+            .expect("partition the log");
+        store.shutdown().await.expect("shutdown");
+        Some(Self::PostgresPartitioned(db))
+    }
+
+    /// `None` (after a loud message) when the PostgreSQL server binaries are missing and
+    /// PostgreSQL is not required.
+    pub async fn postgres_standby() -> Option<Self> {
+        let pair = ReplicatedPair::shared().await?;
+        Some(Self::PostgresStandby(pair.database().await))
+    }
+
     /// Whether [`open`](Self::open) after a shutdown sees the same data.
     pub fn durable(&self) -> bool {
         match self {
             Self::Memory => false,
             Self::Cached(inner) => inner.durable(),
-            Self::Embedded(_) | Self::Postgres(_) => true,
+            Self::Embedded(_)
+            | Self::Postgres(_)
+            | Self::PostgresPartitioned(_)
+            | Self::PostgresStandby(_) => true,
         }
     }
 
@@ -96,24 +131,36 @@ impl Harness {
                 .expect("open embedded store");
                 Arc::new(store)
             }
-            Self::Postgres(db) => {
-                let config = PostgresConfig {
-                    url: db.url().to_owned(),
-                    max_connections: 8,
-                    ..PostgresConfig::default()
-                };
-                let store = PostgresStore::connect(&config, Arc::new(SystemClock))
-                    .await
-                    .expect("connect to the test database");
-                if let Some(feed) = feed {
-                    // Commits reach the feed through LISTEN/NOTIFY, as on a server.
-                    store
-                        .publish_commits_to(feed, std::time::Duration::from_millis(100))
-                        .await
-                        .expect("start the commit listener");
-                }
-                Arc::new(store)
+            Self::Postgres(db) | Self::PostgresPartitioned(db) => {
+                Self::open_postgres(db.url(), None, feed).await
+            }
+            Self::PostgresStandby(db) => {
+                Self::open_postgres(db.primary.url(), Some(&db.standby_url), feed).await
             }
         }
+    }
+
+    async fn open_postgres(
+        url: &str,
+        read_url: Option<&str>,
+        feed: Option<Arc<CommitFeed>>,
+    ) -> Arc<dyn EventStore> {
+        let config = PostgresConfig {
+            url: url.to_owned(),
+            read_url: read_url.map(str::to_owned),
+            max_connections: 8,
+            ..PostgresConfig::default()
+        };
+        let store = PostgresStore::connect(&config, Arc::new(SystemClock))
+            .await
+            .expect("connect to the test database");
+        if let Some(feed) = feed {
+            // Commits reach the feed through LISTEN/NOTIFY, as on a server.
+            store
+                .publish_commits_to(feed, std::time::Duration::from_millis(100))
+                .await
+                .expect("start the commit listener");
+        }
+        Arc::new(store)
     }
 }

@@ -25,6 +25,8 @@ fn required() -> bool {
 pub struct TestDatabase {
     name: String,
     url: String,
+    /// The maintenance database it was created from (and is dropped from).
+    admin: String,
 }
 
 impl TestDatabase {
@@ -35,7 +37,7 @@ impl TestDatabase {
     /// When PostgreSQL is required (`ALLSOURCE_REQUIRE_POSTGRES=1`) and not reachable.
     pub async fn create() -> Option<Self> {
         let admin = admin_url();
-        let mut conn = match PgConnection::connect(&admin).await {
+        let conn = match PgConnection::connect(&admin).await {
             Ok(conn) => conn,
             Err(e) => {
                 if required() {
@@ -58,6 +60,21 @@ impl TestDatabase {
                 return None;
             }
         };
+        Some(Self::create_with(conn, &admin).await)
+    }
+
+    /// A fresh database on the server of `admin` (a URL naming a database to connect to).
+    ///
+    /// # Panics
+    /// When the server is unreachable or refuses.
+    pub async fn create_on(admin: &str) -> Self {
+        let conn = PgConnection::connect(admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {admin}: {e}"));
+        Self::create_with(conn, admin).await
+    }
+
+    async fn create_with(mut conn: PgConnection, admin: &str) -> Self {
         let name = format!("allsource_test_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
@@ -66,9 +83,18 @@ impl TestDatabase {
         let _ = conn.close().await;
         let url = match admin.rfind('/') {
             Some(slash) => format!("{}/{name}", &admin[..slash]),
-            None => panic!("ALLSOURCE_TEST_POSTGRES_URL {admin} has no database part"),
+            None => panic!("the PostgreSQL URL {admin} has no database part"),
         };
-        Some(Self { name, url })
+        Self {
+            name,
+            url,
+            admin: admin.to_owned(),
+        }
+    }
+
+    /// Name of the database.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Connection URL of the database.
@@ -81,7 +107,7 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         // Drop runs outside async context; a short-lived thread with its own runtime does it.
         let name = self.name.clone();
-        let admin = admin_url();
+        let admin = self.admin.clone();
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

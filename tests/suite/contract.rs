@@ -1,5 +1,7 @@
 //! The `EventStore` contract suite: one set of cases, run against every adapter (memory,
-//! embedded, postgres) and the cache decorator (`cached`) through the [`Harness`]. Adding an adapter is one line in
+//! embedded, postgres, postgres on a log partitioned by tenant, postgres reading a
+//! streaming-replication standby) and the cache
+//! decorator (`cached`) through the [`Harness`]. Adding an adapter is one line in
 //! `all_backends!`.
 
 use std::collections::{HashMap, HashSet};
@@ -1044,6 +1046,8 @@ macro_rules! all_backends {
         contract_suite!(memory => Harness::memory(); $($case),*);
         contract_suite!(embedded => Harness::embedded(); $($case),*);
         contract_suite!(postgres => Harness::postgres(); $($case),*);
+        contract_suite!(postgres_partitioned => Harness::postgres_partitioned(); $($case),*);
+        contract_suite!(postgres_standby => Harness::postgres_standby(); $($case),*);
         contract_suite!(cached => Harness::cached(); $($case),*);
     };
 }
@@ -1068,5 +1072,6 @@ all_backends!(
 // The postgres backend learns of commits through LISTEN/NOTIFY (see also `postgres_feed`).
 contract_suite!(memory_followed => Harness::memory(); followers_get_every_commit_once_in_order);
 contract_suite!(postgres_followed => Harness::postgres(); followers_get_every_commit_once_in_order);
+contract_suite!(postgres_standby_followed => Harness::postgres_standby(); followers_get_every_commit_once_in_order);
 contract_suite!(embedded_followed => Harness::embedded(); followers_get_every_commit_once_in_order);
 contract_suite!(cached_followed => Harness::cached(); followers_get_every_commit_once_in_order);

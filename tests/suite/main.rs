@@ -14,6 +14,10 @@
 //! - `postgres`: PostgreSQL-specific behaviour (lost database, several nodes);
 //! - `postgres_feed`: live delivery across nodes on the postgres backend (LISTEN/NOTIFY and
 //!   the poll);
+//! - `postgres_partition`: the log partitioned by tenant (`admin postgres-partition`): every
+//!   answer kept, a second run, another count refused, the CLI;
+//! - `postgres_standby`: reads from a streaming-replication standby made by the test
+//!   (`pg_basebackup`): read-your-writes, a lagging or failing standby, pagers never skipping;
 //! - `pipelines`: stream pipelines over HTTP: hourly counts through SIGKILLs equal to an
 //!   uninterrupted run, enrich from a projection, tenant isolation, the routes and paging,
 //!   two postgres nodes sharing a pipeline;
@@ -61,6 +65,8 @@ mod pipelines;
 mod policies;
 mod postgres;
 mod postgres_feed;
+mod postgres_partition;
+mod postgres_standby;
 mod process;
 mod projections;
 mod reads;

@@ -16,6 +16,7 @@
 //!   [`schemas`], [`projections`], [`consumers`] (consumers and consumer groups), [`backups`],
 //!   [`store`] (stats, compaction), [`tail`].
 //! - [`offline`] — `create-user`.
+//! - [`postgres`] — `postgres-partition`, straight on the postgres backend's database.
 
 /// The exit codes as help text (a macro, so that `concat!` can put it into long help).
 macro_rules! exit_codes {
@@ -38,6 +39,7 @@ pub mod consumers;
 pub mod identity;
 pub mod offline;
 pub mod output;
+pub mod postgres;
 pub mod projections;
 pub mod schemas;
 pub mod store;
@@ -75,7 +77,8 @@ Examples:
     exit_codes!(),
     "
 
-Offline: `create-user` works on a stopped server's data dir (or PostgreSQL), without HTTP."
+Offline: `create-user` works on a stopped server's data dir (or PostgreSQL), without HTTP;
+`postgres-partition` works on the postgres backend's database."
 );
 
 /// Administration commands.
@@ -89,6 +92,16 @@ pub enum AdminCommand {
     ///   printf '%s\n' 'correct horse battery' | allsource admin create-user --data-dir ./data --username alice --password-stdin --role admin --tenant default
     #[command(verbatim_doc_comment)]
     CreateUser(offline::CreateUserArgs),
+    /// Partition the postgres backend's log by tenant (hash), on the database
+    ///
+    /// One transaction: appends and reads of every node wait until it commits; any failure
+    /// leaves the log as it was. Running it again with the same --partitions changes nothing.
+    ///
+    /// Example:
+    ///
+    ///   allsource admin postgres-partition --url postgres://postgres@127.0.0.1:5432/allsource --partitions 16
+    #[command(verbatim_doc_comment)]
+    PostgresPartition(postgres::PartitionArgs),
     /// Tenants: list, show, create, update, delete, stats, quotas, activate, deactivate
     Tenants(tenants::TenantsArgs),
     /// Users: list, show, create, delete
@@ -126,6 +139,15 @@ pub fn run(command: AdminCommand) -> ExitCode {
             }
         };
     }
+    if let AdminCommand::PostgresPartition(args) = command {
+        return match postgres::partition(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +170,9 @@ pub fn run(command: AdminCommand) -> ExitCode {
 async fn online(command: AdminCommand) -> Result<(), CliError> {
     match command {
         AdminCommand::CreateUser(_) => Err(CliError::Other("create-user runs offline".to_owned())),
+        AdminCommand::PostgresPartition(_) => Err(CliError::Other(
+            "postgres-partition runs on the database".to_owned(),
+        )),
         AdminCommand::Tenants(args) => tenants::run(&Client::new(&args.conn)?, args.command).await,
         AdminCommand::Users(args) => identity::users(&Client::new(&args.conn)?, args.command).await,
         AdminCommand::Keys(args) => identity::keys(&Client::new(&args.conn)?, args.command).await,

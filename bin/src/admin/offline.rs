@@ -122,6 +122,8 @@ pub fn create_user(args: CreateUserArgs) -> anyhow::Result<()> {
                     acquire_timeout: std::time::Duration::from_millis(
                         settings.storage.postgres.acquire_timeout_ms,
                     ),
+                    // Offline commands read and write the primary only.
+                    ..PostgresConfig::default()
                 };
                 let store = PostgresStore::connect(&config, Arc::new(SystemClock)).await?;
                 Arc::new(allsource_infrastructure::state::PostgresStateStore::new(

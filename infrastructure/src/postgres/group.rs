@@ -112,6 +112,7 @@ impl GroupCommitter {
         options: PgConnectOptions,
         connect_timeout: Duration,
         clock: Arc<dyn Clock>,
+        committed: Arc<AtomicU64>,
     ) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE_CAPACITY);
         let stop = Arc::new(Notify::new());
@@ -123,6 +124,7 @@ impl GroupCommitter {
             connection: None,
             metrics: GroupMetrics::new(),
             counters: Arc::clone(&counters),
+            committed,
         };
         let task = tokio::spawn(committer.run(requests, Arc::clone(&stop)));
         Self {
@@ -180,6 +182,8 @@ struct Committer {
     connection: Option<PgConnection>,
     metrics: GroupMetrics,
     counters: Arc<GroupCounters>,
+    /// The last position this node committed (read-your-writes on a standby, `standby.rs`).
+    committed: Arc<AtomicU64>,
 }
 
 /// The committer's measurements (the same as the embedded engine's commit groups).
@@ -313,8 +317,13 @@ impl Committer {
         let plan = plan_group(&mut context, timestamp, inputs);
         let rows = &plan.rows;
         if rows.positions.is_empty() {
-            // Only retries and rejections: nothing to write.
+            // Only retries and rejections: nothing to write. The retried events are at or
+            // below the head just read, which is therefore committed.
             tx.rollback().await.map_err(append_error)?;
+            self.committed.fetch_max(
+                u64::try_from(plan.last_position).unwrap_or(0),
+                Ordering::AcqRel,
+            );
             return Ok(plan.answers);
         }
         tracing::Span::current().record("events", rows.positions.len());
@@ -350,6 +359,10 @@ impl Committer {
         .await
         .map_err(append_error)?;
         tx.commit().await.map_err(append_error)?;
+        self.committed.fetch_max(
+            u64::try_from(plan.last_position).unwrap_or(0),
+            Ordering::AcqRel,
+        );
         self.counters.groups.fetch_add(1, Ordering::Relaxed);
         self.counters
             .appends

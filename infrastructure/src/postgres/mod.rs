@@ -30,17 +30,22 @@
 //! - `group.rs`: the appends, one transaction per group of concurrent requests.
 //! - `rows.rs`: decoding rows into events.
 //! - `feed.rs`: the commit listener that publishes every node's commits to this node's feed.
+//! - `partition.rs`: hash partitioning of the log by tenant (`admin postgres-partition`).
+//! - `standby.rs`: reads from a streaming-replication standby, never older than what the node
+//!   knows is committed (`storage.postgres.read_url`).
 
 mod feed;
 mod group;
+mod partition;
 mod rows;
+mod standby;
 
 pub use feed::{
     COMMIT_CHANNEL, CommitListener, CommitListenerStats, LISTENER_APPLICATION_NAME, notified_last,
 };
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use allsource_application::ports::{
@@ -59,7 +64,10 @@ use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 pub use group::GroupCommitStats;
 use group::GroupCommitter;
+pub use partition::{EventsLayout, MAX_PARTITIONS, PartitionError, PartitionOutcome};
 use rows::{EVENT_COLUMNS, event_from_row};
+use standby::ReadRouter;
+pub use standby::{STANDBY_RETRY, StandbyStats};
 
 /// Key of the transaction-scoped advisory lock that serializes appends ("allsrc" in ASCII).
 pub const APPEND_LOCK_KEY: i64 = 0x616c_6c73_7263;
@@ -73,6 +81,12 @@ pub struct PostgresConfig {
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: Duration,
+    /// `storage.postgres.read_url`: a streaming-replication standby of `url` that serves the
+    /// reads once it has caught up with what this node knows is committed (`standby.rs`).
+    pub read_url: Option<String>,
+    /// `storage.postgres.read_wait_ms`: how long a read waits for the standby to catch up
+    /// before it reads the primary instead.
+    pub read_wait: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -81,6 +95,8 @@ impl Default for PostgresConfig {
             url: "postgres://postgres@127.0.0.1:5432/allsource".into(),
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            read_url: None,
+            read_wait: Duration::from_millis(250),
         }
     }
 }
@@ -94,11 +110,21 @@ pub enum PostgresOpenError {
     Unreachable { url: String, detail: String },
     #[error("applying the database migrations failed: {0}")]
     Migration(String),
+    #[error("storage.postgres.read_url: {0}")]
+    Standby(String),
 }
 
 /// The event store on PostgreSQL.
 pub struct PostgresStore {
+    /// The primary's pool: the commit listener, migrations, and reads when there is no standby.
     pool: PgPool,
+    /// Where reads run: the primary, or the standby once it has caught up (`standby.rs`).
+    reads: ReadRouter,
+    /// A position this node knows is committed: its own last commit, or the log's head when
+    /// the store opened (the commit listener's feed head counts too, see `committed`).
+    known_committed: Arc<AtomicU64>,
+    /// The feed the commit listener publishes to, once started.
+    followed: parking_lot::Mutex<Option<Arc<CommitFeed>>>,
     closed: AtomicBool,
     /// Publishes every node's commits to this node's feed, once started; stopped at shutdown.
     listener: parking_lot::Mutex<Option<CommitListener>>,
@@ -133,9 +159,32 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| PostgresOpenError::Migration(e.to_string()))?;
-        let committer = GroupCommitter::start(options, config.acquire_timeout, clock);
+        let head = standby::head(&pool)
+            .await
+            .map_err(|e| PostgresOpenError::Unreachable {
+                url: redact(&config.url),
+                detail: e.to_string(),
+            })?;
+        let reads = match &config.read_url {
+            Some(read_url) => ReadRouter::with_standby(
+                pool.clone(),
+                standby_pool(&pool, config, read_url).await?,
+                config.read_wait,
+            ),
+            None => ReadRouter::primary_only(pool.clone()),
+        };
+        let known_committed = Arc::new(AtomicU64::new(head));
+        let committer = GroupCommitter::start(
+            options,
+            config.acquire_timeout,
+            clock,
+            Arc::clone(&known_committed),
+        );
         Ok(Self {
             pool,
+            reads,
+            known_committed,
+            followed: parking_lot::Mutex::new(None),
             closed: AtomicBool::new(false),
             listener: parking_lot::Mutex::new(None),
             committer,
@@ -158,9 +207,10 @@ impl PostgresStore {
         feed: Arc<CommitFeed>,
         poll_interval: Duration,
     ) -> Result<(), StoreError> {
-        let listener = CommitListener::start(self.pool.clone(), feed, poll_interval)
+        let listener = CommitListener::start(self.pool.clone(), Arc::clone(&feed), poll_interval)
             .await
             .map_err(read_error)?;
+        *self.followed.lock() = Some(feed);
         let replaced = self.listener.lock().replace(listener);
         if let Some(old) = replaced {
             old.stop().await;
@@ -172,6 +222,51 @@ impl PostgresStore {
     /// requests they served.
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.committer.stats()
+    }
+
+    /// How `allsource_events` is laid out (plain, or partitioned by tenant).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn events_layout(&self) -> Result<EventsLayout, StoreError> {
+        partition::layout(&self.pool).await.map_err(read_error)
+    }
+
+    /// Converts the log into `partitions` hash partitions by tenant, in one transaction that
+    /// appends and reads on every node wait for (see `partition.rs`); `progress(copied, total)`
+    /// follows the copy.
+    ///
+    /// # Errors
+    /// See [`PartitionError`]; the log is unchanged in every case.
+    pub async fn partition_by_tenant(
+        &self,
+        partitions: u32,
+        progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<PartitionOutcome, PartitionError> {
+        partition::partition_by_tenant(&self.pool, partitions, progress).await
+    }
+
+    /// Figures of the standby reads, when `read_url` is set.
+    pub fn standby_stats(&self) -> Option<StandbyStats> {
+        self.reads.stats()
+    }
+
+    /// The standby's pool, when `read_url` is set (for tests and diagnostics).
+    pub fn standby_pool(&self) -> Option<&PgPool> {
+        self.reads.standby_pool()
+    }
+
+    /// The highest position this node knows is committed: its own appends' last commit, and
+    /// what its commit listener has published of every node's commits.
+    fn committed(&self) -> u64 {
+        let own = self.known_committed.load(Ordering::Acquire);
+        let published = self.followed.lock().as_ref().map_or(0, |feed| feed.head());
+        own.max(published)
+    }
+
+    /// The pool a read runs on (the standby once it holds everything [`committed`](Self::committed)).
+    async fn read_pool(&self) -> &PgPool {
+        self.reads.pool_for(self.committed()).await
     }
 
     /// Figures of the commit listener, once [`publish_commits_to`](Self::publish_commits_to)
@@ -230,7 +325,7 @@ impl PostgresStore {
     ) -> Result<Vec<Arc<Event>>, StoreError> {
         let rows = query
             .build()
-            .fetch_all(&self.pool)
+            .fetch_all(self.read_pool().await)
             .await
             .map_err(read_error)?;
         rows.iter()
@@ -241,6 +336,42 @@ impl PostgresStore {
             })
             .collect()
     }
+}
+
+/// The standby's pool, checked: it answers, and it is a copy of the primary's database.
+async fn standby_pool(
+    primary: &PgPool,
+    config: &PostgresConfig,
+    read_url: &str,
+) -> Result<PgPool, PostgresOpenError> {
+    let options: PgConnectOptions = read_url
+        .parse()
+        .map_err(|e: sqlx::Error| PostgresOpenError::Standby(format!("invalid URL: {e}")))?;
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections.max(1))
+        .acquire_timeout(config.acquire_timeout)
+        .connect_with(options)
+        .await
+        .map_err(|e| {
+            PostgresOpenError::Standby(format!("cannot reach {}: {e}", redact(read_url)))
+        })?;
+    let unreadable = |e: sqlx::Error| {
+        PostgresOpenError::Standby(format!("cannot read the identity of the servers: {e}"))
+    };
+    let primary_identity = standby::identity(primary).await.map_err(unreadable)?;
+    let standby_identity = standby::identity(&pool).await.map_err(unreadable)?;
+    if primary_identity != standby_identity {
+        return Err(PostgresOpenError::Standby(format!(
+            "{} is not a replica of the primary's database (system {} database {:?}, the \
+             primary's: system {} database {:?})",
+            redact(read_url),
+            standby_identity.0,
+            standby_identity.1,
+            primary_identity.0,
+            primary_identity.1
+        )));
+    }
+    Ok(pool)
 }
 
 /// Hides the password of a connection URL in messages.
@@ -487,7 +618,8 @@ impl EventStore for PostgresStore {
         .push_bind(to_i64(query.limit as u64))
         .push(" OFFSET ")
         .push_bind(to_i64(query.offset as u64));
-        let rows = q.build().fetch_all(&self.pool).await.map_err(read_error)?;
+        let pool = self.read_pool().await;
+        let rows = q.build().fetch_all(pool).await.map_err(read_error)?;
         let mut page = EntityPage::default();
         for row in rows {
             let decode = || -> anyhow::Result<(EntitySummary, i64)> {
@@ -513,7 +645,7 @@ impl EventStore for PostgresStore {
                 "SELECT COUNT(DISTINCT entity_id) FROM allsource_events WHERE tenant_id = $1",
             )
             .bind(tenant.as_str())
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
             .map_err(read_error)?;
             if query.event_type_prefix.is_none() {
@@ -530,7 +662,7 @@ impl EventStore for PostgresStore {
              GROUP BY event_type ORDER BY event_type",
         )
         .bind(tenant.as_str())
-        .fetch_all(&self.pool)
+        .fetch_all(self.read_pool().await)
         .await
         .map_err(read_error)?;
         rows.iter()
@@ -555,7 +687,7 @@ impl EventStore for PostgresStore {
              FROM allsource_events WHERE tenant_id = $1",
         )
         .bind(tenant.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(self.read_pool().await)
         .await
         .map_err(read_error)?;
         let get = |i: usize| -> Result<u64, StoreError> {
@@ -587,6 +719,17 @@ impl EventStore for PostgresStore {
         stats
             .storage
             .insert("pool_idle".into(), (self.pool.num_idle() as u64).into());
+        if let Some(standby) = self.reads.stats() {
+            stats.storage.insert(
+                "standby".into(),
+                serde_json::json!({
+                    "reads": standby.reads,
+                    "primary_reads": standby.primary_reads,
+                    "failures": standby.failures,
+                    "confirmed_position": standby.confirmed_position,
+                }),
+            );
+        }
         Ok(stats)
     }
 
@@ -607,8 +750,8 @@ impl EventStore for PostgresStore {
         if let Some(listener) = listener {
             listener.stop().await;
         }
-        // Waits for checked-out connections (appends in flight) to come back, then closes.
-        self.pool.close().await;
+        // Waits for checked-out connections (reads in flight) to come back, then closes.
+        self.reads.close().await;
         Ok(())
     }
 }
