@@ -32,6 +32,21 @@ pub fn binary() -> PathBuf {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
             build.args(["build", "--quiet", "--workspace", "--tests"]);
+            // The variables cargo sets for a test process (the package's name, manifest dir,
+            // ...) are not this build's: build scripts that watch them (ring's does) would
+            // see them changed and rebuild half the dependencies.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                if name.starts_with("CARGO_PKG_")
+                    || name.starts_with("CARGO_MANIFEST_")
+                    || name.starts_with("CARGO_CRATE_")
+                    || name.starts_with("CARGO_BIN_")
+                    || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                        .contains(&name.as_ref())
+                {
+                    build.env_remove(name.as_ref());
+                }
+            }
             if release {
                 build.arg("--release");
             }
