@@ -2,10 +2,10 @@
 //! real (SIGKILL), stop it with SIGTERM, or check its command line.
 //!
 //! The binary is built once per test run with the same cargo and profile as the tests (cargo
-//! sets `CARGO` for the tests it runs); `ALLSOURCE_BIN` overrides the path. It is built as
-//! `cargo build --workspace --tests` builds it, with the features `cargo test --workspace`
-//! unifies: after that command it is a no-op, where `-p allsource` alone would resolve other
-//! features and rebuild dependencies in the middle of the test run.
+//! sets `CARGO` for the tests it runs); `ALLSOURCE_BIN` overrides the path. It is built by
+//! `cargo build --workspace --tests --bins`, with the features `cargo test --workspace`
+//! unifies: after that command only the binary itself is linked, where `-p allsource` alone
+//! would resolve other features and rebuild dependencies in the middle of the test run.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,7 @@ pub fn binary() -> PathBuf {
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "--workspace", "--tests"]);
+            build.args(["build", "--quiet", "--workspace", "--tests", "--bins"]);
             // The variables cargo sets for a test process (the package's name, manifest dir,
             // ...) are not this build's: build scripts that watch them (ring's does) would
             // see them changed and rebuild half the dependencies.
