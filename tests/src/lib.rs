@@ -10,6 +10,7 @@
 //! - [`pg`]: fresh PostgreSQL databases per test; loud skip or failure without PostgreSQL.
 //! - [`pg_cluster`]: a PostgreSQL primary with a streaming-replication standby of its own (the
 //!   standby-read tests).
+//! - [`pagers`]: concurrent writers and a pager following the log ("a pager never skips").
 //! - [`proxy`]: a TCP proxy a test can cut, to take PostgreSQL away from a running node.
 //! - [`redis`]: the Redis of the rate-limiter tests; loud skip or failure without it.
 //! - [`cdp`]: a headless Chromium driven through the DevTools protocol (the browser tests).
@@ -19,6 +20,7 @@
 
 pub mod cdp;
 pub mod harness;
+pub mod pagers;
 pub mod pg;
 pub mod pg_cluster;
 pub mod problem;

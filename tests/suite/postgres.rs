@@ -15,6 +15,7 @@ use allsource_application::ports::{EventQuery, EventStore};
 use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, ProposedEvent, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
+use allsource_tests::pagers::{EVENTS_PER_WRITER, writers_and_pager};
 use allsource_tests::pg::TestDatabase;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
@@ -68,62 +69,9 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
     };
     let store = store(&db).await;
     let tenant = TenantId::default_tenant();
-    let writers: Vec<_> = (0..6)
-        .map(|w| {
-            let store = Arc::clone(&store);
-            let tenant = tenant.clone();
-            tokio::spawn(async move {
-                for i in 0..40 {
-                    let batch = (0..(1 + i % 3))
-                        .map(|_| event(&format!("w{w}-{}", i % 4)))
-                        .collect();
-                    store.append(&tenant, batch).await.expect("append");
-                }
-            })
-        })
-        .collect();
-    let pager = {
-        let store = Arc::clone(&store);
-        let tenant = tenant.clone();
-        tokio::spawn(async move {
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            let mut idle_rounds = 0;
-            loop {
-                let page = store
-                    .query(
-                        &tenant,
-                        EventQuery {
-                            from_position: cursor,
-                            limit: 7,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .expect("query");
-                if page.events.is_empty() {
-                    idle_rounds += 1;
-                    if idle_rounds > 50 {
-                        return seen;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                idle_rounds = 0;
-                for e in &page.events {
-                    seen.push(e.position.get());
-                }
-                cursor = page.events.last().map(|e| e.position);
-            }
-        })
-    };
-    for w in writers {
-        w.await.expect("writer");
-    }
-    let seen = pager.await.expect("pager");
+    let seen = writers_and_pager(Arc::clone(&store), Arc::clone(&store), &tenant, 6).await;
     let expected = all_positions(&store, &tenant).await;
-    // Per writer: 14 batches of 1, 13 of 2 and 13 of 3 events.
-    assert_eq!(expected.len(), 6 * 79);
+    assert_eq!(expected.len(), 6 * EVENTS_PER_WRITER);
     assert_eq!(seen, expected, "the pager saw every event once, in order");
 }
 

@@ -166,11 +166,17 @@ impl PostgresStore {
                 detail: e.to_string(),
             })?;
         let reads = match &config.read_url {
-            Some(read_url) => ReadRouter::with_standby(
-                pool.clone(),
-                standby_pool(&pool, config, read_url).await?,
-                config.read_wait,
-            ),
+            Some(read_url) => {
+                let standby = standby_pool(&pool, config, read_url).await?;
+                // What the standby must have replayed before it serves: the migrations above.
+                let schema_lsn = standby::wal_position(&pool).await.map_err(|e| {
+                    PostgresOpenError::Unreachable {
+                        url: redact(&config.url),
+                        detail: e.to_string(),
+                    }
+                })?;
+                ReadRouter::with_standby(pool.clone(), standby, config.read_wait, schema_lsn)
+            }
             None => ReadRouter::primary_only(pool.clone()),
         };
         let known_committed = Arc::new(AtomicU64::new(head));

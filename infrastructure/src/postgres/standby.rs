@@ -20,11 +20,17 @@
 //! lag, see the log without that append (a shorter log, never an inconsistent one), exactly as
 //! it may before this node's listener hears of the commit.
 //!
+//! # The schema
+//! A fresh standby may not have replayed the migrations the node just applied (the tables of a
+//! new database, a later migration's change). So the node notes the primary's WAL position
+//! after its migrations, and uses the standby only once the standby has replayed that far
+//! (`pg_last_wal_replay_lsn()`); until then reads go to the primary, after the same wait.
+//!
 //! `read_url` must name one standby (not a balancer over several): the remembered head is that
 //! server's. At start the standby must answer and be a replica of the primary's database (same
 //! system identifier, same database name), or the node refuses to start.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -45,6 +51,10 @@ pub(super) struct ReadRouter {
 struct Standby {
     pool: PgPool,
     wait: Duration,
+    /// The primary's WAL position after the node's migrations (`pg_lsn` text).
+    schema_lsn: String,
+    /// Whether the standby has replayed up to `schema_lsn`.
+    schema_ready: AtomicBool,
     /// The highest head position seen on the standby.
     confirmed: AtomicU64,
     /// Until when reads skip the standby after it failed.
@@ -77,13 +87,21 @@ impl ReadRouter {
         }
     }
 
-    /// Reads on `standby` once it has caught up, waiting up to `wait` for it.
-    pub(super) fn with_standby(primary: PgPool, standby: PgPool, wait: Duration) -> Self {
+    /// Reads on `standby` once it has replayed `schema_lsn` (the primary's WAL position after
+    /// the migrations) and caught up, waiting up to `wait` for it.
+    pub(super) fn with_standby(
+        primary: PgPool,
+        standby: PgPool,
+        wait: Duration,
+        schema_lsn: String,
+    ) -> Self {
         Self {
             primary,
             standby: Some(Standby {
                 pool: standby,
                 wait,
+                schema_lsn,
+                schema_ready: AtomicBool::new(false),
                 confirmed: AtomicU64::new(0),
                 skip_until: Mutex::new(None),
                 reads: AtomicU64::new(0),
@@ -135,7 +153,8 @@ impl Standby {
     /// Whether the standby holds every position up to `committed`, waiting up to `self.wait`
     /// for it to get there.
     async fn caught_up(&self, committed: u64) -> bool {
-        if self.confirmed.load(Ordering::Acquire) >= committed {
+        let schema_ready = self.schema_ready.load(Ordering::Acquire);
+        if schema_ready && self.confirmed.load(Ordering::Acquire) >= committed {
             return true;
         }
         if self
@@ -148,13 +167,9 @@ impl Standby {
         let deadline = Instant::now() + self.wait;
         let mut pause = Duration::from_millis(1);
         loop {
-            match head(&self.pool).await {
-                Ok(head) => {
-                    self.confirmed.fetch_max(head, Ordering::AcqRel);
-                    if head >= committed {
-                        return true;
-                    }
-                }
+            match self.check(committed).await {
+                Ok(true) => return true,
+                Ok(false) => {}
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     *self.skip_until.lock() = Some(Instant::now() + STANDBY_RETRY);
@@ -174,6 +189,32 @@ impl Standby {
             pause = (pause * 2).min(MAX_PAUSE);
         }
     }
+
+    /// One look at the standby: whether it has the schema and holds `committed`.
+    async fn check(&self, committed: u64) -> Result<bool, sqlx::Error> {
+        if !self.schema_ready.load(Ordering::Acquire) {
+            // NULL when the server is not in recovery: then it has everything.
+            let replayed: bool =
+                sqlx::query_scalar("SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, true)")
+                    .bind(&self.schema_lsn)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if !replayed {
+                return Ok(false);
+            }
+            self.schema_ready.store(true, Ordering::Release);
+        }
+        let head = head(&self.pool).await?;
+        self.confirmed.fetch_max(head, Ordering::AcqRel);
+        Ok(head >= committed)
+    }
+}
+
+/// The primary's current WAL position, as `pg_lsn` text.
+pub(super) async fn wal_position(pool: &PgPool) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(pool)
+        .await
 }
 
 /// The last position a server holds (`allsource_log_head`).
