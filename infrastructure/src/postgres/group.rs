@@ -445,8 +445,8 @@ impl AppendContext for TenantView<'_> {
 /// aggregate, a `LIMIT 1` on a unique key) on purpose: the statement is prepared once per
 /// connection and PostgreSQL soon runs a generic plan of it, made with the statistics of that
 /// moment. With a plain join, a plan made on a young table hashed the whole table on every
-/// group (a scan that grew with the log: 2 ms per group after 30,000 events); a lateral
-/// subquery can only be a probe per key.
+/// group until the next `ANALYZE` (a scan that grew with the log: 2 ms per group after 30,000
+/// events); a lateral subquery can only be a probe per key.
 async fn load_context(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     inputs: &[(TenantId, Vec<ProposedEvent>)],
