@@ -1,5 +1,6 @@
 //! Concurrent writers and a pager that follows the log, for the tests of "a pager never skips a
-//! committed event" on one node, on two, and on a standby.
+//! committed event" on one node, on two, and on a standby; and the plain test event they
+//! append ([`event`]), which the other postgres tests use too.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,8 @@ pub const EVENTS_PER_WRITER: usize = 79;
 /// How long the pager goes on before it gives up on events it has not seen.
 const PAGER_DEADLINE: Duration = Duration::from_secs(120);
 
-fn event(entity: &str) -> ProposedEvent {
+/// A `test.appended` event of `entity` with payload `{"n":1}`, a fresh id and no expectation.
+pub fn event(entity: &str) -> ProposedEvent {
     ProposedEvent {
         id: EventId::generate(),
         entity_id: EntityId::parse(entity).expect("entity"),

@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use allsource::{Application, Settings};
 use allsource_application::ports::{EventQuery, EventStore};
-use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, ProposedEvent, TenantId};
+use allsource_domain::{ExpectedVersion, ProposedEvent, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
-use allsource_tests::pagers::{EVENTS_PER_WRITER, writers_and_pager};
+use allsource_tests::pagers::{EVENTS_PER_WRITER, event, writers_and_pager};
 use allsource_tests::pg::TestDatabase;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 async fn store(db: &TestDatabase) -> Arc<PostgresStore> {
@@ -47,17 +46,6 @@ async fn all_positions(store: &PostgresStore, tenant: &TenantId) -> Vec<u64> {
         .await
         .expect("query all");
     all.events.iter().map(|e| e.position.get()).collect()
-}
-
-fn event(entity: &str) -> ProposedEvent {
-    ProposedEvent {
-        id: EventId::generate(),
-        entity_id: EntityId::parse(entity).expect("entity"),
-        event_type: EventType::parse("test.appended").expect("type"),
-        payload: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
-        metadata: None,
-        expected_version: ExpectedVersion::Any,
-    }
 }
 
 /// Writers append concurrently while a pager follows the log by `from_position`; when the

@@ -19,18 +19,16 @@ use std::time::{Duration, Instant};
 
 use allsource_application::ports::EventStore;
 use allsource_application::subscriptions::{CommitFeed, CommitGroup, Delivery, Subscription};
-use allsource_domain::{
-    EntityId, EventFilter, EventId, EventType, ExpectedVersion, ProposedEvent, TenantId,
-};
+use allsource_domain::{EventFilter, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{
     APPEND_LOCK_KEY, CommitListenerStats, LISTENER_APPLICATION_NAME, PostgresConfig, PostgresStore,
 };
+use allsource_tests::pagers::event;
 use allsource_tests::pg::TestDatabase;
 use allsource_tests::server::TestServer;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
@@ -88,17 +86,6 @@ impl Node {
 
     fn port(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.store) as Arc<dyn EventStore>
-    }
-}
-
-fn event(entity: &str) -> ProposedEvent {
-    ProposedEvent {
-        id: EventId::generate(),
-        entity_id: EntityId::parse(entity).expect("entity"),
-        event_type: EventType::parse("test.appended").expect("type"),
-        payload: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
-        metadata: None,
-        expected_version: ExpectedVersion::Any,
     }
 }
 

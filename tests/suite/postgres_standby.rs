@@ -10,28 +10,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allsource_application::ports::{EventQuery, EventStore, StreamRange};
-use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, ProposedEvent, TenantId};
+use allsource_domain::{EntityId, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{
     PostgresConfig, PostgresOpenError, PostgresStore, STANDBY_RETRY, StandbyStats,
 };
-use allsource_tests::pagers::{EVENTS_PER_WRITER, writers_and_pager};
+use allsource_tests::pagers::{EVENTS_PER_WRITER, event, writers_and_pager};
 use allsource_tests::pg_cluster::ReplicatedPair;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
 use serde_json::Value;
-use serde_json::value::RawValue;
-
-fn event(entity: &str) -> ProposedEvent {
-    ProposedEvent {
-        id: EventId::generate(),
-        entity_id: EntityId::parse(entity).expect("entity"),
-        event_type: EventType::parse("test.appended").expect("type"),
-        payload: RawValue::from_string(r#"{"n":1}"#.into()).expect("json"),
-        metadata: None,
-        expected_version: ExpectedVersion::Any,
-    }
-}
 
 async fn connect(url: &str, read_url: Option<&str>, read_wait: Duration) -> Arc<PostgresStore> {
     let config = PostgresConfig {
