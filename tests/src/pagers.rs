@@ -88,3 +88,21 @@ where
     }
     pager.await.expect("pager")
 }
+
+/// The positions of every event of `tenant` (up to 10,000), in order.
+pub async fn all_positions<S>(store: &S, tenant: &TenantId) -> Vec<u64>
+where
+    S: EventStore + ?Sized,
+{
+    let all = store
+        .query(
+            tenant,
+            EventQuery {
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("query all");
+    all.events.iter().map(|e| e.position.get()).collect()
+}

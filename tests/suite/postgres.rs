@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allsource::{Application, Settings};
-use allsource_application::ports::{EventQuery, EventStore};
+use allsource_application::ports::EventStore;
 use allsource_domain::{ExpectedVersion, ProposedEvent, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{PostgresConfig, PostgresStore};
-use allsource_tests::pagers::{EVENTS_PER_WRITER, event, writers_and_pager};
+use allsource_tests::pagers::{EVENTS_PER_WRITER, all_positions, event, writers_and_pager};
 use allsource_tests::pg::TestDatabase;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
@@ -33,21 +33,6 @@ async fn store(db: &TestDatabase) -> Arc<PostgresStore> {
     )
 }
 
-/// The positions of every event of `tenant`, in order.
-async fn all_positions(store: &PostgresStore, tenant: &TenantId) -> Vec<u64> {
-    let all = store
-        .query(
-            tenant,
-            EventQuery {
-                limit: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("query all");
-    all.events.iter().map(|e| e.position.get()).collect()
-}
-
 /// Writers append concurrently while a pager follows the log by `from_position`; when the
 /// writers stop, the pager must have seen every event exactly once, in position order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,7 +43,7 @@ async fn pagers_never_miss_events_committed_by_concurrent_writers() {
     let store = store(&db).await;
     let tenant = TenantId::default_tenant();
     let seen = writers_and_pager(Arc::clone(&store), Arc::clone(&store), &tenant, 6).await;
-    let expected = all_positions(&store, &tenant).await;
+    let expected = all_positions(&*store, &tenant).await;
     assert_eq!(expected.len(), 6 * EVENTS_PER_WRITER);
     assert_eq!(seen, expected, "the pager saw every event once, in order");
 }
@@ -128,7 +113,7 @@ async fn concurrent_appends_share_transactions_and_keep_their_own_answers() {
         "every retry got the original's receipt"
     );
 
-    let all = all_positions(&store, &tenant).await;
+    let all = all_positions(&*store, &tenant).await;
     assert_eq!(
         all,
         (1..=12).collect::<Vec<_>>(),

@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allsource_application::ports::{EventQuery, EventStore, StreamRange};
+use allsource_application::ports::{EventStore, StreamRange};
 use allsource_domain::{EntityId, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::postgres::{
     PostgresConfig, PostgresOpenError, PostgresStore, STANDBY_RETRY, StandbyStats,
 };
-use allsource_tests::pagers::{EVENTS_PER_WRITER, event, writers_and_pager};
+use allsource_tests::pagers::{EVENTS_PER_WRITER, all_positions, event, writers_and_pager};
 use allsource_tests::pg_cluster::ReplicatedPair;
 use allsource_tests::process::ServerProcess;
 use allsource_tests::proxy::CuttableProxy;
@@ -184,17 +184,7 @@ async fn pagers_on_a_standby_never_miss_events_committed_by_concurrent_writers()
     let tenant = TenantId::default_tenant();
     // The shared standby's replay may be paused for a while by another test: the pager waits.
     let seen = writers_and_pager(Arc::clone(&writer), Arc::clone(&reader), &tenant, 4).await;
-    let all = writer
-        .query(
-            &tenant,
-            EventQuery {
-                limit: 10_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("query all");
-    let expected: Vec<u64> = all.events.iter().map(|e| e.position.get()).collect();
+    let expected = all_positions(&*writer, &tenant).await;
     assert_eq!(expected.len(), 4 * EVENTS_PER_WRITER);
     assert_eq!(seen, expected, "the pager saw every event once, in order");
     let stats = standby_stats(&reader);

@@ -130,24 +130,14 @@ pub enum AdminCommand {
 
 /// Runs an admin command and gives the process's exit code (see [`ADMIN_HELP`]).
 pub fn run(command: AdminCommand) -> ExitCode {
-    if let AdminCommand::CreateUser(args) = command {
-        return match offline::create_user(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let AdminCommand::PostgresPartition(args) = command {
-        return match postgres::partition(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
+    // The commands that work without HTTP, on the data themselves.
+    let command = match command {
+        AdminCommand::CreateUser(args) => return local_exit_code(offline::create_user(args)),
+        AdminCommand::PostgresPartition(args) => {
+            return local_exit_code(postgres::partition(args));
+        }
+        online => online,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -163,6 +153,17 @@ pub fn run(command: AdminCommand) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// The exit code of a command that works without HTTP: its error printed, exit code 1.
+fn local_exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

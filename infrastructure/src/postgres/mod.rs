@@ -272,6 +272,10 @@ impl PostgresStore {
 
     /// The pool a read runs on (the standby once it holds everything [`committed`](Self::committed)).
     async fn read_pool(&self) -> &PgPool {
+        if self.reads.standby_pool().is_none() {
+            // No standby: no need to know what is committed.
+            return &self.pool;
+        }
         self.reads.pool_for(self.committed()).await
     }
 
