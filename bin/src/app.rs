@@ -774,6 +774,7 @@ async fn recover(settings: Settings, backend: Backend, target: Stores) -> anyhow
                     DurabilityMode::None => Durability::None,
                 },
                 segment_bytes: settings.storage.segment_bytes,
+                cache_bytes: settings.storage.cache_bytes,
                 compaction: compaction_config(&settings)?,
                 ..EmbeddedConfig::default()
             };

@@ -80,6 +80,9 @@ pub struct StorageSettings {
     pub fsync_interval_ms: u64,
     /// `storage.segment_bytes`: WAL segment size before it is sealed into Parquet.
     pub segment_bytes: u64,
+    /// `storage.cache_bytes`: memory for sealed events read back from Parquet (the embedded
+    /// store's block cache); 0 caches nothing.
+    pub cache_bytes: u64,
     /// `storage.postgres.*`: the postgres backend's connection.
     pub postgres: PostgresSettings,
 }
@@ -986,6 +989,7 @@ data_dir = "./data"
 durability = "fsync"
 fsync_interval_ms = 10
 segment_bytes = 67108864
+cache_bytes = 268435456
 
 [storage.postgres]
 url = "postgres://postgres@127.0.0.1:5432/allsource"

@@ -11,6 +11,7 @@ use allsource_application::ports::{EventStore, StreamRange};
 use allsource_domain::{EntityId, EventId, EventType, ExpectedVersion, ProposedEvent, TenantId};
 use allsource_infrastructure::SystemClock;
 use allsource_infrastructure::embedded::{Durability, EmbeddedConfig, EmbeddedStore};
+use allsource_infrastructure::index::Io;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::value::RawValue;
 
@@ -154,7 +155,8 @@ fn read_and_recover(c: &mut Criterion) {
             n = (n + 7919) % entities.len();
             store
                 .index()
-                .read_stream(&tenant, &entities[n], StreamRange::ALL)
+                .read_stream(&tenant, &entities[n], StreamRange::ALL, Io::Allowed)
+                .expect("read")
         });
     });
     group.finish();

@@ -1,40 +1,130 @@
-//! The in-memory read side shared by the `memory` and `embedded` stores, and the group planner
-//! their single writers use.
+//! The read side shared by the `memory` and `embedded` stores, and the group planner their
+//! single writers use.
 //!
 //! # Shape
-//! Per tenant: the tenant's log (`Vec<Arc<Event>>` in position order), its streams (entity id →
-//! events in version order, so version `v` sits at `v - 1`), its types (type → indexes into the
-//! log) and an id index. Every structure is append-only, so a reader sees a consistent prefix.
+//! The index holds *positions*, not events: per tenant, the tenant's log (positions in order),
+//! its streams (entity id → positions in version order, so version `v` sits at `v - 1`, plus
+//! the few figures a listing needs), its types (type → indexes into the log) and an id index
+//! (id → index into the log). About 44 bytes per event ([`INDEX_BYTES_PER_EVENT`]), whatever
+//! the events' size. Every structure is append-only, so a reader sees a consistent prefix.
+//!
+//! The events themselves are found by position: the newest ones in the in-memory *tail*
+//! (every event the store has not yet sealed to disk), older ones through [`ColdEvents`] (the
+//! embedded store's Parquet files behind a byte-bounded cache). The memory store never seals,
+//! so its tail is the whole log.
+//!
+//! # Reads and I/O
+//! Every read takes an [`Io`]: with [`Io::Forbidden`] it answers from memory (tail and cache)
+//! or fails with [`ReadError::NeedsIo`]; the store then runs it again with [`Io::Allowed`] on
+//! a blocking thread. Hot reads thus never leave the async worker, and cold ones never block
+//! it.
 //!
 //! # Concurrency
-//! One `RwLock` guards everything. Only the store's single writer takes the write lock, and only
-//! to publish an already-durable group (a few pointer pushes per event), so readers wait at most
-//! for that; planning and I/O happen under a read lock or none. Because the writer is alone, a
-//! plan made under a read lock is still valid when its group is published.
+//! One `RwLock` guards everything. The store's single writer takes it for writing to publish
+//! an already-durable group (a few pushes per event), and the sealer to drop sealed events
+//! from the tail. Readers copy the positions they need under the read lock and fetch events
+//! without it, chunk by chunk, so disk reads never hold the lock. Because the writer is alone,
+//! a plan made under a read lock is still valid when its group is published.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use allsource_application::ports::{
     AppendReceipt, EntityListQuery, EntityOrder, EntityPage, EntitySummary, EventQuery,
-    EventTypeCount, QueryPage, SortOrder, StoreStats, StreamRange,
+    EventTypeCount, QueryPage, SortOrder, StoreAppendError, StoreError, StoreStats, StreamRange,
 };
 use allsource_domain::{
-    AppendContext, AppendRejection, EntityId, Event, EventId, EventType, PlannedEvent, Position,
-    ProposedEvent, TenantId, plan_append,
+    AppendContext, EntityId, Event, EventId, EventType, PlannedEvent, Position, ProposedEvent,
+    TenantId, plan_append,
 };
+use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use parking_lot::{RwLock, RwLockReadGuard};
 
-/// The read side: every event in memory, indexed per tenant.
+/// Whether a read may go to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Io {
+    /// Answer from memory or fail with [`ReadError::NeedsIo`] (on an async worker).
+    Forbidden,
+    /// Read from disk what memory does not hold (on a blocking thread).
+    Allowed,
+}
+
+/// Why a read did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Some event is on disk only and the read was made with [`Io::Forbidden`].
+    #[error("the read needs disk I/O")]
+    NeedsIo,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+impl From<ReadError> for StoreError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::NeedsIo => StoreError::Internal(anyhow!("a read needed disk I/O")),
+            ReadError::Failed(e) => StoreError::Internal(e),
+        }
+    }
+}
+
+/// Events no longer in the index's tail: sealed to disk.
+pub trait ColdEvents: Send + Sync {
+    /// The events at `positions`, in that order: from memory (a cache), or from disk when
+    /// `io` allows.
+    ///
+    /// # Errors
+    /// [`ReadError::NeedsIo`] for a miss with [`Io::Forbidden`]; I/O errors, and a position no
+    /// file holds.
+    fn get_many(&self, positions: &[u64], io: Io) -> Result<Vec<Arc<Event>>, ReadError>;
+}
+
+/// What the index keeps of one event: everything but its payload and metadata.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub id: EventId,
+    pub tenant_id: TenantId,
+    pub entity_id: EntityId,
+    pub event_type: EventType,
+    pub version: u64,
+    pub position: u64,
+    pub timestamp: DateTime<Utc>,
+    /// Payload and metadata bytes (for `stats`).
+    pub body_bytes: u64,
+}
+
+impl IndexEntry {
+    fn of(event: &Event) -> Self {
+        Self {
+            id: event.id,
+            tenant_id: event.tenant_id.clone(),
+            entity_id: event.entity_id.clone(),
+            event_type: event.event_type.clone(),
+            version: event.version.get(),
+            position: event.position.get(),
+            timestamp: event.timestamp,
+            body_bytes: event.body_bytes() as u64,
+        }
+    }
+}
+
+/// Positions copied per lock when a read walks a long candidate list.
+const CHUNK: usize = 512;
+
+/// The read side: positions indexed per tenant, the unsealed tail in memory, the rest through
+/// [`ColdEvents`].
 #[derive(Default)]
 pub struct EventIndex {
     inner: RwLock<Inner>,
+    cold: Option<Arc<dyn ColdEvents>>,
 }
 
 #[derive(Default)]
 struct Inner {
     tenants: HashMap<TenantId, TenantIndex>,
+    /// Every event not yet sealed to disk, all tenants, in position order.
+    tail: VecDeque<Arc<Event>>,
     last_position: u64,
     last_timestamp: Option<DateTime<Utc>>,
     total_events: u64,
@@ -45,26 +135,99 @@ struct Inner {
 
 #[derive(Default)]
 struct TenantIndex {
-    log: Vec<Arc<Event>>,
+    /// Positions of the tenant's events, in order.
+    log: Vec<u64>,
     streams: HashMap<EntityId, Stream>,
     /// Entity ids in order, for listings.
     entity_order: BTreeSet<EntityId>,
     /// Type → indexes into `log`.
     types: HashMap<EventType, Vec<u32>>,
+    /// Id → index into `log`.
     by_id: HashMap<EventId, u32>,
 }
 
-#[derive(Default)]
 struct Stream {
-    /// Version `v` is at `v - 1`.
-    events: Vec<Arc<Event>>,
+    /// Positions; version `v` is at `v - 1`.
+    positions: Vec<u64>,
     /// Distinct event types of the stream (few), for the listing's prefix filter.
     types: Vec<EventType>,
+    last_type: EventType,
+    last_at: DateTime<Utc>,
+}
+
+/// Which position list of a tenant a query walks.
+#[derive(Clone)]
+enum Candidates {
+    Log,
+    Stream(EntityId),
+    Type(EventType),
+}
+
+impl TenantIndex {
+    fn list_len(&self, list: &Candidates) -> usize {
+        match list {
+            Candidates::Log => self.log.len(),
+            Candidates::Stream(id) => self.streams.get(id).map_or(0, |s| s.positions.len()),
+            Candidates::Type(ty) => self.types.get(ty).map_or(0, Vec::len),
+        }
+    }
+
+    fn list_at(&self, list: &Candidates, i: usize) -> u64 {
+        match list {
+            Candidates::Log => self.log[i],
+            Candidates::Stream(id) => self.streams[id].positions[i],
+            Candidates::Type(ty) => self.log[self.types[ty][i] as usize],
+        }
+    }
+
+    /// Index of the first entry of `list` whose position is above `p`.
+    fn list_after(&self, list: &Candidates, p: u64) -> usize {
+        match list {
+            Candidates::Log => self.log.partition_point(|&q| q <= p),
+            Candidates::Stream(id) => self
+                .streams
+                .get(id)
+                .map_or(0, |s| s.positions.partition_point(|&q| q <= p)),
+            Candidates::Type(ty) => self
+                .types
+                .get(ty)
+                .map_or(0, |idx| idx.partition_point(|&i| self.log[i as usize] <= p)),
+        }
+    }
+}
+
+impl Inner {
+    /// The tail's event at `position`, if the tail holds it.
+    fn tail_get(&self, position: u64) -> Option<&Arc<Event>> {
+        let first = self.tail.front()?.position.get();
+        if position < first {
+            return None;
+        }
+        // Positions are dense in practice: try the direct slot first.
+        let guess = usize::try_from(position - first).ok()?;
+        if let Some(e) = self.tail.get(guess)
+            && e.position.get() == position
+        {
+            return Some(e);
+        }
+        let i = self.tail.partition_point(|e| e.position.get() < position);
+        self.tail.get(i).filter(|e| e.position.get() == position)
+    }
 }
 
 impl EventIndex {
+    /// An index whose events all stay in memory (the memory store).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An index whose sealed events are read through `cold` once
+    /// [`evict_through`](Self::evict_through) drops them from the tail.
+    pub fn with_cold(cold: Arc<dyn ColdEvents>) -> Self {
+        Self {
+            inner: RwLock::default(),
+            cold: Some(cold),
+        }
     }
 
     /// Position of the newest event in the store (0 when empty).
@@ -83,19 +246,60 @@ impl EventIndex {
         (inner.total_events, inner.total_entities)
     }
 
+    /// Number of events held in the tail (in memory, not yet sealed).
+    pub fn tail_len(&self) -> usize {
+        self.inner.read().tail.len()
+    }
+
+    /// The events at `positions`, in that order: from the tail, else from the cold side.
+    fn fetch(&self, positions: &[u64], io: Io) -> Result<Vec<Arc<Event>>, ReadError> {
+        let found: Vec<Option<Arc<Event>>> = {
+            let inner = self.inner.read();
+            positions
+                .iter()
+                .map(|&p| inner.tail_get(p).cloned())
+                .collect()
+        };
+        let missing: Vec<u64> = found
+            .iter()
+            .zip(positions)
+            .filter(|(slot, _)| slot.is_none())
+            .map(|(_, &p)| p)
+            .collect();
+        if missing.is_empty() {
+            return Ok(found.into_iter().flatten().collect());
+        }
+        let cold = self.cold.as_ref().ok_or_else(|| {
+            ReadError::Failed(anyhow!("the index has no event at position {}", missing[0]))
+        })?;
+        let mut loaded = cold.get_many(&missing, io)?.into_iter();
+        Ok(found
+            .into_iter()
+            .map(|slot| slot.or_else(|| loaded.next()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow!("the cold side answered fewer events than asked"))?)
+    }
+
     /// Every tenant's events with `after < position <= upto`, in position order (backups).
-    pub fn range_all(&self, after: u64, upto: u64) -> Vec<Arc<Event>> {
-        let inner = self.inner.read();
-        let mut out = Vec::new();
-        for t in inner.tenants.values() {
-            let start = t.log.partition_point(|e| e.position.get() <= after);
-            let end = t.log.partition_point(|e| e.position.get() <= upto);
-            if start < end {
-                out.extend_from_slice(&t.log[start..end]);
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn range_all(&self, after: u64, upto: u64, io: Io) -> Result<Vec<Arc<Event>>, ReadError> {
+        let mut positions = Vec::new();
+        {
+            let inner = self.inner.read();
+            for t in inner.tenants.values() {
+                let start = t.log.partition_point(|&p| p <= after);
+                let end = t.log.partition_point(|&p| p <= upto);
+                positions.extend_from_slice(&t.log[start..end.max(start)]);
             }
         }
-        out.sort_unstable_by_key(|e| e.position.get());
-        out
+        positions.sort_unstable();
+        let mut out = Vec::with_capacity(positions.len());
+        for chunk in positions.chunks(CHUNK) {
+            out.extend(self.fetch(chunk, io)?);
+        }
+        Ok(out)
     }
 
     /// Starts planning a group of appends. Holds a read lock until dropped: drop it before
@@ -106,14 +310,15 @@ impl EventIndex {
             next_position: inner.last_position + 1,
             last_timestamp: inner.last_timestamp,
             inner,
+            cold: self.cold.as_deref(),
             pending_versions: HashMap::new(),
             pending_ids: HashMap::new(),
         }
     }
 
-    /// Makes durable events visible to readers. Events must continue the log: positions strictly
-    /// increasing past [`last_position`](Self::last_position), versions continuing their streams.
-    /// Recovery uses it as well as the writers.
+    /// Makes durable events visible to readers, held in the tail. Events must continue the
+    /// log: positions strictly increasing past [`last_position`](Self::last_position),
+    /// versions continuing their streams. Recovery uses it as well as the writers.
     ///
     /// # Errors
     /// Refuses (publishing nothing of the offending event onward) an event that breaks the
@@ -121,79 +326,173 @@ impl EventIndex {
     pub fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) -> Result<(), String> {
         let mut inner = self.inner.write();
         for event in events {
-            inner.push(event)?;
+            inner.push(&IndexEntry::of(&event))?;
+            inner.tail.push_back(event);
         }
         Ok(())
     }
 
+    /// Indexes events that are already sealed (recovery reads them from the files without
+    /// their payloads): the cold side must be able to fetch each. Same order rules as
+    /// [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// See [`publish`](Self::publish).
+    pub fn publish_sealed(&self, entries: &[IndexEntry]) -> Result<(), String> {
+        if self.cold.is_none() {
+            return Err("an index without a cold side cannot take sealed events".into());
+        }
+        let mut inner = self.inner.write();
+        if !inner.tail.is_empty() {
+            return Err("sealed events must be indexed before the tail".into());
+        }
+        for entry in entries {
+            inner.push(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the payload and metadata bytes of sealed events (read from the files' footers) to
+    /// the `payload_bytes` figure.
+    pub fn add_sealed_body_bytes(&self, bytes: u64) {
+        self.inner.write().body_bytes += bytes;
+    }
+
+    /// Drops the events up to `position` from the tail: they are sealed, and the cold side
+    /// can fetch them. No-op without a cold side.
+    pub fn evict_through(&self, position: u64) {
+        if self.cold.is_none() {
+            return;
+        }
+        let mut inner = self.inner.write();
+        while inner
+            .tail
+            .front()
+            .is_some_and(|e| e.position.get() <= position)
+        {
+            inner.tail.pop_front();
+        }
+    }
+
     /// See [`EventStore::read_stream`](allsource_application::ports::EventStore::read_stream).
+    ///
+    /// # Errors
+    /// See [`ReadError`].
     pub fn read_stream(
         &self,
         tenant: &TenantId,
         entity_id: &EntityId,
         range: StreamRange,
-    ) -> Vec<Arc<Event>> {
-        let inner = self.inner.read();
-        let Some(stream) = inner
-            .tenants
-            .get(tenant)
-            .and_then(|t| t.streams.get(entity_id))
-        else {
-            return Vec::new();
+        io: Io,
+    ) -> Result<Vec<Arc<Event>>, ReadError> {
+        let positions = {
+            let inner = self.inner.read();
+            let Some(stream) = inner
+                .tenants
+                .get(tenant)
+                .and_then(|t| t.streams.get(entity_id))
+            else {
+                return Ok(Vec::new());
+            };
+            let len = stream.positions.len() as u64;
+            let start = range.from_version.max(1) - 1;
+            let end = range.to_version.map_or(len, |to| to.min(len));
+            if start >= end {
+                return Ok(Vec::new());
+            }
+            let mut end = end as usize;
+            let start = start as usize;
+            if let Some(limit) = range.limit {
+                end = end.min(start.saturating_add(limit));
+            }
+            stream.positions[start..end].to_vec()
         };
-        let len = stream.events.len() as u64;
-        let start = range.from_version.max(1) - 1;
-        let end = range.to_version.map_or(len, |to| to.min(len));
-        if start >= end {
-            return Vec::new();
-        }
-        let mut end = end as usize;
-        let start = start as usize;
-        if let Some(limit) = range.limit {
-            end = end.min(start.saturating_add(limit));
-        }
-        stream.events[start..end].to_vec()
+        self.fetch(&positions, io)
     }
 
     /// See [`EventStore::query`](allsource_application::ports::EventStore::query).
-    pub fn query(&self, tenant: &TenantId, query: &EventQuery) -> QueryPage {
-        let inner = self.inner.read();
-        let Some(t) = inner.tenants.get(tenant) else {
-            return QueryPage::default();
-        };
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn query(
+        &self,
+        tenant: &TenantId,
+        query: &EventQuery,
+        io: Io,
+    ) -> Result<QueryPage, ReadError> {
         // Pick the narrowest candidate list the filters allow; all are in position order.
-        if let Some(entity_id) = &query.entity_id {
-            let events = t.streams.get(entity_id).map_or(&[][..], |s| &s.events[..]);
-            return collect_page(slice_after_cursor(events, query), query);
-        }
-        if let Some(event_type) = &query.event_type {
-            let indexes = t.types.get(event_type).map_or(&[][..], |v| &v[..]);
-            let start = match (query.from_position, query.order) {
-                (Some(p), SortOrder::Asc) => {
-                    indexes.partition_point(|&i| t.log[i as usize].position <= p)
+        let list = if let Some(entity_id) = &query.entity_id {
+            Candidates::Stream(entity_id.clone())
+        } else if let Some(event_type) = &query.event_type {
+            Candidates::Type(event_type.clone())
+        } else {
+            Candidates::Log
+        };
+        // The part of the list beyond the cursor, as [start, end).
+        let (mut start, mut end) = {
+            let inner = self.inner.read();
+            let Some(t) = inner.tenants.get(tenant) else {
+                return Ok(QueryPage::default());
+            };
+            let len = t.list_len(&list);
+            match (query.from_position, query.order) {
+                (None, _) => (0, len),
+                (Some(p), SortOrder::Asc) => (t.list_after(&list, p.get()), len),
+                (Some(p), SortOrder::Desc) => (0, t.list_after(&list, p.get().saturating_sub(1))),
+            }
+        };
+        let mut page = PageBuilder::new(query);
+        let mut want = query.offset.saturating_add(query.limit).saturating_add(1);
+        while start < end {
+            let take = want.clamp(1, CHUNK).min(end - start);
+            let positions: Vec<u64> = {
+                let inner = self.inner.read();
+                let Some(t) = inner.tenants.get(tenant) else {
+                    break;
+                };
+                match query.order {
+                    SortOrder::Asc => (start..start + take).map(|i| t.list_at(&list, i)).collect(),
+                    SortOrder::Desc => (end - take..end)
+                        .rev()
+                        .map(|i| t.list_at(&list, i))
+                        .collect(),
                 }
-                _ => 0,
             };
-            let end = match (query.from_position, query.order) {
-                (Some(p), SortOrder::Desc) => {
-                    indexes.partition_point(|&i| t.log[i as usize].position < p)
+            match query.order {
+                SortOrder::Asc => start += take,
+                SortOrder::Desc => end -= take,
+            }
+            for event in self.fetch(&positions, io)? {
+                if page.offer(event) {
+                    return Ok(page.finish());
                 }
-                _ => indexes.len(),
-            };
-            let candidates = indexes[start..end].iter().map(|&i| &t.log[i as usize]);
-            return match query.order {
-                SortOrder::Asc => collect_page(candidates, query),
-                SortOrder::Desc => collect_page(candidates.rev(), query),
-            };
+            }
+            want = CHUNK;
         }
-        collect_page(slice_after_cursor(&t.log, query), query)
+        Ok(page.finish())
     }
 
     /// See [`EventStore::get_event`](allsource_application::ports::EventStore::get_event).
-    pub fn get_event(&self, tenant: &TenantId, id: EventId) -> Option<Arc<Event>> {
-        let inner = self.inner.read();
-        let t = inner.tenants.get(tenant)?;
-        t.by_id.get(&id).map(|&i| Arc::clone(&t.log[i as usize]))
+    ///
+    /// # Errors
+    /// See [`ReadError`].
+    pub fn get_event(
+        &self,
+        tenant: &TenantId,
+        id: EventId,
+        io: Io,
+    ) -> Result<Option<Arc<Event>>, ReadError> {
+        let position = {
+            let inner = self.inner.read();
+            let Some(t) = inner.tenants.get(tenant) else {
+                return Ok(None);
+            };
+            let Some(&i) = t.by_id.get(&id) else {
+                return Ok(None);
+            };
+            t.log[i as usize]
+        };
+        Ok(self.fetch(&[position], io)?.pop())
     }
 
     /// See [`EventStore::list_entities`](allsource_application::ports::EventStore::list_entities).
@@ -207,21 +506,20 @@ impl EventIndex {
             .iter()
             .filter_map(|id| {
                 let stream = t.streams.get(id)?;
-                let last = stream.events.last()?;
                 let keep = query.event_type_prefix.as_deref().is_none_or(|prefix| {
                     stream
                         .types
                         .iter()
                         .any(|ty| ty.as_str().starts_with(prefix))
                 });
-                keep.then_some((id, stream, last.timestamp))
+                keep.then_some((id, stream))
             })
             .collect();
         // By the last event's time, ties by entity id (ascending in both orders).
-        matching.sort_unstable_by(|(a_id, _, a_at), (b_id, _, b_at)| {
+        matching.sort_unstable_by(|(a_id, a), (b_id, b)| {
             let by_time = match query.order {
-                EntityOrder::Asc => a_at.cmp(b_at),
-                EntityOrder::Desc => b_at.cmp(a_at),
+                EntityOrder::Asc => a.last_at.cmp(&b.last_at),
+                EntityOrder::Desc => b.last_at.cmp(&a.last_at),
             };
             by_time.then_with(|| a_id.cmp(b_id))
         });
@@ -230,15 +528,12 @@ impl EventIndex {
             .into_iter()
             .skip(query.offset)
             .take(query.limit)
-            .filter_map(|(id, stream, _)| {
-                let last = stream.events.last()?;
-                Some(EntitySummary {
-                    entity_id: id.clone(),
-                    event_count: stream.events.len() as u64,
-                    version: last.version,
-                    last_event_type: last.event_type.clone(),
-                    last_event_at: last.timestamp,
-                })
+            .map(|(id, stream)| EntitySummary {
+                entity_id: id.clone(),
+                event_count: stream.positions.len() as u64,
+                version: allsource_domain::Version::new(stream.positions.len() as u64),
+                last_event_type: stream.last_type.clone(),
+                last_event_at: stream.last_at,
             })
             .collect();
         EntityPage { entities, total }
@@ -270,123 +565,141 @@ impl EventIndex {
             stats.total_events = t.log.len() as u64;
             stats.total_entities = t.streams.len() as u64;
             stats.total_event_types = t.types.len() as u64;
-            stats.last_position = t.log.last().map_or(0, |e| e.position.get());
+            stats.last_position = t.log.last().copied().unwrap_or(0);
         }
         let storage = &mut stats.storage;
-        storage.insert("events_in_memory".into(), inner.total_events.into());
+        storage.insert("events_in_memory".into(), inner.tail.len().into());
         storage.insert("store_last_position".into(), inner.last_position.into());
         storage.insert("index_bytes_per_event".into(), INDEX_BYTES_PER_EVENT.into());
+        storage.insert(
+            "index_bytes".into(),
+            (inner.total_events * INDEX_BYTES_PER_EVENT).into(),
+        );
         storage.insert("payload_bytes".into(), inner.body_bytes.into());
         stats
     }
 }
 
-/// Estimated bytes the read side holds per event beyond its payload and metadata text and its
-/// interned names: the `Arc<Event>` allocation (header + struct), the log and stream pointers,
-/// the type index entry and the id map entry (key, value, control byte, load factor).
-/// `docs/BENCHMARKS.md` compares it with measured process memory.
-pub const INDEX_BYTES_PER_EVENT: u64 = (16 + std::mem::size_of::<Event>() + 8 + 8 + 4 + 24) as u64;
+/// Estimated bytes the index holds per event, whatever the event's size: the position in the
+/// tenant's log (8) and in its stream (8), the type index entry (4), and the id map entry
+/// (16-byte key, 4-byte value, control byte, at hashbrown's 7/8 load factor). Streams, names
+/// and the unsealed tail come on top. `docs/BENCHMARKS.md` compares it with measured memory.
+pub const INDEX_BYTES_PER_EVENT: u64 = 8 + 8 + 4 + (16 + 4 + 1) * 8 / 7;
 
 impl Inner {
-    fn push(&mut self, event: Arc<Event>) -> Result<(), String> {
-        let position = event.position.get();
+    fn push(&mut self, entry: &IndexEntry) -> Result<(), String> {
+        let position = entry.position;
         if position <= self.last_position {
             return Err(format!(
                 "event {} at position {position} does not follow position {}",
-                event.id, self.last_position
+                entry.id, self.last_position
             ));
         }
-        let tenant = self.tenants.entry(event.tenant_id.clone()).or_default();
-        let stream = tenant.streams.entry(event.entity_id.clone()).or_default();
-        let expected_version = stream.events.len() as u64 + 1;
-        if event.version.get() != expected_version {
+        let tenant = self.tenants.entry(entry.tenant_id.clone()).or_default();
+        let expected_version = tenant
+            .streams
+            .get(&entry.entity_id)
+            .map_or(0, |s| s.positions.len() as u64)
+            + 1;
+        if entry.version != expected_version {
             return Err(format!(
                 "event {} of '{}' has version {}, expected {expected_version}",
-                event.id, event.entity_id, event.version
+                entry.id, entry.entity_id, entry.version
             ));
         }
-        if tenant.by_id.contains_key(&event.id) {
-            return Err(format!("event id {} appears twice", event.id));
+        if tenant.by_id.contains_key(&entry.id) {
+            return Err(format!("event id {} appears twice", entry.id));
         }
         let Ok(log_index) = u32::try_from(tenant.log.len()) else {
-            return Err("a tenant may hold at most 2^32 events in memory".into());
+            return Err("a tenant may hold at most 2^32 events".into());
         };
         if expected_version == 1 {
-            tenant.entity_order.insert(event.entity_id.clone());
+            tenant.entity_order.insert(entry.entity_id.clone());
             self.total_entities += 1;
         }
-        if !stream.types.contains(&event.event_type) {
-            stream.types.push(event.event_type.clone());
+        let stream = tenant
+            .streams
+            .entry(entry.entity_id.clone())
+            .or_insert_with(|| Stream {
+                positions: Vec::new(),
+                types: Vec::new(),
+                last_type: entry.event_type.clone(),
+                last_at: entry.timestamp,
+            });
+        if !stream.types.contains(&entry.event_type) {
+            stream.types.push(entry.event_type.clone());
         }
-        stream.events.push(Arc::clone(&event));
+        stream.positions.push(position);
+        stream.last_type = entry.event_type.clone();
+        stream.last_at = entry.timestamp;
         tenant
             .types
-            .entry(event.event_type.clone())
+            .entry(entry.event_type.clone())
             .or_default()
             .push(log_index);
-        tenant.by_id.insert(event.id, log_index);
+        tenant.by_id.insert(entry.id, log_index);
+        tenant.log.push(position);
         self.last_position = position;
         self.last_timestamp = Some(
             self.last_timestamp
-                .map_or(event.timestamp, |t| t.max(event.timestamp)),
+                .map_or(entry.timestamp, |t| t.max(entry.timestamp)),
         );
         self.total_events += 1;
-        self.body_bytes += event.body_bytes() as u64;
-        tenant.log.push(event);
+        self.body_bytes += entry.body_bytes;
         Ok(())
     }
 }
 
-/// The part of a position-ordered slice beyond the query's cursor, in the query's order.
-fn slice_after_cursor<'a>(
-    events: &'a [Arc<Event>],
-    query: &EventQuery,
-) -> Box<dyn Iterator<Item = &'a Arc<Event>> + 'a> {
-    match (query.from_position, query.order) {
-        (None, SortOrder::Asc) => Box::new(events.iter()),
-        (None, SortOrder::Desc) => Box::new(events.iter().rev()),
-        (Some(p), SortOrder::Asc) => {
-            let start = events.partition_point(|e| e.position <= p);
-            Box::new(events[start..].iter())
-        }
-        (Some(p), SortOrder::Desc) => {
-            let end = events.partition_point(|e| e.position < p);
-            Box::new(events[..end].iter().rev())
-        }
-    }
+/// Applies filters, offset and limit to candidates already past the cursor, in order.
+struct PageBuilder<'q> {
+    query: &'q EventQuery,
+    events: Vec<Arc<Event>>,
+    skipped: usize,
+    has_more: bool,
 }
 
-/// Applies filters, offset and limit to candidates already past the cursor, in order.
-fn collect_page<'a>(
-    candidates: impl Iterator<Item = &'a Arc<Event>>,
-    query: &EventQuery,
-) -> QueryPage {
-    let mut events = Vec::with_capacity(query.limit.min(1024));
-    let mut skipped = 0usize;
-    let mut has_more = false;
-    for event in candidates {
+impl<'q> PageBuilder<'q> {
+    fn new(query: &'q EventQuery) -> Self {
+        Self {
+            query,
+            events: Vec::with_capacity(query.limit.min(1024)),
+            skipped: 0,
+            has_more: false,
+        }
+    }
+
+    /// Takes the next candidate; `true` when the page is complete.
+    fn offer(&mut self, event: Arc<Event>) -> bool {
+        let query = self.query;
         // Timestamps never decrease along positions: ascending, nothing after `until`/`as_of`
         // can match any more.
         if query.order == SortOrder::Asc
             && (query.until.is_some_and(|u| event.timestamp >= u)
                 || query.as_of.is_some_and(|a| event.timestamp > a))
         {
-            break;
+            return true;
         }
-        if !query.matches(event) {
-            continue;
+        if !query.matches(&event) {
+            return false;
         }
-        if skipped < query.offset {
-            skipped += 1;
-            continue;
+        if self.skipped < query.offset {
+            self.skipped += 1;
+            return false;
         }
-        if events.len() == query.limit {
-            has_more = true;
-            break;
+        if self.events.len() == query.limit {
+            self.has_more = true;
+            return true;
         }
-        events.push(Arc::clone(event));
+        self.events.push(event);
+        false
     }
-    QueryPage { events, has_more }
+
+    fn finish(self) -> QueryPage {
+        QueryPage {
+            events: self.events,
+            has_more: self.has_more,
+        }
+    }
 }
 
 /// Plans a group of appends for a single writer: stages each request against the published
@@ -394,6 +707,7 @@ fn collect_page<'a>(
 /// timestamps. Nothing becomes visible until the writer publishes the staged events.
 pub struct GroupPlanner<'a> {
     inner: RwLockReadGuard<'a, Inner>,
+    cold: Option<&'a dyn ColdEvents>,
     next_position: u64,
     last_timestamp: Option<DateTime<Utc>>,
     pending_versions: HashMap<(TenantId, EntityId), u64>,
@@ -410,6 +724,8 @@ pub struct StagedAppend {
 struct TenantView<'p, 'a> {
     planner: &'p GroupPlanner<'a>,
     tenant: &'p TenantId,
+    /// Stored events the batch's ids name, fetched before planning (some from disk).
+    stored: &'p HashMap<EventId, Arc<Event>>,
 }
 
 impl AppendContext for TenantView<'_, '_> {
@@ -426,15 +742,14 @@ impl AppendContext for TenantView<'_, '_> {
             .tenants
             .get(self.tenant)
             .and_then(|t| t.streams.get(entity_id))
-            .map_or(0, |s| s.events.len() as u64)
+            .map_or(0, |s| s.positions.len() as u64)
     }
 
     fn stored_event(&self, id: &EventId) -> Option<Arc<Event>> {
         if let Some(e) = self.planner.pending_ids.get(&(self.tenant.clone(), *id)) {
             return Some(Arc::clone(e));
         }
-        let t = self.planner.inner.tenants.get(self.tenant)?;
-        t.by_id.get(id).map(|&i| Arc::clone(&t.log[i as usize]))
+        self.stored.get(id).cloned()
     }
 }
 
@@ -443,17 +758,20 @@ impl GroupPlanner<'_> {
     /// microseconds, or the last timestamp if the clock went backwards.
     ///
     /// # Errors
-    /// The batch's rejection; nothing of it is staged.
+    /// The batch's rejection, or a failure to read an already-stored event its ids name;
+    /// nothing of it is staged.
     pub fn stage(
         &mut self,
         tenant: &TenantId,
         events: Vec<ProposedEvent>,
         now: DateTime<Utc>,
-    ) -> Result<StagedAppend, AppendRejection> {
+    ) -> Result<StagedAppend, StoreAppendError> {
+        let stored = self.stored_events(tenant, &events)?;
         let plan = plan_append(
             &TenantView {
                 planner: self,
                 tenant,
+                stored: &stored,
             },
             &events,
         )?;
@@ -499,9 +817,41 @@ impl GroupPlanner<'_> {
         }
         Ok(staged)
     }
-}
 
-impl GroupPlanner<'_> {
+    /// The published events that the batch's ids name (retries), read from disk when sealed.
+    /// The planner's read lock is already held, so the tail is read through it; a disk read
+    /// here is rare (a retry of an old event) and holds that read lock meanwhile.
+    fn stored_events(
+        &self,
+        tenant: &TenantId,
+        events: &[ProposedEvent],
+    ) -> Result<HashMap<EventId, Arc<Event>>, StoreAppendError> {
+        let mut stored = HashMap::new();
+        let Some(t) = self.inner.tenants.get(tenant) else {
+            return Ok(stored);
+        };
+        for proposed in events {
+            let Some(&i) = t.by_id.get(&proposed.id) else {
+                continue;
+            };
+            let position = t.log[i as usize];
+            let event = match self.inner.tail_get(position) {
+                Some(e) => Arc::clone(e),
+                None => {
+                    let cold = self
+                        .cold
+                        .ok_or_else(|| anyhow!("the index has no event at position {position}"))?;
+                    cold.get_many(&[position], Io::Allowed)
+                        .map_err(|e| StoreAppendError::Internal(e.into()))?
+                        .pop()
+                        .ok_or_else(|| anyhow!("no event at position {position}"))?
+                }
+            };
+            stored.insert(proposed.id, event);
+        }
+        Ok(stored)
+    }
+
     /// Reuses the index's copies of the entity id and event type when it has them, so the
     /// events of one stream share one allocation per name instead of one per event.
     fn share_names(&self, tenant: &TenantId, mut proposed: ProposedEvent) -> ProposedEvent {
@@ -602,9 +952,17 @@ mod tests {
             .unwrap();
         assert_eq!(staged.receipts[0].version, Version::new(1));
         index.publish(staged.new_events).unwrap();
-        let id_of_a = index.read_stream(&a, &EntityId::parse("e").unwrap(), StreamRange::ALL)[0].id;
-        assert!(index.get_event(&b, id_of_a).is_none());
-        assert!(index.get_event(&a, id_of_a).is_some());
+        let id_of_a = index
+            .read_stream(
+                &a,
+                &EntityId::parse("e").unwrap(),
+                StreamRange::ALL,
+                Io::Allowed,
+            )
+            .unwrap()[0]
+            .id;
+        assert!(index.get_event(&b, id_of_a, Io::Allowed).unwrap().is_none());
+        assert!(index.get_event(&a, id_of_a, Io::Allowed).unwrap().is_some());
         assert_eq!(index.stats(&a).total_events, 1);
         assert_eq!(index.stats(&b).last_position, 2);
     }
@@ -622,7 +980,8 @@ mod tests {
         let e = EntityId::parse("e").unwrap();
         let versions = |r: StreamRange| -> Vec<u64> {
             index
-                .read_stream(&t, &e, r)
+                .read_stream(&t, &e, r, Io::Allowed)
+                .unwrap()
                 .iter()
                 .map(|e| e.version.get())
                 .collect()
@@ -684,7 +1043,7 @@ mod tests {
             );
         }
         let positions = |q: EventQuery| -> (Vec<u64>, bool) {
-            let page = index.query(&t, &q);
+            let page = index.query(&t, &q, Io::Allowed).unwrap();
             (
                 page.events.iter().map(|e| e.position.get()).collect(),
                 page.has_more,
@@ -760,7 +1119,13 @@ mod tests {
             .len(),
             3
         );
-        assert!(index.query(&tenant("other"), &base).events.is_empty());
+        assert!(
+            index
+                .query(&tenant("other"), &base, Io::Allowed)
+                .unwrap()
+                .events
+                .is_empty()
+        );
     }
 
     #[test]

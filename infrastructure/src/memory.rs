@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 
 use allsource_application::subscriptions::CommitFeed;
 
-use crate::index::EventIndex;
+use crate::index::{EventIndex, Io};
 
 /// The in-memory event store.
 pub struct MemoryStore {
@@ -81,11 +81,14 @@ impl EventStore for MemoryStore {
         entity_id: &EntityId,
         range: StreamRange,
     ) -> Result<Vec<Arc<Event>>, StoreError> {
-        Ok(self.index.read_stream(tenant, entity_id, range))
+        // Everything is in memory: reads never need I/O.
+        Ok(self
+            .index
+            .read_stream(tenant, entity_id, range, Io::Forbidden)?)
     }
 
     async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
-        Ok(self.index.query(tenant, &query))
+        Ok(self.index.query(tenant, &query, Io::Forbidden)?)
     }
 
     async fn get_event(
@@ -93,7 +96,7 @@ impl EventStore for MemoryStore {
         tenant: &TenantId,
         id: EventId,
     ) -> Result<Option<Arc<Event>>, StoreError> {
-        Ok(self.index.get_event(tenant, id))
+        Ok(self.index.get_event(tenant, id, Io::Forbidden)?)
     }
 
     async fn list_entities(

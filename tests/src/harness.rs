@@ -19,6 +19,9 @@ use crate::pg_cluster::{ReplicatedDatabase, ReplicatedPair};
 pub enum Harness {
     Memory,
     Embedded(tempfile::TempDir),
+    /// The embedded store with tiny WAL segments and no block cache: nearly every read of a
+    /// sealed event goes to its Parquet file.
+    EmbeddedCold(tempfile::TempDir),
     Postgres(TestDatabase),
     /// The postgres backend on a log hash-partitioned by tenant (`admin postgres-partition`).
     PostgresPartitioned(TestDatabase),
@@ -36,6 +39,11 @@ impl Harness {
 
     pub async fn embedded() -> Option<Self> {
         Some(Self::Embedded(tempfile::tempdir().expect("tempdir")))
+    }
+
+    /// A fresh embedded store that seals every few events and caches no block.
+    pub async fn embedded_cold() -> Option<Self> {
+        Some(Self::EmbeddedCold(tempfile::tempdir().expect("tempdir")))
     }
 
     /// The cache decorator over a fresh embedded store. A small capacity makes entries get
@@ -81,6 +89,7 @@ impl Harness {
             Self::Memory => false,
             Self::Cached(inner) => inner.durable(),
             Self::Embedded(_)
+            | Self::EmbeddedCold(_)
             | Self::Postgres(_)
             | Self::PostgresPartitioned(_)
             | Self::PostgresStandby(_) => true,
@@ -116,11 +125,17 @@ impl Harness {
                     None => store,
                 })
             }
-            Self::Embedded(dir) => {
+            Self::Embedded(dir) | Self::EmbeddedCold(dir) => {
+                let cold = matches!(self, Self::EmbeddedCold(_));
                 let config = EmbeddedConfig {
                     data_dir: dir.path().to_path_buf(),
                     durability: Durability::None,
-                    segment_bytes: 16 * 1024,
+                    segment_bytes: if cold { 4096 } else { 16 * 1024 },
+                    cache_bytes: if cold {
+                        0
+                    } else {
+                        EmbeddedConfig::default().cache_bytes
+                    },
                     ..EmbeddedConfig::default()
                 };
                 let store = tokio::task::spawn_blocking(move || {

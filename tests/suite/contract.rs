@@ -1045,6 +1045,7 @@ macro_rules! all_backends {
     ($($case:ident),* $(,)?) => {
         contract_suite!(memory => Harness::memory(); $($case),*);
         contract_suite!(embedded => Harness::embedded(); $($case),*);
+        contract_suite!(embedded_cold => Harness::embedded_cold(); $($case),*);
         contract_suite!(postgres => Harness::postgres(); $($case),*);
         contract_suite!(postgres_partitioned => Harness::postgres_partitioned(); $($case),*);
         contract_suite!(postgres_standby => Harness::postgres_standby(); $($case),*);
@@ -1074,4 +1075,5 @@ contract_suite!(memory_followed => Harness::memory(); followers_get_every_commit
 contract_suite!(postgres_followed => Harness::postgres(); followers_get_every_commit_once_in_order);
 contract_suite!(postgres_standby_followed => Harness::postgres_standby(); followers_get_every_commit_once_in_order);
 contract_suite!(embedded_followed => Harness::embedded(); followers_get_every_commit_once_in_order);
+contract_suite!(embedded_cold_followed => Harness::embedded_cold(); followers_get_every_commit_once_in_order);
 contract_suite!(cached_followed => Harness::cached(); followers_get_every_commit_once_in_order);

@@ -39,7 +39,7 @@ use crate::embedded::compaction::Compaction;
 use crate::embedded::intern::Interner;
 use crate::embedded::manifest::{Manifest, ParquetEntry};
 use crate::embedded::{parquet_file, sync_dir};
-use crate::index::EventIndex;
+use crate::index::{EventIndex, Io};
 use crate::state::FileStateStore;
 
 /// Most events of one Parquet piece written from the index.
@@ -88,7 +88,9 @@ struct EmbeddedCut {
 
 fn timestamp_at(index: &EventIndex, position: u64) -> Option<DateTime<Utc>> {
     index
-        .range_all(position.saturating_sub(1), position)
+        // The tail, in memory; a block read if it was sealed since the cut (rare, small).
+        .range_all(position.saturating_sub(1), position, Io::Allowed)
+        .ok()?
         .first()
         .map(|e| e.timestamp)
 }
@@ -207,7 +209,7 @@ impl StoreCut for EmbeddedCut {
             Origin::Index(a, b) => {
                 let (a, b, index) = (*a, *b, Arc::clone(&self.index));
                 tokio::task::spawn_blocking(move || {
-                    let events = index.range_all(a - 1, b);
+                    let events = index.range_all(a - 1, b, Io::Allowed).map_err(internal)?;
                     if events.len() as u64 != b - a + 1 {
                         return Err(internal(anyhow!(
                             "positions {a}..={b}: {} events in the index",

@@ -24,8 +24,9 @@
 //!
 //! # Concurrency
 //! - Appends never wait: the writer thread does not touch Parquet files or the manifest.
-//! - Reads never wait: they are served from the in-memory index, which compaction does not
-//!   touch (events are the same before and after).
+//! - Reads never wait: the index holds positions, which compaction does not change; after the
+//!   swap, reads of sealed events move to the merged file ([`ColdFiles::set_files`]), and a
+//!   read already holding an old file finishes with it (its descriptor stays open).
 //! - The sealer and compaction both write the manifest. They share it behind one mutex, held by
 //!   the sealer while it seals a segment and by compaction only to plan and to swap; the slow
 //!   merge runs without it. The swap checks that the run's entries are still in the manifest
@@ -53,6 +54,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
+use super::cold::ColdFiles;
 use super::intern::Interner;
 use super::manifest::{Manifest, ParquetEntry};
 use super::parquet_file::{self, ParquetSink};
@@ -233,6 +235,8 @@ pub(crate) struct Compaction {
     data_dir: PathBuf,
     /// Shared with the sealer; see the module docs.
     manifest: Arc<Mutex<Manifest>>,
+    /// Told of the new file set after each swap (reads of sealed events).
+    cold: Arc<ColdFiles>,
     counters: Arc<Counters>,
     config: CompactionConfig,
     /// Serializes passes.
@@ -251,12 +255,14 @@ impl Compaction {
     pub(crate) fn new(
         data_dir: PathBuf,
         manifest: Arc<Mutex<Manifest>>,
+        cold: Arc<ColdFiles>,
         counters: Arc<Counters>,
         config: CompactionConfig,
     ) -> Self {
         Self {
             data_dir,
             manifest,
+            cold,
             counters,
             config,
             running: Mutex::new(()),
@@ -550,6 +556,11 @@ impl Compaction {
         next.store(&self.data_dir)
             .context("cannot write the manifest")?;
         *manifest = next;
+        // Readers move to the merged file. If it cannot be opened, they keep the old files,
+        // whose descriptors stay open (and readable) after the deletion that follows.
+        if let Err(e) = self.cold.set_files(&manifest.parquet) {
+            tracing::error!(file = %entry.file, error = format!("{e:#}"), "cannot open a merged file for reads; reads keep the files it replaced");
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! `EmbeddedStore`: the default, durable [`EventStore`]: a single-writer, group-commit
-//! write-ahead log whose sealed segments become Parquet files, with every event held in the
-//! in-memory [`EventIndex`] for reads.
+//! write-ahead log whose sealed segments become Parquet files. The in-memory [`EventIndex`]
+//! holds positions (about 44 bytes per event) and the unsealed tail; sealed events are read
+//! from their Parquet files through a byte-bounded block cache ([`cold`]).
 //!
 //! # Write path
 //! `append` sends the request over a channel to the writer thread and awaits its answer. The
@@ -34,8 +35,14 @@
 //! policy thread), with the same crash safety: new file, sync, rename, one atomic manifest swap,
 //! then the old files are deleted.
 //!
+//! # Reads
+//! The index answers which positions a read needs; the events come from the tail (not yet
+//! sealed) or from [`cold`]. A read first runs on the async worker without I/O; if some block
+//! is neither in the tail nor in the cache, it runs again on a blocking thread.
+//!
 //! # Recovery
-//! Manifest → Parquet files → WAL segments (skipping positions already in Parquet). A torn tail
+//! Manifest → Parquet files (the index columns only, not the payloads) → WAL segments
+//! (skipping positions already in Parquet) into the tail. A torn tail
 //! of the last segment is cut off with a warning; any other damage refuses the start with
 //! [`OpenError::Corrupt`], which tells the operator to run `allsource repair`. Segments before
 //! the last are handed to the sealer; so is the last one when it is already full (a crash
@@ -46,11 +53,13 @@
 //! - [`wal`]: segment and record format, scanning with torn-tail/corruption detection.
 //! - [`parquet_file`]: writing and reading Parquet files.
 //! - [`manifest`]: the manifest.
+//! - [`cold`]: reading sealed events from the Parquet files, and the block cache.
 //! - [`compaction`]: merging small Parquet files (planner, merge, policy thread, `Compactor`).
 //! - [`intern`]: shared names while loading.
 //! - [`lock`]: the data dir's lock, shared with `allsource admin` and `allsource repair`.
 //! - [`repair`]: the `allsource repair` command.
 
+pub mod cold;
 pub mod compaction;
 pub mod intern;
 pub mod lock;
@@ -78,7 +87,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::index::EventIndex;
+use crate::index::{EventIndex, Io, ReadError};
+use cold::ColdFiles;
 use compaction::Compaction;
 pub use compaction::{CompactionConfig, CompactionFailpoint, CompactionStep, EmbeddedCompactor};
 use intern::Interner;
@@ -123,7 +133,12 @@ pub struct EmbeddedConfig {
     pub seal: bool,
     /// Merging of small Parquet files.
     pub compaction: CompactionConfig,
+    /// Bytes of decoded sealed events kept in memory (the block cache); 0 caches nothing.
+    pub cache_bytes: u64,
 }
+
+/// Default of [`EmbeddedConfig::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
@@ -134,6 +149,7 @@ impl Default for EmbeddedConfig {
             max_group_events: 16 * 1024,
             seal: true,
             compaction: CompactionConfig::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -205,6 +221,7 @@ enum Command {
 /// The embedded event store.
 pub struct EmbeddedStore {
     index: Arc<EventIndex>,
+    cold: Arc<ColdFiles>,
     commands: mpsc::Sender<Command>,
     closed: AtomicBool,
     failed: Arc<AtomicBool>,
@@ -265,15 +282,20 @@ impl EmbeddedStore {
         let lock = Arc::new(DataDirLock::acquire(&data_dir)?);
 
         let counters = Arc::new(Counters::default());
-        let index = Arc::new(EventIndex::new());
-        let mut interner = Interner::default();
         let manifest = Manifest::load(&data_dir)?;
         remove_unlisted_parquet(&data_dir, &manifest)?;
+        let cold = Arc::new(ColdFiles::new(parquet_dir(&data_dir), config.cache_bytes));
+        cold.set_files(&manifest.parquet).context(
+            "cannot open the Parquet files the manifest lists; restore them from a backup",
+        )?;
+        let index = Arc::new(EventIndex::with_cold(Arc::clone(&cold) as _));
+        let mut interner = Interner::default();
         for entry in &manifest.parquet {
             let path = parquet_dir(&data_dir).join(&entry.file);
-            parquet_file::read(&path, &mut interner, |events| {
-                index.publish(events).map_err(|e| anyhow!(e))
+            parquet_file::read_entries(&path, &mut interner, |entries| {
+                index.publish_sealed(&entries).map_err(|e| anyhow!(e))
             })
+            .map(|(_, body_bytes)| index.add_sealed_body_bytes(body_bytes))
             .with_context(|| {
                 format!(
                     "cannot load {} (listed in the manifest); restore it from a backup",
@@ -370,6 +392,7 @@ impl EmbeddedStore {
         let compaction = Arc::new(Compaction::new(
             data_dir.clone(),
             Arc::clone(&manifest),
+            Arc::clone(&cold),
             Arc::clone(&counters),
             config.compaction.clone(),
         ));
@@ -381,6 +404,8 @@ impl EmbeddedStore {
             let sealer = Sealer {
                 data_dir: data_dir.clone(),
                 manifest,
+                cold: Arc::clone(&cold),
+                index: Arc::clone(&index),
                 counters: Arc::clone(&counters),
                 _lock: Arc::clone(&lock),
             };
@@ -454,6 +479,7 @@ impl EmbeddedStore {
         );
         Ok(Self {
             index,
+            cold,
             commands,
             closed: AtomicBool::new(false),
             failed,
@@ -492,6 +518,25 @@ impl EmbeddedStore {
     /// The read side (for benchmarks and diagnostics).
     pub fn index(&self) -> &EventIndex {
         &self.index
+    }
+
+    /// Runs a read on the async worker without I/O; if it needs the disk, again on a blocking
+    /// thread (see the module docs, "Reads").
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl Fn(&EventIndex, Io) -> Result<T, ReadError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match op(&self.index, Io::Forbidden) {
+            Ok(value) => Ok(value),
+            Err(ReadError::NeedsIo) => {
+                let index = Arc::clone(&self.index);
+                tokio::task::spawn_blocking(move || op(&index, Io::Allowed))
+                    .await
+                    .map_err(|e| StoreError::Internal(anyhow!("a read task failed: {e}")))?
+                    .map_err(StoreError::from)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -719,8 +764,8 @@ impl Writer {
                         }
                         waiters.push((reply, staged.receipts));
                     }
-                    Err(rejection) => {
-                        let _ = reply.send(Err(StoreAppendError::Rejected(rejection)));
+                    Err(refused) => {
+                        let _ = reply.send(Err(refused));
                     }
                 }
             }
@@ -902,6 +947,9 @@ struct Sealer {
     data_dir: PathBuf,
     /// Held while a segment is sealed, so compaction never swaps the manifest meanwhile.
     manifest: Arc<Mutex<Manifest>>,
+    /// Told of each new file, before the index lets the file's events go from its tail.
+    cold: Arc<ColdFiles>,
+    index: Arc<EventIndex>,
     counters: Arc<Counters>,
     _lock: Arc<DataDirLock>,
 }
@@ -913,7 +961,21 @@ impl Sealer {
             // A panic while sealing is reported like a failure, and the thread goes on with
             // the next segment: sealing never silently stops.
             let sealed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                seal_segment(&self.data_dir, &segment, &mut self.manifest.lock(), None)
+                let mut manifest = self.manifest.lock();
+                let entry = seal_segment(&self.data_dir, &segment, &mut manifest, None)?;
+                if let Some(entry) = &entry {
+                    // Readers find the file before the tail lets its events go. If it cannot
+                    // be opened, the events stay in the tail (memory) until the next start.
+                    match self.cold.set_files(&manifest.parquet) {
+                        Ok(()) => self.index.evict_through(entry.last_position),
+                        Err(e) => tracing::error!(
+                            file = %entry.file,
+                            error = format!("{e:#}"),
+                            "cannot open a sealed file for reads; its events stay in memory"
+                        ),
+                    }
+                }
+                Ok(entry)
             }))
             .unwrap_or_else(|_| Err(anyhow!("sealing panicked")));
             match sealed {
@@ -993,11 +1055,15 @@ impl EventStore for EmbeddedStore {
         entity_id: &EntityId,
         range: StreamRange,
     ) -> Result<Vec<Arc<Event>>, StoreError> {
-        Ok(self.index.read_stream(tenant, entity_id, range))
+        let (tenant, entity_id) = (tenant.clone(), entity_id.clone());
+        self.read(move |index, io| index.read_stream(&tenant, &entity_id, range, io))
+            .await
     }
 
     async fn query(&self, tenant: &TenantId, query: EventQuery) -> Result<QueryPage, StoreError> {
-        Ok(self.index.query(tenant, &query))
+        let tenant = tenant.clone();
+        self.read(move |index, io| index.query(&tenant, &query, io))
+            .await
     }
 
     async fn get_event(
@@ -1005,7 +1071,9 @@ impl EventStore for EmbeddedStore {
         tenant: &TenantId,
         id: EventId,
     ) -> Result<Option<Arc<Event>>, StoreError> {
-        Ok(self.index.get_event(tenant, id))
+        let tenant = tenant.clone();
+        self.read(move |index, io| index.get_event(&tenant, id, io))
+            .await
     }
 
     async fn list_entities(
@@ -1035,6 +1103,16 @@ impl EventStore for EmbeddedStore {
         storage.insert("wal_bytes".into(), load(&c.wal_bytes).into());
         storage.insert("parquet_files".into(), load(&c.parquet_files).into());
         storage.insert("parquet_bytes".into(), load(&c.parquet_bytes).into());
+        let cold = self.cold.stats();
+        storage.insert(
+            "cache".into(),
+            serde_json::json!({
+                "capacity_bytes": cold.cache_capacity_bytes,
+                "bytes": cold.cache_bytes,
+                "blocks": cold.cache_blocks,
+                "block_reads": cold.block_reads,
+            }),
+        );
         storage.insert(
             "last_recovery".into(),
             serde_json::json!({
@@ -1084,6 +1162,8 @@ impl EventStore for EmbeddedStore {
     }
 }
 
+#[cfg(test)]
+mod cold_tests;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]

@@ -14,8 +14,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::DateTime;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde_json::value::RawValue;
@@ -23,9 +23,15 @@ use uuid::Uuid;
 
 use super::intern::Interner;
 use super::sync_dir;
+use crate::index::IndexEntry;
 
 /// Events per row group (and per read batch).
 const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// Rows per data page: a point read decodes one page of each column, not a row group. Reads of
+/// sealed events go by blocks of this many rows (see `cold`), a divisor of [`ROW_GROUP_ROWS`]
+/// so that a block never spans two row groups of files written by this version.
+pub const BLOCK_ROWS: usize = 256;
 
 /// The files' columns (the SQL engine scans them with this schema too).
 pub(crate) fn schema() -> Arc<Schema> {
@@ -93,6 +99,10 @@ fn properties() -> anyhow::Result<WriterProperties> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        // Pages of BLOCK_ROWS rows (the limit is checked per write batch) with the page index
+        // (offsets and statistics, written by default), so that a point read decodes a page.
+        .set_data_page_row_count_limit(BLOCK_ROWS)
+        .set_write_batch_size(BLOCK_ROWS)
         .build())
 }
 
@@ -202,6 +212,88 @@ pub fn read(
         .build()?;
     let mut count = 0u64;
     for batch in reader {
+        let events = events_of(&batch?, interner)?;
+        count += events.len() as u64;
+        each(events)?;
+    }
+    Ok(count)
+}
+
+/// The events of a batch read with every column.
+pub(crate) fn events_of(
+    batch: &RecordBatch,
+    interner: &mut Interner,
+) -> anyhow::Result<Vec<Arc<Event>>> {
+    let ids = column::<FixedSizeBinaryArray>(batch, "id")?;
+    let tenants = column::<StringArray>(batch, "tenant_id")?;
+    let entities = column::<StringArray>(batch, "entity_id")?;
+    let types = column::<StringArray>(batch, "event_type")?;
+    let versions = column::<UInt64Array>(batch, "version")?;
+    let positions = column::<UInt64Array>(batch, "position")?;
+    let timestamps = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
+    let payloads = column::<StringArray>(batch, "payload")?;
+    let metadata = column::<StringArray>(batch, "metadata")?;
+    let mut events = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let id: [u8; 16] = ids.value(row).try_into()?;
+        let micros = timestamps.value(row);
+        let event = Event {
+            id: EventId::new(Uuid::from_bytes(id)),
+            tenant_id: interner
+                .tenant(tenants.value(row))
+                .map_err(|e| anyhow!(e))?,
+            entity_id: interner
+                .entity(entities.value(row))
+                .map_err(|e| anyhow!(e))?,
+            event_type: interner
+                .event_type(types.value(row))
+                .map_err(|e| anyhow!(e))?,
+            version: Version::new(versions.value(row)),
+            position: Position::new(positions.value(row)),
+            timestamp: DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
+            payload: RawValue::from_string(payloads.value(row).to_owned())?,
+            metadata: if metadata.is_null(row) {
+                None
+            } else {
+                Some(RawValue::from_string(metadata.value(row).to_owned())?)
+            },
+        };
+        if event.version.get() == 0 || event.position.get() == 0 {
+            bail!("row {row}: version and position start at 1");
+        }
+        events.push(Arc::new(event));
+    }
+    Ok(events)
+}
+
+/// Columns the index needs (all but `payload` and `metadata`), by index in [`schema`].
+const INDEX_COLUMNS: [usize; 7] = [0, 1, 2, 3, 4, 5, 6];
+
+/// Reads what the index keeps of every event of a file (not the payloads), in file order.
+/// Returns the number of events and the payload and metadata bytes (uncompressed, from the
+/// file's metadata).
+pub fn read_entries(
+    path: &Path,
+    interner: &mut Interner,
+    mut each: impl FnMut(Vec<IndexEntry>) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, u64)> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    let body_bytes: i64 = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .flat_map(|rg| rg.columns().iter().skip(7))
+        .map(parquet::file::metadata::ColumnChunkMetaData::uncompressed_size)
+        .sum();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), INDEX_COLUMNS);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()?;
+    let mut count = 0u64;
+    for batch in reader {
         let batch = batch?;
         let ids = column::<FixedSizeBinaryArray>(&batch, "id")?;
         let tenants = column::<StringArray>(&batch, "tenant_id")?;
@@ -210,13 +302,11 @@ pub fn read(
         let versions = column::<UInt64Array>(&batch, "version")?;
         let positions = column::<UInt64Array>(&batch, "position")?;
         let timestamps = column::<TimestampMicrosecondArray>(&batch, "timestamp")?;
-        let payloads = column::<StringArray>(&batch, "payload")?;
-        let metadata = column::<StringArray>(&batch, "metadata")?;
-        let mut events = Vec::with_capacity(batch.num_rows());
+        let mut entries = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {
             let id: [u8; 16] = ids.value(row).try_into()?;
             let micros = timestamps.value(row);
-            let event = Event {
+            let entry = IndexEntry {
                 id: EventId::new(Uuid::from_bytes(id)),
                 tenant_id: interner
                     .tenant(tenants.value(row))
@@ -227,24 +317,19 @@ pub fn read(
                 event_type: interner
                     .event_type(types.value(row))
                     .map_err(|e| anyhow!(e))?,
-                version: Version::new(versions.value(row)),
-                position: Position::new(positions.value(row)),
+                version: versions.value(row),
+                position: positions.value(row),
                 timestamp: DateTime::from_timestamp_micros(micros)
                     .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
-                payload: RawValue::from_string(payloads.value(row).to_owned())?,
-                metadata: if metadata.is_null(row) {
-                    None
-                } else {
-                    Some(RawValue::from_string(metadata.value(row).to_owned())?)
-                },
+                body_bytes: 0,
             };
-            if event.version.get() == 0 || event.position.get() == 0 {
+            if entry.version == 0 || entry.position == 0 {
                 bail!("row {row}: version and position start at 1");
             }
-            events.push(Arc::new(event));
+            entries.push(entry);
         }
-        count += events.len() as u64;
-        each(events)?;
+        count += entries.len() as u64;
+        each(entries)?;
     }
-    Ok(count)
+    Ok((count, u64::try_from(body_bytes).unwrap_or(0)))
 }
