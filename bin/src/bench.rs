@@ -25,6 +25,7 @@ use serde_json::json;
 use crate::{Application, Settings};
 
 mod analytics;
+mod large_store;
 mod pipelines;
 mod realtime;
 
@@ -77,9 +78,13 @@ pub struct BenchArgs {
     /// Parquet files (needs `pip install duckdb` for the comparison).
     #[arg(long, conflicts_with_all = ["realtime", "pipelines"])]
     pub analytics: bool,
-    /// Events the analytics workloads load first.
+    /// Events the analytics workloads load first, and the size of the `--large-store` store.
     #[arg(long, default_value_t = 10_000_000)]
     pub events: u64,
+    /// Build an embedded store of `--events` events in `--data-dir` (or reuse the one there),
+    /// then measure start-up, memory, and hot and cold stream reads in a fresh process.
+    #[arg(long, conflicts_with_all = ["realtime", "pipelines", "analytics", "url"])]
+    pub large_store: bool,
 }
 
 /// The header every AllSource request of a workload carries (name, value), if any.
@@ -144,6 +149,9 @@ impl Outcome {
 /// # Errors
 /// A server that cannot start or be reached, or a failing workload.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.large_store {
+        return large_store::run(&args);
+    }
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
