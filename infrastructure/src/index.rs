@@ -131,7 +131,13 @@ struct Inner {
     /// Streams of all tenants.
     total_entities: u64,
     body_bytes: u64,
+    /// Every [`TIME_MARK_EVERY`]th event of the log (all tenants): its position and time, so
+    /// that a time window becomes a range of positions without reading events.
+    time_marks: Vec<(u64, DateTime<Utc>)>,
 }
+
+/// Events between two time marks (1/16 byte of index per event).
+const TIME_MARK_EVERY: u64 = 256;
 
 #[derive(Default)]
 struct TenantIndex {
@@ -197,6 +203,32 @@ impl TenantIndex {
 }
 
 impl Inner {
+    /// Positions a query's time window excludes, as (everything at or below, everything at
+    /// or above), from the time marks: timestamps never decrease along positions.
+    fn window_bounds(&self, query: &EventQuery) -> (u64, u64) {
+        let marks = &self.time_marks;
+        let mut below = 0;
+        if let Some(since) = query.since {
+            // The last mark before `since`: it and everything before it are older.
+            let i = marks.partition_point(|(_, t)| *t < since);
+            if i > 0 {
+                below = marks[i - 1].0;
+            }
+        }
+        let mut above = u64::MAX;
+        let first_excluded = |keep: &dyn Fn(DateTime<Utc>) -> bool| {
+            let i = marks.partition_point(|(_, t)| keep(*t));
+            marks.get(i).map_or(u64::MAX, |(p, _)| *p)
+        };
+        if let Some(until) = query.until {
+            above = above.min(first_excluded(&|t| t < until));
+        }
+        if let Some(as_of) = query.as_of {
+            above = above.min(first_excluded(&|t| t <= as_of));
+        }
+        (below, above)
+    }
+
     /// The tail's event at `position`, if the tail holds it.
     fn tail_get(&self, position: u64) -> Option<&Arc<Event>> {
         let first = self.tail.front()?.position.get();
@@ -435,11 +467,24 @@ impl EventIndex {
                 return Ok(QueryPage::default());
             };
             let len = t.list_len(&list);
-            match (query.from_position, query.order) {
+            let (start, end) = match (query.from_position, query.order) {
                 (None, _) => (0, len),
                 (Some(p), SortOrder::Asc) => (t.list_after(&list, p.get()), len),
                 (Some(p), SortOrder::Desc) => (0, t.list_after(&list, p.get().saturating_sub(1))),
-            }
+            };
+            // A time window narrows the range without reading events.
+            let (below, above) = inner.window_bounds(query);
+            let start = if below > 0 {
+                start.max(t.list_after(&list, below))
+            } else {
+                start
+            };
+            let end = if above < u64::MAX {
+                end.min(t.list_after(&list, above - 1))
+            } else {
+                end
+            };
+            (start, end.max(start))
         };
         let mut page = PageBuilder::new(query);
         let mut want = query.offset.saturating_add(query.limit).saturating_add(1);
@@ -644,6 +689,9 @@ impl Inner {
             self.last_timestamp
                 .map_or(entry.timestamp, |t| t.max(entry.timestamp)),
         );
+        if self.total_events.is_multiple_of(TIME_MARK_EVERY) {
+            self.time_marks.push((position, entry.timestamp));
+        }
         self.total_events += 1;
         self.body_bytes += entry.body_bytes;
         Ok(())
@@ -1126,6 +1174,80 @@ mod tests {
                 .events
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn time_windows_match_a_scan_in_both_orders() {
+        let index = EventIndex::new();
+        let t = tenant("a");
+        let other = tenant("b");
+        // Several events per second, across many time marks, two tenants interleaved.
+        for i in 0..2000u32 {
+            let who = if i % 5 == 0 { &other } else { &t };
+            let now = Utc
+                .timestamp_opt(1_700_000_000 + i64::from(i / 3), 0)
+                .unwrap();
+            append(
+                &index,
+                who,
+                vec![proposed(&format!("e{}", i % 4), "x")],
+                now,
+            );
+        }
+        let all = index
+            .query(
+                &t,
+                &EventQuery {
+                    limit: 100_000,
+                    ..Default::default()
+                },
+                Io::Allowed,
+            )
+            .unwrap()
+            .events;
+        let second = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        for (since, until, as_of) in [
+            (Some(100), None, None),
+            (None, Some(400), None),
+            (Some(250), Some(251), None),
+            (None, None, Some(10)),
+            (Some(600), None, Some(610)),
+            (Some(700), Some(10_000), None),
+            (Some(0), Some(0), None),
+        ] {
+            for order in [SortOrder::Asc, SortOrder::Desc] {
+                for entity in [None, Some(EntityId::parse("e1").unwrap())] {
+                    let query = EventQuery {
+                        since: since.map(second),
+                        until: until.map(second),
+                        as_of: as_of.map(second),
+                        entity_id: entity.clone(),
+                        order,
+                        limit: 100_000,
+                        ..Default::default()
+                    };
+                    let got: Vec<u64> = index
+                        .query(&t, &query, Io::Allowed)
+                        .unwrap()
+                        .events
+                        .iter()
+                        .map(|e| e.position.get())
+                        .collect();
+                    let mut expected: Vec<u64> = all
+                        .iter()
+                        .filter(|e| query.matches(e))
+                        .map(|e| e.position.get())
+                        .collect();
+                    if order == SortOrder::Desc {
+                        expected.reverse();
+                    }
+                    assert_eq!(
+                        got, expected,
+                        "{since:?} {until:?} {as_of:?} {order:?} {entity:?}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub fn enable_auth(settings: &mut Settings) {
     settings.auth.bootstrap_admin.password = ADMIN_PASSWORD.into();
 }
 
+/// With this environment variable set, every test server seals a WAL segment every 4 KiB and
+/// caches no block, so that nearly every read of an event goes to its Parquet file:
+/// `ALLSOURCE_TEST_COLD_READS=1 cargo test --workspace --test suite`.
+pub const COLD_READS: &str = "ALLSOURCE_TEST_COLD_READS";
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -72,6 +77,10 @@ impl TestServer {
     pub async fn start_in(dir: tempfile::TempDir, adjust: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = Settings::for_tests(dir.path());
         settings.storage.durability = allsource::settings::Durability::None;
+        if std::env::var_os(COLD_READS).is_some() {
+            settings.storage.segment_bytes = 4096;
+            settings.storage.cache_bytes = 0;
+        }
         adjust(&mut settings);
         let app = Application::build(settings)
             .await
