@@ -2,6 +2,8 @@
 //! - `admin_cli`: `allsource admin` over HTTP, the real binary against a real server: every
 //!   command group, table and json output, exit codes, `tail` following appends;
 //! - `auth`: authentication and authorization attacks, the route × role matrix, admin CLI;
+//! - `cold_reads`: a store read back from its Parquet files with no cache answers every read
+//!   route exactly as it did from memory;
 //! - `consumer_groups`: consumer groups over HTTP: competing members, redelivery, parking,
 //!   tenant isolation, SIGKILL mid-flight, two PostgreSQL nodes on one group;
 //! - `contract`: the `EventStore` contract, run against every storage adapter;
@@ -52,6 +54,7 @@ mod analytics;
 mod auth;
 mod backup;
 mod browser;
+mod cold_reads;
 mod compaction;
 mod console;
 mod consumer_groups;
