@@ -137,8 +137,14 @@ impl ColdFile {
     fn read_block(&self, first_row: u64) -> anyhow::Result<Vec<Arc<Event>>> {
         let end_row = (first_row + BLOCK_ROWS as u64).min(self.rows);
         // The row groups the block overlaps; the selection counts rows from the first one.
-        let first_group = self.row_group_starts.partition_point(|&s| s <= first_row) - 1;
-        let last_group = self.row_group_starts.partition_point(|&s| s < end_row) - 1;
+        let group_of = |row: u64| {
+            self.row_group_starts
+                .partition_point(|&s| s <= row)
+                .checked_sub(1)
+                .ok_or_else(|| anyhow!("{}: no row group holds row {row}", self.name))
+        };
+        let first_group = group_of(first_row)?;
+        let last_group = group_of(end_row.saturating_sub(1).max(first_row))?;
         let skip = usize::try_from(first_row - self.row_group_starts[first_group])?;
         let take = usize::try_from(end_row - first_row)?;
         let selection =
@@ -380,5 +386,141 @@ impl ColdEvents for ColdFiles {
             last = Some((file.id, block));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allsource_domain::{EntityId, EventId, EventType, Position, TenantId, Version};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+    use serde_json::value::RawValue;
+
+    fn events(first: u64, count: u64) -> Vec<Arc<Event>> {
+        (first..first + count)
+            .map(|p| {
+                Arc::new(Event {
+                    id: EventId::generate(),
+                    tenant_id: TenantId::parse("t").unwrap(),
+                    entity_id: EntityId::parse(&format!("e{}", p % 13)).unwrap(),
+                    event_type: EventType::parse("x").unwrap(),
+                    version: Version::new(1 + p / 13),
+                    position: Position::new(p),
+                    timestamp: chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000)
+                        .unwrap(),
+                    payload: RawValue::from_string(format!(r#"{{"p":{p}}}"#)).unwrap(),
+                    metadata: None,
+                })
+            })
+            .collect()
+    }
+
+    /// A file as `properties` writes it, listed as `name`.
+    fn write(
+        dir: &Path,
+        name: &str,
+        events: &[Arc<Event>],
+        properties: WriterProperties,
+    ) -> ParquetEntry {
+        let file = File::create(dir.join(name)).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(file, parquet_file::schema(), Some(properties)).unwrap();
+        for chunk in events.chunks(100) {
+            writer
+                .write(&parquet_file::batch_of(chunk).unwrap())
+                .unwrap();
+        }
+        writer.close().unwrap();
+        ParquetEntry {
+            file: name.into(),
+            first_position: events[0].position.get(),
+            last_position: events.last().unwrap().position.get(),
+            events: events.len() as u64,
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn every_position_reads_back_whatever_the_page_and_row_group_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = events(1, 1000);
+        let b = events(1001, 700);
+        // Older files: no page row limit; odd row groups, so that blocks span two of them.
+        let old = write(
+            dir.path(),
+            "a.parquet",
+            &a,
+            WriterProperties::builder()
+                .set_max_row_group_row_count(Some(300))
+                .build(),
+        );
+        let new = write(
+            dir.path(),
+            "b.parquet",
+            &b,
+            parquet_file::properties().unwrap(),
+        );
+        let cold = ColdFiles::new(dir.path().to_path_buf(), 1 << 20);
+        cold.set_files(&[old, new]).unwrap();
+        let all: Vec<u64> = (1..=1700).collect();
+        let read = cold.get_many(&all, Io::Allowed).unwrap();
+        let expected: Vec<_> = a.iter().chain(&b).map(|e| (**e).clone()).collect();
+        let read: Vec<_> = read.iter().map(|e| (**e).clone()).collect();
+        assert_eq!(read, expected);
+        // Backwards and scattered, from the cache now.
+        let some = [1700, 3, 999, 1000, 1001, 256, 257, 600, 601];
+        let read = cold.get_many(&some, Io::Forbidden).unwrap();
+        let positions: Vec<u64> = read.iter().map(|e| e.position.get()).collect();
+        assert_eq!(positions, some);
+        assert!(
+            cold.get_many(&[1701], Io::Allowed).is_err(),
+            "no file holds it"
+        );
+    }
+
+    #[test]
+    fn without_io_a_miss_asks_for_io_and_a_file_set_change_keeps_reads_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = events(1, 600);
+        let entry = write(
+            dir.path(),
+            "a.parquet",
+            &a,
+            parquet_file::properties().unwrap(),
+        );
+        let cold = ColdFiles::new(dir.path().to_path_buf(), 0);
+        cold.set_files(std::slice::from_ref(&entry)).unwrap();
+        assert!(matches!(
+            cold.get_many(&[5], Io::Forbidden),
+            Err(ReadError::NeedsIo)
+        ));
+        assert_eq!(
+            cold.get_many(&[5], Io::Allowed).unwrap()[0].position.get(),
+            5
+        );
+        // A merged file replaces it (same events, new name): reads go to the new file.
+        let merged = write(
+            dir.path(),
+            "m.parquet",
+            &a,
+            parquet_file::properties().unwrap(),
+        );
+        cold.set_files(std::slice::from_ref(&merged)).unwrap();
+        std::fs::remove_file(dir.path().join("a.parquet")).unwrap();
+        let read = cold.get_many(&[1, 300, 600], Io::Allowed).unwrap();
+        assert_eq!(*read[1], *a[299]);
+        // An entry whose count does not match its file is refused, and the set stays.
+        let mut wrong = merged.clone();
+        wrong.file = "m.parquet".into();
+        wrong.events = 5;
+        wrong.last_position = 5;
+        assert!(cold.set_files(&[wrong]).is_err());
+        assert_eq!(
+            cold.get_many(&[600], Io::Allowed).unwrap()[0]
+                .position
+                .get(),
+            600
+        );
     }
 }

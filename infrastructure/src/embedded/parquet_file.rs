@@ -52,7 +52,7 @@ pub(crate) fn schema() -> Arc<Schema> {
     ]))
 }
 
-fn batch_of(events: &[Arc<Event>]) -> anyhow::Result<RecordBatch> {
+pub(crate) fn batch_of(events: &[Arc<Event>]) -> anyhow::Result<RecordBatch> {
     let columns: Vec<ArrayRef> = vec![
         Arc::new(FixedSizeBinaryArray::try_from_iter(
             events.iter().map(|e| *e.id.as_uuid().as_bytes()),
@@ -95,7 +95,7 @@ pub fn write(path: &Path, events: &[Arc<Event>]) -> anyhow::Result<u64> {
     sink.finish()?.publish()
 }
 
-fn properties() -> anyhow::Result<WriterProperties> {
+pub(crate) fn properties() -> anyhow::Result<WriterProperties> {
     Ok(WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
