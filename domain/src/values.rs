@@ -5,6 +5,7 @@
 //! and the same tenant, entity and type names repeat across them, so clones must be cheap and
 //! shareable.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,6 +25,13 @@ impl InvalidValue {
 /// The tenant that owns an event: 1–64 characters of `[A-Za-z0-9_-]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TenantId(Arc<str>);
+
+/// Maps keyed by the name can be searched with a `&str` (it hashes and compares as its text).
+impl Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl TenantId {
     pub const MAX_LEN: usize = 64;
@@ -88,6 +96,13 @@ impl TenantId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntityId(Arc<str>);
 
+/// Maps keyed by the name can be searched with a `&str` (it hashes and compares as its text).
+impl Borrow<str> for EntityId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl EntityId {
     pub const MAX_BYTES: usize = 256;
 
@@ -133,6 +148,13 @@ impl EntityId {
 /// An event type: 1–128 characters of `[A-Za-z0-9._-]`, not starting or ending with `.`, no `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventType(Arc<str>);
+
+/// Maps keyed by the name can be searched with a `&str` (it hashes and compares as its text).
+impl Borrow<str> for EventType {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 impl EventType {
     pub const MAX_LEN: usize = 128;

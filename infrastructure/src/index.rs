@@ -109,6 +109,50 @@ impl IndexEntry {
     }
 }
 
+/// One sealed event as recovery reads it from a file: names as text, so that only a stream,
+/// type or tenant the index does not know yet costs an allocation.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedRow<'a> {
+    pub id: EventId,
+    pub tenant_id: &'a str,
+    pub entity_id: &'a str,
+    pub event_type: &'a str,
+    pub version: u64,
+    pub position: u64,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// Names for [`Inner::push`]: as text, plus shared copies when the caller has them.
+struct Names<'a> {
+    tenant: &'a str,
+    entity: &'a str,
+    event_type: &'a str,
+    shared: Option<(&'a TenantId, &'a EntityId, &'a EventType)>,
+}
+
+impl Names<'_> {
+    fn tenant(&self) -> Result<TenantId, String> {
+        match self.shared {
+            Some((t, _, _)) => Ok(t.clone()),
+            None => TenantId::parse(self.tenant).map_err(|e| format!("tenant id: {e}")),
+        }
+    }
+
+    fn entity(&self) -> Result<EntityId, String> {
+        match self.shared {
+            Some((_, e, _)) => Ok(e.clone()),
+            None => EntityId::parse(self.entity).map_err(|e| format!("entity id: {e}")),
+        }
+    }
+
+    fn event_type(&self) -> Result<EventType, String> {
+        match self.shared {
+            Some((_, _, t)) => Ok(t.clone()),
+            None => EventType::parse(self.event_type).map_err(|e| format!("event type: {e}")),
+        }
+    }
+}
+
 /// Positions copied per lock when a read walks a long candidate list.
 const CHUNK: usize = 512;
 
@@ -370,7 +414,7 @@ impl EventIndex {
     ///
     /// # Errors
     /// See [`publish`](Self::publish).
-    pub fn publish_sealed(&self, entries: &[IndexEntry]) -> Result<(), String> {
+    pub fn publish_sealed(&self, rows: &[SealedRow<'_>]) -> Result<(), String> {
         if self.cold.is_none() {
             return Err("an index without a cold side cannot take sealed events".into());
         }
@@ -378,8 +422,14 @@ impl EventIndex {
         if !inner.tail.is_empty() {
             return Err("sealed events must be indexed before the tail".into());
         }
-        for entry in entries {
-            inner.push(entry)?;
+        for row in rows {
+            let names = Names {
+                tenant: row.tenant_id,
+                entity: row.entity_id,
+                event_type: row.event_type,
+                shared: None,
+            };
+            inner.push_parts(row.id, &names, row.version, row.position, row.timestamp, 0)?;
         }
         Ok(())
     }
@@ -633,67 +683,105 @@ pub const INDEX_BYTES_PER_EVENT: u64 = 8 + 8 + 4 + (16 + 4 + 1) * 8 / 7;
 
 impl Inner {
     fn push(&mut self, entry: &IndexEntry) -> Result<(), String> {
-        let position = entry.position;
+        let names = Names {
+            tenant: entry.tenant_id.as_str(),
+            entity: entry.entity_id.as_str(),
+            event_type: entry.event_type.as_str(),
+            shared: Some((&entry.tenant_id, &entry.entity_id, &entry.event_type)),
+        };
+        self.push_parts(
+            entry.id,
+            &names,
+            entry.version,
+            entry.position,
+            entry.timestamp,
+            entry.body_bytes,
+        )
+    }
+
+    /// Indexes one event. Each map is searched once by the name's text; a name is copied
+    /// (or parsed) only when it is new to its map.
+    fn push_parts(
+        &mut self,
+        id: EventId,
+        names: &Names<'_>,
+        version: u64,
+        position: u64,
+        timestamp: DateTime<Utc>,
+        body_bytes: u64,
+    ) -> Result<(), String> {
         if position <= self.last_position {
             return Err(format!(
-                "event {} at position {position} does not follow position {}",
-                entry.id, self.last_position
+                "event {id} at position {position} does not follow position {}",
+                self.last_position
             ));
         }
-        let tenant = self.tenants.entry(entry.tenant_id.clone()).or_default();
-        let expected_version = tenant
-            .streams
-            .get(&entry.entity_id)
-            .map_or(0, |s| s.positions.len() as u64)
-            + 1;
-        if entry.version != expected_version {
-            return Err(format!(
-                "event {} of '{}' has version {}, expected {expected_version}",
-                entry.id, entry.entity_id, entry.version
-            ));
-        }
-        if tenant.by_id.contains_key(&entry.id) {
-            return Err(format!("event id {} appears twice", entry.id));
-        }
+        let tenant = match self.tenants.get_mut(names.tenant) {
+            Some(t) => t,
+            None => self.tenants.entry(names.tenant()?).or_default(),
+        };
         let Ok(log_index) = u32::try_from(tenant.log.len()) else {
             return Err("a tenant may hold at most 2^32 events".into());
         };
-        if expected_version == 1 {
-            tenant.entity_order.insert(entry.entity_id.clone());
-            self.total_entities += 1;
+        if tenant.by_id.contains_key(&id) {
+            return Err(format!("event id {id} appears twice"));
         }
-        let stream = tenant
-            .streams
-            .entry(entry.entity_id.clone())
-            .or_insert_with(|| Stream {
-                positions: Vec::new(),
-                types: Vec::new(),
-                last_type: entry.event_type.clone(),
-                last_at: entry.timestamp,
-            });
-        if !stream.types.contains(&entry.event_type) {
-            stream.types.push(entry.event_type.clone());
+        let event_type = match tenant.types.get_key_value(names.event_type) {
+            Some((ty, _)) => ty.clone(),
+            None => names.event_type()?,
+        };
+        match tenant.streams.get_mut(names.entity) {
+            Some(stream) => {
+                let expected = stream.positions.len() as u64 + 1;
+                if version != expected {
+                    return Err(format!(
+                        "event {id} of '{}' has version {version}, expected {expected}",
+                        names.entity
+                    ));
+                }
+                if !stream.types.contains(&event_type) {
+                    stream.types.push(event_type.clone());
+                }
+                stream.positions.push(position);
+                stream.last_type = event_type.clone();
+                stream.last_at = timestamp;
+            }
+            None => {
+                if version != 1 {
+                    return Err(format!(
+                        "event {id} of '{}' has version {version}, expected 1",
+                        names.entity
+                    ));
+                }
+                let entity = names.entity()?;
+                tenant.entity_order.insert(entity.clone());
+                tenant.streams.insert(
+                    entity,
+                    Stream {
+                        positions: vec![position],
+                        types: vec![event_type.clone()],
+                        last_type: event_type.clone(),
+                        last_at: timestamp,
+                    },
+                );
+                self.total_entities += 1;
+            }
         }
-        stream.positions.push(position);
-        stream.last_type = entry.event_type.clone();
-        stream.last_at = entry.timestamp;
-        tenant
-            .types
-            .entry(entry.event_type.clone())
-            .or_default()
-            .push(log_index);
-        tenant.by_id.insert(entry.id, log_index);
+        match tenant.types.get_mut(names.event_type) {
+            Some(list) => list.push(log_index),
+            None => {
+                tenant.types.insert(event_type, vec![log_index]);
+            }
+        }
+        tenant.by_id.insert(id, log_index);
         tenant.log.push(position);
         self.last_position = position;
-        self.last_timestamp = Some(
-            self.last_timestamp
-                .map_or(entry.timestamp, |t| t.max(entry.timestamp)),
-        );
+        self.last_timestamp = Some(self.last_timestamp.map_or(timestamp, |t| t.max(timestamp)));
         if self.total_events.is_multiple_of(TIME_MARK_EVERY) {
-            self.time_marks.push((position, entry.timestamp));
+            self.time_marks.push((position, timestamp));
         }
         self.total_events += 1;
-        self.body_bytes += entry.body_bytes;
+        self.body_bytes += body_bytes;
         Ok(())
     }
 }

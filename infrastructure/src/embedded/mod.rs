@@ -290,7 +290,8 @@ impl EmbeddedStore {
         )?;
         let index = Arc::new(EventIndex::with_cold(Arc::clone(&cold) as _));
         let mut interner = Interner::default();
-        load_sealed(&data_dir, &manifest, &index, &mut interner, &counters)?;
+        load_sealed(&data_dir, &manifest, &index, &counters)
+            .context("cannot load the Parquet files the manifest lists")?;
 
         let in_parquet = manifest.last_position();
         let segments = list_segments(&data_dir)?;
@@ -531,21 +532,18 @@ fn load_sealed(
     data_dir: &Path,
     manifest: &Manifest,
     index: &EventIndex,
-    interner: &mut Interner,
     counters: &Counters,
 ) -> anyhow::Result<()> {
-    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<crate::index::IndexEntry>>(4);
+    let (batches, received) = std::sync::mpsc::sync_channel::<arrow::array::RecordBatch>(2);
     std::thread::scope(|scope| {
         let decoder = std::thread::Builder::new()
             .name("allsource-recovery".into())
             .spawn_scoped(scope, move || -> anyhow::Result<()> {
                 for entry in &manifest.parquet {
                     let path = parquet_dir(data_dir).join(&entry.file);
-                    let (_, body_bytes) = parquet_file::read_entries(&path, interner, |entries| {
+                    let body_bytes = parquet_file::read_index_batches(&path, |batch| {
                         // A closed channel means the indexing side failed: it reports why.
-                        batches
-                            .send(entries)
-                            .map_err(|_| anyhow!("indexing stopped"))
+                        batches.send(batch).map_err(|_| anyhow!("indexing stopped"))
                     })
                     .with_context(|| {
                         format!(
@@ -563,9 +561,11 @@ fn load_sealed(
             })
             .context("cannot start the recovery thread")?;
         let mut indexed = Ok(());
-        for entries in received {
-            if let Err(e) = index.publish_sealed(&entries) {
-                indexed = Err(anyhow!(e));
+        for batch in received {
+            let published = parquet_file::index_rows(&batch)
+                .and_then(|rows| index.publish_sealed(&rows).map_err(|e| anyhow!(e)));
+            if let Err(e) = published {
+                indexed = Err(e);
                 break;
             }
         }

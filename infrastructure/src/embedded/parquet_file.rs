@@ -16,14 +16,15 @@ use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use chrono::DateTime;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::intern::Interner;
 use super::sync_dir;
-use crate::index::IndexEntry;
+use crate::index::SealedRow;
 
 /// Events per row group (and per read batch).
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -96,14 +97,28 @@ pub fn write(path: &Path, events: &[Arc<Event>]) -> anyhow::Result<u64> {
 }
 
 pub(crate) fn properties() -> anyhow::Result<WriterProperties> {
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         // Pages of BLOCK_ROWS rows (the limit is checked per write batch) with the page index
         // (offsets and statistics, written by default), so that a point read decodes a page.
         .set_data_page_row_count_limit(BLOCK_ROWS)
-        .set_write_batch_size(BLOCK_ROWS)
-        .build())
+        .set_write_batch_size(BLOCK_ROWS);
+    // No dictionary for columns of (nearly) unique values: a reader must decode a column
+    // chunk's dictionary page (up to 1 MiB) before any of its data pages, which made every
+    // point read cost milliseconds. Ids are random: compressing them only costs time.
+    for column in ["id", "entity_id", "payload", "metadata"] {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::from(column), false);
+    }
+    builder = builder.set_column_compression(ColumnPath::from("id"), Compression::UNCOMPRESSED);
+    // Increasing integers: delta encoding stores them in a few bits each, without compression.
+    for column in ["version", "position", "timestamp"] {
+        builder = builder
+            .set_column_dictionary_enabled(ColumnPath::from(column), false)
+            .set_column_encoding(ColumnPath::from(column), Encoding::DELTA_BINARY_PACKED)
+            .set_column_compression(ColumnPath::from(column), Compression::UNCOMPRESSED);
+    }
+    Ok(builder.build())
 }
 
 /// `events` as the bytes of a Parquet file like [`write`] writes (backups of the unsealed tail).
@@ -270,14 +285,13 @@ pub(crate) fn events_of(
 /// Columns the index needs (all but `payload` and `metadata`), by index in [`schema`].
 const INDEX_COLUMNS: [usize; 7] = [0, 1, 2, 3, 4, 5, 6];
 
-/// Reads what the index keeps of every event of a file (not the payloads), in file order.
-/// Returns the number of events and the payload and metadata bytes (uncompressed, from the
+/// Reads the index columns of every event of a file (not the payloads), in file order, as
+/// batches for [`index_rows`]. Returns the payload and metadata bytes (uncompressed, from the
 /// file's metadata).
-pub fn read_entries(
+pub fn read_index_batches(
     path: &Path,
-    interner: &mut Interner,
-    mut each: impl FnMut(Vec<IndexEntry>) -> anyhow::Result<()>,
-) -> anyhow::Result<(u64, u64)> {
+    mut each: impl FnMut(RecordBatch) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
     let body_bytes: i64 = builder
@@ -292,44 +306,39 @@ pub fn read_entries(
         .with_projection(mask)
         .with_batch_size(ROW_GROUP_ROWS)
         .build()?;
-    let mut count = 0u64;
     for batch in reader {
-        let batch = batch?;
-        let ids = column::<FixedSizeBinaryArray>(&batch, "id")?;
-        let tenants = column::<StringArray>(&batch, "tenant_id")?;
-        let entities = column::<StringArray>(&batch, "entity_id")?;
-        let types = column::<StringArray>(&batch, "event_type")?;
-        let versions = column::<UInt64Array>(&batch, "version")?;
-        let positions = column::<UInt64Array>(&batch, "position")?;
-        let timestamps = column::<TimestampMicrosecondArray>(&batch, "timestamp")?;
-        let mut entries = Vec::with_capacity(batch.num_rows());
-        for row in 0..batch.num_rows() {
-            let id: [u8; 16] = ids.value(row).try_into()?;
-            let micros = timestamps.value(row);
-            let entry = IndexEntry {
-                id: EventId::new(Uuid::from_bytes(id)),
-                tenant_id: interner
-                    .tenant(tenants.value(row))
-                    .map_err(|e| anyhow!(e))?,
-                entity_id: interner
-                    .entity(entities.value(row))
-                    .map_err(|e| anyhow!(e))?,
-                event_type: interner
-                    .event_type(types.value(row))
-                    .map_err(|e| anyhow!(e))?,
-                version: versions.value(row),
-                position: positions.value(row),
-                timestamp: DateTime::from_timestamp_micros(micros)
-                    .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
-                body_bytes: 0,
-            };
-            if entry.version == 0 || entry.position == 0 {
-                bail!("row {row}: version and position start at 1");
-            }
-            entries.push(entry);
-        }
-        count += entries.len() as u64;
-        each(entries)?;
+        each(batch?)?;
     }
-    Ok((count, u64::try_from(body_bytes).unwrap_or(0)))
+    Ok(u64::try_from(body_bytes).unwrap_or(0))
+}
+
+/// The rows of a batch read by [`read_index_batches`], borrowing its names.
+pub fn index_rows(batch: &RecordBatch) -> anyhow::Result<Vec<SealedRow<'_>>> {
+    let ids = column::<FixedSizeBinaryArray>(batch, "id")?;
+    let tenants = column::<StringArray>(batch, "tenant_id")?;
+    let entities = column::<StringArray>(batch, "entity_id")?;
+    let types = column::<StringArray>(batch, "event_type")?;
+    let versions = column::<UInt64Array>(batch, "version")?;
+    let positions = column::<UInt64Array>(batch, "position")?;
+    let timestamps = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let id: [u8; 16] = ids.value(row).try_into()?;
+        let micros = timestamps.value(row);
+        let (version, position) = (versions.value(row), positions.value(row));
+        if version == 0 || position == 0 {
+            bail!("row {row}: version and position start at 1");
+        }
+        rows.push(SealedRow {
+            id: EventId::new(Uuid::from_bytes(id)),
+            tenant_id: tenants.value(row),
+            entity_id: entities.value(row),
+            event_type: types.value(row),
+            version,
+            position,
+            timestamp: DateTime::from_timestamp_micros(micros)
+                .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
+        });
+    }
+    Ok(rows)
 }
