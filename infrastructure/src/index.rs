@@ -122,6 +122,32 @@ pub struct SealedRow<'a> {
     pub timestamp: DateTime<Utc>,
 }
 
+/// The ids of sealed events per tenant, built in file order (so an id's index in its tenant's
+/// log is the number of the tenant's ids before it): see
+/// [`EventIndex::install_sealed_ids`].
+#[derive(Default)]
+pub struct SealedIds {
+    tenants: HashMap<String, HashMap<EventId, u32>>,
+}
+
+impl SealedIds {
+    /// The next sealed event of `tenant` has id `id`.
+    ///
+    /// # Errors
+    /// An id seen twice, or a tenant past 2^32 events.
+    pub fn add(&mut self, tenant: &str, id: EventId) -> Result<(), String> {
+        let ids = match self.tenants.get_mut(tenant) {
+            Some(ids) => ids,
+            None => self.tenants.entry(tenant.to_owned()).or_default(),
+        };
+        let next = u32::try_from(ids.len()).map_err(|_| "a tenant may hold at most 2^32 events")?;
+        if ids.insert(id, next).is_some() {
+            return Err(format!("event id {id} appears twice"));
+        }
+        Ok(())
+    }
+}
+
 /// Names for [`Inner::push`]: as text, plus shared copies when the caller has them.
 struct Names<'a> {
     tenant: &'a str,
@@ -429,7 +455,53 @@ impl EventIndex {
                 event_type: row.event_type,
                 shared: None,
             };
-            inner.push_parts(row.id, &names, row.version, row.position, row.timestamp, 0)?;
+            inner.push_parts(
+                row.id,
+                &names,
+                row.version,
+                row.position,
+                row.timestamp,
+                0,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Installs the ids of the sealed events, built alongside [`publish_sealed`] (recovery
+    /// builds them on another thread). Must follow every `publish_sealed` and precede any
+    /// [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// Ids of a tenant that do not match its indexed events in number.
+    ///
+    /// [`publish_sealed`]: Self::publish_sealed
+    pub fn install_sealed_ids(&self, ids: SealedIds) -> Result<(), String> {
+        let mut inner = self.inner.write();
+        if !inner.tail.is_empty() {
+            return Err("sealed ids must be installed before the tail".into());
+        }
+        for (name, by_id) in ids.tenants {
+            let Some(tenant) = inner.tenants.get_mut(name.as_str()) else {
+                return Err(format!(
+                    "ids of tenant '{name}', which has no sealed events"
+                ));
+            };
+            if by_id.len() != tenant.log.len() || !tenant.by_id.is_empty() {
+                return Err(format!(
+                    "tenant '{name}': {} ids for {} events",
+                    by_id.len(),
+                    tenant.log.len()
+                ));
+            }
+            tenant.by_id = by_id;
+        }
+        if let Some((name, _)) = inner
+            .tenants
+            .iter()
+            .find(|(_, t)| t.by_id.len() != t.log.len())
+        {
+            return Err(format!("tenant '{name}' has sealed events without ids"));
         }
         Ok(())
     }
@@ -696,11 +768,13 @@ impl Inner {
             entry.position,
             entry.timestamp,
             entry.body_bytes,
+            true,
         )
     }
 
-    /// Indexes one event. Each map is searched once by the name's text; a name is copied
-    /// (or parsed) only when it is new to its map.
+    /// Indexes one event (its id too, with `index_id`). Each map is searched once by the
+    /// name's text; a name is copied (or parsed) only when it is new to its map.
+    #[allow(clippy::too_many_arguments)]
     fn push_parts(
         &mut self,
         id: EventId,
@@ -709,6 +783,7 @@ impl Inner {
         position: u64,
         timestamp: DateTime<Utc>,
         body_bytes: u64,
+        index_id: bool,
     ) -> Result<(), String> {
         if position <= self.last_position {
             return Err(format!(
@@ -723,7 +798,7 @@ impl Inner {
         let Ok(log_index) = u32::try_from(tenant.log.len()) else {
             return Err("a tenant may hold at most 2^32 events".into());
         };
-        if tenant.by_id.contains_key(&id) {
+        if index_id && tenant.by_id.contains_key(&id) {
             return Err(format!("event id {id} appears twice"));
         }
         let event_type = match tenant.types.get_key_value(names.event_type) {
@@ -773,7 +848,9 @@ impl Inner {
                 tenant.types.insert(event_type, vec![log_index]);
             }
         }
-        tenant.by_id.insert(id, log_index);
+        if index_id {
+            tenant.by_id.insert(id, log_index);
+        }
         tenant.log.push(position);
         self.last_position = position;
         self.last_timestamp = Some(self.last_timestamp.map_or(timestamp, |t| t.max(timestamp)));

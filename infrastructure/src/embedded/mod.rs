@@ -526,8 +526,8 @@ impl EmbeddedStore {
 }
 
 /// Indexes the events of the manifest's Parquet files (their index columns, not the payloads).
-/// One thread decodes the files while this one fills the index: the two halves of the work
-/// take about as long each, so start-up takes about half as long on two cores.
+/// Two threads share the work: one decodes the files and builds the id index (the largest
+/// map), the other fills the rest of the index from the decoded batches.
 fn load_sealed(
     data_dir: &Path,
     manifest: &Manifest,
@@ -538,10 +538,14 @@ fn load_sealed(
     std::thread::scope(|scope| {
         let decoder = std::thread::Builder::new()
             .name("allsource-recovery".into())
-            .spawn_scoped(scope, move || -> anyhow::Result<()> {
+            .spawn_scoped(scope, move || -> anyhow::Result<crate::index::SealedIds> {
+                let mut ids = crate::index::SealedIds::default();
                 for entry in &manifest.parquet {
                     let path = parquet_dir(data_dir).join(&entry.file);
                     let body_bytes = parquet_file::read_index_batches(&path, |batch| {
+                        parquet_file::for_each_id(&batch, |tenant, id| {
+                            ids.add(tenant, id).map_err(|e| anyhow!(e))
+                        })?;
                         // A closed channel means the indexing side failed: it reports why.
                         batches.send(batch).map_err(|_| anyhow!("indexing stopped"))
                     })
@@ -557,7 +561,7 @@ fn load_sealed(
                         .parquet_bytes
                         .fetch_add(entry.bytes, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(ids)
             })
             .context("cannot start the recovery thread")?;
         let mut indexed = Ok(());
@@ -573,7 +577,8 @@ fn load_sealed(
             .join()
             .map_err(|_| anyhow!("the recovery thread panicked"))?;
         // The indexing error is the cause when both failed (the decoder saw a closed channel).
-        indexed.and(decoded)
+        indexed?;
+        index.install_sealed_ids(decoded?).map_err(|e| anyhow!(e))
     })
 }
 

@@ -312,6 +312,21 @@ pub fn read_index_batches(
     Ok(u64::try_from(body_bytes).unwrap_or(0))
 }
 
+/// Calls `each` with the tenant and id of every row of a batch read by
+/// [`read_index_batches`], in order.
+pub fn for_each_id(
+    batch: &RecordBatch,
+    mut each: impl FnMut(&str, EventId) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let ids = column::<FixedSizeBinaryArray>(batch, "id")?;
+    let tenants = column::<StringArray>(batch, "tenant_id")?;
+    for row in 0..batch.num_rows() {
+        let id: [u8; 16] = ids.value(row).try_into()?;
+        each(tenants.value(row), EventId::new(Uuid::from_bytes(id)))?;
+    }
+    Ok(())
+}
+
 /// The rows of a batch read by [`read_index_batches`], borrowing its names.
 pub fn index_rows(batch: &RecordBatch) -> anyhow::Result<Vec<SealedRow<'_>>> {
     let ids = column::<FixedSizeBinaryArray>(batch, "id")?;
