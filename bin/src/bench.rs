@@ -312,7 +312,9 @@ async fn start_echo() -> anyhow::Result<String> {
 
 async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    for _ in 0..600 {
+    // A large store takes a while to open (about 75 s for 100 M events on the benchmark
+    // machine): wait up to ten minutes.
+    for _ in 0..6000 {
         if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
             && r.status() == 200
         {
@@ -320,7 +322,7 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("{base} did not become ready within a minute")
+    bail!("{base} did not become ready within ten minutes")
 }
 
 /// Creates `allsource_bench_<pid>` next to the database of `url` and returns its URL. It is

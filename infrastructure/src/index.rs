@@ -128,9 +128,21 @@ pub struct SealedRow<'a> {
 #[derive(Default)]
 pub struct SealedIds {
     tenants: Map<String, Map<EventId, u32>>,
+    /// Room the first tenant's map is made with: the number of sealed events.
+    expected: usize,
 }
 
 impl SealedIds {
+    /// For `expected` sealed events in all. The first tenant's map is sized for all of them,
+    /// so that a store with one large tenant never grows (rehashes) its biggest table;
+    /// [`EventIndex::install_sealed_ids`] gives back what it did not use.
+    pub fn with_expected(expected: u64) -> Self {
+        Self {
+            tenants: Map::default(),
+            expected: usize::try_from(expected).unwrap_or(0),
+        }
+    }
+
     /// The next sealed event of `tenant` has id `id`.
     ///
     /// # Errors
@@ -138,7 +150,16 @@ impl SealedIds {
     pub fn add(&mut self, tenant: &str, id: EventId) -> Result<(), String> {
         let ids = match self.tenants.get_mut(tenant) {
             Some(ids) => ids,
-            None => self.tenants.entry(tenant.to_owned()).or_default(),
+            None => {
+                let room = if self.tenants.is_empty() {
+                    self.expected
+                } else {
+                    0
+                };
+                self.tenants
+                    .entry(tenant.to_owned())
+                    .or_insert_with(|| Map::with_capacity_and_hasher(room, Default::default()))
+            }
         };
         let next = u32::try_from(ids.len()).map_err(|_| "a tenant may hold at most 2^32 events")?;
         if ids.insert(id, next).is_some() {
@@ -486,7 +507,12 @@ impl EventIndex {
         if !inner.tail.is_empty() {
             return Err("sealed ids must be installed before the tail".into());
         }
-        for (name, by_id) in ids.tenants {
+        for (name, mut by_id) in ids.tenants {
+            // The first tenant's map was sized for the whole store: give back what it did not
+            // use when that is more than half.
+            if by_id.capacity() > 2 * by_id.len() {
+                by_id.shrink_to_fit();
+            }
             let Some(tenant) = inner.tenants.get_mut(name.as_str()) else {
                 return Err(format!(
                     "ids of tenant '{name}', which has no sealed events"

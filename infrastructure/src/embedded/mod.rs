@@ -539,7 +539,8 @@ fn load_sealed(
         let decoder = std::thread::Builder::new()
             .name("allsource-recovery".into())
             .spawn_scoped(scope, move || -> anyhow::Result<crate::index::SealedIds> {
-                let mut ids = crate::index::SealedIds::default();
+                let sealed: u64 = manifest.parquet.iter().map(|e| e.events).sum();
+                let mut ids = crate::index::SealedIds::with_expected(sealed);
                 for entry in &manifest.parquet {
                     let path = parquet_dir(data_dir).join(&entry.file);
                     let body_bytes = parquet_file::read_index_batches(&path, |batch| {
