@@ -247,47 +247,29 @@ pub(crate) fn events_of(
     batch: &RecordBatch,
     interner: &mut Interner,
 ) -> anyhow::Result<Vec<Arc<Event>>> {
-    let ids = column::<FixedSizeBinaryArray>(batch, "id")?;
-    let tenants = column::<StringArray>(batch, "tenant_id")?;
-    let entities = column::<StringArray>(batch, "entity_id")?;
-    let types = column::<StringArray>(batch, "event_type")?;
-    let versions = column::<UInt64Array>(batch, "version")?;
-    let positions = column::<UInt64Array>(batch, "position")?;
-    let timestamps = column::<TimestampMicrosecondArray>(batch, "timestamp")?;
     let payloads = column::<StringArray>(batch, "payload")?;
     let metadata = column::<StringArray>(batch, "metadata")?;
-    let mut events = Vec::with_capacity(batch.num_rows());
-    for row in 0..batch.num_rows() {
-        let id: [u8; 16] = ids.value(row).try_into()?;
-        let micros = timestamps.value(row);
-        let event = Event {
-            id: EventId::new(Uuid::from_bytes(id)),
-            tenant_id: interner
-                .tenant(tenants.value(row))
-                .map_err(|e| anyhow!(e))?,
-            entity_id: interner
-                .entity(entities.value(row))
-                .map_err(|e| anyhow!(e))?,
-            event_type: interner
-                .event_type(types.value(row))
-                .map_err(|e| anyhow!(e))?,
-            version: Version::new(versions.value(row)),
-            position: Position::new(positions.value(row)),
-            timestamp: DateTime::from_timestamp_micros(micros)
-                .ok_or_else(|| anyhow!("timestamp {micros} out of range"))?,
-            payload: RawValue::from_string(payloads.value(row).to_owned())?,
-            metadata: if metadata.is_null(row) {
-                None
-            } else {
-                Some(RawValue::from_string(metadata.value(row).to_owned())?)
-            },
-        };
-        if event.version.get() == 0 || event.position.get() == 0 {
-            bail!("row {row}: version and position start at 1");
-        }
-        events.push(Arc::new(event));
-    }
-    Ok(events)
+    index_rows(batch)?
+        .into_iter()
+        .enumerate()
+        .map(|(row, r)| {
+            Ok(Arc::new(Event {
+                id: r.id,
+                tenant_id: interner.tenant(r.tenant_id).map_err(|e| anyhow!(e))?,
+                entity_id: interner.entity(r.entity_id).map_err(|e| anyhow!(e))?,
+                event_type: interner.event_type(r.event_type).map_err(|e| anyhow!(e))?,
+                version: Version::new(r.version),
+                position: Position::new(r.position),
+                timestamp: r.timestamp,
+                payload: RawValue::from_string(payloads.value(row).to_owned())?,
+                metadata: if metadata.is_null(row) {
+                    None
+                } else {
+                    Some(RawValue::from_string(metadata.value(row).to_owned())?)
+                },
+            }))
+        })
+        .collect()
 }
 
 /// Columns the index needs (all but `payload` and `metadata`), by index in [`schema`].
