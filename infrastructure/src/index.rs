@@ -80,35 +80,6 @@ pub trait ColdEvents: Send + Sync {
     fn get_many(&self, positions: &[u64], io: Io) -> Result<Vec<Arc<Event>>, ReadError>;
 }
 
-/// What the index keeps of one event: everything but its payload and metadata.
-#[derive(Debug, Clone)]
-pub struct IndexEntry {
-    pub id: EventId,
-    pub tenant_id: TenantId,
-    pub entity_id: EntityId,
-    pub event_type: EventType,
-    pub version: u64,
-    pub position: u64,
-    pub timestamp: DateTime<Utc>,
-    /// Payload and metadata bytes (for `stats`).
-    pub body_bytes: u64,
-}
-
-impl IndexEntry {
-    fn of(event: &Event) -> Self {
-        Self {
-            id: event.id,
-            tenant_id: event.tenant_id.clone(),
-            entity_id: event.entity_id.clone(),
-            event_type: event.event_type.clone(),
-            version: event.version.get(),
-            position: event.position.get(),
-            timestamp: event.timestamp,
-            body_bytes: event.body_bytes() as u64,
-        }
-    }
-}
-
 /// One sealed event as recovery reads it from a file: names as text, so that only a stream,
 /// type or tenant the index does not know yet costs an allocation.
 #[derive(Debug, Clone, Copy)]
@@ -454,7 +425,7 @@ impl EventIndex {
     pub fn publish(&self, events: impl IntoIterator<Item = Arc<Event>>) -> Result<(), String> {
         let mut inner = self.inner.write();
         for event in events {
-            inner.push(&IndexEntry::of(&event))?;
+            inner.push(&event)?;
             inner.tail.push_back(event);
         }
         Ok(())
@@ -785,20 +756,21 @@ impl EventIndex {
 pub const INDEX_BYTES_PER_EVENT: u64 = 8 + 8 + 4 + (16 + 4 + 1) * 8 / 7;
 
 impl Inner {
-    fn push(&mut self, entry: &IndexEntry) -> Result<(), String> {
+    /// Indexes a published event, sharing its names when they are new to the index.
+    fn push(&mut self, event: &Event) -> Result<(), String> {
         let names = Names {
-            tenant: entry.tenant_id.as_str(),
-            entity: entry.entity_id.as_str(),
-            event_type: entry.event_type.as_str(),
-            shared: Some((&entry.tenant_id, &entry.entity_id, &entry.event_type)),
+            tenant: event.tenant_id.as_str(),
+            entity: event.entity_id.as_str(),
+            event_type: event.event_type.as_str(),
+            shared: Some((&event.tenant_id, &event.entity_id, &event.event_type)),
         };
         self.push_parts(
-            entry.id,
+            event.id,
             &names,
-            entry.version,
-            entry.position,
-            entry.timestamp,
-            entry.body_bytes,
+            event.version.get(),
+            event.position.get(),
+            event.timestamp,
+            event.body_bytes() as u64,
             true,
         )
     }

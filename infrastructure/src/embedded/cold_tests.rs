@@ -45,6 +45,14 @@ async fn stream(store: &EmbeddedStore, t: &str, entity: &str) -> Vec<Event> {
         .collect()
 }
 
+/// The stream's events, picked out of everything.
+fn stream_of(all: &[Event], t: &str, entity: &str) -> Vec<Event> {
+    all.iter()
+        .filter(|e| e.tenant_id.as_str() == t && e.entity_id.as_str() == entity)
+        .cloned()
+        .collect()
+}
+
 fn block_reads(stats: &allsource_application::ports::StoreStats) -> u64 {
     stats.storage["cache"]["block_reads"].as_u64().unwrap()
 }
@@ -68,12 +76,10 @@ async fn sealed_events_are_read_from_disk_with_the_same_answers() {
 
     // Streams, in full and in ranges, field for field.
     for entity in ["e0", "e1", "e2", "e3", "e4"] {
-        let expected: Vec<Event> = all
-            .iter()
-            .filter(|e| e.tenant_id.as_str() == "default" && e.entity_id.as_str() == entity)
-            .cloned()
-            .collect();
-        assert_eq!(stream(&store, "default", entity).await, expected);
+        assert_eq!(
+            stream(&store, "default", entity).await,
+            stream_of(&all, "default", entity)
+        );
         let middle = store
             .read_stream(
                 &tenant("default"),
@@ -162,12 +168,10 @@ async fn sealed_events_are_read_from_disk_with_the_same_answers() {
     assert!(report.files_before > report.files_after, "{report:?}");
     assert_eq!(everything(&store).await, all);
     for entity in ["e0", "e3"] {
-        let expected: Vec<Event> = all
-            .iter()
-            .filter(|e| e.tenant_id.as_str() == "other" && e.entity_id.as_str() == entity)
-            .cloned()
-            .collect();
-        assert_eq!(stream(&store, "other", entity).await, expected);
+        assert_eq!(
+            stream(&store, "other", entity).await,
+            stream_of(&all, "other", entity)
+        );
     }
     store.shutdown().await.unwrap();
 }
